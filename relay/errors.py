@@ -1,0 +1,113 @@
+"""Errors the relay raises on purpose.
+
+Contract: every error the relay raises on purpose is a :class:`RelayError`. Each leaf names a
+short, stable ``code`` (for logs and metrics) and the process ``exit_code`` the command line uses
+when that error ends a run. Messages are one sentence, without a trailing period, and never
+contain a secret.
+
+Leaves so far: :class:`ConfigError`. Further leaves (``SourceError``, ``TargetError``...) are
+added here next to it: each subclasses :class:`RelayError`, sets ``code`` and, when the run
+should end with something other than 1, ``exit_code``. (The LFS SDK keeps its own root,
+:class:`relay.lfs.LfsError`, because it is usable without the relay.)
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Final
+
+SECRET_WORDS: Final = ("password", "secret", "token", "credentials", "sasl.jaas")
+"""Words that mark a config key path as secret: its value is never shown in a message."""
+
+REDACTED: Final = "***"
+
+_MAX_RENDERED: Final = 80
+
+
+class _Missing:
+    """Type of the sentinel that stands for "no value given"."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<missing>"
+
+    def __reduce__(self) -> str:
+        return "_MISSING"
+
+
+_MISSING: Final = _Missing()
+
+
+def is_secret_path(path: str) -> bool:
+    """Whether a dotted key path names a secret: it contains one of :data:`SECRET_WORDS`.
+
+    The match is case-insensitive and treats ``_`` and ``-`` like ``.``, so ``sasl_jaas_config``,
+    ``sasl.jaas.config`` and ``SASL-JAAS-Config`` are all secret.
+    """
+    normalized = re.sub(r"[_\-]", ".", path.lower())
+    return any(word in normalized for word in SECRET_WORDS)
+
+
+def _render_value(path: str, value: object) -> str:
+    """Render an offending value for a message: ``repr``, shortened, or ``'***'`` for secrets."""
+    if is_secret_path(path):
+        return repr(REDACTED)
+    text = repr(value)
+    if len(text) > _MAX_RENDERED:
+        text = text[: _MAX_RENDERED - 3] + "..."
+    return text
+
+
+class RelayError(Exception):
+    """Root of every error the relay raises on purpose."""
+
+    code: str = "relay_error"
+    exit_code: int = 1
+
+
+class ConfigError(RelayError):
+    """The configuration is invalid, or cannot be read.
+
+    ``path`` is the dotted key path of the offending setting (``sources[1].bootstrap_servers``,
+    ``target.batch.max_bytes``), or ``""`` for the file as a whole. ``message`` says what was
+    expected. ``value`` is the offending value, or a sentinel when none was given (see
+    :attr:`has_value`).
+
+    ``str()`` is one sentence::
+
+        config key 'target.batch.max_bytes': expected a size like 16MiB, got '16 MegaBytes'
+
+    When the path is secret (:func:`is_secret_path`) the value is rendered as ``'***'``. The
+    exception's ``args`` hold only that rendered sentence, so ``repr()`` is safe to log too.
+    """
+
+    code = "config"
+    exit_code = 2
+
+    path: str
+    message: str
+    value: object
+
+    def __init__(self, path: str, message: str, value: object = _MISSING) -> None:
+        self.path = path
+        self.message = message
+        self.value = value
+        super().__init__(self._render())
+
+    @property
+    def has_value(self) -> bool:
+        """Whether an offending value was given (and is shown, or redacted, in the message)."""
+        return self.value is not _MISSING
+
+    def _render(self) -> str:
+        text = f"config key '{self.path}': {self.message}" if self.path else self.message
+        if self.has_value:
+            text += f", got {_render_value(self.path, self.value)}"
+        return text
+
+    def __str__(self) -> str:
+        return self._render()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.path, self.message, self.value))

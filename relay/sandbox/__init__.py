@@ -1,0 +1,21 @@
+"""The project's sandbox: real Apache Kafka (KRaft) clusters and a real S3 server on loopback.
+
+The tests, the demo and the benchmarks all build on this one package; nothing here is used by
+the relay itself.
+"""
+
+from relay.sandbox.distribution import KAFKA_VERSION, KafkaDistribution, kafka_distribution
+from relay.sandbox.kafka import KafkaCluster
+from relay.sandbox.process import SandboxError
+from relay.sandbox.s3 import S3Server
+from relay.sandbox.sandbox import Sandbox
+
+__all__ = [
+    "KAFKA_VERSION",
+    "KafkaCluster",
+    "KafkaDistribution",
+    "S3Server",
+    "Sandbox",
+    "SandboxError",
+    "kafka_distribution",
+]
