@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from relay import __version__
+from relay import __version__, commands
 from relay.sandbox import cli as sandbox_cli
 
 
@@ -18,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"kafka-lfs-relay {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    commands.add_parsers(sub)
     sandbox_cli.add_parser(sub)
     return parser
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from typing import Any, Final
 
-SECRET_WORDS: Final = ("password", "secret", "token", "credentials", "sasl.jaas")
+SECRET_WORDS: Final = ("password", "secret", "token", "credentials", "sasl.jaas", "key.pem", "private")
 """Words that mark a config key path as secret: its value is never shown in a message."""
 
 REDACTED: Final = "***"

@@ -44,8 +44,10 @@ def _table(info: dict[str, Any]) -> str:
     lines = [f"{a:<{width0}}  {b:<{width1}}  {c}" for a, b, c in rows]
     s3 = info.get("s3")
     if s3:
-        lines.append(f"s3: {s3['endpoint_url']}  bucket={s3['bucket']}  region={s3['region']}  "
-                     f"access_key_id={s3['access_key_id']}  (secret in --json output)")  # fmt: skip
+        lines.append(
+            f"s3: {s3['endpoint_url']}  bucket={s3['bucket']}  region={s3['region']}  "
+            f"access_key_id={s3['access_key_id']}  (secret in --json output)"
+        )
     lines.append(f"state and logs: {info['dir']}")
     return "\n".join(lines)
 

@@ -104,9 +104,15 @@ def resolve_with_maven(artifacts: Sequence[str], dest: Path) -> tuple[Path, ...]
         (work / "pom.xml").write_text(_pom(artifacts), encoding="utf-8")
         staging = work / "libs"
         cmd = [
-            mvn, "-q", "-B", "-f", str(work / "pom.xml"),
-            "dependency:copy-dependencies", "-DincludeScope=runtime", f"-DoutputDirectory={staging}",
-        ]  # fmt: skip
+            mvn,
+            "-q",
+            "-B",
+            "-f",
+            str(work / "pom.xml"),
+            "dependency:copy-dependencies",
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={staging}",
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0 or not any(staging.glob("*.jar")):
             tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-20:])

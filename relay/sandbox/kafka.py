@@ -253,24 +253,73 @@ class KafkaCluster:
             return proc.stdout
 
         common = ["-storetype", "PKCS12", "-storepass", pw, "-keypass", pw, "-keyalg", "RSA", "-keysize", "2048"]
-        run("-genkeypair", "-alias", "ca", "-keystore", ca, "-dname", "CN=kafka-lfs-relay sandbox CA",
-            "-ext", "bc:c", "-validity", "30", *common)  # fmt: skip
-        run("-genkeypair", "-alias", "broker", "-keystore", broker, "-dname", "CN=localhost",
-            "-validity", "30", *common)  # fmt: skip
+        run(
+            "-genkeypair",
+            "-alias",
+            "ca",
+            "-keystore",
+            ca,
+            "-dname",
+            "CN=kafka-lfs-relay sandbox CA",
+            "-ext",
+            "bc:c",
+            "-validity",
+            "30",
+            *common,
+        )
+        run(
+            "-genkeypair", "-alias", "broker", "-keystore", broker, "-dname", "CN=localhost", "-validity", "30", *common
+        )
         ca_pem = run("-exportcert", "-rfc", "-alias", "ca", "-keystore", ca, "-storepass", pw)
         (tls / "ca.pem").write_text(ca_pem, encoding="ascii")
         csr = run("-certreq", "-alias", "broker", "-keystore", broker, "-storepass", pw)
-        signed = run("-gencert", "-rfc", "-alias", "ca", "-keystore", ca, "-storepass", pw,
-                     "-ext", "SAN=ip:127.0.0.1,dns:localhost", "-validity", "30", stdin=csr)  # fmt: skip
+        signed = run(
+            "-gencert",
+            "-rfc",
+            "-alias",
+            "ca",
+            "-keystore",
+            ca,
+            "-storepass",
+            pw,
+            "-ext",
+            "SAN=ip:127.0.0.1,dns:localhost",
+            "-validity",
+            "30",
+            stdin=csr,
+        )
         (tls / "broker.pem").write_text(signed, encoding="ascii")
-        run("-importcert", "-noprompt", "-alias", "ca", "-file", str(tls / "ca.pem"),
-            "-keystore", broker, "-storepass", pw)  # fmt: skip
-        run("-importcert", "-noprompt", "-alias", "broker", "-file", str(tls / "broker.pem"),
-            "-keystore", broker, "-storepass", pw, "-keypass", pw)  # fmt: skip
+        run(
+            "-importcert",
+            "-noprompt",
+            "-alias",
+            "ca",
+            "-file",
+            str(tls / "ca.pem"),
+            "-keystore",
+            broker,
+            "-storepass",
+            pw,
+        )
+        run(
+            "-importcert",
+            "-noprompt",
+            "-alias",
+            "broker",
+            "-file",
+            str(tls / "broker.pem"),
+            "-keystore",
+            broker,
+            "-storepass",
+            pw,
+            "-keypass",
+            pw,
+        )
 
     def _format(self, config: Path) -> None:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-        args = ["format", "-t", cluster_id, "-c", str(config)]
+        # "=" form: a generated id may start with "-", which argparse would take for an option.
+        args = ["format", f"--cluster-id={cluster_id}", "-c", str(config)]
         auth = self.spec.auth
         if auth is not None:
             args += ["--add-scram", f"SCRAM-SHA-512=[name={auth.username},password={auth.password}]"]
@@ -292,9 +341,11 @@ class KafkaCluster:
                     self._make_tls()
                 self._format(config)
             proc = ManagedProcess(
-                self.name, self._java("kafka.Kafka", str(config), heap=self.spec.heap), self.log_path,
+                self.name,
+                self._java("kafka.Kafka", str(config), heap=self.spec.heap),
+                self.log_path,
                 self.spec.workdir,
-            )  # fmt: skip
+            )
             proc.start()
             self._proc = proc
             self.spec.pid = proc.pid

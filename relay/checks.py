@@ -1,0 +1,85 @@
+"""``kafka-lfs-relay check``: what the relay would see, cluster by cluster, topic by topic."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from relay.config.model import ClusterConfig, RelayConfig
+from relay.sourcepool import ClusterProbe
+
+
+def _partitions(cluster: ClusterConfig, topics: list[str], timeout: float) -> tuple[dict[str, int], str | None]:
+    """Partition counts of ``topics`` that exist, and the reason the cluster cannot be read (if so)."""
+    probe = ClusterProbe(cluster, timeout)
+    try:
+        md = probe.admin.list_topics(timeout=timeout)
+    except Exception as exc:  # reachability is what is being checked; report librdkafka's reason
+        reason = probe.auth_error or (exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else str(exc))
+        return {}, reason
+    counts = {t: len(md.topics[t].partitions) for t in topics if t in md.topics and md.topics[t].error is None}
+    return counts, None
+
+
+def run_checks(config: RelayConfig, out: Callable[[str], None]) -> int:
+    """Print one line per finding; return the number of problems."""
+    timeout = max(5.0, config.source_pool.request_timeout)
+    problems = 0
+    source_topics = [t.source for t in config.topics]
+    reference: dict[str, int] = {}
+    for cluster in config.sources:
+        counts, reason = _partitions(cluster, source_topics, timeout)
+        if reason is not None:
+            out(f"PROBLEM source {cluster.name} ({cluster.bootstrap_servers}) is not reachable: {reason}")
+            problems += 1
+            continue
+        out(f"ok      source {cluster.name} ({cluster.bootstrap_servers}) is reachable")
+        for topic in source_topics:
+            if topic not in counts:
+                out(f"PROBLEM source {cluster.name}: topic {topic!r} does not exist")
+                problems += 1
+                continue
+            out(f"ok      source {cluster.name}: topic {topic!r} has {counts[topic]} partitions")
+            if topic in reference and reference[topic] != counts[topic]:
+                out(
+                    f"PROBLEM source {cluster.name}: topic {topic!r} has {counts[topic]} partitions, "
+                    f"another source has {reference[topic]}; failover needs identical topics"
+                )
+                problems += 1
+            reference.setdefault(topic, counts[topic])
+    if config.target.type not in ("kafka", "lfs", "hydrate"):
+        out(f"skip    target type {config.target.type!r} is custom; only the sources were checked")
+        return problems
+    target = config.target.cluster
+    counts, reason = _partitions(target, [t.target for t in config.topics], timeout)
+    if reason is not None:
+        out(f"PROBLEM target {target.name} ({target.bootstrap_servers}) is not reachable: {reason}")
+        return problems + 1
+    out(f"ok      target {target.name} ({target.bootstrap_servers}) is reachable")
+    for route in config.topics:
+        have = counts.get(route.target)
+        need = reference.get(route.source)
+        if have is None:
+            if config.target.create_topics:
+                out(
+                    f"ok      target topic {route.target!r} does not exist yet; it will be created "
+                    f"with {need if need is not None else 'the source'} partitions"
+                )
+            else:
+                out(f"PROBLEM target topic {route.target!r} does not exist and target.create_topics is false")
+                problems += 1
+            continue
+        if route.partition == "preserve" and need is not None and have < need:
+            out(
+                f"PROBLEM target topic {route.target!r} has {have} partitions but source topic {route.source!r} "
+                f"has {need}; partition: preserve needs at least as many"
+            )
+            problems += 1
+        elif isinstance(route.partition, int) and route.partition >= have:
+            out(f"PROBLEM target topic {route.target!r} has no partition {route.partition}")
+            problems += 1
+        else:
+            out(f"ok      target topic {route.target!r} has {have} partitions (partition: {route.partition})")
+    return problems
+
+
+__all__ = ["run_checks"]

@@ -1,0 +1,72 @@
+"""Prometheus metrics of one relay, in a registry of its own (no global state)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+PREFIX = "kafka_lfs_relay"
+
+
+class RelayMetrics:
+    """Every metric the relay exports. Created once per relay and passed to whoever updates it."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.records_relayed = Counter(
+            f"{PREFIX}_records_relayed",
+            "Records durably written to the target.",
+            ["source_cluster", "topic", "partition"],
+            registry=r,
+        )
+        self.bytes_relayed = Counter(
+            f"{PREFIX}_bytes_relayed",
+            "Bytes (key, value, headers) durably written to the target.",
+            ["source_cluster", "topic", "partition"],
+            registry=r,
+        )
+        self.lag = Gauge(
+            f"{PREFIX}_lag_records",
+            "Source end offset minus the relay's next offset, per partition.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.source_switches = Counter(
+            f"{PREFIX}_source_switches",
+            "Switches of the active source cluster, by reason.",
+            ["from_source", "to_source", "reason"],
+            registry=r,
+        )
+        self.source_healthy = Gauge(
+            f"{PREFIX}_source_healthy", "1 if the source cluster passed its last health check.", ["source"], registry=r
+        )
+        self.source_active = Gauge(
+            f"{PREFIX}_source_active", "1 for the source cluster the relay reads from.", ["source"], registry=r
+        )
+        self.produce_latency = Histogram(
+            f"{PREFIX}_produce_latency_seconds",
+            "Time to produce and commit one batch (one transaction).",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
+        self.produce_errors = Counter(
+            f"{PREFIX}_produce_errors", "Failed produce or commit attempts, by Kafka error name.", ["kind"], registry=r
+        )
+        self.in_flight_bytes = Gauge(
+            f"{PREFIX}_in_flight_bytes",
+            "Bytes read from the source and not yet acknowledged by the target.",
+            registry=r,
+        )
+        self.target_restarts = Counter(
+            f"{PREFIX}_target_restarts", "Times the target re-initialised and the relay re-read positions.", registry=r
+        )
+        self.records_filtered = Counter(
+            f"{PREFIX}_records_filtered", "Records dropped by a filter.", ["filter"], registry=r
+        )
+        self.filter_errors = Counter(
+            f"{PREFIX}_filter_errors", "Exceptions raised by a filter.", ["filter"], registry=r
+        )
+
+    def serve(self, host: str, port: int) -> None:
+        """Serve ``/metrics`` on ``host:port`` from a daemon thread."""
+        start_http_server(port, addr=host, registry=self.registry)

@@ -1,0 +1,320 @@
+"""The relay: read from the active source, filter, write to the target, resume exactly.
+
+One thread runs :meth:`Relay.run`: it owns the source consumer, applies the filters and hands
+records to the target. The target acknowledges from its own thread (``_on_ack``), which only
+releases budget and counts. The health checker runs in the pool's thread and only *proposes*
+switches; this thread carries them out between two polls, so a consumer is never used by two
+threads.
+
+Positions: ``_next[sp]`` is the next source offset to read, advanced as records are read (not as
+they are acknowledged). It is used only to position a new consumer after a failover. What the
+relay resumes from after a crash is always what the target reports, never this in-memory state.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import structlog
+from confluent_kafka import KafkaError
+from confluent_kafka import Message as KafkaMessage
+
+from relay.budget import ByteBudget
+from relay.config.model import TopicConfig
+from relay.failover import Decision
+from relay.kafkautil import headers_of
+from relay.message import Message, SourcePartition, record_size
+from relay.metrics import RelayMetrics
+from relay.sourcepool import Fingerprint, SourceError, SourcePool, SourceReader, fingerprint
+from relay.target import Target, TargetRestart
+
+log = structlog.get_logger("kafka_lfs_relay.relay")
+
+# A filter chain returns None to keep a record, or the name of the filter that dropped it.
+FilterFn = Callable[[Message], "str | None"]
+
+_POLL_RECORDS = 2000
+_POLL_TIMEOUT = 0.2
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What ``stop_at_end`` is waiting for: records left, and partitions left."""
+
+    remaining: int
+    partitions_left: int
+
+
+class Relay:
+    """Moves records from a :class:`SourcePool` through filters into a :class:`Target`."""
+
+    def __init__(
+        self,
+        pool: SourcePool,
+        target: Target,
+        topics: Sequence[TopicConfig],
+        metrics: RelayMetrics,
+        max_in_flight: int,
+        stop_at_end: bool = False,
+        filters: FilterFn | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> None:
+        self.pool = pool
+        self.target = target
+        self.routes = {t.source: t for t in topics}
+        self.metrics = metrics
+        self.stop_at_end = stop_at_end
+        self.filters = filters
+        self.on_progress = on_progress
+        self.budget = ByteBudget(max_in_flight, metrics.in_flight_bytes.set)
+        self.stopping = threading.Event()
+        self._queue_bytes = max(1 << 20, max_in_flight // 4)
+        self._next: dict[SourcePartition, int] = {}
+        self._fingerprints: dict[SourcePartition, Fingerprint] = {}
+        self._ends: dict[SourcePartition, int] = {}
+        self._done: set[SourcePartition] = set()
+        self._reader: SourceReader | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask the relay to drain and return (safe from a signal handler or another thread)."""
+        self.stopping.set()
+
+    def run(self) -> None:
+        """Relay until stopped, or until the end offsets seen at start when ``stop_at_end``.
+
+        Raises :class:`RelayError` on anything unrecoverable; what was acknowledged stays
+        acknowledged and nothing else is marked as done.
+        """
+        active = self.pool.choose_initial()
+        counts = self.pool.partitions()
+        all_partitions = [SourcePartition(t, p) for t, n in counts.items() for p in range(n)]
+        resumed = self.target.high_watermarks(all_partitions)
+        self._next = {sp: resumed.get(sp, -1) for sp in all_partitions}
+        log.info(
+            "resuming",
+            source=active,
+            partitions=len(all_partitions),
+            from_target=len(resumed),
+            from_beginning=len(all_partitions) - len(resumed),
+        )
+        if self.stop_at_end:
+            self._ends = self.pool.end_offsets()
+            self._done = {sp for sp, end in self._ends.items() if self._next.get(sp, -1) >= max(end, 0)}
+        self.target.start(self._on_ack)
+        self.pool.start()
+        self._reader = self.pool.reader(active, self._queue_bytes)
+        try:
+            self._reader.assign(self._next)
+            self._loop()
+            self._drain()
+        finally:
+            self.pool.stop()
+            if self._reader is not None:
+                self._reader.close()
+            self.target.close()
+
+    def _drain(self) -> None:
+        log.info("draining: waiting for the target to acknowledge what is in flight", bytes=self.budget.used)
+        self.target.flush()
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        last_report = 0.0
+        last_partition_check = time.monotonic()
+        while not self.stopping.is_set():
+            if self.stop_at_end and len(self._done) >= len(self._ends):
+                log.info("reached the end offsets seen at start", partitions=len(self._ends))
+                return
+            decision = self.pool.take_switch()
+            if decision is not None:
+                self._switch(decision)
+            reader = self._reader
+            assert reader is not None
+            if reader.fatal:
+                raise SourceError(reader.fatal)
+            batch = reader.consume(_POLL_RECORDS, _POLL_TIMEOUT)
+            if batch:
+                try:
+                    self._handle(batch)
+                except TargetRestart as exc:
+                    self._restart(str(exc))
+            now = time.monotonic()
+            if now - last_report >= 1.0:
+                last_report = now
+                self._report()
+            if now - last_partition_check >= self.pool.config.healthcheck_interval * 5:
+                last_partition_check = now
+                self._discover_partitions()
+
+    def _handle(self, batch: Sequence[KafkaMessage]) -> None:
+        reader = self._reader
+        assert reader is not None
+        cluster = reader.cluster.name
+        messages: list[Message] = []
+        total = 0
+        for raw in batch:
+            err = raw.error()
+            sp = SourcePartition(raw.topic() or "", raw.partition() or 0)
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    self._at_end(sp, raw.offset() or 0)
+                    continue
+                self._source_error(err)
+                continue
+            offset = raw.offset() or 0
+            key, value = raw.key(), raw.value()
+            headers = headers_of(raw)
+            ts = raw.timestamp()[1]
+            self._next[sp] = offset + 1
+            self._fingerprints[sp] = fingerprint(offset, ts, key, value)
+            route = self.routes[sp.topic]
+            size = record_size(key, value, headers)
+            msg = Message(
+                key, value, headers, route.target, sp.partition, cluster, sp.topic, sp.partition, offset, ts, size
+            )
+            if self.filters is not None:
+                dropped_by = self.filters(msg)
+                if dropped_by is not None:
+                    self.metrics.records_filtered.labels(filter=dropped_by).inc()
+                    continue
+            messages.append(msg)
+            total += size
+        if self.stop_at_end:
+            for msg in messages:
+                end = self._ends.get(msg.source)
+                if end is not None and msg.source_offset + 1 >= end:
+                    self._done.add(msg.source)
+        if not messages:
+            return
+        if not self.budget.acquire(total, self.stopping):
+            return
+        for msg in messages:
+            self.target.write(msg)
+
+    def _at_end(self, sp: SourcePartition, offset: int) -> None:
+        """A partition-EOF event: the reader has caught up with ``offset`` on ``sp``."""
+        if offset > self._next.get(sp, -1):
+            self._next[sp] = offset
+        end = self._ends.get(sp)
+        if end is not None and offset >= end:
+            self._done.add(sp)
+
+    def _source_error(self, err: KafkaError) -> None:
+        if err.code() in (
+            KafkaError.TOPIC_AUTHORIZATION_FAILED,
+            KafkaError._AUTHENTICATION,
+            KafkaError.SASL_AUTHENTICATION_FAILED,
+        ):
+            raise SourceError(f"source {self.pool.active}: {err.str()}")
+        if err.code() == KafkaError.OFFSET_OUT_OF_RANGE:
+            raise SourceError(
+                f"source {self.pool.active}: the next offset to read is no longer in the log "
+                f"({err.str()}); records were deleted by retention before they were relayed"
+            )
+        log.warning("source reported an error", source=self.pool.active, error=err.str())
+        self.pool.check_now()
+
+    # -- acknowledgement (target thread) -----------------------------------------------------------
+    def _on_ack(self, messages: Sequence[Message]) -> None:
+        counts: dict[tuple[str, str, int], list[int]] = defaultdict(lambda: [0, 0])
+        total = 0
+        for msg in messages:
+            c = counts[(msg.source_cluster, msg.source_topic, msg.source_partition)]
+            c[0] += 1
+            c[1] += msg.size
+            total += msg.size
+        for (cluster, topic, partition), (n, size) in counts.items():
+            self.metrics.records_relayed.labels(source_cluster=cluster, topic=topic, partition=str(partition)).inc(n)
+            self.metrics.bytes_relayed.labels(source_cluster=cluster, topic=topic, partition=str(partition)).inc(size)
+        self.budget.release(total)
+
+    # -- failover, restarts, new partitions --------------------------------------------------------
+    def _switch(self, decision: Decision) -> None:
+        old, to = self._reader, decision.to
+        assert old is not None and to is not None
+        log.warning(
+            "switching source",
+            from_source=old.cluster.name,
+            to_source=to,
+            reason=decision.reason,
+            detail=decision.detail,
+        )
+        old.close()
+        self._reader = None
+        reader = self.pool.reader(to, self._queue_bytes)
+        if self.pool.config.verify_on_switch and self._fingerprints:
+            health = self.pool.latest(to)
+            ends = dict(health.end_offsets) if health is not None else {}
+            mismatches, unverifiable = reader.verify(self._fingerprints, ends, self.pool.config.request_timeout * 5)
+            if mismatches:
+                reader.close()
+                raise SourceError(
+                    f"sources {old.cluster.name} and {to} hold different records at {', '.join(mismatches[:5])}; "
+                    "refusing to fail over because offsets would not line up (records would be lost or duplicated)"
+                )
+            if unverifiable:
+                log.warning(
+                    "could not verify these positions on the new source", source=to, positions=unverifiable[:10]
+                )
+        reader.assign(self._next)
+        self._reader = reader
+        self.pool.switched(decision)
+
+    def _restart(self, why: str) -> None:
+        """The target dropped what was in flight: re-read positions from it and seek there."""
+        log.warning("target restarted; re-reading positions from the target", detail=why)
+        self.budget.reset()
+        partitions = list(self._next)
+        resumed = self.target.high_watermarks(partitions)
+        self._next = {sp: resumed.get(sp, -1) for sp in partitions}
+        self._fingerprints.clear()
+        if self._reader is not None:
+            self._reader.close()
+        self._reader = self.pool.reader(self.pool.active, self._queue_bytes)
+        self._reader.assign(self._next)
+
+    def _discover_partitions(self) -> None:
+        """Pick up partitions added to a source topic while running."""
+        try:
+            counts = self.pool.partitions()
+        except Exception:  # reachability is the health checker's to report; try again later
+            return
+        new = {SourcePartition(t, p) for t, n in counts.items() for p in range(n)} - self._next.keys()
+        if not new:
+            return
+        resumed = self.target.high_watermarks(sorted(new))
+        fresh = {sp: resumed.get(sp, -1) for sp in sorted(new)}
+        log.warning(
+            "new source partitions found; relaying them from their beginning",
+            partitions=[f"{sp.topic}/{sp.partition}" for sp in fresh],
+        )
+        self._next.update(fresh)
+        assert self._reader is not None
+        self._reader.assign(fresh)
+
+    # -- reporting ---------------------------------------------------------------------------------
+    def _report(self) -> None:
+        health = self.pool.latest(self.pool.active)
+        if health is None or not health.ok:
+            return
+        remaining = 0
+        for sp, end in health.end_offsets.items():
+            nxt = self._next.get(sp, -1)
+            lag = max(0, end - nxt) if nxt >= 0 else end
+            self.metrics.lag.labels(topic=sp.topic, partition=str(sp.partition)).set(lag)
+        if self.stop_at_end and self.on_progress is not None:
+            for sp, end in self._ends.items():
+                if sp not in self._done:
+                    nxt = self._next.get(sp, -1)
+                    remaining += max(0, end - nxt) if nxt >= 0 else end
+            self.on_progress(Progress(remaining, len(self._ends) - len(self._done)))
+
+    @property
+    def positions(self) -> Mapping[SourcePartition, int]:
+        """Next source offset per partition as read (not acknowledged); for tests and progress."""
+        return dict(self._next)

@@ -1,0 +1,339 @@
+"""Source clusters: health checks in the background, and a reader on the active one.
+
+Threads: the health-check thread only reads cluster metadata and end offsets and publishes a
+decision; the consumer belongs to the relay's thread alone (librdkafka consumers are not safe to
+close from another thread), which swaps readers between polls when a switch is pending.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import threading
+import time
+import uuid
+import zlib
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from confluent_kafka import OFFSET_BEGINNING, Consumer, IsolationLevel, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Message as KafkaMessage
+from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
+
+from relay.config.model import ClusterConfig, SourcePoolConfig
+from relay.errors import RelayError
+from relay.failover import Decision, Health, decide
+from relay.logs import librdkafka_logger
+from relay.message import SourcePartition
+from relay.metrics import RelayMetrics
+
+log = structlog.get_logger("kafka_lfs_relay.source")
+
+_AUTH_ERRORS = {
+    KafkaError._AUTHENTICATION,
+    KafkaError.SASL_AUTHENTICATION_FAILED,
+    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    KafkaError.GROUP_AUTHORIZATION_FAILED,
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+}
+
+
+_LATEST: Any = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+
+
+class SourceError(RelayError):
+    """A source cannot be read as configured; the message names the cluster and the topic."""
+
+    code = "source"
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What the relay last read from a partition, to check that another source holds the same record there."""
+
+    offset: int
+    timestamp_ms: int
+    digest: int
+
+
+def fingerprint(offset: int, timestamp_ms: int, key: bytes | None, value: bytes | None) -> Fingerprint:
+    """A cheap identity of one record: offset, timestamp and a CRC of key and value."""
+    return Fingerprint(offset, timestamp_ms, zlib.crc32(value or b"", zlib.crc32(key or b"")))
+
+
+class ClusterProbe:
+    """Health checks of one cluster through an AdminClient that lives as long as the pool."""
+
+    def __init__(self, cluster: ClusterConfig, timeout: float) -> None:
+        self.cluster = cluster
+        self.timeout = timeout
+        self.auth_error: str | None = None
+        conf: dict[str, Any] = {
+            **cluster.client_config(),
+            "socket.timeout.ms": max(1000, int(timeout * 1000)),
+            "error_cb": self._error_cb,
+            "logger": librdkafka_logger(),
+        }
+        self.admin = AdminClient(conf)
+
+    def _error_cb(self, err: KafkaError) -> None:
+        if err.code() in _AUTH_ERRORS:
+            self.auth_error = err.str()
+
+    def partitions(self, topics: Iterable[str]) -> dict[str, int]:
+        """Partition count of each topic; raises SourceError naming a missing topic."""
+        md = self.admin.list_topics(timeout=self.timeout)
+        counts: dict[str, int] = {}
+        for topic in topics:
+            tmd = md.topics.get(topic)
+            if tmd is None or tmd.error is not None or not tmd.partitions:
+                reason = tmd.error.str() if tmd is not None and tmd.error is not None else "it does not exist"
+                raise SourceError(f"source {self.cluster.name}: topic {topic!r} cannot be read: {reason}")
+            counts[topic] = len(tmd.partitions)
+        return counts
+
+    def check(self, topics: Sequence[str]) -> Health:
+        """Metadata and committed end offsets of every partition, within the request timeout."""
+        now = time.monotonic()
+        try:
+            counts = self.partitions(topics)
+            request = {TopicPartition(t, p): _LATEST for t, n in counts.items() for p in range(n)}
+            futures = self.admin.list_offsets(
+                request, isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=self.timeout
+            )
+            ends = {
+                SourcePartition(tp.topic, tp.partition): fut.result(timeout=self.timeout).offset
+                for tp, fut in futures.items()
+            }
+            return Health(self.cluster.name, True, now, ends)
+        except SourceError as exc:
+            return Health(self.cluster.name, False, now, error=str(exc))
+        except Exception as exc:  # every client failure is "unhealthy", with librdkafka's reason
+            reason = self.auth_error or (exc.args[0].str() if isinstance(exc, KafkaException) else str(exc))
+            return Health(self.cluster.name, False, now, error=reason or type(exc).__name__)
+
+
+class SourcePool:
+    """One or more clusters holding the same topics; picks the one to read and says when to switch."""
+
+    def __init__(
+        self,
+        sources: Sequence[ClusterConfig],
+        topics: Sequence[str],
+        config: SourcePoolConfig,
+        metrics: RelayMetrics,
+        history: int = 8,
+    ) -> None:
+        self.sources = {s.name: s for s in sources}
+        self.order = [s.name for s in sources]
+        self.topics = list(topics)
+        self.config = config
+        self.metrics = metrics
+        self._probes = {s.name: ClusterProbe(s, config.request_timeout) for s in sources}
+        self._history: dict[str, deque[Health]] = {s.name: deque(maxlen=history) for s in sources}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pending: Decision | None = None
+        self.active = self.order[0]
+        self.active_since = time.monotonic()
+
+    # -- choosing ------------------------------------------------------------------------------
+    def choose_initial(self) -> str:
+        """Check every source once and pick where to start; raises SourceError if none is usable."""
+        checks = {name: probe.check(self.topics) for name, probe in self._probes.items()}
+        for health in checks.values():
+            self._record(health)
+        usable = [name for name in self.order if checks[name].ok]
+        if not usable:
+            reasons = "; ".join(f"{n}: {checks[n].error}" for n in self.order)
+            raise SourceError(f"no source cluster is usable ({reasons})")
+        # The first usable source in config order, so an operator knows where a relay starts.
+        self.active = random.choice(usable) if self.config.random_initial else usable[0]
+        self.active_since = time.monotonic()
+        self._publish_active()
+        log.info("source selected", source=self.active, mode="failover" if len(self.order) > 1 else "single")
+        return self.active
+
+    def partitions(self) -> dict[str, int]:
+        """Partition count per topic on the active source."""
+        return self._probes[self.active].partitions(self.topics)
+
+    def end_offsets(self) -> dict[SourcePartition, int]:
+        """Committed end offsets of the active source now; raises SourceError if it cannot answer."""
+        health = self._probes[self.active].check(self.topics)
+        if not health.ok:
+            raise SourceError(f"source {self.active}: cannot read end offsets: {health.error}")
+        return dict(health.end_offsets)
+
+    def latest(self, name: str) -> Health | None:
+        """The newest health check of source ``name``."""
+        with self._lock:
+            checks = self._history[name]
+            return checks[-1] if checks else None
+
+    # -- background checks -----------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the health-check thread."""
+        self._thread = threading.Thread(target=self._run, name="source-health", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the health-check thread."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.config.request_timeout * 3 + 5)
+
+    def check_now(self) -> None:
+        """Ask for a health check before the interval is up (the reader saw its brokers go down)."""
+        self._wake.set()
+
+    def _record(self, health: Health) -> None:
+        with self._lock:
+            self._history[health.source].append(health)
+        self.metrics.source_healthy.labels(source=health.source).set(1 if health.ok else 0)
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            for name in self.order:
+                if self._stop.is_set():
+                    return
+                health = self._probes[name].check(self.topics)
+                previous = self.latest(name)
+                self._record(health)
+                if previous is not None and previous.ok != health.ok:
+                    log.warning("source health changed", source=name, healthy=health.ok, error=health.error)
+            with self._lock:
+                history = {n: list(h) for n, h in self._history.items()}
+                if self._pending is None:
+                    decision = decide(
+                        self.active, self.order, history, self.config, time.monotonic(), self.active_since
+                    )
+                    if decision.to is not None:
+                        self._pending = decision
+                    elif decision.reason == "no_healthy_source":
+                        failures += 1
+                        if failures == 1 or failures % 10 == 0:
+                            log.error(
+                                "active source is down and no other is healthy; waiting",
+                                source=self.active,
+                                detail=decision.detail,
+                            )
+                    else:
+                        failures = 0
+            delay = self.config.healthcheck_interval
+            if failures:
+                # Back off while nothing is healthy, so a dead fleet is not hammered every interval.
+                ceiling = min(self.config.backoff.max, self.config.backoff.min * 2 ** min(failures, 20))
+                delay = max(delay, random.uniform(self.config.backoff.min, ceiling))
+            self._wake.wait(delay)
+            self._wake.clear()
+
+    def take_switch(self) -> Decision | None:
+        """A pending switch decision, handed over once to the relay's thread."""
+        with self._lock:
+            decision, self._pending = self._pending, None
+        return decision
+
+    def switched(self, decision: Decision) -> None:
+        """Record that the relay now reads from ``decision.to``."""
+        assert decision.to is not None
+        previous = self.active
+        with self._lock:
+            self.active = decision.to
+            self.active_since = time.monotonic()
+        self.metrics.source_switches.labels(from_source=previous, to_source=decision.to, reason=decision.reason).inc()
+        self._publish_active()
+
+    def _publish_active(self) -> None:
+        for name in self.order:
+            self.metrics.source_active.labels(source=name).set(1 if name == self.active else 0)
+
+    def reader(self, name: str, queue_bytes: int) -> SourceReader:
+        """A new reader on source ``name``."""
+        return SourceReader(self.sources[name], queue_bytes, self.check_now)
+
+
+class SourceReader:
+    """A consumer on one source cluster, assigned partitions at exact offsets (no consumer group)."""
+
+    def __init__(self, cluster: ClusterConfig, queue_bytes: int, on_down: Callable[[], None]) -> None:
+        self.cluster = cluster
+        self.fatal: str | None = None
+        self._on_down = on_down
+        conf: dict[str, Any] = {
+            "fetch.max.bytes": 64 * 1024 * 1024,
+            "max.partition.fetch.bytes": 8 * 1024 * 1024,
+            **cluster.client_config(),
+            "group.id": f"kafka-lfs-relay-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "enable.partition.eof": True,
+            "isolation.level": "read_committed",
+            "queued.max.messages.kbytes": max(1024, queue_bytes // 1024),
+            "error_cb": self._error_cb,
+            "logger": librdkafka_logger(),
+        }
+        self.consumer = Consumer(conf)
+        self.assigned: set[SourcePartition] = set()
+
+    def _error_cb(self, err: KafkaError) -> None:
+        if err.code() in _AUTH_ERRORS:
+            self.fatal = f"source {self.cluster.name}: {err.str()}"
+        elif err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+            self._on_down()
+
+    def assign(self, positions: Mapping[SourcePartition, int]) -> None:
+        """Add ``positions`` to the assignment (offset -1: the partition's beginning)."""
+        tps = [
+            TopicPartition(sp.topic, sp.partition, off if off >= 0 else OFFSET_BEGINNING)
+            for sp, off in positions.items()
+        ]
+        self.consumer.incremental_assign(tps)
+        self.assigned.update(positions)
+
+    def consume(self, max_records: int, timeout: float) -> list[KafkaMessage]:
+        """The next records (and partition-EOF events) from the assigned partitions."""
+        return self.consumer.consume(max_records, timeout)
+
+    def verify(
+        self, fingerprints: Mapping[SourcePartition, Fingerprint], ends: Mapping[SourcePartition, int], timeout: float
+    ) -> tuple[list[str], list[str]]:
+        """Read the record at each fingerprint's offset here; return (mismatches, unverifiable) as text.
+
+        Run before :meth:`assign`; leaves the consumer unassigned.
+        """
+        todo = {sp: fp for sp, fp in fingerprints.items() if ends.get(sp, 0) > fp.offset}
+        unverifiable = [f"{sp.topic}/{sp.partition}@{fp.offset}" for sp, fp in fingerprints.items() if sp not in todo]
+        mismatches: list[str] = []
+        if todo:
+            self.consumer.assign([TopicPartition(sp.topic, sp.partition, fp.offset) for sp, fp in todo.items()])
+            deadline = time.monotonic() + timeout
+            while todo and time.monotonic() < deadline:
+                for msg in self.consumer.consume(len(todo), 0.5):
+                    if msg.error() is not None:
+                        continue
+                    sp = SourcePartition(msg.topic() or "", msg.partition() or 0)
+                    expected = todo.pop(sp, None)
+                    if expected is None:
+                        continue
+                    got = fingerprint(msg.offset() or 0, msg.timestamp()[1], msg.key(), msg.value())
+                    if got != expected:
+                        where = f"{sp.topic}/{sp.partition}@{expected.offset}"
+                        if got.offset != expected.offset:
+                            where += f" (found offset {got.offset}: the record there was removed)"
+                        mismatches.append(where)
+            unverifiable += [f"{sp.topic}/{sp.partition}@{fp.offset}" for sp, fp in todo.items()]
+            self.consumer.unassign()
+        return mismatches, unverifiable
+
+    def close(self) -> None:
+        """Close the consumer (it holds no group, so this commits nothing and leaves nothing behind)."""
+        with contextlib.suppress(KafkaException, RuntimeError):
+            self.consumer.close()

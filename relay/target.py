@@ -1,0 +1,78 @@
+"""The target contract: everything a custom target implements, in one place.
+
+A target receives :class:`~relay.message.Message` objects in source order per source partition
+and makes them durable somewhere. The relay's exactly-once guarantee rests on two promises a
+target makes:
+
+1. ``high_watermarks`` reports, for each source partition, the next source offset that is NOT
+   durably in the target. The relay resumes from exactly there.
+2. ``on_ack`` is called only for records that are durable, and a record reported by
+   ``high_watermarks`` as written is never written again.
+
+Lifecycle: ``high_watermarks`` (any number of times) → ``start`` once → ``write``/``flush`` from
+the relay's thread → ``close`` once. After ``close`` no method is called again. ``on_ack`` may be
+called from any thread the target owns, but never after ``close`` returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol, runtime_checkable
+
+from relay.errors import RelayError
+from relay.message import Message, Offsets, SourcePartition
+
+AckCallback = Callable[[Sequence[Message]], None]
+
+
+class TargetError(RelayError):
+    """The target cannot go on: the relay stops with a non-zero exit; nothing was acknowledged."""
+
+    code = "target"
+
+
+class TargetRestart(RelayError):
+    """The target dropped everything not yet acknowledged and is ready again.
+
+    Raised by ``write`` or ``flush`` when the target had to re-establish itself (for example a
+    transactional producer that was fenced). The relay then calls ``high_watermarks`` again and
+    re-reads the sources from there, so nothing is lost and nothing is written twice.
+    """
+
+    code = "target_restart"
+
+
+@runtime_checkable
+class Target(Protocol):
+    """Where relayed records go. Implementations: ``targets.kafka``, ``targets.lfs``, ``targets.hydrate``."""
+
+    def high_watermarks(self, partitions: Sequence[SourcePartition]) -> Offsets:
+        """Next source offset to read for each of ``partitions``, from what the target holds.
+
+        A partition the target holds nothing of is left out of the result (return empty, not
+        an error): the relay then reads that partition from the source's beginning.
+        """
+        ...
+
+    def start(self, on_ack: AckCallback) -> None:
+        """Start background work (batching, flushing). Returns at once.
+
+        ``on_ack`` is called with records once they are durable, in the order they were written
+        per source partition.
+        """
+        ...
+
+    def write(self, message: Message) -> None:
+        """Queue ``message``; blocks while the target's buffer is full (backpressure).
+
+        Raises :class:`TargetError` if the target has failed, or :class:`TargetRestart`.
+        """
+        ...
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every written record is acknowledged; False if ``timeout`` ran out first."""
+        ...
+
+    def close(self) -> None:
+        """Flush what can be flushed, then release every resource. Called once, last."""
+        ...

@@ -1,0 +1,518 @@
+"""The Kafka target: batches committed as Kafka transactions, with resume positions in the data.
+
+How it is exactly-once
+  Each batch is one transaction. The last record of the batch in each target partition carries
+  the ``kfr-pos`` header (see :mod:`relay.positions`), so a committed transaction holds its own
+  resume point and an aborted one holds none. ``high_watermarks`` first initialises the
+  transactional producer, which fences any older instance with the same ``transactional.id`` and
+  aborts its open transaction, then reads the newest committed ``kfr-pos`` back from every target
+  partition. Retries re-send a whole batch in order, so a partition is never reordered.
+
+Threads
+  The relay's thread calls ``write``; one sender thread owns the producer. ``write`` fills the
+  next batch while the sender commits the previous one (double buffering): the relay keeps
+  reading while a commit is on the wire, and blocks only when both buffers are full.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import structlog
+from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from relay import positions
+from relay.config.model import Backoff, BatchConfig, ClusterConfig, PartitionMode
+from relay.message import Message, Offsets, SourcePartition
+from relay.metrics import RelayMetrics
+from relay.partitioner import target_partition
+from relay.tailscan import TailScanError, newest_positions
+from relay.target import AckCallback, TargetError, TargetRestart
+
+log = structlog.get_logger("kafka_lfs_relay.target")
+
+# Errors a record can never get past by retrying: the relay stops and names the record.
+_PERMANENT_RECORD_ERRORS = {
+    KafkaError.MSG_SIZE_TOO_LARGE,
+    KafkaError._UNKNOWN_PARTITION,
+    KafkaError.INVALID_RECORD,
+    KafkaError.INVALID_MSG,
+    KafkaError.INVALID_MSG_SIZE,
+    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    KafkaError.INVALID_TIMESTAMP,
+}
+_PERMANENT_CLIENT_ERRORS = {
+    KafkaError._AUTHENTICATION,
+    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+    KafkaError.SASL_AUTHENTICATION_FAILED,
+    KafkaError._SSL,
+}
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where one source topic goes: the target topic and how its partition is chosen."""
+
+    source_topic: str
+    target_topic: str
+    partition: PartitionMode
+
+
+def backoff_delay(backoff: Backoff, attempt: int) -> float:
+    """Exponential backoff with full jitter: uniform in [min, min(max, min * 2^attempt)]."""
+    ceiling = min(backoff.max, backoff.min * (2 ** min(attempt, 30)))
+    return random.uniform(backoff.min, max(backoff.min, ceiling))
+
+
+class KafkaTarget:
+    """Writes records to a Kafka cluster, one transaction per batch. See the module docstring."""
+
+    def __init__(
+        self,
+        cluster: ClusterConfig,
+        routes: Sequence[Route],
+        batch: BatchConfig,
+        retry: Backoff,
+        transactional_id: str,
+        transaction_timeout: float,
+        create_topics: bool,
+        metrics: RelayMetrics,
+        transform: Callable[[Message], Message] | None = None,
+    ) -> None:
+        self._cluster = cluster
+        self._routes = {r.source_topic: r for r in routes}
+        self._batch_conf = batch
+        self._retry = retry
+        self._txn_id = transactional_id
+        self._txn_timeout = transaction_timeout
+        self._create_topics = create_topics
+        self._metrics = metrics
+        self._transform = transform
+        self._target_partitions: dict[str, int] = {}
+        self._producer: Producer | None = None
+        self._client_error: KafkaError | None = None
+        # Shared between the relay thread (write/flush) and the sender thread, under _cond.
+        self._cond = threading.Condition()
+        self._current: list[Message] = []
+        self._current_bytes = 0
+        self._current_since = 0.0
+        self._sending = False
+        self._flush_requested = False
+        self._failure: BaseException | None = None
+        self._closing = False
+        self._on_ack: AckCallback | None = None
+        self._thread: threading.Thread | None = None
+        # Next source offset per source partition as committed so far; feeds kfr-pos vectors.
+        self._committed: dict[SourcePartition, int] = {}
+
+    # -- setup -------------------------------------------------------------------------------
+    def _error_cb(self, err: KafkaError) -> None:
+        if err.code() in _PERMANENT_CLIENT_ERRORS or err.fatal():
+            self._client_error = err
+
+    def _new_producer(self) -> Producer:
+        conf: dict[str, Any] = {
+            "compression.type": "lz4",
+            "linger.ms": 5,
+            "batch.size": 1_000_000,
+            "queue.buffering.max.kbytes": 1_048_576,
+            "queue.buffering.max.messages": 1_000_000,
+            **self._cluster.client_config(),
+            "enable.idempotence": True,
+            "acks": "all",
+            "transactional.id": self._txn_id,
+            "transaction.timeout.ms": int(self._txn_timeout * 1000),
+            "error_cb": self._error_cb,
+            "logger": _librdkafka_logger(),
+        }
+        producer = Producer(conf)
+        attempt = 0
+        while True:
+            try:
+                producer.init_transactions(max(5.0, self._txn_timeout))
+                return producer
+            except KafkaException as exc:
+                err: KafkaError = exc.args[0]
+                self._raise_if_permanent_client_error(f"initialising transactions as {self._txn_id!r}")
+                if not err.retriable() or attempt >= 5:
+                    raise TargetError(
+                        f"target {self._cluster.name}: could not initialise transactional producer "
+                        f"{self._txn_id!r}: {err.str()}"
+                    ) from None
+                attempt += 1
+                time.sleep(backoff_delay(self._retry, attempt))
+
+    def _raise_if_permanent_client_error(self, doing: str) -> None:
+        err = self._client_error
+        if err is not None and err.code() in _PERMANENT_CLIENT_ERRORS:
+            raise TargetError(f"target {self._cluster.name}: {doing}: {err.str()}")
+
+    def _admin(self) -> AdminClient:
+        return AdminClient({**self._cluster.client_config(), "logger": _librdkafka_logger()})
+
+    def _prepare_topics(self, source_partitions: Mapping[str, int]) -> None:
+        """Check (and if allowed, create) every target topic, learning its partition count.
+
+        ``source_partitions`` is each source topic's partition count. Under ``preserve`` a
+        target topic with fewer partitions than its source is an error that names both.
+        """
+        admin = self._admin()
+        try:
+            md = admin.list_topics(timeout=15)
+        except KafkaException as exc:
+            self._raise_if_permanent_client_error("reading metadata")
+            raise TargetError(f"target {self._cluster.name} is unreachable: {exc.args[0].str()}") from None
+        routes = [r for r in self._routes.values() if r.source_topic in source_partitions]
+        missing = [r for r in routes if r.target_topic not in md.topics]
+        if missing and not self._create_topics:
+            raise TargetError(
+                f"target topic {missing[0].target_topic!r} does not exist on {self._cluster.name} "
+                "and target.create_topics is false"
+            )
+        if missing:
+            new = [NewTopic(r.target_topic, source_partitions[r.source_topic]) for r in missing]
+            for name, fut in admin.create_topics(new, operation_timeout=30).items():
+                try:
+                    fut.result(timeout=60)
+                    log.info("target topic created", topic=name, cluster=self._cluster.name)
+                except KafkaException as exc:
+                    if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                        raise TargetError(
+                            f"creating target topic {name!r} on {self._cluster.name}: {exc.args[0].str()}"
+                        ) from None
+            md = admin.list_topics(timeout=15)
+        for route in routes:
+            tmd = md.topics.get(route.target_topic)
+            if tmd is None or tmd.error is not None:
+                raise TargetError(f"target topic {route.target_topic!r} is not available on {self._cluster.name}")
+            count = len(tmd.partitions)
+            self._target_partitions[route.target_topic] = count
+            have = source_partitions.get(route.source_topic, 0)
+            if route.partition == "preserve" and count < have:
+                raise TargetError(
+                    f"partition: preserve needs target topic {route.target_topic!r} to have at least "
+                    f"{have} partitions like source topic {route.source_topic!r}, but it has {count}"
+                )
+            if isinstance(route.partition, int) and not isinstance(route.partition, bool) and route.partition >= count:
+                raise TargetError(
+                    f"topics: partition {route.partition} does not exist in target topic "
+                    f"{route.target_topic!r} ({count} partitions)"
+                )
+
+    # -- Target protocol -----------------------------------------------------------------------
+    def high_watermarks(self, partitions: Sequence[SourcePartition]) -> Offsets:
+        """Check target topics, initialise the producer (fencing older writers), read positions back."""
+        wanted = set(partitions)
+        topics = {sp.topic for sp in wanted}
+        counts: dict[str, int] = {}
+        for sp in wanted:
+            counts[sp.topic] = max(counts.get(sp.topic, 0), sp.partition + 1)
+        self._prepare_topics(counts)
+        if self._producer is None:
+            self._producer = self._new_producer()
+        found: list[dict[SourcePartition, int]] = []
+        for topic in topics:
+            route = self._routes[topic]
+            count = self._target_partitions.get(route.target_topic)
+            if count is None:
+                raise TargetError(f"target topic {route.target_topic!r} was not prepared")
+            try:
+                vectors = newest_positions(
+                    self._cluster.client_config(), route.target_topic, range(count), timeout=30.0
+                )
+            except TailScanError as exc:
+                raise TargetError(f"target {self._cluster.name}: {exc}") from None
+            found.extend(vectors)
+        merged = positions.merge(found)
+        self._committed = {sp: off for sp, off in merged.items() if sp.topic in topics}
+        return {sp: off for sp, off in merged.items() if sp in wanted}
+
+    def start(self, on_ack: AckCallback) -> None:
+        """Start the sender thread."""
+        self._on_ack = on_ack
+        self._thread = threading.Thread(target=self._run, name="kafka-target-sender", daemon=True)
+        self._thread.start()
+
+    def write(self, message: Message) -> None:
+        """Add ``message`` to the batch being filled; blocks while both buffers are full."""
+        conf = self._batch_conf
+        with self._cond:
+            while (
+                self._failure is None
+                and self._sending
+                and (len(self._current) >= conf.max_records or self._current_bytes >= conf.max_bytes)
+            ):
+                self._cond.wait(0.5)
+            self._raise_failure()
+            if not self._current:
+                self._current_since = time.monotonic()
+            self._current.append(message)
+            self._current_bytes += message.size
+            if len(self._current) >= conf.max_records or self._current_bytes >= conf.max_bytes:
+                self._cond.notify_all()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every written record is committed; raises what the sender raised."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            self._flush_requested = True
+            self._cond.notify_all()
+            while self._failure is None and (self._current or self._sending):
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._cond.wait(0.5 if remaining is None else min(0.5, remaining))
+            self._flush_requested = False
+            self._raise_failure()
+        return True
+
+    def close(self) -> None:
+        """Flush if healthy, stop the sender, and close the producer (aborting nothing committed)."""
+        try:
+            if self._thread is not None and self._failure is None:
+                self.flush()
+        finally:
+            with self._cond:
+                self._closing = True
+                self._cond.notify_all()
+            if self._thread is not None:
+                self._thread.join(timeout=30)
+            if self._producer is not None:
+                self._producer.flush(5)
+                self._producer = None
+
+    # -- sender thread -----------------------------------------------------------------------
+    def _raise_failure(self) -> None:
+        failure = self._failure
+        if failure is None:
+            return
+        if isinstance(failure, TargetRestart):
+            # A restart is consumed once: the relay re-reads positions and carries on.
+            self._failure = None
+        raise failure
+
+    def _take_batch(self) -> list[Message] | None:
+        conf = self._batch_conf
+        with self._cond:
+            while True:
+                if self._closing:
+                    return None
+                if self._current and self._failure is None:
+                    full = len(self._current) >= conf.max_records or self._current_bytes >= conf.max_bytes
+                    waited = time.monotonic() - self._current_since
+                    if full or self._flush_requested or waited >= conf.linger:
+                        batch = self._current
+                        self._current, self._current_bytes = [], 0
+                        self._sending = True
+                        self._cond.notify_all()
+                        return batch
+                    self._cond.wait(conf.linger - waited)
+                else:
+                    self._cond.wait(0.5)
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take_batch()
+            if batch is None:
+                return
+            try:
+                self._commit(batch)
+                assert self._on_ack is not None
+                self._on_ack(batch)
+            except TargetRestart as exc:
+                with self._cond:
+                    self._current, self._current_bytes = [], 0
+                    self._failure = exc
+            except BaseException as exc:  # handed to the relay's thread, which stops the relay
+                with self._cond:
+                    self._failure = exc
+            finally:
+                with self._cond:
+                    self._sending = False
+                    self._cond.notify_all()
+
+    def _records(self, batch: Sequence[Message]) -> list[tuple[Message, str, int, list[tuple[str, bytes | None]]]]:
+        """The batch as (message, topic, partition, headers), with ``kfr-pos`` on each partition's last record."""
+        out: list[tuple[Message, str, int, list[tuple[str, bytes | None]]]] = []
+        last_in_partition: dict[tuple[str, int], int] = {}
+        advanced: dict[SourcePartition, int] = dict(self._committed)
+        for msg in batch:
+            if self._transform is not None:
+                msg = self._transform(msg)
+            route = self._routes[msg.source_topic]
+            topic = route.target_topic
+            partition = target_partition(route.partition, msg.key, msg.source_partition, self._target_partitions[topic])
+            last_in_partition[(topic, partition)] = len(out)
+            advanced[msg.source] = msg.source_offset + 1
+            out.append((msg, topic, partition, list(msg.headers)))
+        for index in last_in_partition.values():
+            msg = out[index][0]
+            route = self._routes[msg.source_topic]
+            if route.partition == "preserve":
+                vector = {msg.source_partition: advanced[msg.source]}
+            else:
+                vector = {sp.partition: off for sp, off in advanced.items() if sp.topic == msg.source_topic}
+            out[index][3].append((positions.HEADER, positions.encode(msg.source_topic, vector)))
+        return out
+
+    def _commit(self, batch: Sequence[Message]) -> None:
+        """Commit ``batch`` as one transaction, retrying the whole batch until it is durable."""
+        records = self._records(batch)
+        attempt = 0
+        diagnose = False
+        while True:
+            producer = self._producer
+            assert producer is not None
+            self._raise_if_permanent_client_error("producing")
+            started = time.monotonic()
+            failed: list[tuple[Message, KafkaError]] = []
+            try:
+                producer.begin_transaction()
+                for msg, topic, partition, headers in records:
+                    cb = _FailureCollector(failed, msg) if diagnose else None
+                    self._produce(producer, msg, topic, partition, headers, cb)
+                self._commit_transaction(producer)
+            except _RecordRejected as exc:
+                self._abort(producer)
+                raise TargetError(exc.message) from None
+            except KafkaException as exc:
+                err: KafkaError = exc.args[0]
+                self._metrics.produce_errors.labels(kind=err.name()).inc()
+                for msg, perr in failed:
+                    if perr.code() in _PERMANENT_RECORD_ERRORS:
+                        self._abort(producer)
+                        raise TargetError(
+                            f"target rejected record {msg.coordinates()} bound for "
+                            f"{self._routes[msg.source_topic].target_topic}: {perr.str()}"
+                        ) from None
+                self._raise_if_permanent_client_error("producing")
+                if err.fatal():
+                    self._restart_producer(err)
+                if err.txn_requires_abort() or not err.retriable():
+                    self._abort(producer)
+                    diagnose = True
+                attempt += 1
+                delay = backoff_delay(self._retry, attempt)
+                log.warning(
+                    "target transaction failed; retrying the whole batch",
+                    cluster=self._cluster.name,
+                    error=err.str(),
+                    records=len(records),
+                    attempt=attempt,
+                    retry_in=round(delay, 2),
+                )
+                time.sleep(delay)
+                continue
+            self._metrics.produce_latency.observe(time.monotonic() - started)
+            for msg, *_ in records:
+                self._committed[msg.source] = msg.source_offset + 1
+            return
+
+    def _produce(
+        self,
+        producer: Producer,
+        msg: Message,
+        topic: str,
+        partition: int,
+        headers: list[tuple[str, bytes | None]],
+        cb: Any,
+    ) -> None:
+        while True:
+            try:
+                producer.produce(
+                    topic,
+                    msg.value,
+                    msg.key,
+                    partition=partition,
+                    headers=cast(Any, headers) or None,
+                    timestamp=msg.timestamp_ms if msg.timestamp_ms > 0 else 0,
+                    on_delivery=cb,
+                )
+                return
+            except BufferError:
+                producer.poll(0.05)
+            except KafkaException as exc:
+                err = exc.args[0]
+                if err.code() in _PERMANENT_RECORD_ERRORS:
+                    raise _RecordRejected(
+                        f"target cannot take record {msg.coordinates()} bound for {topic}: {err.str()}"
+                    ) from None
+                raise
+
+    def _commit_transaction(self, producer: Producer) -> None:
+        """Commit, repeating a commit that failed retriably (the records are already queued)."""
+        # A short timeout per call, repeated: the operator sees a line every few seconds while the
+        # target is away, and librdkafka documents that a timed-out commit is retried by calling again.
+        while True:
+            try:
+                producer.commit_transaction(min(5.0, self._txn_timeout))
+                return
+            except KafkaException as exc:
+                err: KafkaError = exc.args[0]
+                if err.retriable() and not err.txn_requires_abort() and not err.fatal():
+                    log.warning(
+                        "target has not confirmed the batch yet; retrying commit",
+                        cluster=self._cluster.name,
+                        error=err.str(),
+                    )
+                    continue
+                raise
+
+    def _abort(self, producer: Producer) -> None:
+        for attempt in range(1, 1000):
+            try:
+                producer.abort_transaction(self._txn_timeout)
+                return
+            except KafkaException as exc:
+                err: KafkaError = exc.args[0]
+                if err.fatal():
+                    self._restart_producer(err)
+                if not err.retriable():
+                    return
+                time.sleep(backoff_delay(self._retry, attempt))
+
+    def _restart_producer(self, err: KafkaError) -> None:
+        """A fatal producer error (e.g. fenced): start over from what the target durably holds."""
+        log.warning(
+            "target producer must be re-initialised; the relay re-reads positions from the target",
+            cluster=self._cluster.name,
+            error=err.str(),
+        )
+        self._metrics.target_restarts.inc()
+        old, self._producer = self._producer, None
+        if old is not None:
+            old.flush(0)
+        self._producer = self._new_producer()
+        raise TargetRestart(f"target {self._cluster.name} producer was re-initialised after: {err.str()}")
+
+
+class _FailureCollector:
+    """A delivery callback that notes which record failed, used only when diagnosing a failed batch."""
+
+    def __init__(self, failed: list[tuple[Message, KafkaError]], msg: Message) -> None:
+        self.failed = failed
+        self.msg = msg
+
+    def __call__(self, err: KafkaError | None, _record: object) -> None:
+        if err is not None:
+            self.failed.append((self.msg, err))
+
+
+class _RecordRejected(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _librdkafka_logger() -> Any:
+    from relay.logs import librdkafka_logger
+
+    return librdkafka_logger()
