@@ -73,7 +73,15 @@ def backoff_delay(backoff: Backoff, attempt: int) -> float:
 
 
 class KafkaTarget:
-    """Writes records to a Kafka cluster, one transaction per batch. See the module docstring."""
+    """Writes records to a Kafka cluster, one transaction per batch. See the module docstring.
+
+    ``transform`` is how the LFS targets build on this one: it is called in the sender thread,
+    once per record per batch (never again on a retry of that batch), just before the record is
+    produced. It may block (e.g. until an upload finishes), may return a record for one of
+    ``extra_topics`` (e.g. a dead-letter topic), and raises :class:`TargetError` for a record
+    that must stop the relay. Records in ``extra_topics`` carry ``kfr-pos`` like any other, and
+    those topics are read back on resumption too.
+    """
 
     def __init__(
         self,
@@ -86,6 +94,7 @@ class KafkaTarget:
         create_topics: bool,
         metrics: RelayMetrics,
         transform: Callable[[Message], Message] | None = None,
+        extra_topics: Sequence[str] = (),
     ) -> None:
         self._cluster = cluster
         self._routes = {r.source_topic: r for r in routes}
@@ -96,6 +105,7 @@ class KafkaTarget:
         self._create_topics = create_topics
         self._metrics = metrics
         self._transform = transform
+        self._extra_topics = tuple(extra_topics)
         self._target_partitions: dict[str, int] = {}
         self._producer: Producer | None = None
         self._client_error: KafkaError | None = None
@@ -171,14 +181,17 @@ class KafkaTarget:
             self._raise_if_permanent_client_error("reading metadata")
             raise TargetError(f"target {self._cluster.name} is unreachable: {exc.args[0].str()}") from None
         routes = [r for r in self._routes.values() if r.source_topic in source_partitions]
-        missing = [r for r in routes if r.target_topic not in md.topics]
+        wanted = {r.target_topic: source_partitions[r.source_topic] for r in routes}
+        # Side topics (e.g. a dead-letter topic) get as many partitions as the widest source topic,
+        # so a record keeps its source partition number there too.
+        wanted.update({t: max(source_partitions.values(), default=1) for t in self._extra_topics})
+        missing = [t for t in wanted if t not in md.topics]
         if missing and not self._create_topics:
             raise TargetError(
-                f"target topic {missing[0].target_topic!r} does not exist on {self._cluster.name} "
-                "and target.create_topics is false"
+                f"target topic {missing[0]!r} does not exist on {self._cluster.name} and target.create_topics is false"
             )
         if missing:
-            new = [NewTopic(r.target_topic, source_partitions[r.source_topic]) for r in missing]
+            new = [NewTopic(t, wanted[t]) for t in missing]
             for name, fut in admin.create_topics(new, operation_timeout=30).items():
                 try:
                     fut.result(timeout=60)
@@ -189,12 +202,13 @@ class KafkaTarget:
                             f"creating target topic {name!r} on {self._cluster.name}: {exc.args[0].str()}"
                         ) from None
             md = admin.list_topics(timeout=15)
-        for route in routes:
-            tmd = md.topics.get(route.target_topic)
+        for topic in wanted:
+            tmd = md.topics.get(topic)
             if tmd is None or tmd.error is not None:
-                raise TargetError(f"target topic {route.target_topic!r} is not available on {self._cluster.name}")
-            count = len(tmd.partitions)
-            self._target_partitions[route.target_topic] = count
+                raise TargetError(f"target topic {topic!r} is not available on {self._cluster.name}")
+            self._target_partitions[topic] = len(tmd.partitions)
+        for route in routes:
+            count = self._target_partitions[route.target_topic]
             have = source_partitions.get(route.source_topic, 0)
             if route.partition == "preserve" and count < have:
                 raise TargetError(
@@ -219,15 +233,11 @@ class KafkaTarget:
         if self._producer is None:
             self._producer = self._new_producer()
         found: list[dict[SourcePartition, int]] = []
-        for topic in topics:
-            route = self._routes[topic]
-            count = self._target_partitions.get(route.target_topic)
-            if count is None:
-                raise TargetError(f"target topic {route.target_topic!r} was not prepared")
+        scan = [self._routes[topic].target_topic for topic in topics] + list(self._extra_topics)
+        for target_topic in scan:
+            count = self._target_partitions[target_topic]
             try:
-                vectors = newest_positions(
-                    self._cluster.client_config(), route.target_topic, range(count), timeout=30.0
-                )
+                vectors = newest_positions(self._cluster.client_config(), target_topic, range(count), timeout=30.0)
             except TailScanError as exc:
                 raise TargetError(f"target {self._cluster.name}: {exc}") from None
             found.extend(vectors)
@@ -242,7 +252,11 @@ class KafkaTarget:
         self._thread.start()
 
     def write(self, message: Message) -> None:
-        """Add ``message`` to the batch being filled; blocks while both buffers are full."""
+        """Add ``message`` to the batch being filled; blocks while both buffers are full.
+
+        ``message.topic`` must be the route's target topic (or, after ``transform``, one of
+        ``extra_topics``).
+        """
         conf = self._batch_conf
         with self._cond:
             while (
@@ -348,15 +362,19 @@ class KafkaTarget:
             if self._transform is not None:
                 msg = self._transform(msg)
             route = self._routes[msg.source_topic]
-            topic = route.target_topic
-            partition = target_partition(route.partition, msg.key, msg.source_partition, self._target_partitions[topic])
+            topic = msg.topic
+            count = self._target_partitions[topic]
+            if topic == route.target_topic:
+                partition = target_partition(route.partition, msg.key, msg.source_partition, count)
+            else:
+                partition = msg.source_partition % count
             last_in_partition[(topic, partition)] = len(out)
             advanced[msg.source] = msg.source_offset + 1
             out.append((msg, topic, partition, list(msg.headers)))
         for index in last_in_partition.values():
-            msg = out[index][0]
+            msg, topic = out[index][0], out[index][1]
             route = self._routes[msg.source_topic]
-            if route.partition == "preserve":
+            if route.partition == "preserve" and topic == route.target_topic:
                 vector = {msg.source_partition: advanced[msg.source]}
             else:
                 vector = {sp.partition: off for sp, off in advanced.items() if sp.topic == msg.source_topic}
@@ -390,8 +408,7 @@ class KafkaTarget:
                     if perr.code() in _PERMANENT_RECORD_ERRORS:
                         self._abort(producer)
                         raise TargetError(
-                            f"target rejected record {msg.coordinates()} bound for "
-                            f"{self._routes[msg.source_topic].target_topic}: {perr.str()}"
+                            f"target rejected record {msg.coordinates()} bound for {msg.topic}: {perr.str()}"
                         ) from None
                 self._raise_if_permanent_client_error("producing")
                 if err.fatal():
