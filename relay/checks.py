@@ -14,6 +14,7 @@ def _partitions(cluster: ClusterConfig, topics: list[str], timeout: float) -> tu
     try:
         md = probe.admin.list_topics(timeout=timeout)
     except Exception as exc:  # reachability is what is being checked; report librdkafka's reason
+        probe.admin.poll(0.5)
         reason = probe.auth_error or (exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else str(exc))
         return {}, reason
     counts = {t: len(md.topics[t].partitions) for t in topics if t in md.topics and md.topics[t].error is None}

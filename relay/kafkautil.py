@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import cast
 
 from confluent_kafka import Message as KafkaMessage
@@ -15,3 +16,12 @@ def headers_of(msg: KafkaMessage) -> Headers:
     if not raw:
         return ()
     return tuple(cast(list[tuple[str, bytes | None]], raw))
+
+
+_BROKER_PREFIX = re.compile(r"^\w+://[^ ]+?/(?:bootstrap|\d+): ")
+_STATE_SUFFIX = re.compile(r" \(after \d+ms in state \w+(?:, \d+ identical error\(s\) suppressed)?\)$")
+
+
+def client_error_text(text: str) -> str:
+    """librdkafka's error text without the broker URL prefix and the timing suffix."""
+    return _STATE_SUFFIX.sub("", _BROKER_PREFIX.sub("", text))

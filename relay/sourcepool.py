@@ -26,6 +26,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-d
 from relay.config.model import ClusterConfig, SourcePoolConfig
 from relay.errors import RelayError
 from relay.failover import Decision, Health, decide
+from relay.kafkautil import client_error_text
 from relay.logs import librdkafka_logger
 from relay.message import SourcePartition
 from relay.metrics import RelayMetrics
@@ -81,7 +82,7 @@ class ClusterProbe:
 
     def _error_cb(self, err: KafkaError) -> None:
         if err.code() in _AUTH_ERRORS:
-            self.auth_error = err.str()
+            self.auth_error = client_error_text(err.str())
 
     def partitions(self, topics: Iterable[str]) -> dict[str, int]:
         """Partition count of each topic; raises SourceError naming a missing topic."""
@@ -112,6 +113,9 @@ class ClusterProbe:
         except SourceError as exc:
             return Health(self.cluster.name, False, now, error=str(exc))
         except Exception as exc:  # every client failure is "unhealthy", with librdkafka's reason
+            # Authentication failures reach error_cb only when the client is polled; without this
+            # the reason would read "broker transport failure" instead of naming the real cause.
+            self.admin.poll(0.5)
             reason = self.auth_error or (exc.args[0].str() if isinstance(exc, KafkaException) else str(exc))
             return Health(self.cluster.name, False, now, error=reason or type(exc).__name__)
 
@@ -285,7 +289,7 @@ class SourceReader:
 
     def _error_cb(self, err: KafkaError) -> None:
         if err.code() in _AUTH_ERRORS:
-            self.fatal = f"source {self.cluster.name}: {err.str()}"
+            self.fatal = f"source {self.cluster.name}: {client_error_text(err.str())}"
         elif err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
             self._on_down()
 

@@ -29,6 +29,8 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from relay import positions
 from relay.config.model import Backoff, BatchConfig, ClusterConfig, PartitionMode
+from relay.kafkautil import client_error_text
+from relay.logs import librdkafka_logger
 from relay.message import Message, Offsets, SourcePartition
 from relay.metrics import RelayMetrics
 from relay.partitioner import target_partition
@@ -141,7 +143,7 @@ class KafkaTarget:
             "transactional.id": self._txn_id,
             "transaction.timeout.ms": int(self._txn_timeout * 1000),
             "error_cb": self._error_cb,
-            "logger": _librdkafka_logger(),
+            "logger": librdkafka_logger(),
         }
         producer = Producer(conf)
         attempt = 0
@@ -163,10 +165,12 @@ class KafkaTarget:
     def _raise_if_permanent_client_error(self, doing: str) -> None:
         err = self._client_error
         if err is not None and err.code() in _PERMANENT_CLIENT_ERRORS:
-            raise TargetError(f"target {self._cluster.name}: {doing}: {err.str()}")
+            raise TargetError(f"target {self._cluster.name}: {doing}: {client_error_text(err.str())}")
 
     def _admin(self) -> AdminClient:
-        return AdminClient({**self._cluster.client_config(), "logger": _librdkafka_logger()})
+        conf: dict[str, Any] = {**self._cluster.client_config(), "error_cb": self._error_cb}
+        conf["logger"] = librdkafka_logger()
+        return AdminClient(conf)
 
     def _prepare_topics(self, source_partitions: Mapping[str, int]) -> None:
         """Check (and if allowed, create) every target topic, learning its partition count.
@@ -178,6 +182,7 @@ class KafkaTarget:
         try:
             md = admin.list_topics(timeout=15)
         except KafkaException as exc:
+            admin.poll(0.5)  # authentication failures reach error_cb only when polled
             self._raise_if_permanent_client_error("reading metadata")
             raise TargetError(f"target {self._cluster.name} is unreachable: {exc.args[0].str()}") from None
         routes = [r for r in self._routes.values() if r.source_topic in source_partitions]
@@ -404,12 +409,16 @@ class KafkaTarget:
             except KafkaException as exc:
                 err: KafkaError = exc.args[0]
                 self._metrics.produce_errors.labels(kind=err.name()).inc()
-                for msg, perr in failed:
-                    if perr.code() in _PERMANENT_RECORD_ERRORS:
-                        self._abort(producer)
-                        raise TargetError(
-                            f"target rejected record {msg.coordinates()} bound for {msg.topic}: {perr.str()}"
-                        ) from None
+                rejected = [(msg, perr) for msg, perr in failed if perr.code() in _PERMANENT_RECORD_ERRORS]
+                if rejected:
+                    # The broker rejects whole record batches, so every record that shared one fails
+                    # alike; the largest of them is the one to name.
+                    msg, perr = max(rejected, key=lambda pair: pair[0].size)
+                    self._abort(producer)
+                    raise TargetError(
+                        f"target rejected record {msg.coordinates()} ({msg.size} bytes) bound for {msg.topic}: "
+                        f"{perr.str()}"
+                    ) from None
                 self._raise_if_permanent_client_error("producing")
                 if err.fatal():
                     self._restart_producer(err)
@@ -527,9 +536,3 @@ class _RecordRejected(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-
-
-def _librdkafka_logger() -> Any:
-    from relay.logs import librdkafka_logger
-
-    return librdkafka_logger()
