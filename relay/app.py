@@ -58,6 +58,10 @@ def build_target(config: RelayConfig, metrics: RelayMetrics) -> Target:
             create_topics=tc.create_topics,
             metrics=metrics,
         )
+    if tc.type == "lfs":
+        from targets.lfs import build_lfs_target
+
+        return build_lfs_target(config, metrics)
     cls = load_object(tc.type, "target type (kafka)", "target.type")
     options = tc.options.get("options", {})
     target = cls(dict(options) if isinstance(options, Mapping) else {})

@@ -11,6 +11,7 @@ from typing import Any
 
 import structlog
 
+from filters import FilterChain, build_filters
 from relay import logs
 from relay.app import build_relay, load_config
 from relay.config.model import RelayConfig
@@ -100,13 +101,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _filters(config: RelayConfig, metrics: RelayMetrics) -> Any:
-    """The filter chain, or None when no filters are configured."""
+def _filters(config: RelayConfig, metrics: RelayMetrics) -> FilterChain | None:
+    """The filter chain (its counters exported as metrics), or None when no filters are configured."""
     if not config.filters:
         return None
-    from filters import build_filters
-
-    return build_filters(config.filters)
+    chain = build_filters(config.filters)
+    metrics.watch_filters(chain.stats)
+    return chain
 
 
 def cmd_check(args: argparse.Namespace) -> int:

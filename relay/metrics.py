@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
+from typing import Protocol
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 PREFIX = "kafka_lfs_relay"
 
@@ -67,6 +72,42 @@ class RelayMetrics:
             f"{PREFIX}_filter_errors", "Exceptions raised by a filter.", ["filter"], registry=r
         )
 
+    def watch_filters(self, stats: Callable[[], Mapping[str, FilterCounts]]) -> None:
+        """Export the filter chain's own counters, read at scrape time (no work per record)."""
+        self.registry.register(_FilterCollector(stats))
+
     def serve(self, host: str, port: int) -> None:
         """Serve ``/metrics`` on ``host:port`` from a daemon thread."""
         start_http_server(port, addr=host, registry=self.registry)
+
+
+class FilterCounts(Protocol):
+    """What a filter chain reports per filter (``filters.FilterStats`` has this shape)."""
+
+    @property
+    def kept(self) -> int: ...
+    @property
+    def dropped(self) -> int: ...
+    @property
+    def errors(self) -> int: ...
+    @property
+    def seconds(self) -> float: ...
+
+
+class _FilterCollector(Collector):
+    def __init__(self, stats: Callable[[], Mapping[str, FilterCounts]]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        kept = CounterMetricFamily(f"{PREFIX}_filter_records_kept", "Records a filter kept.", labels=["filter"])
+        dropped = CounterMetricFamily(
+            f"{PREFIX}_filter_records_dropped", "Records a filter dropped (on_error: drop included).", labels=["filter"]
+        )
+        errors = CounterMetricFamily(f"{PREFIX}_filter_errors", "Exceptions raised by a filter.", labels=["filter"])
+        seconds = CounterMetricFamily(f"{PREFIX}_filter_seconds", "Time spent inside a filter.", labels=["filter"])
+        for name, st in self._stats().items():
+            kept.add_metric([name], st.kept)
+            dropped.add_metric([name], st.dropped)
+            errors.add_metric([name], st.errors)
+            seconds.add_metric([name], st.seconds)
+        yield from (kept, dropped, errors, seconds)

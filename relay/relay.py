@@ -156,6 +156,7 @@ class Relay:
         assert reader is not None
         cluster = reader.cluster.name
         messages: list[Message] = []
+        last: dict[SourcePartition, KafkaMessage] = {}
         total = 0
         for raw in batch:
             err = raw.error()
@@ -171,24 +172,23 @@ class Relay:
             headers = headers_of(raw)
             ts = raw.timestamp()[1]
             self._next[sp] = offset + 1
-            self._fingerprints[sp] = fingerprint(offset, ts, key, value)
+            last[sp] = raw
             route = self.routes[sp.topic]
             size = record_size(key, value, headers)
             msg = Message(
                 key, value, headers, route.target, sp.partition, cluster, sp.topic, sp.partition, offset, ts, size
             )
-            if self.filters is not None:
-                dropped_by = self.filters(msg)
-                if dropped_by is not None:
-                    self.metrics.records_filtered.labels(filter=dropped_by).inc()
-                    continue
+            if self.filters is not None and self.filters(msg) is not None:
+                continue
             messages.append(msg)
             total += size
-        if self.stop_at_end:
-            for msg in messages:
-                end = self._ends.get(msg.source)
-                if end is not None and msg.source_offset + 1 >= end:
-                    self._done.add(msg.source)
+        for sp, raw in last.items():
+            # Only the newest record per partition matters for the failover check; hashing every
+            # value would cost a pass over every byte relayed.
+            self._fingerprints[sp] = fingerprint(raw.offset() or 0, raw.key(), raw.value())
+            end = self._ends.get(sp)
+            if end is not None and self._next[sp] >= end:
+                self._done.add(sp)
         if not messages:
             return
         if not self.budget.acquire(total, self.stopping):

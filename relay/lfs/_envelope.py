@@ -154,13 +154,25 @@ class Envelope:
             raise EnvelopeError(f"no {alg} checksum to verify", field="checksum", op="verify envelope")
         return (alg, expected)
 
-    def encode(self) -> bytes:
-        """Serialize as a KafScale ``kfs_lfs`` v1 record value (UTF-8 compact JSON).
+    def encode(self, shape: EnvelopeShape = "kfs_lfs") -> bytes:
+        """Serialize as a record value (UTF-8 compact JSON), by default KafScale's ``kfs_lfs`` v1.
 
-        The value starts with ``{"kfs_lfs":1,``, then bucket, key, size, sha256, then checksum,
-        checksum_alg, content_type, original_headers, created_at, proxy_id when set; no other
-        fields. Raises :class:`EnvelopeError` when ``sha256`` is unknown (legacy envelopes).
+        ``kfs_lfs``: the value starts with ``{"kfs_lfs":1,``, then bucket, key, size, sha256,
+        then checksum, checksum_alg, content_type, original_headers, created_at, proxy_id when
+        set; no other fields. Raises :class:`EnvelopeError` when ``sha256`` is unknown (legacy
+        envelopes). Write this shape; ``lfs_version`` exists for readers and tests.
+
+        ``lfs_version`` (the legacy, documented-only shape): lfs_version, s3_bucket, s3_key,
+        content_type, content_length, checksum_algo (always written), checksum (the digest
+        :meth:`expected_checksum` verifies; for ``none`` the verbatim ``checksum`` if any). That
+        shape has no place for ``original_headers``, ``created_at`` or ``proxy_id``: an envelope
+        with any of them raises :class:`EnvelopeError` rather than losing them. ``sha256`` is
+        only carried when it is the checksum.
         """
+        if shape == "lfs_version":
+            return self._encode_legacy()
+        if shape != "kfs_lfs":
+            raise EnvelopeError("shape must be 'kfs_lfs' or 'lfs_version'", field="shape", op="encode envelope")
         if self.sha256 is None:
             raise EnvelopeError(
                 "field 'sha256' is required to write a kfs_lfs envelope", field="sha256", op="encode envelope"
@@ -181,6 +193,27 @@ class Envelope:
             ("proxy_id", self.proxy_id),
         )
         doc.update((name, value) for name, value in optional if value is not None)
+        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+    def _encode_legacy(self) -> bytes:
+        for attr in ("original_headers", "created_at", "proxy_id"):
+            if getattr(self, attr) is not None:
+                raise EnvelopeError(
+                    f"field '{attr}' cannot be written in the lfs_version shape", field=attr, op="encode envelope"
+                )
+        alg, digest = self.expected_checksum()
+        doc: dict[str, object] = {
+            "lfs_version": self.version,
+            "s3_bucket": self.bucket,
+            "s3_key": self.key,
+        }
+        if self.content_type is not None:
+            doc["content_type"] = self.content_type
+        doc["content_length"] = self.size
+        doc["checksum_algo"] = alg
+        checksum = digest if alg != "none" else self.checksum
+        if checksum is not None:
+            doc["checksum"] = checksum
         return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 

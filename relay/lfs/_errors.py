@@ -2,6 +2,24 @@
 
 Contract: every error the SDK raises on purpose is an :class:`LfsError`. Messages are one sentence
 that names the operation and the cause, and never contain payload bytes or the raw record value.
+
+Every error has a ``kind``: a short, stable name for metrics, logs and error headers.
+
+=====================  ======================================  =====================================
+kind                   raised as                               meaning
+=====================  ======================================  =====================================
+``envelope_invalid``   :class:`EnvelopeError`                  looks like an envelope, does not decode
+``bucket_not_allowed`` :class:`ObjectNotAllowedError`          bucket/key outside the reader's allow-list
+``too_large``          :class:`ObjectTooLargeError`            claimed size over the reader's maximum
+``unverified``         :class:`UnverifiedError`                no checksum to verify, and none allowed
+``missing_object``     :class:`ObjectNotFoundError`            the object (or its bucket) does not exist
+``size_mismatch``      :class:`SizeError`                      the object is not as long as claimed
+``checksum_mismatch``  :class:`ChecksumError`                  the payload's digest differs
+``access_denied``,     :class:`StorageError`                   S3 refused or failed the request
+``unavailable``,
+``throttled``,
+``storage_error``
+=====================  ======================================  =====================================
 """
 
 from __future__ import annotations
@@ -27,6 +45,7 @@ class LfsError(Exception):
 
     op: str
     cause: BaseException | str
+    kind: str = "error"
 
     def __init__(self, op: str, cause: BaseException | str) -> None:
         super().__init__(op, cause)
@@ -51,6 +70,7 @@ class ChecksumError(LfsError):
     expected: str
     actual: str
     alg: str
+    kind = "checksum_mismatch"
 
     def __init__(self, expected: str, actual: str, alg: str = "sha256") -> None:
         super().__init__("verify checksum", f"{alg} mismatch, expected {expected} but got {actual}")
@@ -72,6 +92,7 @@ class EnvelopeError(LfsError):
     """
 
     field: str | None
+    kind = "envelope_invalid"
 
     def __init__(self, reason: str, *, field: str | None = None, op: str = "decode envelope") -> None:
         super().__init__(op, reason)
@@ -84,3 +105,119 @@ class EnvelopeError(LfsError):
 def _rebuild_envelope_error(reason: str, field: str | None, op: str) -> EnvelopeError:
     """Unpickle helper: :class:`EnvelopeError` takes keyword-only arguments."""
     return EnvelopeError(reason, field=field, op=op)
+
+
+def _where(bucket: str, key: str, limit: int = 200) -> str:
+    """``s3://bucket/key`` from untrusted input, shortened and escaped for a message."""
+    text = f"s3://{bucket}/{key}"
+    shown = text[:limit] + ("..." if len(text) > limit else "")
+    return shown if shown.isprintable() else repr(shown)
+
+
+class ObjectNotAllowedError(LfsError):
+    """The envelope names a bucket (or a key) this reader was not configured to trust.
+
+    Nothing was fetched. ``reason`` says which rule refused it.
+    """
+
+    kind = "bucket_not_allowed"
+
+    def __init__(self, bucket: str, key: str, reason: str) -> None:
+        super().__init__("check allow-list", f"{_where(bucket, key)} is not allowed: {reason}")
+        self.bucket = bucket
+        self.key = key
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.bucket, self.key, self.reason))
+
+
+class ObjectTooLargeError(LfsError):
+    """The envelope claims a payload larger than the reader accepts; nothing was fetched."""
+
+    kind = "too_large"
+
+    def __init__(self, bucket: str, key: str, size: int, limit: int) -> None:
+        super().__init__(
+            "check size", f"{_where(bucket, key)} claims {size} bytes, more than the maximum of {limit} bytes"
+        )
+        self.bucket = bucket
+        self.key = key
+        self.size = size
+        self.limit = limit
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.bucket, self.key, self.size, self.limit))
+
+
+class UnverifiedError(LfsError):
+    """The envelope gives no checksum to verify (``none``) and the reader does not allow that."""
+
+    kind = "unverified"
+
+    def __init__(self, bucket: str, key: str) -> None:
+        reason = "has checksum algorithm none and unverified payloads are not allowed"
+        super().__init__("check checksum", f"{_where(bucket, key)} {reason}")
+        self.bucket = bucket
+        self.key = key
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.bucket, self.key))
+
+
+class ObjectNotFoundError(LfsError):
+    """The object the envelope points at does not exist (deleted, expired, or never written)."""
+
+    kind = "missing_object"
+
+    def __init__(self, bucket: str, key: str, detail: str = "does not exist") -> None:
+        super().__init__("fetch", f"{_where(bucket, key)} {detail}")
+        self.bucket = bucket
+        self.key = key
+        self.detail = detail
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.bucket, self.key, self.detail))
+
+
+class SizeError(LfsError):
+    """The object's length differs from the envelope's ``size``.
+
+    ``actual`` is the object's length when known, else None (e.g. only "shorter than" is known).
+    """
+
+    kind = "size_mismatch"
+
+    def __init__(self, expected: int, actual: int | None, where: str = "") -> None:
+        got = "a different length" if actual is None else f"{actual} bytes"
+        prefix = f"{where} has " if where else "payload has "
+        super().__init__("verify size", f"{prefix}{got}, the envelope says {expected} bytes")
+        self.expected = expected
+        self.actual = actual
+        self.where = where
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.expected, self.actual, self.where))
+
+
+class StorageError(LfsError):
+    """S3 failed a request. ``kind`` is ``access_denied``, ``unavailable``, ``throttled`` or ``storage_error``.
+
+    ``retriable`` is True for ``unavailable`` and ``throttled``: the same request may succeed
+    later. ``cause`` is a secret-free description of the S3 error.
+    """
+
+    def __init__(self, kind: str, bucket: str, key: str, cause: str) -> None:
+        super().__init__("fetch", f"{_where(bucket, key)}: {cause}")
+        self.kind = kind
+        self.bucket = bucket
+        self.key = key
+        self.detail = cause
+
+    @property
+    def retriable(self) -> bool:
+        """Whether retrying the same request may succeed."""
+        return self.kind in ("unavailable", "throttled")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.kind, self.bucket, self.key, self.detail))
