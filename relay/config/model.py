@@ -16,6 +16,7 @@ from relay.config.reader import Section
 from relay.errors import REDACTED, ConfigError, is_secret_path
 
 MIB = 1024 * 1024
+BUILTIN_TARGETS = ("kafka", "lfs", "hydrate")
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 PartitionMode = Literal["preserve", "key"] | int
@@ -212,9 +213,19 @@ def _target(sec: Section, options_keys: tuple[str, ...]) -> TargetConfig:
     retry_sec = sec.section("retry")
     retry = _backoff(retry_sec.section("backoff"), TargetConfig.retry)
     retry_sec.finish()
+    kind = sec.text("type", "kafka")
+    if kind not in BUILTIN_TARGETS and ":" not in kind:
+        raise ConfigError(
+            sec.key_path("type"), f"expected one of {', '.join(BUILTIN_TARGETS)} or package.module:Class", kind
+        )
+    if kind in BUILTIN_TARGETS or sec.has("bootstrap_servers"):
+        cluster = _cluster(sec, "target")
+    else:
+        # A custom target need not write to Kafka; it gets the whole section through ``options``.
+        cluster = ClusterConfig(sec.text("name", "target"), "", sec.string_map("kafka"))
     target = TargetConfig(
-        type=sec.text("type", "kafka"),
-        cluster=_cluster(sec, "target"),
+        type=kind,
+        cluster=cluster,
         batch=batch,
         retry=retry,
         transactional_id=sec.opt_text("transactional_id"),
