@@ -53,7 +53,7 @@ def build_target(config: RelayConfig, metrics: RelayMetrics) -> Target:
             routes=routes,
             batch=tc.batch,
             retry=tc.retry,
-            transactional_id=tc.transactional_id or f"kafka-lfs-relay-{config.name}",
+            transactional_id=tc.transactional_id or config.name,
             transaction_timeout=tc.transaction_timeout,
             create_topics=tc.create_topics,
             metrics=metrics,
@@ -62,6 +62,10 @@ def build_target(config: RelayConfig, metrics: RelayMetrics) -> Target:
         from targets.lfs import build_lfs_target
 
         return build_lfs_target(config, metrics)
+    if tc.type == "hydrate":
+        from targets.hydrate import build_hydrate_target
+
+        return build_hydrate_target(config, metrics)
     cls = load_object(tc.type, "target type (kafka)", "target.type")
     options = tc.options.get("options", {})
     target = cls(dict(options) if isinstance(options, Mapping) else {})

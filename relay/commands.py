@@ -97,6 +97,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.error("relay stopped", error=str(exc), code=exc.code)
         print(f"kafka-lfs-relay: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Exception as exc:  # a bug, not a user mistake: keep the traceback in the log for the report
+        log.exception("relay stopped by an internal error")
+        print(
+            f"kafka-lfs-relay: internal error: {type(exc).__name__}: {exc} (a bug; please report it)", file=sys.stderr
+        )
+        return 70
     log.info("relay stopped cleanly")
     return 0
 

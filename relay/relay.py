@@ -39,6 +39,7 @@ FilterFn = Callable[[Message], "str | None"]
 
 _POLL_RECORDS = 2000
 _POLL_TIMEOUT = 0.2
+_DRAIN_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,17 @@ class Relay:
 
     def _drain(self) -> None:
         log.info("draining: waiting for the target to acknowledge what is in flight", bytes=self.budget.used)
-        self.target.flush()
+        if not self.stopping.is_set():
+            self.target.flush()  # stop_at_end: the run is only done once everything is acknowledged
+            return
+        # Stopped by a signal: wait a while, but a target that is away must not keep the process
+        # alive forever. Unacknowledged records are simply read again on the next start.
+        if not self.target.flush(_DRAIN_TIMEOUT):
+            log.warning(
+                "the target did not acknowledge everything in time; the rest is read again on the next start",
+                seconds=_DRAIN_TIMEOUT,
+                bytes=self.budget.used,
+            )
 
     # -- the loop ----------------------------------------------------------------------------------
     def _loop(self) -> None:

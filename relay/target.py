@@ -70,9 +70,16 @@ class Target(Protocol):
         ...
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every written record is acknowledged; False if ``timeout`` ran out first."""
+        """Wait until every written record is acknowledged; False if ``timeout`` ran out first.
+
+        Raises like ``write``.
+        """
         ...
 
     def close(self) -> None:
-        """Flush what can be flushed, then release every resource. Called once, last."""
+        """Release every resource. Called once, last, after ``flush`` when the relay drains.
+
+        Records not acknowledged by then are abandoned: they were never reported as written, so
+        the next start reads them again from the source.
+        """
         ...

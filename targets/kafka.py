@@ -16,6 +16,7 @@ Threads
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import time
@@ -57,6 +58,10 @@ _PERMANENT_CLIENT_ERRORS = {
     KafkaError.SASL_AUTHENTICATION_FAILED,
     KafkaError._SSL,
 }
+
+
+_FENCE_WINDOW = 300.0
+_FENCE_LIMIT = 3
 
 
 @dataclass(frozen=True)
@@ -124,6 +129,7 @@ class KafkaTarget:
         self._thread: threading.Thread | None = None
         # Next source offset per source partition as committed so far; feeds kfr-pos vectors.
         self._committed: dict[SourcePartition, int] = {}
+        self._restarts: list[float] = []
 
     # -- setup -------------------------------------------------------------------------------
     def _error_cb(self, err: KafkaError) -> None:
@@ -294,19 +300,20 @@ class KafkaTarget:
         return True
 
     def close(self) -> None:
-        """Flush if healthy, stop the sender, and close the producer (aborting nothing committed)."""
-        try:
-            if self._thread is not None and self._failure is None:
-                self.flush()
-        finally:
-            with self._cond:
-                self._closing = True
-                self._cond.notify_all()
-            if self._thread is not None:
-                self._thread.join(timeout=30)
-            if self._producer is not None:
-                self._producer.flush(5)
-                self._producer = None
+        """Stop the sender and drop the producer; what was not committed is abandoned, never half-written.
+
+        A transaction still open is aborted if the cluster answers within a few seconds; if not,
+        the next instance's ``init_transactions`` aborts it.
+        """
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=self._txn_timeout + 10)
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            with contextlib.suppress(KafkaException):
+                producer.abort_transaction(5)
 
     # -- sender thread -----------------------------------------------------------------------
     def _raise_failure(self) -> None:
@@ -506,16 +513,28 @@ class KafkaTarget:
                 time.sleep(backoff_delay(self._retry, attempt))
 
     def _restart_producer(self, err: KafkaError) -> None:
-        """A fatal producer error (e.g. fenced): start over from what the target durably holds."""
+        """A fatal producer error (e.g. fenced): start over from what the target durably holds.
+
+        One fencing can follow a long target outage (the coordinator bumped the epoch of a
+        timed-out transaction). Being fenced again and again means another relay is writing with
+        the same transactional.id; then this one stops instead of taking turns with it.
+        """
+        now = time.monotonic()
+        self._restarts = [t for t in self._restarts if now - t < _FENCE_WINDOW] + [now]
+        if len(self._restarts) > _FENCE_LIMIT:
+            raise TargetError(
+                f"target {self._cluster.name}: fenced {len(self._restarts)} times in {_FENCE_WINDOW:.0f}s; another "
+                f"relay is writing with transactional.id {self._txn_id!r} (give each relay its own)"
+            )
         log.warning(
             "target producer must be re-initialised; the relay re-reads positions from the target",
             cluster=self._cluster.name,
             error=err.str(),
         )
         self._metrics.target_restarts.inc()
-        old, self._producer = self._producer, None
-        if old is not None:
-            old.flush(0)
+        # The old producer is fenced or failed: whatever it still holds must not be sent, so it is
+        # dropped without a flush and a new one (new epoch) takes its place.
+        self._producer = None
         self._producer = self._new_producer()
         raise TargetRestart(f"target {self._cluster.name} producer was re-initialised after: {err.str()}")
 

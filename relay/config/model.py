@@ -259,13 +259,14 @@ def _listen(sec: Section) -> tuple[str, int] | None:
     return (host.strip("[]") or "0.0.0.0", int(port))
 
 
-def parse_config(tree: object, target_option_keys: tuple[str, ...] = ()) -> RelayConfig:
+def parse_config(tree: object, target_option_keys: tuple[str, ...] = (), asked: set[str] | None = None) -> RelayConfig:
     """Validate a loaded YAML tree (after ``${VAR}`` substitution) into a :class:`RelayConfig`.
 
     ``target_option_keys`` names the extra sections under ``target`` that the chosen target
-    type validates itself (for example ``lfs``); any other unknown key is an error.
+    type validates itself (for example ``lfs``); any other unknown key is an error. ``asked``, if
+    given, collects every key path the parser looked for.
     """
-    top = Section(tree, "")
+    top = Section(tree, "", asked)
     mode: Literal["single", "failover"] = (
         "failover" if top.choice("mode", ("single", "failover"), "single") == "failover" else "single"
     )

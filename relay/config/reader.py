@@ -20,7 +20,7 @@ class Section:
     names it (and its likely intended spelling) instead of a setting silently ignored.
     """
 
-    def __init__(self, data: object, path: str) -> None:
+    def __init__(self, data: object, path: str, asked: set[str] | None = None) -> None:
         if data is None:
             data = {}
         if not isinstance(data, Mapping):
@@ -31,6 +31,9 @@ class Section:
         self._data: Mapping[str, object] = data
         self.path = path
         self._seen: set[str] = set()
+        # Every key path any reader asked for, present or not: lets a test prove that the
+        # documented example config shows every key the parser knows.
+        self.asked = asked if asked is not None else set()
 
     def key_path(self, key: str) -> str:
         """The dotted path of ``key`` in this section."""
@@ -43,6 +46,7 @@ class Section:
     def raw(self, key: str, default: object = _MISSING) -> object:
         """The value as loaded, or ``default``; a missing key without default is an error."""
         self._seen.add(key)
+        self.asked.add(self.key_path(key))
         if key in self._data and self._data[key] is not None:
             return self._data[key]
         if default is _MISSING:
@@ -109,7 +113,7 @@ class Section:
 
     def section(self, key: str) -> Section:
         """The nested mapping under ``key`` (an absent key reads as an empty mapping)."""
-        return Section(self.raw(key, None), self.key_path(key))
+        return Section(self.raw(key, None), self.key_path(key), self.asked)
 
     def sections(self, key: str, required: bool = False) -> Iterator[Section]:
         """Each mapping in the list under ``key``."""
@@ -119,7 +123,7 @@ class Section:
         if required and not value:
             raise ConfigError(self.key_path(key), "needs at least one entry")
         for i, item in enumerate(value):
-            yield Section(item, f"{self.key_path(key)}[{i}]")
+            yield Section(item, f"{self.key_path(key)}[{i}]", self.asked)
 
     def string_map(self, key: str) -> dict[str, str]:
         """A flat mapping of string keys to scalar values, rendered as strings (librdkafka style)."""

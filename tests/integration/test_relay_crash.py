@@ -77,3 +77,33 @@ def test_target_cluster_stopped_and_restarted_mid_run_loses_and_duplicates_nothi
     assert relay.terminate() == 0, relay.log_tail()
     assert "not confirmed the batch yet" in relay.log_text(), "the relay never waited for the target: no outage seen"
     assert_same(records_by_partition(first + later, 2), read_all(target, topic, 2))
+
+
+def test_two_relays_with_one_transactional_id_fence_each_other_without_duplicates(
+    tmp_path: Path, cluster_factory: ClusterFactory, topic_factory: TopicFactory
+) -> None:
+    """A second relay started by mistake with the same config fences the first; the target still holds each record once."""
+    source, target = cluster_factory("source"), cluster_factory("target")
+    topic = topic_factory(source, partitions=2)
+    first_part, later = numbered(20_000, 2), numbered(150_000, 2, start=20_000)
+    records = first_part + later
+    produce([source], topic, first_part)
+    config = write_config(
+        tmp_path / "relay.yml",
+        relay_config([source], target, [{"source": topic}], target={"batch": {"max_records": 1000}}),
+    )
+    first = RelayProcess(config).start()
+    wait_for("the first relay to write", lambda: committed_count(target, topic, 2) > 1_000, 60, first)
+    second = RelayProcess(config)
+    second.log_path = tmp_path / "second.log"
+    second.start()
+    feeder = threading.Thread(target=produce, args=([source], topic, later))
+    feeder.start()
+    feeder.join()
+    wait_for("every record", lambda: committed_count(target, topic, 2) >= len(records), 180)
+    codes = [p.terminate() if p.alive() else p.wait(1) for p in (first, second)]
+    logs = first.log_text() + second.log_text()
+    assert "producer must be re-initialised" in logs, logs[-3000:]
+    assert "Traceback" not in logs and "internal error" not in logs, logs[-3000:]
+    assert all(code in (0, 1) for code in codes)
+    assert_same(records_by_partition(records, 2), read_all(target, topic, 2))

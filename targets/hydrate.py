@@ -1,0 +1,643 @@
+"""The hydrating target (``type: hydrate``): envelope records become the plain records they stand for.
+
+It is the Kafka target (:class:`targets.kafka.KafkaTarget`: one transaction per batch, resume
+positions in ``kfr-pos`` headers) with a ``transform`` in front, mirroring the ``lfs`` target:
+
+* ``write`` (the relay's thread) detects an envelope (:func:`relay.lfs.detect`: KafScale's
+  prefix test for ``kfs_lfs``, a parse for the legacy ``lfs_version`` shape), checks it against
+  the allow-list, ``max_object_size`` and ``allow_unverified`` without any I/O, and starts its
+  fetch at once on a pool of ``fetch_concurrency`` threads; then it queues the record.
+* the Kafka target's sender calls ``transform`` once per record, in source order, just before
+  it is produced: it waits for that record's fetch and returns the plain record: the verified
+  payload as value, the envelope record's key, timestamp, partition and headers, then each of
+  ``original_headers`` that is not already there, then ``content-type`` from ``content_type``
+  if no header of that name (in any case) is there. Non-envelope records pass unchanged.
+* ``kfr-pos`` headers that arrive with a source record are the resume positions of the relay
+  that wrote the envelope topic; they are dropped (this relay adds its own), or a resumption
+  could read the upstream relay's positions as this one's.
+
+Per-record errors (``on_error``): an envelope that does not decode (``envelope_invalid``), a
+bucket or key outside ``allowed_buckets`` (``bucket_not_allowed``), a claimed size over
+``max_object_size`` (``too_large``), checksum ``none`` without ``allow_unverified``
+(``unverified``), a missing object (``missing_object``), and a size or checksum mismatch
+(``size_mismatch``, ``checksum_mismatch``). ``fail`` (default) stops the relay with a
+:class:`TargetError` naming the record, the object and the kind; the batch holding the record is
+never committed, so no offset moves. ``dead-letter`` writes the envelope record unchanged to
+``dead_letter_topic`` with a ``kfr-hydrate-error: <kind>: <sentence>`` header; ``passthrough``
+writes it unchanged to its normal target topic with that header. Every error is counted by kind.
+S3 being unavailable or throttling is not a record error: the fetch is retried forever with the
+target's backoff (one warning per attempt) and the relay waits. Access denied or any other S3
+failure stops the relay, naming the bucket and key.
+
+Memory
+  The relay's byte budget counts the envelope records it reads, not the payloads they stand
+  for, so this target bounds payload bytes itself, in two places:
+
+  * Fetched payloads not yet handed to the producer: at most ``max_in_flight / 2`` bytes
+    (``max_in_flight`` is the relay's budget). A fetch waits, in source order, until its claimed
+    ``size`` fits; a payload larger than that whole window waits until nothing else is held.
+  * Payloads being produced: each envelope record enters the Kafka target counted at its
+    claimed payload size, so ``target.batch.max_bytes`` cuts batches by hydrated bytes (the
+    relay is still told the envelope's own size when the record is acknowledged). A batch is
+    held by Python and by librdkafka until its transaction commits.
+
+  So peak payload memory is about ``max_in_flight / 2 + 2 * (batch.max_bytes + largest record)``,
+  plus a transient second copy of one record while its parts are joined. A record larger than
+  ``max_in_flight / 2`` still passes, alone. Only the envelope's fetch window, never a whole
+  object, is read ahead: objects are read in ranged GETs of ``part_size``.
+
+Kafka limits
+  Unless ``target.kafka`` sets ``message.max.bytes``, the producer accepts records up to
+  ``max_object_size`` plus 1 MiB (librdkafka's ceiling is 1,000,000,000 bytes). The target
+  topic's ``max.message.bytes`` (and the broker's) must allow the largest payload too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Final, Literal, cast
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from relay import positions
+from relay.config.model import _TOPIC_RE, MIB, ClusterConfig, RelayConfig
+from relay.config.reader import Section
+from relay.errors import ConfigError
+from relay.lfs import BucketPolicy, BucketRule, Envelope, EnvelopeError, LfsError, Resolver, StorageError, detect
+from relay.message import Message, Offsets, SourcePartition
+from relay.metrics import PREFIX, RelayMetrics
+from relay.s3 import S3Settings, parse_s3
+from relay.target import AckCallback, TargetError, TargetRestart
+from targets.kafka import KafkaTarget, Route
+
+log = structlog.get_logger("kafka_lfs_relay.hydrate")
+
+ERROR_HEADER: Final = "kfr-hydrate-error"
+"""Header on a dead-lettered or passed-through envelope record: ``<kind>: <sentence>``."""
+
+CONTENT_TYPE: Final = "content-type"
+
+OnError = Literal["fail", "dead-letter", "passthrough"]
+
+RECORD_ERROR_KINDS: Final = frozenset(
+    {
+        "envelope_invalid",
+        "bucket_not_allowed",
+        "too_large",
+        "unverified",
+        "missing_object",
+        "size_mismatch",
+        "checksum_mismatch",
+    }
+)
+"""Error kinds ``on_error`` decides about; any other failure stops the relay."""
+
+_WRITER_ONLY_S3_KEYS: Final = ("bucket", "prefix", "sse", "kms_key_id", "tags")
+_MESSAGE_MAX_BYTES_CEILING: Final = 1_000_000_000
+_LIBRDKAFKA_DEFAULT_MESSAGE_MAX: Final = 1_000_000
+
+_Coordinates = tuple[str, int, int]  # source topic, partition, offset
+
+
+def _coordinates(msg: Message) -> _Coordinates:
+    return (msg.source_topic, msg.source_partition, msg.source_offset)
+
+
+# -- configuration -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HydrateConfig:
+    """The validated ``target.hydrate`` section."""
+
+    policy: BucketPolicy
+    s3: S3Settings
+    max_object_size: int
+    allow_unverified: bool = False
+    fetch_concurrency: int = 4
+    part_size: int = 8 * MIB
+    on_error: OnError = "fail"
+    dead_letter_topic: str | None = None
+
+
+def parse_hydrate(raw: object, config: RelayConfig, path: str = "target.hydrate") -> HydrateConfig:
+    """Validate ``target.hydrate``; raises one :class:`ConfigError` naming the key path.
+
+    ``allowed_buckets`` (required, non-empty): bucket names, or ``{bucket, prefixes: [...]}`` to
+    trust only keys under those prefixes. ``max_object_size`` (default ``s3.max_object_size``,
+    5GiB): the largest claimed size fetched. ``allow_unverified`` (false): accept checksum
+    ``none``. ``fetch_concurrency`` (4): records fetched, and ranged GETs in flight, at once.
+    ``part_size`` (8MiB): bytes per ranged GET. ``on_error`` (fail | dead-letter | passthrough)
+    and ``dead_letter_topic`` (required with dead-letter). ``s3``: connection settings as in
+    :func:`relay.s3.parse_s3`; the writer-only keys (bucket, prefix, sse, kms_key_id, tags) are
+    refused, since buckets come from envelopes and must be listed in ``allowed_buckets``.
+    """
+    sec = Section(raw, path)
+    policy = _allowed_buckets(sec)
+    s3_sec = sec.section("s3")
+    for key in _WRITER_ONLY_S3_KEYS:
+        if s3_sec.has(key):
+            hint = "; list the buckets to read from in allowed_buckets" if key == "bucket" else ""
+            raise ConfigError(
+                s3_sec.key_path(key), f"applies to writing (the lfs target) only: the hydrate target reads{hint}"
+            )
+    s3 = parse_s3(s3_sec, require_bucket=False)
+    max_object_size = sec.size("max_object_size", s3.max_object_size, positive=True)
+    allow_unverified = sec.flag("allow_unverified", False)
+    fetch_concurrency = sec.integer("fetch_concurrency", 4, minimum=1)
+    if fetch_concurrency > 256:
+        raise ConfigError(sec.key_path("fetch_concurrency"), "must be at most 256", fetch_concurrency)
+    part_size = sec.size("part_size", 8 * MIB, positive=True)
+    if part_size < 64 * 1024:
+        raise ConfigError(sec.key_path("part_size"), "must be at least 64KiB", sec.raw("part_size"))
+    on_error = cast(OnError, sec.choice("on_error", ("fail", "dead-letter", "passthrough"), "fail"))
+    dlq = sec.opt_text("dead_letter_topic")
+    if on_error == "dead-letter" and dlq is None:
+        raise ConfigError(sec.key_path("dead_letter_topic"), "is required with on_error: dead-letter")
+    if on_error != "dead-letter" and dlq is not None:
+        raise ConfigError(sec.key_path("dead_letter_topic"), "only applies with on_error: dead-letter", dlq)
+    if dlq is not None:
+        if not _TOPIC_RE.match(dlq) or dlq in (".", ".."):
+            raise ConfigError(sec.key_path("dead_letter_topic"), "is not a legal Kafka topic name", dlq)
+        if dlq in {t.target for t in config.topics} | {t.source for t in config.topics}:
+            raise ConfigError(
+                sec.key_path("dead_letter_topic"), "must be a topic of its own, not a source or target topic", dlq
+            )
+    sec.finish()
+    return HydrateConfig(
+        policy=policy,
+        s3=s3,
+        max_object_size=max_object_size,
+        allow_unverified=allow_unverified,
+        fetch_concurrency=fetch_concurrency,
+        part_size=part_size,
+        on_error=on_error,
+        dead_letter_topic=dlq,
+    )
+
+
+def _allowed_buckets(sec: Section) -> BucketPolicy:
+    key = sec.key_path("allowed_buckets")
+    items = sec.raw("allowed_buckets", None)
+    if items is None:
+        raise ConfigError(key, "is required: list the buckets (and optionally key prefixes) envelopes may point at")
+    if not isinstance(items, list):
+        raise ConfigError(key, "expected a list of bucket names or {bucket, prefixes} mappings", items)
+    if not items:
+        raise ConfigError(key, "needs at least one bucket (nothing is fetched from a bucket not listed)")
+    rules: list[BucketRule] = []
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        item_path = f"{key}[{i}]"
+        prefixes: tuple[str, ...] = ()
+        if isinstance(item, str):
+            bucket = item.strip()
+            if not bucket:
+                raise ConfigError(item_path, "must not be empty", item)
+        elif isinstance(item, Mapping):
+            entry = Section(item, item_path)
+            bucket = entry.text("bucket")
+            prefixes = _prefixes(entry)
+            entry.finish()
+        else:
+            raise ConfigError(item_path, "expected a bucket name or a mapping with bucket and prefixes", item)
+        if bucket in seen:
+            raise ConfigError(item_path, f"bucket {bucket!r} is listed twice")
+        seen.add(bucket)
+        rules.append(BucketRule(bucket, prefixes))
+    return BucketPolicy(rules)
+
+
+def _prefixes(entry: Section) -> tuple[str, ...]:
+    raw = entry.raw("prefixes", None)
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(entry.key_path("prefixes"), "expected a non-empty list of key prefixes", raw)
+    out: list[str] = []
+    for j, prefix in enumerate(raw):
+        if not isinstance(prefix, str) or not prefix:
+            raise ConfigError(f"{entry.key_path('prefixes')}[{j}]", "expected a non-empty string", prefix)
+        out.append(prefix)
+    return tuple(out)
+
+
+# -- pure decisions ------------------------------------------------------------------------------
+
+
+def strip_positions(headers: Sequence[tuple[str, bytes | None]]) -> tuple[tuple[str, bytes | None], ...]:
+    """``headers`` without ``kfr-pos`` (an upstream relay's resume positions)."""
+    return tuple(h for h in headers if h[0] != positions.HEADER)
+
+
+def restored_headers(
+    headers: Sequence[tuple[str, bytes | None]], envelope: Envelope
+) -> tuple[tuple[str, bytes | None], ...]:
+    """The hydrated record's headers: ``headers``, then missing ``original_headers``, then content-type.
+
+    An original header is added only if no header of that exact name is there; ``content-type``
+    only if no header of that name in any letter case is there (after the original headers).
+    """
+    out = list(headers)
+    names = {name for name, _ in out}
+    for name, value in (envelope.original_headers or {}).items():
+        if name not in names:
+            out.append((name, value.encode("utf-8")))
+            names.add(name)
+    if envelope.content_type is not None and all(name.lower() != CONTENT_TYPE for name in names):
+        out.append((CONTENT_TYPE, envelope.content_type.encode("utf-8")))
+    return tuple(out)
+
+
+def error_header(err: LfsError) -> tuple[str, bytes]:
+    """The ``kfr-hydrate-error`` header for ``err``: ``<kind>: <sentence>`` (never payload bytes)."""
+    return (ERROR_HEADER, f"{err.kind}: {err}".encode("utf-8", "replace"))
+
+
+def _location(envelope: Envelope | None) -> str:
+    if envelope is None:
+        return "no valid envelope"
+    return f"s3://{envelope.bucket}/{envelope.key}"[:300]
+
+
+# -- metrics ---------------------------------------------------------------------------------------
+
+
+class HydrateMetrics:
+    """The hydrating target's metrics, registered next to the relay's own (``kafka_lfs_relay_hydrate_*``)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        p = f"{PREFIX}_hydrate"
+        self.records = Counter(
+            f"{p}_records",
+            "Records committed, by outcome: hydrated, plain (not an envelope), dead_letter or passthrough.",
+            ["topic", "outcome"],
+            registry=registry,
+        )
+        self.errors = Counter(
+            f"{p}_errors", "Envelope records that could not be hydrated, by kind.", ["kind"], registry=registry
+        )
+        self.bytes_fetched = Counter(
+            f"{p}_bytes_fetched", "Payload bytes fetched from S3 and verified.", registry=registry
+        )
+        self.fetch_seconds = Histogram(
+            f"{p}_fetch_seconds",
+            "Time to fetch and verify one payload.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=registry,
+        )
+        self.retries = Counter(
+            f"{p}_fetch_retries", "S3 requests retried, by kind (unavailable, throttled).", ["kind"], registry=registry
+        )
+        self.in_flight_bytes = Gauge(
+            f"{p}_in_flight_bytes", "Claimed payload bytes being fetched or waiting to be produced.", registry=registry
+        )
+
+
+# -- the byte window -------------------------------------------------------------------------------
+
+
+class _Abandoned(Exception):
+    """A fetch was dropped before it could start (the target restarted or is closing)."""
+
+
+class PayloadWindow:
+    """A byte semaphore granted strictly in ticket order (the order records were written).
+
+    Strict order is what makes it deadlock-free: the bytes a fetch waits for are held only by
+    earlier records, which the sender hands over (and releases) before it needs this one. A
+    claim larger than the whole window is granted once nothing else is held. ``reset`` forgets
+    everything (a new generation); releases of an older generation are ignored.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = max(1, limit)
+        self._cond = threading.Condition()
+        self._generation = 0
+        self._issued = 0
+        self._serving = 0
+        self._used = 0
+        self._closed = False
+
+    @property
+    def used(self) -> int:
+        """Bytes granted and not yet released."""
+        return self._used
+
+    def ticket(self) -> tuple[int, int]:
+        """A place in line: (generation, sequence number)."""
+        with self._cond:
+            ticket = (self._generation, self._issued)
+            self._issued += 1
+            return ticket
+
+    def acquire(self, ticket: tuple[int, int], n: int) -> None:
+        """Wait for ``ticket``'s turn and room for ``n`` bytes; raises :class:`_Abandoned` after reset/close."""
+        generation, seq = ticket
+        with self._cond:
+            while True:
+                if self._closed or generation != self._generation:
+                    raise _Abandoned
+                if seq == self._serving and (self._used == 0 or self._used + n <= self.limit):
+                    break
+                self._cond.wait()
+            self._serving += 1
+            self._used += n
+            self._cond.notify_all()
+
+    def release(self, generation: int, n: int) -> None:
+        """Give back ``n`` bytes granted in ``generation``."""
+        with self._cond:
+            if generation == self._generation:
+                self._used = max(0, self._used - n)
+                self._cond.notify_all()
+
+    def reset(self) -> None:
+        """Forget every grant and every ticket; waiting acquirers raise :class:`_Abandoned`."""
+        with self._cond:
+            self._generation += 1
+            self._issued = self._serving = self._used = 0
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """Refuse every acquirer from now on."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+# -- the target ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Job:
+    """One envelope record on its way: a known error, or a fetch."""
+
+    envelope: Envelope | None
+    error: LfsError | None = None
+    claimed: int = 0
+    ticket: tuple[int, int] = (0, 0)
+    future: Future[bytes] | None = None
+
+
+class HydrateTarget:
+    """Writes envelope records as the plain records they stand for. See the module docstring."""
+
+    def __init__(
+        self, hydrate: HydrateConfig, kafka: KafkaTargetFactory, max_in_flight: int, metrics: RelayMetrics
+    ) -> None:
+        self.hydrate = hydrate
+        self.metrics = HydrateMetrics(metrics.registry)
+        self.resolver = Resolver(
+            hydrate.s3,
+            hydrate.policy,
+            max_object_size=hydrate.max_object_size,
+            allow_unverified=hydrate.allow_unverified,
+            concurrency=hydrate.fetch_concurrency,
+            part_size=hydrate.part_size,
+            retries=None,
+            backoff=(kafka.retry_min, kafka.retry_max),
+            on_retry=self._on_retry,
+        )
+        self.window = PayloadWindow(max_in_flight // 2)
+        self.metrics.in_flight_bytes.set_function(lambda: self.window.used)
+        self._pool = ThreadPoolExecutor(hydrate.fetch_concurrency, thread_name_prefix="hydrate")
+        extra = (hydrate.dead_letter_topic,) if hydrate.dead_letter_topic else ()
+        self.kafka = kafka.build(self._transform, extra)
+        self._lock = threading.Lock()
+        self._jobs: dict[_Coordinates, _Job] = {}
+        self._originals: dict[_Coordinates, Message] = {}
+        self._outcomes: dict[_Coordinates, str] = {}
+        self._on_ack: AckCallback | None = None
+
+    # -- Target protocol ---------------------------------------------------------------------------
+    def high_watermarks(self, partitions: Sequence[SourcePartition]) -> Offsets:
+        """As the Kafka target: positions read back from the target (and dead-letter) topics."""
+        return self.kafka.high_watermarks(partitions)
+
+    def start(self, on_ack: AckCallback) -> None:
+        """Start the Kafka target's sender."""
+        self._on_ack = on_ack
+        self.kafka.start(self._acked)
+
+    def write(self, message: Message) -> None:
+        """Start the fetch of an envelope record, then queue the record (blocks while the target is full)."""
+        job = self._begin(message)
+        queued = message
+        if job is not None:
+            coords = _coordinates(message)
+            queued = dataclasses.replace(message, size=message.size + job.claimed)
+            with self._lock:
+                self._jobs[coords] = job
+                self._originals[coords] = message
+        try:
+            self.kafka.write(queued)
+        except TargetRestart:
+            self._drop_pending()
+            raise
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every record written so far is committed (fetches included)."""
+        try:
+            return self.kafka.flush(timeout)
+        except TargetRestart:
+            self._drop_pending()
+            raise
+
+    def close(self) -> None:
+        """Flush if healthy, close the Kafka target, then abandon any fetch still running."""
+        try:
+            self.kafka.close()
+        finally:
+            self._drop_pending()
+            self.window.close()
+            self.resolver.close()
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- fetching ---------------------------------------------------------------------------------
+    def _begin(self, msg: Message) -> _Job | None:
+        """The job for ``msg`` if it is an envelope record, else None; starts its fetch."""
+        try:
+            envelope = detect(msg.value)
+        except EnvelopeError as exc:
+            return _Job(None, exc)
+        if envelope is None:
+            return None
+        try:
+            self.resolver.check(envelope)
+        except LfsError as exc:
+            return _Job(envelope, exc)
+        job = _Job(envelope, claimed=envelope.size, ticket=self.window.ticket())
+        job.future = self._pool.submit(self._fetch, job)
+        return job
+
+    def _fetch(self, job: _Job) -> bytes:
+        """Runs in the pool: wait for room in the window, then fetch and verify."""
+        assert job.envelope is not None
+        self.window.acquire(job.ticket, job.claimed)
+        started = time.monotonic()
+        try:
+            payload = self.resolver.fetch(job.envelope)
+        except BaseException:
+            self.window.release(job.ticket[0], job.claimed)
+            raise
+        self.metrics.fetch_seconds.observe(time.monotonic() - started)
+        self.metrics.bytes_fetched.inc(len(payload))
+        return payload
+
+    def _on_retry(self, err: StorageError, attempt: int, delay: float) -> None:
+        self.metrics.retries.labels(kind=err.kind).inc()
+        log.warning(
+            "S3 fetch failed; retrying",
+            bucket=err.bucket,
+            key=err.key[:300],
+            kind=err.kind,
+            error=err.detail,
+            attempt=attempt,
+            retry_in=round(delay, 2),
+        )
+
+    # -- the sender's side ----------------------------------------------------------------------
+    def _transform(self, msg: Message) -> Message:
+        """Called by the Kafka target's sender, once per record, in order: the record to produce."""
+        coords = _coordinates(msg)
+        with self._lock:
+            job = self._jobs.pop(coords, None)
+        if any(name == positions.HEADER for name, _ in msg.headers):
+            msg = dataclasses.replace(msg, headers=strip_positions(msg.headers))
+        if job is None:
+            return msg
+        if job.error is not None:
+            return self._record_error(msg, job.envelope, job.error)
+        assert job.future is not None and job.envelope is not None
+        try:
+            payload = job.future.result()
+        except LfsError as exc:
+            if exc.kind in RECORD_ERROR_KINDS:
+                return self._record_error(msg, job.envelope, exc)
+            raise TargetError(
+                f"record {msg.coordinates()} cannot be hydrated from {_location(job.envelope)}: {exc.kind}: {exc}"
+            ) from None
+        except (_Abandoned, CancelledError):
+            raise TargetError(
+                f"the fetch for record {msg.coordinates()} was abandoned because the target is closing"
+            ) from None
+        hydrated = dataclasses.replace(msg, value=payload, headers=restored_headers(msg.headers, job.envelope))
+        self.window.release(job.ticket[0], job.claimed)
+        self._outcome(coords, "hydrated")
+        return hydrated
+
+    def _record_error(self, msg: Message, envelope: Envelope | None, err: LfsError) -> Message:
+        """Apply ``on_error`` to an envelope record that cannot be hydrated."""
+        self.metrics.errors.labels(kind=err.kind).inc()
+        policy = self.hydrate.on_error
+        where = _location(envelope)
+        if policy == "fail":
+            raise TargetError(
+                f"record {msg.coordinates()} cannot be hydrated from {where}: {err.kind}: {err} "
+                "(target.hydrate.on_error is fail)"
+            )
+        headers = (*msg.headers, error_header(err))
+        if policy == "dead-letter":
+            dlq = self.hydrate.dead_letter_topic
+            assert dlq is not None
+            log.warning(
+                "envelope record sent to the dead-letter topic",
+                record=msg.coordinates(),
+                object=where,
+                kind=err.kind,
+                error=str(err),
+                topic=dlq,
+            )
+            self._outcome(_coordinates(msg), "dead_letter")
+            return dataclasses.replace(msg, topic=dlq, headers=headers)
+        log.warning(
+            "envelope record passed through unchanged",
+            record=msg.coordinates(),
+            object=where,
+            kind=err.kind,
+            error=str(err),
+        )
+        self._outcome(_coordinates(msg), "passthrough")
+        return dataclasses.replace(msg, headers=headers)
+
+    def _outcome(self, coords: _Coordinates, outcome: str) -> None:
+        with self._lock:
+            self._outcomes[coords] = outcome
+
+    def _acked(self, messages: Sequence[Message]) -> None:
+        """The Kafka target committed ``messages``: count them, then tell the relay (envelope sizes)."""
+        with self._lock:
+            keys = [_coordinates(m) for m in messages]
+            originals = [self._originals.pop(k, m) for k, m in zip(keys, messages, strict=True)]
+            outcomes = [self._outcomes.pop(k, "plain") for k in keys]
+        for msg, outcome in zip(originals, outcomes, strict=True):
+            self.metrics.records.labels(topic=msg.source_topic, outcome=outcome).inc()
+        assert self._on_ack is not None
+        self._on_ack(originals)
+
+    def _drop_pending(self) -> None:
+        """Forget every record not yet committed (the relay re-reads those) and abandon their fetches."""
+        with self._lock:
+            jobs, self._jobs = list(self._jobs.values()), {}
+            self._originals.clear()
+            self._outcomes.clear()
+        self.window.reset()
+        for job in jobs:
+            if job.future is not None:
+                job.future.cancel()
+
+
+class KafkaTargetFactory:
+    """Builds the Kafka target a :class:`HydrateTarget` writes through, once its transform exists."""
+
+    def __init__(self, config: RelayConfig, metrics: RelayMetrics, max_record_bytes: int) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.retry_min = config.target.retry.min
+        self.retry_max = config.target.retry.max
+        self.cluster = _with_message_limit(config.target.cluster, max_record_bytes)
+
+    def build(self, transform: Callable[[Message], Message], extra_topics: Sequence[str]) -> KafkaTarget:
+        config, tc = self.config, self.config.target
+        return KafkaTarget(
+            cluster=self.cluster,
+            routes=[Route(t.source, t.target, t.partition) for t in config.topics],
+            batch=tc.batch,
+            retry=tc.retry,
+            transactional_id=tc.transactional_id or f"kafka-lfs-relay-{config.name}",
+            transaction_timeout=tc.transaction_timeout,
+            create_topics=tc.create_topics,
+            metrics=self.metrics,
+            transform=transform,
+            extra_topics=extra_topics,
+        )
+
+
+def _with_message_limit(cluster: ClusterConfig, max_bytes: int) -> ClusterConfig:
+    """``cluster`` whose producer accepts records of ``max_bytes`` unless ``message.max.bytes`` is set."""
+    if "message.max.bytes" in cluster.kafka or max_bytes <= _LIBRDKAFKA_DEFAULT_MESSAGE_MAX:
+        return cluster
+    limit = min(max_bytes, _MESSAGE_MAX_BYTES_CEILING)
+    return dataclasses.replace(cluster, kafka={**cluster.kafka, "message.max.bytes": str(limit)})
+
+
+def build_hydrate_target(config: RelayConfig, metrics: RelayMetrics) -> HydrateTarget:
+    """The ``type: hydrate`` target for ``config``; raises ConfigError for a missing or invalid ``target.hydrate``."""
+    options = config.target.options
+    for key in options:
+        if key != "hydrate":
+            raise ConfigError(
+                f"target.{key}", "does not apply to target.type hydrate (its settings go under target.hydrate)"
+            )
+    if "hydrate" not in options:
+        raise ConfigError("target.hydrate", "is required when target.type is hydrate (at least allowed_buckets)")
+    hydrate = parse_hydrate(options["hydrate"], config)
+    factory = KafkaTargetFactory(config, metrics, hydrate.max_object_size + MIB)
+    return HydrateTarget(hydrate, factory, config.max_in_flight, metrics)

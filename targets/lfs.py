@@ -1,0 +1,268 @@
+"""The offloading target (``type: lfs``): large values go to S3, a ``kfs_lfs`` envelope goes to Kafka.
+
+It is the Kafka target (:class:`targets.kafka.KafkaTarget`: one transaction per batch, resume
+positions in ``kfr-pos`` headers) with a ``transform`` in front:
+
+* ``write`` (the relay's thread) decides whether the record is offloaded
+  (:func:`targets._lfsconfig.offload_reason`: value over ``threshold``, an ``LFS_BLOB`` header,
+  or an always-offload topic) and if so starts its upload at once, so uploads run ahead of the
+  Kafka transactions and concurrently with each other; then it queues the original record.
+* the Kafka target's sender calls ``transform`` once per record, in order, just before it is
+  produced: for an offloaded record it waits for that upload and returns the envelope record
+  (same key, headers, timestamp and partition); small records pass through unchanged. A record
+  that cannot be offloaded (checksum mismatch, over ``s3.max_object_size``) stops the relay
+  (``on_record_error: fail``) or goes to ``dead_letter_topic`` unchanged with a
+  ``kfr-lfs-error`` header (``dead-letter``); the dead-letter topic is an extra topic of the
+  Kafka target, so it carries ``kfr-pos`` and resumes like the main one.
+
+Exactly once: a source offset is acknowledged only when the transaction holding its envelope is
+committed, and that transaction is only begun once its objects are stored. Object keys come from
+source coordinates (``key_template``), so the upload a crash or a retry repeats overwrites the
+same object instead of leaving an orphan.
+
+Memory: a record's value is held by the relay's byte budget until it is acknowledged, exactly
+as with the Kafka target; the uploader slices it with memoryviews and never copies it whole.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import CancelledError
+
+import structlog
+
+from relay.config.model import ClusterConfig, RelayConfig
+from relay.errors import ConfigError
+from relay.message import Message, Offsets, SourcePartition
+from relay.metrics import RelayMetrics
+from relay.target import AckCallback, TargetError, TargetRestart
+from targets._lfsconfig import (
+    ERROR_HEADER,
+    LfsConfig,
+    RecordError,
+    build_envelope,
+    expected_checksum,
+    offload_reason,
+    parse_lfs,
+)
+from targets._s3upload import LfsMetrics, S3Uploader, Upload, UploadCancelled, UploadJob, cancel_all
+from targets.kafka import KafkaTarget, Route
+
+log = structlog.get_logger("kafka_lfs_relay.lfs")
+
+_Coordinates = tuple[str, int, int]  # source topic, partition, offset
+_HEADROOM = 1024 * 1024
+
+
+def _coordinates(msg: Message) -> _Coordinates:
+    return (msg.source_topic, msg.source_partition, msg.source_offset)
+
+
+class LfsTarget:
+    """Offloads large values to S3 and writes envelopes to Kafka. See the module docstring."""
+
+    def __init__(self, lfs: LfsConfig, kafka_factory: KafkaFactory, metrics: RelayMetrics) -> None:
+        self.lfs = lfs
+        self.metrics = LfsMetrics(metrics.registry)
+        self.uploader = S3Uploader(lfs.s3, lfs.upload_concurrency, lfs.part_size, kafka_factory.retry, self.metrics)
+        extra = (lfs.dead_letter_topic,) if lfs.dead_letter_topic else ()
+        self.kafka = kafka_factory.build(self._transform, extra)
+        self._lock = threading.Lock()
+        self._uploads: dict[_Coordinates, Upload] = {}
+        # What transform made of each record, counted when the record is acknowledged.
+        self._outcomes: dict[_Coordinates, str] = {}
+        self._on_ack: AckCallback | None = None
+
+    # -- Target protocol ---------------------------------------------------------------------------
+    def high_watermarks(self, partitions: Sequence[SourcePartition]) -> Offsets:
+        """As the Kafka target: positions read back from the target and dead-letter topics."""
+        return self.kafka.high_watermarks(partitions)
+
+    def start(self, on_ack: AckCallback) -> None:
+        """Start the uploader and the Kafka target's sender."""
+        self._on_ack = on_ack
+        self.uploader.start()
+        self.kafka.start(self._acked)
+
+    def write(self, message: Message) -> None:
+        """Start the upload of an offloaded record, then queue the record (blocks while the target is full)."""
+        upload = self._begin(message)
+        if upload is not None:
+            with self._lock:
+                self._uploads[_coordinates(message)] = upload
+        try:
+            self.kafka.write(message)
+        except TargetRestart:
+            self._drop_pending()
+            raise
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every record written so far is committed (uploads included)."""
+        try:
+            return self.kafka.flush(timeout)
+        except TargetRestart:
+            self._drop_pending()
+            raise
+
+    def close(self) -> None:
+        """Flush if healthy, close the Kafka target, then abandon any upload still running."""
+        try:
+            self.kafka.close()
+        finally:
+            self._drop_pending()
+            self.uploader.close()
+
+    # -- offload ------------------------------------------------------------------------------------
+    def _begin(self, msg: Message) -> Upload | None:
+        """The upload for ``msg`` if it is offloaded, else None."""
+        lfs = self.lfs
+        if offload_reason(msg, lfs.threshold, lfs.always_offload_topics) is None:
+            return None
+        assert msg.value is not None
+        try:
+            alg, expected = expected_checksum(msg, lfs.checksum_alg)
+            size = len(msg.value)
+            if size > lfs.s3.max_object_size:
+                raise RecordError(
+                    f"record {msg.coordinates()} is {size} bytes, more than target.lfs.s3.max_object_size "
+                    f"({lfs.s3.max_object_size} bytes)",
+                    "too_large",
+                )
+        except RecordError as exc:
+            return Upload.failed(exc)
+        job = UploadJob(
+            key=lfs.key_template.key_for(msg, lfs.s3.prefix),
+            data=msg.value,
+            alg=alg,
+            expected=expected,
+            content_type=self._content_type(msg),
+            what=msg.coordinates(),
+        )
+        return self.uploader.submit(job)
+
+    def _content_type(self, msg: Message) -> str:
+        for name, value in reversed(msg.headers):
+            if name.lower() == "content-type" and value:
+                return value.decode("utf-8", "replace")
+        return self.lfs.content_type_default
+
+    def _transform(self, msg: Message) -> Message:
+        """Called by the Kafka target's sender, once per record, in order: the record to produce."""
+        coords = _coordinates(msg)
+        with self._lock:
+            upload = self._uploads.pop(coords, None)
+        if upload is None:
+            self._outcome(coords, "passed")
+            return msg
+        try:
+            stored = upload.result()
+        except RecordError as exc:
+            return self._record_error(msg, exc)
+        except (UploadCancelled, CancelledError):
+            raise TargetError(
+                f"the upload of record {msg.coordinates()} was abandoned because the target is closing"
+            ) from None
+        envelope = build_envelope(
+            msg,
+            bucket=stored.bucket,
+            key=stored.key,
+            size=stored.size,
+            sha256=stored.sha256,
+            alg=stored.alg,
+            checksum=stored.checksum,
+            content_type_default=self.lfs.content_type_default,
+            header_allowlist=self.lfs.header_allowlist,
+            proxy_id=self.lfs.proxy_id,
+        )
+        self._outcome(coords, "offloaded")
+        return dataclasses.replace(msg, value=envelope.encode())
+
+    def _record_error(self, msg: Message, exc: RecordError) -> Message:
+        dlq = self.lfs.dead_letter_topic
+        if self.lfs.on_record_error == "fail" or dlq is None:
+            raise TargetError(f"{exc.reason} (target.lfs.on_record_error is fail)")
+        log.warning("record sent to the dead-letter topic", record=msg.coordinates(), topic=dlq, reason=exc.reason)
+        self._outcome(_coordinates(msg), f"dead:{exc.kind}")
+        headers = (*msg.headers, (ERROR_HEADER, exc.reason.encode("utf-8", "replace")))
+        return dataclasses.replace(msg, topic=dlq, headers=headers)
+
+    def _outcome(self, coords: _Coordinates, outcome: str) -> None:
+        if outcome == "passed":
+            return  # the default: nothing to remember
+        with self._lock:
+            self._outcomes[coords] = outcome
+
+    def _acked(self, messages: Sequence[Message]) -> None:
+        """The Kafka target committed ``messages``: count them, then tell the relay."""
+        with self._lock:
+            outcomes = [self._outcomes.pop(_coordinates(m), "passed") for m in messages]
+        for msg, outcome in zip(messages, outcomes, strict=True):
+            if outcome == "offloaded":
+                self.metrics.records_offloaded.labels(topic=msg.source_topic).inc()
+            elif outcome == "passed":
+                self.metrics.records_passed_through.labels(topic=msg.source_topic).inc()
+            else:
+                reason = outcome.split(":", 1)[1]
+                self.metrics.records_dead_lettered.labels(topic=msg.source_topic, reason=reason).inc()
+        assert self._on_ack is not None
+        self._on_ack(messages)
+
+    def _drop_pending(self) -> None:
+        """Forget every upload not yet turned into an envelope (the relay re-reads those records)."""
+        with self._lock:
+            uploads, self._uploads = list(self._uploads.values()), {}
+            self._outcomes.clear()
+        cancel_all(uploads)
+
+
+class KafkaFactory:
+    """Builds the Kafka target an :class:`LfsTarget` writes through, once its transform exists."""
+
+    def __init__(self, config: RelayConfig, metrics: RelayMetrics, min_message_bytes: int) -> None:
+        tc = config.target
+        self.config = config
+        self.metrics = metrics
+        self.retry = tc.retry
+        self.cluster = _with_message_limit(tc.cluster, min_message_bytes)
+
+    def build(self, transform: Callable[[Message], Message], extra_topics: Sequence[str]) -> KafkaTarget:
+        config, tc = self.config, self.config.target
+        return KafkaTarget(
+            cluster=self.cluster,
+            routes=[Route(t.source, t.target, t.partition) for t in config.topics],
+            batch=tc.batch,
+            retry=tc.retry,
+            transactional_id=tc.transactional_id or f"kafka-lfs-relay-{config.name}",
+            transaction_timeout=tc.transaction_timeout,
+            create_topics=tc.create_topics,
+            metrics=self.metrics,
+            transform=transform,
+            extra_topics=extra_topics,
+        )
+
+
+def _with_message_limit(cluster: ClusterConfig, min_bytes: int) -> ClusterConfig:
+    """``cluster`` whose clients accept records up to ``min_bytes`` unless ``message.max.bytes`` is set.
+
+    librdkafka refuses records over 1,000,000 bytes by default, less than the default 1 MiB
+    threshold: without this, a record just under the threshold could not pass through.
+    """
+    if "message.max.bytes" in cluster.kafka or min_bytes <= 1_000_000:
+        return cluster
+    props: Mapping[str, str] = {**cluster.kafka, "message.max.bytes": str(min(min_bytes, 1_000_000_000))}
+    return dataclasses.replace(cluster, kafka=props)
+
+
+def build_lfs_target(config: RelayConfig, metrics: RelayMetrics) -> LfsTarget:
+    """The ``type: lfs`` target for ``config``; raises ConfigError for a missing or invalid ``target.lfs``."""
+    options = config.target.options
+    for key in options:
+        if key != "lfs":
+            raise ConfigError(f"target.{key}", "does not apply to target.type lfs (its settings go under target.lfs)")
+    if "lfs" not in options:
+        raise ConfigError("target.lfs", "is required when target.type is lfs (at least lfs.s3.bucket)")
+    lfs = parse_lfs(options["lfs"], config)
+    factory = KafkaFactory(config, metrics, lfs.threshold + _HEADROOM)
+    return LfsTarget(lfs, factory, metrics)
