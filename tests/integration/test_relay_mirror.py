@@ -102,3 +102,32 @@ def test_key_partitioning_resumes_exactly(
     got = read_all(kafka_cluster, target_topic, 4)
     flat = sorted(r for recs in got.values() for r in recs)
     assert flat == sorted((k, v) for _, k, v in first + second)
+
+
+def test_partitions_added_while_running_are_relayed(
+    tmp_path: Path, kafka_cluster: KafkaCluster, topic_factory: TopicFactory
+) -> None:
+    """A partition added to the source topic while the relay runs is found and relayed from its start."""
+    from confluent_kafka.admin import AdminClient, NewPartitions
+
+    from tests.integration.harness import committed_count, wait_for
+
+    topic = topic_factory(kafka_cluster, partitions=2)
+    target_topic = topic_factory(kafka_cluster, partitions=3)
+    first = numbered(1_000, 2)
+    produce([kafka_cluster], topic, first)
+    config = write_config(
+        tmp_path / "relay.yml",
+        relay_config([kafka_cluster], kafka_cluster, [{"source": topic, "target": target_topic}]),
+    )
+    relay = RelayProcess(config).start()
+    wait_for("the first records", lambda: committed_count(kafka_cluster, target_topic, 3) >= 1_000, 60, relay)
+    admin = AdminClient(kafka_cluster.client_config())
+    admin.create_partitions([NewPartitions(topic, 3)])[topic].result(30)
+    extra = [(2, f"new-{i}".encode(), f"new-value-{i}".encode()) for i in range(300)]
+    produce([kafka_cluster], topic, extra)
+    wait_for("the new partition's records", lambda: committed_count(kafka_cluster, target_topic, 3) >= 1_300, 60, relay)
+    assert relay.terminate() == 0, relay.log_tail()
+    expected = records_by_partition(first, 3)
+    expected[2] = [(k, v) for _, k, v in extra]
+    assert_same(expected, read_all(kafka_cluster, target_topic, 3))
