@@ -58,6 +58,8 @@ class _ProgressBar:
         sys.stderr.write(
             f"\r[{bar:<30}] {progress.remaining:>12,} records left in {progress.partitions_left} partitions "
         )
+        if progress.partitions_left == 0:
+            sys.stderr.write("\n")
         sys.stderr.flush()
 
 

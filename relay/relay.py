@@ -139,6 +139,8 @@ class Relay:
         last_partition_check = time.monotonic()
         while not self.stopping.is_set():
             if self.stop_at_end and len(self._done) >= len(self._ends):
+                if self.on_progress is not None:
+                    self.on_progress(Progress(0, 0))
                 log.info("reached the end offsets seen at start", partitions=len(self._ends))
                 return
             decision = self.pool.take_switch()
