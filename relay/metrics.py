@@ -65,12 +65,6 @@ class RelayMetrics:
         self.target_restarts = Counter(
             f"{PREFIX}_target_restarts", "Times the target re-initialised and the relay re-read positions.", registry=r
         )
-        self.records_filtered = Counter(
-            f"{PREFIX}_records_filtered", "Records dropped by a filter.", ["filter"], registry=r
-        )
-        self.filter_errors = Counter(
-            f"{PREFIX}_filter_errors", "Exceptions raised by a filter.", ["filter"], registry=r
-        )
 
     def watch_filters(self, stats: Callable[[], Mapping[str, FilterCounts]]) -> None:
         """Export the filter chain's own counters, read at scrape time (no work per record)."""
