@@ -14,7 +14,7 @@ from relay.errors import ConfigError
 from relay.metrics import RelayMetrics
 from relay.relay import FilterFn, Progress, Relay
 from relay.sourcepool import SourcePool
-from relay.target import Target
+from relay.target import PartitionOwner, Target
 
 # Extra sections under ``target`` that a built-in target type validates itself.
 TARGET_OPTION_KEYS = ("lfs", "hydrate", "options")
@@ -57,6 +57,7 @@ def build_target(config: RelayConfig, metrics: RelayMetrics) -> Target:
             transaction_timeout=tc.transaction_timeout,
             create_topics=tc.create_topics,
             metrics=metrics,
+            fence_per_partition=config.group is not None,
         )
     if tc.type == "lfs":
         from targets.lfs import build_lfs_target
@@ -84,6 +85,8 @@ def build_relay(
     sources = config.sources if config.mode == "failover" else config.sources[:1]
     pool = SourcePool(sources, [t.source for t in config.topics], config.source_pool, metrics)
     target = build_target(config, metrics)
+    if config.group is not None and not isinstance(target, PartitionOwner):
+        raise ConfigError("group", f"target type {config.target.type!r} cannot take part in group mode")
     return Relay(
         pool=pool,
         target=target,
@@ -93,4 +96,5 @@ def build_relay(
         stop_at_end=config.stop_at_end,
         filters=filters,
         on_progress=on_progress,
+        group=config.group,
     )

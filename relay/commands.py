@@ -14,7 +14,7 @@ import structlog
 from filters import FilterChain, build_filters
 from relay import logs
 from relay.app import build_relay, load_config
-from relay.config.model import RelayConfig
+from relay.config.model import RelayConfig, validate
 from relay.errors import ConfigError, RelayError
 from relay.metrics import RelayMetrics
 from relay.relay import Progress
@@ -41,7 +41,11 @@ def _load(args: argparse.Namespace) -> RelayConfig:
             changes["sources"] = config.sources[:1]
     if getattr(args, "stop_at_end", False):
         changes["stop_at_end"] = True
-    return dataclasses.replace(config, **changes) if changes else config
+    if not changes:
+        return config
+    config = dataclasses.replace(config, **changes)
+    validate(config)
+    return config
 
 
 class _ProgressBar:

@@ -65,6 +65,15 @@ class RelayMetrics:
         self.target_restarts = Counter(
             f"{PREFIX}_target_restarts", "Times the target re-initialised and the relay re-read positions.", registry=r
         )
+        self.partitions_owned = Gauge(
+            f"{PREFIX}_partitions_owned", "Source partitions this instance owns (group mode).", registry=r
+        )
+        self.rebalances = Counter(
+            f"{PREFIX}_rebalances",
+            "Group rebalance callbacks, by kind (assigned, revoked, lost).",
+            ["kind"],
+            registry=r,
+        )
 
     def watch_filters(self, stats: Callable[[], Mapping[str, FilterCounts]]) -> None:
         """Export the filter chain's own counters, read at scrape time (no work per record)."""

@@ -20,17 +20,17 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import structlog
-from confluent_kafka import KafkaError
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka import Message as KafkaMessage
 
 from relay.budget import ByteBudget
-from relay.config.model import TopicConfig
+from relay.config.model import GroupConfig, TopicConfig
 from relay.failover import Decision
 from relay.kafkautil import headers_of
 from relay.message import Message, SourcePartition, record_size
 from relay.metrics import RelayMetrics
 from relay.sourcepool import Fingerprint, SourceError, SourcePool, SourceReader, fingerprint
-from relay.target import Target, TargetRestart
+from relay.target import PartitionOwner, Target, TargetRestart
 
 log = structlog.get_logger("kafka_lfs_relay.relay")
 
@@ -63,6 +63,7 @@ class Relay:
         stop_at_end: bool = False,
         filters: FilterFn | None = None,
         on_progress: Callable[[Progress], None] | None = None,
+        group: GroupConfig | None = None,
     ) -> None:
         self.pool = pool
         self.target = target
@@ -79,6 +80,12 @@ class Relay:
         self._ends: dict[SourcePartition, int] = {}
         self._done: set[SourcePartition] = set()
         self._reader: SourceReader | None = None
+        self.group = group
+        # Group mode only: bytes in flight per partition (to give back the budget of a lost
+        # partition) and the next offset the target acknowledged (committed to the group).
+        self._inflight: dict[SourcePartition, int] = defaultdict(int)
+        self._acked: dict[SourcePartition, int] = {}
+        self._committed_to_group: dict[SourcePartition, int] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -92,6 +99,9 @@ class Relay:
         acknowledged and nothing else is marked as done.
         """
         active = self.pool.choose_initial()
+        if self.group is not None:
+            self._run_group(active, self.group)
+            return
         counts = self.pool.partitions()
         all_partitions = [SourcePartition(t, p) for t, n in counts.items() for p in range(n)]
         resumed = self.target.high_watermarks(all_partitions)
@@ -118,6 +128,95 @@ class Relay:
             if self._reader is not None:
                 self._reader.close()
             self.target.close()
+
+    def _run_group(self, active: str, group: GroupConfig) -> None:
+        """Group mode: Kafka assigns partitions; each assignment resumes from the target."""
+        self.target.start(self._on_ack)
+        self.pool.start()
+        self._reader = self.pool.reader(active, self._queue_bytes, group)
+        log.info("joining consumer group", group=group.id, source=active)
+        try:
+            self._reader.subscribe(
+                list(self.routes), on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost
+            )
+            self._loop()
+            self._drain()
+            self._commit_group_offsets(asynchronous=False)
+        finally:
+            self.pool.stop()
+            if self._reader is not None:
+                # Leaving the group revokes what this instance owns; the target is drained by now.
+                self._reader.close()
+            self.target.close()
+
+    def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        sps = [SourcePartition(tp.topic, tp.partition) for tp in partitions]
+        self.metrics.rebalances.labels(kind="assigned").inc()
+        if not sps:
+            return
+        # Initialising the partitions' producers fences their previous owners, then positions are
+        # read back from the target: the group's committed offsets are never trusted for this.
+        resumed = self.target.high_watermarks(sps)
+        fresh = {sp: resumed.get(sp, -1) for sp in sps}
+        consumer.incremental_assign(
+            [TopicPartition(sp.topic, sp.partition, off if off >= 0 else OFFSET_BEGINNING) for sp, off in fresh.items()]
+        )
+        self._next.update(fresh)
+        self.metrics.partitions_owned.set(len(self._next))
+        log.info("partitions assigned", partitions=[f"{sp.topic}/{sp.partition}" for sp in sps], owned=len(self._next))
+
+    def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        sps = [SourcePartition(tp.topic, tp.partition) for tp in partitions]
+        self.metrics.rebalances.labels(kind="revoked").inc()
+        if not sps:
+            return
+        # Revocation is orderly: finish what is in flight so the next owner starts right after it.
+        self._owner().release(sps, flush=True)
+        self._commit_group_offsets(asynchronous=False)
+        consumer.incremental_unassign(partitions)
+        self._forget(sps)
+        log.info("partitions revoked", partitions=[f"{sp.topic}/{sp.partition}" for sp in sps], owned=len(self._next))
+
+    def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        sps = [SourcePartition(tp.topic, tp.partition) for tp in partitions]
+        self.metrics.rebalances.labels(kind="lost").inc()
+        # Lost (session timed out): another instance may own them already. Abandon what is in
+        # flight for them; their new owner's producers fence ours if we try to write anyway.
+        self._owner().release(sps, flush=False)
+        consumer.incremental_unassign(partitions)
+        self.budget.release(sum(self._inflight.pop(sp, 0) for sp in sps))
+        self._forget(sps)
+        log.warning("partitions lost", partitions=[f"{sp.topic}/{sp.partition}" for sp in sps], owned=len(self._next))
+
+    def _owner(self) -> PartitionOwner:
+        assert isinstance(self.target, PartitionOwner), "group mode is only wired up with a PartitionOwner target"
+        return self.target
+
+    def _forget(self, sps: Sequence[SourcePartition]) -> None:
+        for sp in sps:
+            self._next.pop(sp, None)
+            self._fingerprints.pop(sp, None)
+            self._acked.pop(sp, None)
+            self._committed_to_group.pop(sp, None)
+        self.metrics.partitions_owned.set(len(self._next))
+
+    def _commit_group_offsets(self, asynchronous: bool = True) -> None:
+        """Write acknowledged positions to the group, so standard lag tooling shows the relay's lag."""
+        if self.group is None or self._reader is None:
+            return
+        todo = {sp: off for sp, off in list(self._acked.items()) if self._committed_to_group.get(sp) != off}
+        if not todo:
+            return
+        offsets = [TopicPartition(sp.topic, sp.partition, off) for sp, off in todo.items()]
+        try:
+            if asynchronous:
+                self._reader.consumer.commit(offsets=offsets, asynchronous=True)
+            else:
+                self._reader.consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:  # informational only: resumption never reads these offsets
+            log.warning("could not commit group offsets", error=exc.args[0].str())
+            return
+        self._committed_to_group.update(todo)
 
     def _drain(self) -> None:
         log.info("draining: waiting for the target to acknowledge what is in flight", bytes=self.budget.used)
@@ -160,7 +259,8 @@ class Relay:
             if now - last_report >= 1.0:
                 last_report = now
                 self._report()
-            if now - last_partition_check >= self.pool.config.healthcheck_interval * 5:
+                self._commit_group_offsets()
+            if self.group is None and now - last_partition_check >= self.pool.config.healthcheck_interval * 5:
                 last_partition_check = now
                 self._discover_partitions()
 
@@ -206,6 +306,9 @@ class Relay:
             return
         if not self.budget.acquire(total, self.stopping):
             return
+        if self.group is not None:
+            for msg in messages:
+                self._inflight[msg.source] += msg.size
         for msg in messages:
             self.target.write(msg)
 
@@ -241,6 +344,12 @@ class Relay:
             c[0] += 1
             c[1] += msg.size
             total += msg.size
+        if self.group is not None:
+            for msg in messages:
+                self._acked[msg.source] = msg.source_offset + 1
+            for (_, topic, partition), (_, size) in counts.items():
+                sp = SourcePartition(topic, partition)
+                self._inflight[sp] = max(0, self._inflight.get(sp, 0) - size)
         for (cluster, topic, partition), (n, size) in counts.items():
             self.metrics.records_relayed.labels(source_cluster=cluster, topic=topic, partition=str(partition)).inc(n)
             self.metrics.bytes_relayed.labels(source_cluster=cluster, topic=topic, partition=str(partition)).inc(size)

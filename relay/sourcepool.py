@@ -23,7 +23,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, IsolationLevel, KafkaErr
 from confluent_kafka import Message as KafkaMessage
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
-from relay.config.model import ClusterConfig, SourcePoolConfig
+from relay.config.model import ClusterConfig, GroupConfig, SourcePoolConfig
 from relay.errors import RelayError
 from relay.failover import Decision, Health, decide
 from relay.kafkautil import client_error_text
@@ -262,23 +262,33 @@ class SourcePool:
         for name in self.order:
             self.metrics.source_active.labels(source=name).set(1 if name == self.active else 0)
 
-    def reader(self, name: str, queue_bytes: int) -> SourceReader:
-        """A new reader on source ``name``."""
-        return SourceReader(self.sources[name], queue_bytes, self.check_now)
+    def reader(self, name: str, queue_bytes: int, group: GroupConfig | None = None) -> SourceReader:
+        """A new reader on source ``name`` (a member of ``group`` in group mode)."""
+        return SourceReader(self.sources[name], queue_bytes, self.check_now, group)
 
 
 class SourceReader:
     """A consumer on one source cluster, assigned partitions at exact offsets (no consumer group)."""
 
-    def __init__(self, cluster: ClusterConfig, queue_bytes: int, on_down: Callable[[], None]) -> None:
+    def __init__(
+        self, cluster: ClusterConfig, queue_bytes: int, on_down: Callable[[], None], group: GroupConfig | None = None
+    ) -> None:
         self.cluster = cluster
         self.fatal: str | None = None
         self._on_down = on_down
+        membership: dict[str, Any] = {"group.id": f"kafka-lfs-relay-{uuid.uuid4().hex[:8]}"}
+        if group is not None:
+            membership = {
+                "group.id": group.id,
+                "partition.assignment.strategy": "cooperative-sticky",
+                "session.timeout.ms": int(group.session_timeout * 1000),
+                "heartbeat.interval.ms": max(100, int(group.session_timeout * 1000) // 4),
+            }
         conf: dict[str, Any] = {
             "fetch.max.bytes": 64 * 1024 * 1024,
             "max.partition.fetch.bytes": 8 * 1024 * 1024,
             **cluster.client_config(),
-            "group.id": f"kafka-lfs-relay-{uuid.uuid4().hex[:8]}",
+            **membership,
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "enable.partition.eof": True,
@@ -304,6 +314,10 @@ class SourceReader:
         ]
         self.consumer.incremental_assign(tps)
         self.assigned.update(positions)
+
+    def subscribe(self, topics: list[str], **callbacks: Callable[[Consumer, list[TopicPartition]], None]) -> None:
+        """Join the group for ``topics``; the callbacks assign and unassign (group mode)."""
+        self.consumer.subscribe(topics, **callbacks)
 
     def consume(self, max_records: int, timeout: float) -> list[KafkaMessage]:
         """The next records (and partition-EOF events) from the assigned partitions."""

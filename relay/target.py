@@ -83,3 +83,17 @@ class Target(Protocol):
         the next start reads them again from the source.
         """
         ...
+
+
+@runtime_checkable
+class PartitionOwner(Protocol):
+    """What a target adds to take part in group mode (partitions come and go while it runs)."""
+
+    def release(self, partitions: Sequence[SourcePartition], flush: bool) -> None:
+        """Stop writing ``partitions``. ``flush``: commit what is in flight for them first
+        (a revocation); otherwise abandon it unacknowledged (a loss: someone else owns them).
+
+        ``high_watermarks`` is called again when partitions are (re)assigned, and must fence
+        any earlier writer of them before it reads positions back.
+        """
+        ...

@@ -102,6 +102,7 @@ class KafkaTarget:
         metrics: RelayMetrics,
         transform: Callable[[Message], Message] | None = None,
         extra_topics: Sequence[str] = (),
+        fence_per_partition: bool = False,
     ) -> None:
         self._cluster = cluster
         self._routes = {r.source_topic: r for r in routes}
@@ -114,7 +115,12 @@ class KafkaTarget:
         self._transform = transform
         self._extra_topics = tuple(extra_topics)
         self._target_partitions: dict[str, int] = {}
-        self._producer: Producer | None = None
+        # One transactional producer for everything (key None), or, in group mode, one per owned
+        # source partition, whose transactional.id is derived from that partition: a new owner's
+        # init_transactions then fences the previous owner, even a paused one that wakes up later.
+        self._per_partition = fence_per_partition
+        self._producers: dict[SourcePartition | None, Producer] = {}
+        self._lost: set[SourcePartition] = set()
         self._client_error: KafkaError | None = None
         # Shared between the relay thread (write/flush) and the sender thread, under _cond.
         self._cond = threading.Condition()
@@ -136,7 +142,20 @@ class KafkaTarget:
         if err.code() in _PERMANENT_CLIENT_ERRORS or err.fatal():
             self._client_error = err
 
-    def _new_producer(self) -> Producer:
+    def _txn_id_for(self, key: SourcePartition | None) -> str:
+        return self._txn_id if key is None else f"{self._txn_id}.{key.topic}.{key.partition}"
+
+    def _key(self, sp: SourcePartition) -> SourcePartition | None:
+        return sp if self._per_partition else None
+
+    def _producer_for(self, key: SourcePartition | None) -> Producer:
+        producer = self._producers.get(key)
+        if producer is None:
+            producer = self._producers[key] = self._new_producer(key)
+        return producer
+
+    def _new_producer(self, key: SourcePartition | None) -> Producer:
+        txn_id = self._txn_id_for(key)
         conf: dict[str, Any] = {
             "compression.type": "lz4",
             "linger.ms": 5,
@@ -146,7 +165,7 @@ class KafkaTarget:
             **self._cluster.client_config(),
             "enable.idempotence": True,
             "acks": "all",
-            "transactional.id": self._txn_id,
+            "transactional.id": txn_id,
             "transaction.timeout.ms": int(self._txn_timeout * 1000),
             "error_cb": self._error_cb,
             "logger": librdkafka_logger(),
@@ -159,11 +178,11 @@ class KafkaTarget:
                 return producer
             except KafkaException as exc:
                 err: KafkaError = exc.args[0]
-                self._raise_if_permanent_client_error(f"initialising transactions as {self._txn_id!r}")
+                self._raise_if_permanent_client_error(f"initialising transactions as {txn_id!r}")
                 if not err.retriable() or attempt >= 5:
                     raise TargetError(
                         f"target {self._cluster.name}: could not initialise transactional producer "
-                        f"{self._txn_id!r}: {err.str()}"
+                        f"{txn_id!r}: {err.str()}"
                     ) from None
                 attempt += 1
                 time.sleep(backoff_delay(self._retry, attempt))
@@ -241,20 +260,54 @@ class KafkaTarget:
         for sp in wanted:
             counts[sp.topic] = max(counts.get(sp.topic, 0), sp.partition + 1)
         self._prepare_topics(counts)
-        if self._producer is None:
-            self._producer = self._new_producer()
+        # Producers first: initialising them fences older writers and aborts their open
+        # transactions, so what is read back below can no longer change under us.
+        for key in {self._key(sp) for sp in wanted}:
+            self._producer_for(key)
+        self._lost -= wanted
         found: list[dict[SourcePartition, int]] = []
-        scan = [self._routes[topic].target_topic for topic in topics] + list(self._extra_topics)
-        for target_topic in scan:
+        scan: list[tuple[str, Sequence[int]]] = []
+        for topic in topics:
+            target_topic = self._routes[topic].target_topic
             count = self._target_partitions[target_topic]
+            if self._per_partition:
+                scan.append((target_topic, sorted(sp.partition for sp in wanted if sp.topic == topic)))
+            else:
+                scan.append((target_topic, range(count)))
+        scan += [(t, range(self._target_partitions[t])) for t in self._extra_topics]
+        for target_topic, parts in scan:
             try:
-                vectors = newest_positions(self._cluster.client_config(), target_topic, range(count), timeout=30.0)
+                vectors = newest_positions(self._cluster.client_config(), target_topic, parts, timeout=30.0)
             except TailScanError as exc:
                 raise TargetError(f"target {self._cluster.name}: {exc}") from None
             found.extend(vectors)
-        merged = positions.merge(found)
-        self._committed = {sp: off for sp, off in merged.items() if sp.topic in topics}
-        return {sp: off for sp, off in merged.items() if sp in wanted}
+        merged = {sp: off for sp, off in positions.merge(found).items() if sp in wanted}
+        if self._per_partition:
+            self._committed.update(merged)
+        else:
+            self._committed = {sp: off for sp, off in merged.items() if sp.topic in topics}
+        return merged
+
+    def release(self, partitions: Sequence[SourcePartition], flush: bool) -> None:
+        """Stop writing ``partitions`` (group mode: they were revoked or lost).
+
+        With ``flush`` (a revocation) everything in flight is committed first, so the next owner
+        starts exactly after it. Without (a loss: another instance may already own them), their
+        queued records are abandoned, never acknowledged, and their producers closed.
+        """
+        gone = set(partitions)
+        if flush:
+            self.flush()
+        with self._cond:
+            self._current = [m for m in self._current if m.source not in gone]
+            self._current_bytes = sum(m.size for m in self._current)
+            self._lost |= gone
+        for sp in gone:
+            self._committed.pop(sp, None)
+            producer = self._producers.pop(sp, None) if self._per_partition else None
+            if producer is not None:
+                with contextlib.suppress(KafkaException):
+                    producer.abort_transaction(1)
 
     def start(self, on_ack: AckCallback) -> None:
         """Start the sender thread."""
@@ -310,8 +363,8 @@ class KafkaTarget:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=self._txn_timeout + 10)
-        producer, self._producer = self._producer, None
-        if producer is not None:
+        producers, self._producers = list(self._producers.values()), {}
+        for producer in producers:
             with contextlib.suppress(KafkaException):
                 producer.abort_transaction(5)
 
@@ -350,9 +403,10 @@ class KafkaTarget:
             if batch is None:
                 return
             try:
-                self._commit(batch)
+                acked = self._commit(batch)
                 assert self._on_ack is not None
-                self._on_ack(batch)
+                if acked:
+                    self._on_ack(acked)
             except TargetRestart as exc:
                 with self._cond:
                     self._current, self._current_bytes = [], 0
@@ -386,21 +440,40 @@ class KafkaTarget:
         for index in last_in_partition.values():
             msg, topic = out[index][0], out[index][1]
             route = self._routes[msg.source_topic]
-            if route.partition == "preserve" and topic == route.target_topic:
+            if self._per_partition or (route.partition == "preserve" and topic == route.target_topic):
                 vector = {msg.source_partition: advanced[msg.source]}
             else:
                 vector = {sp.partition: off for sp, off in advanced.items() if sp.topic == msg.source_topic}
             out[index][3].append((positions.HEADER, positions.encode(msg.source_topic, vector)))
         return out
 
-    def _commit(self, batch: Sequence[Message]) -> None:
-        """Commit ``batch`` as one transaction, retrying the whole batch until it is durable."""
+    def _commit(self, batch: Sequence[Message]) -> list[Message]:
+        """Commit ``batch``, one transaction per producer, each retried whole until durable.
+
+        Returns the records now durable. Only in group mode can that be fewer than the batch:
+        records of partitions this instance lost (fenced by their new owner) are abandoned.
+        """
         records = self._records(batch)
+        units: dict[SourcePartition | None, list[tuple[Message, str, int, list[tuple[str, bytes | None]]]]] = {}
+        for rec in records:
+            if rec[0].source not in self._lost:
+                units.setdefault(self._key(rec[0].source), []).append(rec)
+        acked: list[Message] = []
+        for key, unit in units.items():
+            if self._commit_unit(key, unit):
+                acked.extend(rec[0] for rec in unit)
+        return acked
+
+    def _commit_unit(
+        self, key: SourcePartition | None, records: Sequence[tuple[Message, str, int, list[tuple[str, bytes | None]]]]
+    ) -> bool:
+        """Commit ``records`` with the producer of ``key``; False if that partition was lost meanwhile."""
         attempt = 0
         diagnose = False
         while True:
-            producer = self._producer
-            assert producer is not None
+            if key is not None and key in self._lost:
+                return False
+            producer = self._producer_for(key)
             self._raise_if_permanent_client_error("producing")
             started = time.monotonic()
             failed: list[tuple[Message, KafkaError]] = []
@@ -411,7 +484,7 @@ class KafkaTarget:
                     self._produce(producer, msg, topic, partition, headers, cb)
                 self._commit_transaction(producer)
             except _RecordRejected as exc:
-                self._abort(producer)
+                self._abort(key, producer)
                 raise TargetError(exc.message) from None
             except KafkaException as exc:
                 err: KafkaError = exc.args[0]
@@ -421,16 +494,20 @@ class KafkaTarget:
                     # The broker rejects whole record batches, so every record that shared one fails
                     # alike; the largest of them is the one to name.
                     msg, perr = max(rejected, key=lambda pair: pair[0].size)
-                    self._abort(producer)
+                    self._abort(key, producer)
                     raise TargetError(
                         f"target rejected record {msg.coordinates()} ({msg.size} bytes) bound for {msg.topic}: "
                         f"{perr.str()}"
                     ) from None
                 self._raise_if_permanent_client_error("producing")
                 if err.fatal():
+                    if key is not None:
+                        self._fenced_partition(key, err)
+                        return False
                     self._restart_producer(err)
                 if err.txn_requires_abort() or not err.retriable():
-                    self._abort(producer)
+                    if not self._abort(key, producer):
+                        return False
                     diagnose = True
                 attempt += 1
                 delay = backoff_delay(self._retry, attempt)
@@ -447,7 +524,19 @@ class KafkaTarget:
             self._metrics.produce_latency.observe(time.monotonic() - started)
             for msg, *_ in records:
                 self._committed[msg.source] = msg.source_offset + 1
-            return
+            return True
+
+    def _fenced_partition(self, key: SourcePartition, err: KafkaError) -> None:
+        """Group mode: another instance took ``key`` over and fenced this one; stop writing it."""
+        log.warning(
+            "fenced by the partition's new owner; abandoning what was in flight for it",
+            cluster=self._cluster.name,
+            partition=f"{key.topic}/{key.partition}",
+            error=err.str(),
+        )
+        self._metrics.target_restarts.inc()
+        self._lost.add(key)
+        self._producers.pop(key, None)
 
     def _produce(
         self,
@@ -499,18 +588,23 @@ class KafkaTarget:
                     continue
                 raise
 
-    def _abort(self, producer: Producer) -> None:
+    def _abort(self, key: SourcePartition | None, producer: Producer) -> bool:
+        """Abort the open transaction; False if the partition of ``key`` turned out to be lost."""
         for attempt in range(1, 1000):
             try:
                 producer.abort_transaction(self._txn_timeout)
-                return
+                return True
             except KafkaException as exc:
                 err: KafkaError = exc.args[0]
                 if err.fatal():
+                    if key is not None:
+                        self._fenced_partition(key, err)
+                        return False
                     self._restart_producer(err)
                 if not err.retriable():
-                    return
+                    return True
                 time.sleep(backoff_delay(self._retry, attempt))
+        return True
 
     def _restart_producer(self, err: KafkaError) -> None:
         """A fatal producer error (e.g. fenced): start over from what the target durably holds.
@@ -534,8 +628,8 @@ class KafkaTarget:
         self._metrics.target_restarts.inc()
         # The old producer is fenced or failed: whatever it still holds must not be sent, so it is
         # dropped without a flush and a new one (new epoch) takes its place.
-        self._producer = None
-        self._producer = self._new_producer()
+        self._producers.pop(None, None)
+        self._producer_for(None)
         raise TargetRestart(f"target {self._cluster.name} producer was re-initialised after: {err.str()}")
 
 

@@ -119,6 +119,14 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class GroupConfig:
+    """Scale-out: instances with the same ``id`` share the source partitions as one consumer group."""
+
+    id: str
+    session_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
 class RelayConfig:
     """The whole configuration of one relay process."""
 
@@ -133,6 +141,7 @@ class RelayConfig:
     max_in_flight: int = 256 * MIB
     metrics_listen: tuple[str, int] | None = None
     log: LogConfig = LogConfig()
+    group: GroupConfig | None = None
 
 
 def _cluster(sec: Section, default_name: str) -> ClusterConfig:
@@ -307,12 +316,44 @@ def parse_config(tree: object, target_option_keys: tuple[str, ...] = (), asked: 
         max_in_flight=top.size("max_in_flight", 256 * MIB, positive=True),
         metrics_listen=_listen(top.section("metrics")),
         log=log,
+        group=_group(top.section("group")) if top.has("group") else None,
     )
     top.finish()
+    validate(config)
+    return config
+
+
+def _group(sec: Section) -> GroupConfig:
+    group = GroupConfig(
+        id=sec.text("id"),
+        session_timeout=sec.duration("session_timeout", GroupConfig.session_timeout, positive=True),
+    )
+    sec.finish()
+    return group
+
+
+def validate(config: RelayConfig) -> None:
+    """Rules across sections, checked again after command-line overrides."""
     if config.max_in_flight < config.target.batch.max_bytes:
         raise ConfigError(
             "max_in_flight",
             f"must be at least target.batch.max_bytes ({config.target.batch.max_bytes} bytes)",
             config.max_in_flight,
         )
-    return config
+    if config.group is None:
+        return
+    if config.mode == "failover":
+        raise ConfigError(
+            "group",
+            "group mode cannot be combined with mode: failover: the group lives on one source cluster, and two "
+            "groups on two clusters could both own a partition; run one group per source cluster instead",
+        )
+    if config.stop_at_end:
+        raise ConfigError("group", "group mode cannot be combined with stop_at_end: partitions move between instances")
+    for i, topic in enumerate(config.topics):
+        if topic.partition != "preserve":
+            raise ConfigError(
+                f"topics[{i}].partition",
+                "group mode needs partition: preserve, so each source partition has one writer to fence",
+                topic.partition,
+            )

@@ -1,0 +1,73 @@
+"""Per-partition fencing of the Kafka target: a zombie owner of a partition can no longer write it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+from relay.config.model import Backoff, BatchConfig, ClusterConfig
+from relay.message import Message, SourcePartition
+from relay.metrics import RelayMetrics
+from relay.sandbox import KafkaCluster
+from targets.kafka import KafkaTarget, Route
+from tests.conftest import TopicFactory
+from tests.integration.harness import read_all
+
+pytestmark = pytest.mark.integration
+
+
+def _target(cluster: KafkaCluster, topic: str) -> KafkaTarget:
+    return KafkaTarget(
+        cluster=ClusterConfig("target", cluster.bootstrap_servers),
+        routes=[Route("orders", topic, "preserve")],
+        batch=BatchConfig(max_records=1000, linger=0.01),
+        retry=Backoff(0.05, 0.5),
+        transactional_id="fencing-test",
+        transaction_timeout=30.0,
+        create_topics=True,
+        metrics=RelayMetrics(),
+        fence_per_partition=True,
+    )
+
+
+def _messages(topic: str, offsets: range) -> list[Message]:
+    return [Message(f"k{o}".encode(), f"v{o}".encode(), (), topic, 0, "src", "orders", 0, o, 0, 64) for o in offsets]
+
+
+def test_new_owner_fences_the_old_one_and_nothing_is_written_twice(
+    kafka_cluster: KafkaCluster, topic_factory: TopicFactory
+) -> None:
+    """After a second owner claims a partition, the first one's writes to it are refused and never acknowledged."""
+    topic = topic_factory(kafka_cluster, partitions=1)
+    sp = SourcePartition("orders", 0)
+    old, new = _target(kafka_cluster, topic), _target(kafka_cluster, topic)
+    acked_old: list[Message] = []
+    acked_new: list[Message] = []
+
+    def collect(into: list[Message]) -> object:
+        def on_ack(messages: Sequence[Message]) -> None:
+            into.extend(messages)
+
+        return on_ack
+
+    try:
+        assert old.high_watermarks([sp]) == {}
+        old.start(collect(acked_old))  # type: ignore[arg-type]
+        for msg in _messages(topic, range(100)):
+            old.write(msg)
+        assert old.flush(30)
+        assert new.high_watermarks([sp]) == {sp: 100}
+        new.start(collect(acked_new))  # type: ignore[arg-type]
+        for msg in _messages(topic, range(100, 200)):
+            old.write(msg)
+        assert old.flush(30)
+        for msg in _messages(topic, range(100, 200)):
+            new.write(msg)
+        assert new.flush(30)
+    finally:
+        old.close()
+        new.close()
+    assert [m.source_offset for m in acked_old] == list(range(100))
+    assert [m.source_offset for m in acked_new] == list(range(100, 200))
+    assert read_all(kafka_cluster, topic, 1)[0] == [(f"k{o}".encode(), f"v{o}".encode()) for o in range(200)]
