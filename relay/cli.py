@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from relay import __version__, commands
+from relay import __version__, commands, demo
 from relay.sandbox import cli as sandbox_cli
 
 
@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kafka-lfs-relay {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     commands.add_parsers(sub)
+    demo.add_parser(sub)
     sandbox_cli.add_parser(sub)
     return parser
 
