@@ -6,7 +6,8 @@ positions in ``kfr-pos`` headers) with a ``transform`` in front:
 * ``write`` (the relay's thread) decides whether the record is offloaded
   (:func:`targets._lfsconfig.offload_reason`: value over ``threshold``, an ``LFS_BLOB`` header,
   or an always-offload topic) and if so starts its upload at once, so uploads run ahead of the
-  Kafka transactions and concurrently with each other; then it queues the original record.
+  Kafka transactions and concurrently with each other; then it queues the record with the Kafka
+  target (an offloaded one without its value, see Memory below).
 * the Kafka target's sender calls ``transform`` once per record, in order, just before it is
   produced: for an offloaded record it waits for that upload and returns the envelope record
   (same key, headers, timestamp and partition); small records pass through unchanged. A record
@@ -20,8 +21,11 @@ committed, and that transaction is only begun once its objects are stored. Objec
 source coordinates (``key_template``), so the upload a crash or a retry repeats overwrites the
 same object instead of leaving an orphan.
 
-Memory: a record's value is held by the relay's byte budget until it is acknowledged, exactly
-as with the Kafka target; the uploader slices it with memoryviews and never copies it whole.
+Memory: the relay's byte budget counts a record until it is acknowledged, as with the Kafka
+target, but an offloaded record's value is let go as soon as its object is stored: the Kafka
+target holds the record without its value (:class:`_Offloaded`), and only the upload (and, for a
+dead-letter topic, the failed upload) keeps a reference to the value. The uploader slices values
+with memoryviews and never copies one whole.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import CancelledError
+from concurrent.futures import CancelledError, Future
+from dataclasses import dataclass
 
 import structlog
 
@@ -47,7 +52,7 @@ from targets._lfsconfig import (
     offload_reason,
     parse_lfs,
 )
-from targets._s3upload import LfsMetrics, S3Uploader, Upload, UploadCancelled, UploadJob, cancel_all
+from targets._s3upload import LfsMetrics, S3Uploader, Stored, Upload, UploadCancelled, UploadJob, cancel_all
 from targets.kafka import KafkaTarget, Route
 
 log = structlog.get_logger("kafka_lfs_relay.lfs")
@@ -60,6 +65,38 @@ def _coordinates(msg: Message) -> _Coordinates:
     return (msg.source_topic, msg.source_partition, msg.source_offset)
 
 
+@dataclass(frozen=True, slots=True)
+class _Offloaded(Message):
+    """An offloaded record as the Kafka target holds it until its envelope is committed: no value.
+
+    Everything the Kafka target and the relay's acknowledgement need (source coordinates, size,
+    key, headers, timestamp) is kept; the value lives only as long as its upload needs it.
+    """
+
+
+def _replace_value(msg: Message, value: bytes | None, cls: type[Message] = Message) -> Message:
+    return cls(
+        msg.key, value, msg.headers, msg.topic, msg.partition, msg.source_cluster, msg.source_topic,
+        msg.source_partition, msg.source_offset, msg.timestamp_ms, msg.size,
+    )  # fmt: skip
+
+
+class _Pending:
+    """An offloaded record waiting for its upload; ``original`` (with the value) is kept only for a dead letter."""
+
+    __slots__ = ("original", "upload")
+
+    def __init__(self, upload: Upload, original: Message) -> None:
+        self.upload = upload
+        self.original: Message | None = original
+        upload.future.add_done_callback(self._done)
+
+    def _done(self, future: Future[Stored]) -> None:
+        # Stored, failed for good or abandoned: the value is no longer needed anywhere in this target.
+        if future.cancelled() or not isinstance(future.exception(), RecordError):
+            self.original = None
+
+
 class LfsTarget:
     """Offloads large values to S3 and writes envelopes to Kafka. See the module docstring."""
 
@@ -70,7 +107,7 @@ class LfsTarget:
         extra = (lfs.dead_letter_topic,) if lfs.dead_letter_topic else ()
         self.kafka = kafka_factory.build(self._transform, extra)
         self._lock = threading.Lock()
-        self._uploads: dict[_Coordinates, Upload] = {}
+        self._uploads: dict[_Coordinates, _Pending] = {}
         # What transform made of each record, counted when the record is acknowledged.
         self._outcomes: dict[_Coordinates, str] = {}
         self._on_ack: AckCallback | None = None
@@ -87,11 +124,15 @@ class LfsTarget:
         self.kafka.start(self._acked)
 
     def write(self, message: Message) -> None:
-        """Start the upload of an offloaded record, then queue the record (blocks while the target is full)."""
+        """Start the upload of an offloaded record, then queue the record (blocks while the target is full).
+
+        An offloaded record is queued without its value (see the module docstring).
+        """
         upload = self._begin(message)
         if upload is not None:
             with self._lock:
-                self._uploads[_coordinates(message)] = upload
+                self._uploads[_coordinates(message)] = _Pending(upload, message)
+            message = _replace_value(message, None, _Offloaded)
         try:
             self.kafka.write(message)
         except TargetRestart:
@@ -152,14 +193,18 @@ class LfsTarget:
         """Called by the Kafka target's sender, once per record, in order: the record to produce."""
         coords = _coordinates(msg)
         with self._lock:
-            upload = self._uploads.pop(coords, None)
-        if upload is None:
+            pending = self._uploads.pop(coords, None)
+        if pending is None:
+            if isinstance(msg, _Offloaded):  # never produce an offloaded record's stand-in (a null value)
+                raise TargetError(f"the upload of record {msg.coordinates()} was lost; the relay must restart")
             self._outcome(coords, "passed")
             return msg
         try:
-            stored = upload.result()
+            stored = pending.upload.result()
         except RecordError as exc:
-            return self._record_error(msg, exc)
+            original = pending.original
+            assert original is not None, "a failed upload keeps its record"
+            return self._record_error(original, exc)
         except (UploadCancelled, CancelledError):
             raise TargetError(
                 f"the upload of record {msg.coordinates()} was abandoned because the target is closing"
@@ -177,7 +222,7 @@ class LfsTarget:
             proxy_id=self.lfs.proxy_id,
         )
         self._outcome(coords, "offloaded")
-        return dataclasses.replace(msg, value=envelope.encode())
+        return _replace_value(msg, envelope.encode())
 
     def _record_error(self, msg: Message, exc: RecordError) -> Message:
         dlq = self.lfs.dead_letter_topic
@@ -212,9 +257,9 @@ class LfsTarget:
     def _drop_pending(self) -> None:
         """Forget every upload not yet turned into an envelope (the relay re-reads those records)."""
         with self._lock:
-            uploads, self._uploads = list(self._uploads.values()), {}
+            pending, self._uploads = list(self._uploads.values()), {}
             self._outcomes.clear()
-        cancel_all(uploads)
+        cancel_all(p.upload for p in pending)
 
 
 class KafkaFactory:

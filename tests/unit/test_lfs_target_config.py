@@ -1,0 +1,166 @@
+"""Unit tests of the lfs target's configuration: target.lfs parsing, defaults, errors, and wiring."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from relay.app import TARGET_OPTION_KEYS, build_target
+from relay.config.model import MIB, ClusterConfig, RelayConfig, parse_config
+from relay.errors import ConfigError
+from relay.metrics import RelayMetrics
+from relay.target import Target
+from targets._lfsconfig import DEFAULT_HEADER_ALLOWLIST, KeyTemplate, LfsConfig, parse_lfs
+from targets.lfs import LfsTarget, _with_message_limit
+
+
+def tree(lfs: dict[str, Any] | None = None, **target: Any) -> dict[str, Any]:
+    """A whole relay config tree with an lfs target (``lfs=None`` leaves target.lfs out)."""
+    t: dict[str, Any] = {"type": "lfs", "bootstrap_servers": "dst:9092", **target}
+    if lfs is not None:
+        t["lfs"] = lfs
+    return {
+        "name": "edge",
+        "sources": [{"name": "primary", "bootstrap_servers": "src:9092"}],
+        "topics": [{"source": "orders", "target": "orders-copy"}, {"source": "images"}],
+        "target": t,
+    }
+
+
+def relay_config(lfs: dict[str, Any] | None = None, **target: Any) -> RelayConfig:
+    return parse_config(tree(lfs, **target), TARGET_OPTION_KEYS)
+
+
+def parsed(**lfs: Any) -> LfsConfig:
+    """parse_lfs of ``lfs`` with a bucket added unless an s3 section is given."""
+    lfs.setdefault("s3", {"bucket": "payloads"})
+    config = relay_config(lfs)
+    return parse_lfs(config.target.options["lfs"], config)
+
+
+def error(**lfs: Any) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        parsed(**lfs)
+    return info.value
+
+
+def test_defaults() -> None:
+    """Only s3.bucket given: 1 MiB threshold, sha256, KafScale's allow-list, 8 uploads of 8 MiB parts, fail."""
+    cfg = parsed()
+    assert cfg.threshold == MIB
+    assert cfg.key_template == KeyTemplate("{prefix}/{topic}/{partition}/{offset}")
+    assert cfg.checksum_alg == "sha256"
+    assert cfg.content_type_default == "application/octet-stream"
+    assert cfg.header_allowlist == DEFAULT_HEADER_ALLOWLIST
+    assert (cfg.upload_concurrency, cfg.part_size) == (8, 8 * MIB)
+    assert (cfg.on_record_error, cfg.dead_letter_topic) == ("fail", None)
+    assert cfg.always_offload_topics == frozenset()
+    assert cfg.proxy_id == "kafka-lfs-relay/edge"
+    assert cfg.bucket == "payloads" and cfg.s3.max_object_size == 5 * 1024**3
+
+
+def test_every_setting() -> None:
+    """Every setting is read and normalized."""
+    cfg = parsed(
+        threshold="256KiB",
+        always_offload_topics=["images"],
+        key_template="{prefix}/{target_topic}/{partition}/{offset:012d}",
+        checksum_alg="CRC32",
+        content_type_default="image/png",
+        header_allowlist=["X-Trace"],
+        upload_concurrency=3,
+        part_size="16MiB",
+        on_record_error="dead-letter",
+        dead_letter_topic="lfs-dlq",
+        proxy_id="edge-7",
+        s3={"bucket": "b", "prefix": "/lfs/", "max_object_size": "1GiB", "tags": {"ttl": "7d"}},
+    )
+    assert cfg.threshold == 256 * 1024
+    assert cfg.always_offload_topics == {"images"}
+    assert cfg.checksum_alg == "crc32"
+    assert cfg.header_allowlist == ("X-Trace",)
+    assert (cfg.upload_concurrency, cfg.part_size) == (3, 16 * MIB)
+    assert (cfg.on_record_error, cfg.dead_letter_topic, cfg.proxy_id) == ("dead-letter", "lfs-dlq", "edge-7")
+    assert cfg.s3.prefix == "lfs" and dict(cfg.s3.tags) == {"ttl": "7d"}
+
+
+@pytest.mark.parametrize(
+    ("lfs", "path", "fragment"),
+    [
+        ({"s3": {}}, "target.lfs.s3.bucket", "is required"),
+        ({"treshold": "1MiB"}, "target.lfs.treshold", "did you mean 'threshold'"),
+        ({"threshold": "big"}, "target.lfs.threshold", "size"),
+        ({"checksum_alg": "sha1"}, "target.lfs.checksum_alg", "sha256, md5, crc32, none"),
+        ({"part_size": "1MiB"}, "target.lfs.part_size", "5MiB"),
+        ({"upload_concurrency": 0}, "target.lfs.upload_concurrency", "at least 1"),
+        ({"on_record_error": "drop"}, "target.lfs.on_record_error", "fail, dead-letter"),
+        ({"on_record_error": "dead-letter"}, "target.lfs.dead_letter_topic", "is required"),
+        ({"dead_letter_topic": "dlq"}, "target.lfs.dead_letter_topic", "only applies"),
+        ({"on_record_error": "dead-letter", "dead_letter_topic": "a b"}, "target.lfs.dead_letter_topic", "legal"),
+        (
+            {"on_record_error": "dead-letter", "dead_letter_topic": "orders-copy"},
+            "target.lfs.dead_letter_topic",
+            "a topic of its own",
+        ),
+        ({"always_offload_topics": ["nope"]}, "target.lfs.always_offload_topics[0]", "source topics"),
+        ({"always_offload_topics": "images"}, "target.lfs.always_offload_topics", "list"),
+        ({"header_allowlist": [""]}, "target.lfs.header_allowlist[0]", "non-empty"),
+        ({"key_template": "{prefix}/{topic}/{offset}"}, "target.lfs.key_template", "{partition}"),
+        ({"key_template": "{partition}/{offset}"}, "target.lfs.key_template", "{topic}"),
+        ({"key_template": "{topic}/{partition}/{offset}/{cluster}"}, "target.lfs.key_template", "unknown variable"),
+        ({"key_template": "{topic!r}/{partition}/{offset}"}, "target.lfs.key_template", "conversion"),
+        ({"key_template": "{topic:d}/{partition}/{offset}"}, "target.lfs.key_template", "cannot be rendered"),
+        ({"key_template": "{topic}/{partition}/{offset"}, "target.lfs.key_template", "not a valid template"),
+        ({"s3": {"bucket": "b", "sse": "DES"}}, "target.lfs.s3.sse", "AES256"),
+        (
+            {"part_size": "5MiB", "s3": {"bucket": "b", "max_object_size": "60GiB"}},
+            "target.lfs.s3.max_object_size",
+            "10000 parts",
+        ),
+    ],
+)
+def test_errors_name_the_key(lfs: dict[str, Any], path: str, fragment: str) -> None:
+    """Each mistake is one ConfigError naming its key path."""
+    exc = error(**lfs)
+    assert exc.path == path, str(exc)
+    assert fragment in str(exc)
+
+
+def test_secret_is_never_shown() -> None:
+    """A bad secret key value is redacted in the error."""
+    exc = error(s3={"bucket": "b", "secret_access_key": "hunter2"})
+    assert "hunter2" not in str(exc)
+
+
+def test_type_lfs_without_lfs_section_is_an_error() -> None:
+    """type: lfs without target.lfs is a ConfigError naming target.lfs."""
+    with pytest.raises(ConfigError) as info:
+        build_target(relay_config(None), RelayMetrics())
+    assert info.value.path == "target.lfs"
+
+
+def test_another_targets_section_with_type_lfs_is_an_error() -> None:
+    """target.hydrate next to type: lfs is refused, not ignored."""
+    raw = tree({"s3": {"bucket": "b"}})
+    raw["target"]["hydrate"] = {"s3": {}}
+    with pytest.raises(ConfigError) as info:
+        build_target(parse_config(raw, TARGET_OPTION_KEYS), RelayMetrics())
+    assert info.value.path == "target.hydrate"
+
+
+def test_build_target_makes_an_lfs_target() -> None:
+    """type: lfs builds an LfsTarget that implements the Target protocol, without touching the network."""
+    target = build_target(relay_config({"s3": {"bucket": "b"}, "threshold": "4MiB"}), RelayMetrics())
+    assert isinstance(target, LfsTarget) and isinstance(target, Target)
+    # Pass-through records up to the threshold must fit librdkafka's message limit.
+    assert int(target.kafka._cluster.kafka["message.max.bytes"]) >= 4 * MIB
+
+
+def test_message_limit_respects_the_users_setting() -> None:
+    """An explicit message.max.bytes is kept; a small threshold changes nothing."""
+    mine = ClusterConfig("t", "dst:9092", {"message.max.bytes": "1234567"})
+    assert _with_message_limit(mine, 8 * MIB) is mine
+    plain = ClusterConfig("t", "dst:9092")
+    assert _with_message_limit(plain, 900_000) is plain
+    assert _with_message_limit(plain, 3 * MIB).kafka == {"message.max.bytes": str(3 * MIB)}
