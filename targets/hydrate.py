@@ -31,20 +31,25 @@ failure stops the relay, naming the bucket and key.
 
 Memory
   The relay's byte budget counts the envelope records it reads, not the payloads they stand
-  for, so this target bounds payload bytes itself, in two places:
+  for, so this target bounds payload memory itself, with a :class:`PayloadWindow` of
+  ``max_in_flight`` bytes (the relay's budget):
 
-  * Fetched payloads not yet handed to the producer: at most ``max_in_flight / 2`` bytes
-    (``max_in_flight`` is the relay's budget). A fetch waits, in source order, until its claimed
-    ``size`` fits; a payload larger than that whole window waits until nothing else is held.
-  * Payloads being produced: each envelope record enters the Kafka target counted at its
-    claimed payload size, so ``target.batch.max_bytes`` cuts batches by hydrated bytes (the
-    relay is still told the envelope's own size when the record is acknowledged). A batch is
-    held by Python and by librdkafka until its transaction commits.
+  * a fetch starts, in source order, once what its payload will cost fits in the window, and
+    reserves it until the transaction holding the record commits: three times its claimed
+    ``size`` (twice without compression), for the record value, librdkafka's copy and the
+    compressed batch, which all live until then. The parts are read straight into one buffer
+    that becomes the record value without a copy (plus a 1 MiB read chunk per GET in flight);
+  * each envelope record enters the Kafka target counted at its claimed payload size, so
+    ``target.batch.max_bytes`` cuts batches by payload bytes (the relay is still told the
+    envelope's own size on acknowledgement).
 
-  So peak payload memory is about ``max_in_flight / 2 + 2 * (batch.max_bytes + largest record)``,
-  plus a transient second copy of one record while its parts are joined. A record larger than
-  ``max_in_flight / 2`` still passes, alone. Only the envelope's fetch window, never a whole
-  object, is read ahead: objects are read in ranged GETs of ``part_size``.
+  A fetch may always start when no other fetch is ahead of the producer, so a payload larger
+  than the whole window still passes, a batch can always be completed, and fetching one record
+  always overlaps producing the one before; the window is then exceeded by at most one batch.
+  Peak payload memory is therefore about ``max(max_in_flight, 3 * (batch.max_bytes + largest
+  record) + largest record)``. Fetching ahead is also bounded by the Kafka target's double
+  buffering: at most one batch (``batch.max_bytes`` of payload) is fetched while the previous
+  one is produced, so a larger ``batch.max_bytes`` (and ``max_in_flight``) fetches further ahead.
 
 Kafka limits
   Unless ``target.kafka`` sets ``message.max.bytes``, the producer accepts records up to
@@ -296,7 +301,9 @@ class HydrateMetrics:
             f"{p}_fetch_retries", "S3 requests retried, by kind (unavailable, throttled).", ["kind"], registry=registry
         )
         self.in_flight_bytes = Gauge(
-            f"{p}_in_flight_bytes", "Claimed payload bytes being fetched or waiting to be produced.", registry=registry
+            f"{p}_in_flight_bytes",
+            "Payload bytes held: fetching, fetched, or being produced (with copies).",
+            registry=registry,
         )
 
 
@@ -308,27 +315,43 @@ class _Abandoned(Exception):
 
 
 class PayloadWindow:
-    """A byte semaphore granted strictly in ticket order (the order records were written).
+    """Payload bytes this target holds in memory, granted to fetches strictly in ticket order.
 
-    Strict order is what makes it deadlock-free: the bytes a fetch waits for are held only by
-    earlier records, which the sender hands over (and releases) before it needs this one. A
-    claim larger than the whole window is granted once nothing else is held. ``reset`` forgets
-    everything (a new generation); releases of an older generation are ignored.
+    A fetch of ``n`` bytes reserves what its payload costs at its peak, ``copies * n``: once
+    handed to the Kafka target the record value, librdkafka's copy and (with compression) the
+    compressed batch all live until the transaction commits. :meth:`release` gives the
+    reservation back when that transaction commits, or when the fetch fails. Until
+    :meth:`handed_over` the fetch is *ahead* of the producer.
+
+    A fetch is granted when it is its turn and its reservation fits under ``limit``, or when
+    nothing is ahead: then everything held belongs to records already handed to the producer,
+    which may be waiting for this very record to complete their batch. That exception is what
+    makes the window deadlock-free (and lets a payload larger than ``limit`` pass); since the
+    Kafka target cuts batches at ``batch.max_bytes`` of claimed payload, it overshoots by at
+    most one batch. ``reset`` forgets everything (a new generation); calls about older
+    generations are ignored.
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, copies: int = 3) -> None:
         self.limit = max(1, limit)
+        self.copies = copies
         self._cond = threading.Condition()
         self._generation = 0
         self._issued = 0
         self._serving = 0
         self._used = 0
+        self._ahead = 0
         self._closed = False
 
     @property
     def used(self) -> int:
-        """Bytes granted and not yet released."""
+        """Bytes reserved now."""
         return self._used
+
+    @property
+    def ahead(self) -> int:
+        """Payload bytes of fetches not yet handed to the producer."""
+        return self._ahead
 
     def ticket(self) -> tuple[int, int]:
         """A place in line: (generation, sequence number)."""
@@ -338,31 +361,42 @@ class PayloadWindow:
             return ticket
 
     def acquire(self, ticket: tuple[int, int], n: int) -> None:
-        """Wait for ``ticket``'s turn and room for ``n`` bytes; raises :class:`_Abandoned` after reset/close."""
+        """Wait for ``ticket``'s turn and room for a payload of ``n`` bytes; :class:`_Abandoned` after reset."""
         generation, seq = ticket
+        need = self.copies * n
         with self._cond:
             while True:
                 if self._closed or generation != self._generation:
                     raise _Abandoned
-                if seq == self._serving and (self._used == 0 or self._used + n <= self.limit):
+                if seq == self._serving and (self._ahead == 0 or self._used + need <= self.limit):
                     break
                 self._cond.wait()
             self._serving += 1
-            self._used += n
+            self._used += need
+            self._ahead += n
             self._cond.notify_all()
 
-    def release(self, generation: int, n: int) -> None:
-        """Give back ``n`` bytes granted in ``generation``."""
+    def handed_over(self, generation: int, n: int) -> None:
+        """The payload of a grant of ``n`` bytes went to the producer: it is no longer ahead."""
         with self._cond:
             if generation == self._generation:
-                self._used = max(0, self._used - n)
+                self._ahead = max(0, self._ahead - n)
+                self._cond.notify_all()
+
+    def release(self, generation: int, n: int, ahead: bool = False) -> None:
+        """Give back the grant of ``n`` bytes made in ``generation`` (``ahead``: its fetch failed)."""
+        with self._cond:
+            if generation == self._generation:
+                self._used = max(0, self._used - self.copies * n)
+                if ahead:
+                    self._ahead = max(0, self._ahead - n)
                 self._cond.notify_all()
 
     def reset(self) -> None:
         """Forget every grant and every ticket; waiting acquirers raise :class:`_Abandoned`."""
         with self._cond:
             self._generation += 1
-            self._issued = self._serving = self._used = 0
+            self._issued = self._serving = self._used = self._ahead = 0
             self._cond.notify_all()
 
     def close(self) -> None:
@@ -405,7 +439,7 @@ class HydrateTarget:
             backoff=(kafka.retry_min, kafka.retry_max),
             on_retry=self._on_retry,
         )
-        self.window = PayloadWindow(max_in_flight // 2)
+        self.window = PayloadWindow(max_in_flight, kafka.payload_copies)
         self.metrics.in_flight_bytes.set_function(lambda: self.window.used)
         self._pool = ThreadPoolExecutor(hydrate.fetch_concurrency, thread_name_prefix="hydrate")
         extra = (hydrate.dead_letter_topic,) if hydrate.dead_letter_topic else ()
@@ -414,6 +448,8 @@ class HydrateTarget:
         self._jobs: dict[_Coordinates, _Job] = {}
         self._originals: dict[_Coordinates, Message] = {}
         self._outcomes: dict[_Coordinates, str] = {}
+        self._held: dict[_Coordinates, tuple[int, int]] = {}  # window grants released on commit
+        self._closing = False
         self._on_ack: AckCallback | None = None
 
     # -- Target protocol ---------------------------------------------------------------------------
@@ -451,14 +487,21 @@ class HydrateTarget:
             raise
 
     def close(self) -> None:
-        """Flush if healthy, close the Kafka target, then abandon any fetch still running."""
+        """Abandon every fetch, then close the Kafka target (which commits nothing more).
+
+        The relay has drained (or given up draining) before it closes. Fetches are stopped first
+        so a sender still waiting for one is released at once; from here on ``transform`` raises,
+        so a record whose fetch was abandoned can never be produced as if it were plain.
+        """
+        with self._lock:
+            self._closing = True
         try:
-            self.kafka.close()
-        finally:
             self._drop_pending()
             self.window.close()
             self.resolver.close()
             self._pool.shutdown(wait=False, cancel_futures=True)
+        finally:
+            self.kafka.close()
 
     # -- fetching ---------------------------------------------------------------------------------
     def _begin(self, msg: Message) -> _Job | None:
@@ -485,7 +528,7 @@ class HydrateTarget:
         try:
             payload = self.resolver.fetch(job.envelope)
         except BaseException:
-            self.window.release(job.ticket[0], job.claimed)
+            self.window.release(job.ticket[0], job.claimed, ahead=True)
             raise
         self.metrics.fetch_seconds.observe(time.monotonic() - started)
         self.metrics.bytes_fetched.inc(len(payload))
@@ -508,6 +551,8 @@ class HydrateTarget:
         """Called by the Kafka target's sender, once per record, in order: the record to produce."""
         coords = _coordinates(msg)
         with self._lock:
+            if self._closing:
+                raise TargetError(f"record {msg.coordinates()} was not produced because the target is closing")
             job = self._jobs.pop(coords, None)
         if any(name == positions.HEADER for name, _ in msg.headers):
             msg = dataclasses.replace(msg, headers=strip_positions(msg.headers))
@@ -521,6 +566,7 @@ class HydrateTarget:
         except LfsError as exc:
             if exc.kind in RECORD_ERROR_KINDS:
                 return self._record_error(msg, job.envelope, exc)
+            self.metrics.errors.labels(kind=exc.kind).inc()
             raise TargetError(
                 f"record {msg.coordinates()} cannot be hydrated from {_location(job.envelope)}: {exc.kind}: {exc}"
             ) from None
@@ -529,8 +575,10 @@ class HydrateTarget:
                 f"the fetch for record {msg.coordinates()} was abandoned because the target is closing"
             ) from None
         hydrated = dataclasses.replace(msg, value=payload, headers=restored_headers(msg.headers, job.envelope))
-        self.window.release(job.ticket[0], job.claimed)
-        self._outcome(coords, "hydrated")
+        self.window.handed_over(job.ticket[0], job.claimed)
+        with self._lock:
+            self._outcomes[coords] = "hydrated"
+            self._held[coords] = (job.ticket[0], job.claimed)
         return hydrated
 
     def _record_error(self, msg: Message, envelope: Envelope | None, err: LfsError) -> Message:
@@ -577,6 +625,9 @@ class HydrateTarget:
             keys = [_coordinates(m) for m in messages]
             originals = [self._originals.pop(k, m) for k, m in zip(keys, messages, strict=True)]
             outcomes = [self._outcomes.pop(k, "plain") for k in keys]
+            held = [grant for grant in (self._held.pop(k, None) for k in keys) if grant is not None]
+        for generation, n in held:
+            self.window.release(generation, n)
         for msg, outcome in zip(originals, outcomes, strict=True):
             self.metrics.records.labels(topic=msg.source_topic, outcome=outcome).inc()
         assert self._on_ack is not None
@@ -588,6 +639,7 @@ class HydrateTarget:
             jobs, self._jobs = list(self._jobs.values()), {}
             self._originals.clear()
             self._outcomes.clear()
+            self._held.clear()
         self.window.reset()
         for job in jobs:
             if job.future is not None:
@@ -603,6 +655,10 @@ class KafkaTargetFactory:
         self.retry_min = config.target.retry.min
         self.retry_max = config.target.retry.max
         self.cluster = _with_message_limit(config.target.cluster, max_record_bytes)
+        kafka = self.cluster.kafka
+        compression = kafka.get("compression.type", kafka.get("compression.codec", "lz4"))
+        # A payload being produced is held by us and by librdkafka, and once more compressed.
+        self.payload_copies = 2 if compression == "none" else 3
 
     def build(self, transform: Callable[[Message], Message], extra_topics: Sequence[str]) -> KafkaTarget:
         config, tc = self.config, self.config.target
@@ -611,7 +667,7 @@ class KafkaTargetFactory:
             routes=[Route(t.source, t.target, t.partition) for t in config.topics],
             batch=tc.batch,
             retry=tc.retry,
-            transactional_id=tc.transactional_id or f"kafka-lfs-relay-{config.name}",
+            transactional_id=tc.transactional_id or config.name,
             transaction_timeout=tc.transaction_timeout,
             create_topics=tc.create_topics,
             metrics=self.metrics,

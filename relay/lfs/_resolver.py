@@ -63,6 +63,7 @@ DEFAULT_MAX_OBJECT_SIZE: Final = 5 * 1024 * MIB
 """Largest payload a :class:`Resolver` fetches unless told otherwise (S3's single-PUT limit)."""
 LEGACY_PARSE_LIMIT: Final = MIB
 """Values up to this size that mention ``"lfs_version"`` are parsed to see whether they are envelopes."""
+_CHUNK: Final = 1 * MIB  # bytes read from a response at a time
 
 
 # -- detection -----------------------------------------------------------------------------------
@@ -303,21 +304,27 @@ class Resolver:
     def fetch(self, envelope: Envelope) -> bytes:
         """The payload ``envelope`` points at, after checking its size and checksums.
 
-        Parts are fetched concurrently and hashed in order as they arrive. Raises
+        Parts are fetched concurrently straight into one buffer of the claimed size, hashed in
+        order as they arrive, and the buffer becomes the returned bytes without a copy: a fetch
+        holds the payload once, plus one read chunk per part in flight. Raises
         :class:`LfsError` (see the module docstring); nothing unverified is ever returned.
         """
         self.check(envelope)
         verifier = _Verifier(envelope)
-        chunks: list[bytes] = []
-        for part in self._parts(envelope):
-            verifier.update(part)
-            chunks.append(part)
+        buffer = io.BytesIO()
+        if envelope.size:
+            buffer.seek(envelope.size - 1)
+            buffer.write(b"\0")
+        whole = buffer.getbuffer()
+        try:
+            for part in self._parts(envelope, lambda start, length: whole[start : start + length]):
+                verifier.update(part)
+                part.release()
+        finally:
+            whole.release()
         verifier.finish()
-        if len(chunks) == 1:
-            return chunks[0]
-        data = b"".join(chunks)
-        chunks.clear()
-        return data
+        # With every view of it released, CPython hands over the buffer itself rather than a copy.
+        return buffer.getvalue()
 
     def open(self, envelope: Envelope) -> PayloadStream:
         """A read-only stream of the payload; it holds at most ``concurrency`` parts at a time.
@@ -326,7 +333,8 @@ class Resolver:
         see :class:`PayloadStream`.
         """
         self.check(envelope)
-        return PayloadStream(self._parts(envelope), _Verifier(envelope), envelope.size)
+        parts = self._parts(envelope, lambda _start, length: memoryview(bytearray(length)))
+        return PayloadStream(parts, _Verifier(envelope), envelope.size)
 
     def close(self) -> None:
         """Stop the worker threads; a fetch still retrying ends with an :class:`LfsError`."""
@@ -358,38 +366,49 @@ class Resolver:
         starts = range(0, size, self.part_size)
         return [(a, min(a + self.part_size, size) - 1) for a in starts[:-1]] + [(starts[-1], size)]
 
-    def _parts(self, envelope: Envelope) -> Iterator[bytes]:
-        """The payload's bytes in order, one part at a time, with up to ``concurrency`` parts in flight."""
-        ranges = deque(self._ranges(envelope.size))
-        pending: deque[Future[bytes]] = deque()
+    def _parts(self, envelope: Envelope, sink_for: Callable[[int, int], memoryview]) -> Iterator[memoryview]:
+        """The payload in order, one filled part at a time, with up to ``concurrency`` parts in flight.
+
+        ``sink_for(start, length)`` gives the memory a part is read into. Closing the iterator
+        early cancels the parts not started and stops those running at their next chunk.
+        """
+        size = envelope.size
+        ranges = deque(self._ranges(size))
+        pending: deque[Future[memoryview]] = deque()
+        abandoned = threading.Event()
         pool = self._executor()
 
         def submit() -> None:
             start, end = ranges.popleft()
-            pending.append(pool.submit(self._get_part, envelope, start, end))
+            sink = sink_for(start, min(end, size - 1) - start + 1)
+            pending.append(pool.submit(self._get_part, envelope, start, end, sink, abandoned))
 
         try:
             while ranges and len(pending) < self.concurrency:
                 submit()
             while pending:
-                data = pending.popleft().result()
+                part = pending.popleft().result()
                 if ranges:
                     submit()
-                yield data
+                yield part
         except (RuntimeError, CancelledError):  # close() shut the pool down under our feet
             if self._closed.is_set():
                 raise LfsError("fetch", "the resolver is closed") from None
             raise
         finally:
+            abandoned.set()
             for fut in pending:
                 fut.cancel()
 
-    def _get_part(self, envelope: Envelope, start: int, end: int) -> bytes:
-        """Bytes ``start..end`` (inclusive; ``end`` may be one past the payload), retried per policy."""
+    def _get_part(
+        self, envelope: Envelope, start: int, end: int, sink: memoryview, abandoned: threading.Event
+    ) -> memoryview:
+        """Fill ``sink`` with bytes ``start..end`` (``end`` may be one past the payload), retried per policy."""
         attempt = 0
         while True:
             try:
-                return self._request_part(envelope, start, end)
+                self._request_part(envelope, start, end, sink, abandoned)
+                return sink
             except StorageError as err:
                 if not err.retriable or (self.retries is not None and attempt >= self.retries):
                     raise
@@ -401,10 +420,12 @@ class Resolver:
                 if self._closed.wait(delay):
                     raise LfsError("fetch", "the resolver was closed while retrying") from None
 
-    def _request_part(self, envelope: Envelope, start: int, end: int) -> bytes:
+    def _request_part(
+        self, envelope: Envelope, start: int, end: int, sink: memoryview, abandoned: threading.Event
+    ) -> None:
+        """One ranged GET into ``sink``; never reads more than ``end - start + 1`` bytes."""
         bucket, key, size = envelope.bucket, envelope.key, envelope.size
         where = _where(bucket, key)
-        want = min(end, size - 1) - start + 1  # bytes the range holds if the object is as claimed
         try:
             if size == 0:
                 resp = self._s3.get_object(Bucket=bucket, Key=key)
@@ -422,18 +443,23 @@ class Resolver:
             try:
                 if total is not None and total != size:
                     raise SizeError(size, total, where)
-                data: bytes = body.read(end - start + 1)
+                filled, limit = 0, end - start + 1
+                while filled < limit and not abandoned.is_set():
+                    chunk = body.read(min(_CHUNK, limit - filled))
+                    if not chunk:
+                        break
+                    if filled + len(chunk) > len(sink):  # the byte past the claimed size arrived
+                        raise SizeError(size, None, where)
+                    sink[filled : filled + len(chunk)] = chunk
+                    filled += len(chunk)
             finally:
                 body.close()
         except ClientError as exc:
             raise _client_error(exc, envelope) from None
         except (BotoCoreError, OSError, Urllib3Error) as exc:
             raise StorageError(_transport_kind(exc), bucket, key, describe(exc)) from None
-        if len(data) > want:
-            raise SizeError(size, None, where)
-        if len(data) < want:
-            raise StorageError("unavailable", bucket, key, f"the response ended after {len(data)} of {want} bytes")
-        return data
+        if filled < len(sink) and not abandoned.is_set():
+            raise StorageError("unavailable", bucket, key, f"the response ended after {filled} of {len(sink)} bytes")
 
 
 def _content_range_total(header: object) -> int | None:
@@ -484,7 +510,7 @@ class PayloadStream(io.RawIOBase):
     ``stream.read()`` for everything, or ``shutil.copyfileobj(stream, out)`` then ``close()``.
     """
 
-    def __init__(self, parts: Iterator[bytes], verifier: _Verifier | None, size: int) -> None:
+    def __init__(self, parts: Iterator[_Bytes], verifier: _Verifier | None, size: int) -> None:
         super().__init__()
         self.size = size
         self._parts = parts

@@ -1,0 +1,210 @@
+"""Helpers for the hydrate tests: objects and hand-written envelopes in S3, full records in and out of Kafka."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+from relay import positions
+from relay.lfs import Envelope, checksum
+from relay.sandbox import KafkaCluster, S3Server
+from tests.integration.harness import RelayProcess, relay_config, write_config
+
+Headers = tuple[tuple[str, bytes | None], ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Rec:
+    """A record as the tests compare it: everything but the offset (and the relay's ``kfr-pos``)."""
+
+    partition: int
+    key: bytes | None
+    value: bytes | None
+    headers: Headers = ()
+    timestamp: int = 0
+
+
+def unique_prefix() -> str:
+    """A key prefix no other test uses in the shared bucket."""
+    return f"hydrate-{uuid.uuid4().hex[:10]}"
+
+
+def put_object(server: S3Server, key: str, data: bytes, bucket: str | None = None) -> None:
+    """Store ``data`` at ``key`` with plain boto3 (independent of the lfs target)."""
+    server.client().put_object(Bucket=bucket or server.bucket, Key=key, Body=data)
+
+
+def envelope_for(
+    server: S3Server,
+    key: str,
+    data: bytes,
+    *,
+    alg: str | None = None,
+    store: bool = True,
+    bucket: str | None = None,
+    **fields: Any,
+) -> Envelope:
+    """Upload ``data`` (unless ``store`` is false) and describe it in a hand-built KafScale envelope.
+
+    ``alg`` sets ``checksum_alg`` and ``checksum`` (md5, crc32, sha256, none); ``fields`` are
+    further envelope fields (content_type, original_headers, size, sha256...).
+    """
+    if store:
+        put_object(server, key, data, bucket)
+    values: dict[str, Any] = {
+        "bucket": bucket or server.bucket,
+        "key": key,
+        "size": len(data),
+        "sha256": checksum(data, "sha256"),
+    }
+    if alg is not None:
+        values["checksum_alg"] = alg
+        if alg != "none":
+            values["checksum"] = checksum(data, alg)
+    values.update(fields)
+    return Envelope(**values)
+
+
+def hydrate_section(server: S3Server, **extra: Any) -> dict[str, Any]:
+    """A ``target.hydrate`` section trusting the sandbox bucket, with ``extra`` merged in."""
+    section: dict[str, Any] = {
+        "allowed_buckets": [server.bucket],
+        "s3": {
+            "endpoint_url": server.endpoint_url,
+            "region": server.region,
+            "path_style": True,
+            "access_key_id": server.access_key_id,
+            "secret_access_key": server.secret_access_key,
+        },
+    }
+    section.update(extra)
+    return section
+
+
+def hydrate_relay(
+    tmp_path: Path,
+    cluster: KafkaCluster,
+    source_topic: str,
+    target_topic: str,
+    server: S3Server,
+    *args: str,
+    name: str = "relay",
+    target: dict[str, Any] | None = None,
+    **hydrate: Any,
+) -> RelayProcess:
+    """A ``type: hydrate`` relay from ``source_topic`` to ``target_topic`` on the same cluster (not started)."""
+    config = relay_config(
+        [cluster],
+        cluster,
+        [{"source": source_topic, "target": target_topic}],
+        name=f"{name}-{uuid.uuid4().hex[:8]}",
+        target={
+            "type": "hydrate",
+            "hydrate": hydrate_section(server, **hydrate),
+            "kafka": {"message.max.bytes": "100000000"},
+            **(target or {}),
+        },
+    )
+    return RelayProcess(write_config(tmp_path / f"{name}.yml", config), *args)
+
+
+def produce_records(cluster: KafkaCluster, topic: str, records: Iterable[Rec], **conf: Any) -> None:
+    """Produce every record with its partition, key, value, headers and timestamp, in order."""
+    producer = Producer(
+        {
+            **cluster.client_config(),
+            "enable.idempotence": True,
+            "linger.ms": 5,
+            "message.max.bytes": 100_000_000,
+            **conf,
+        }
+    )
+    failures: list[str] = []
+
+    def delivered(err: KafkaError | None, _msg: object) -> None:
+        if err is not None:
+            failures.append(err.str())
+
+    for rec in records:
+        while True:
+            try:
+                producer.produce(
+                    topic,
+                    rec.value,
+                    rec.key,
+                    partition=rec.partition,
+                    headers=list(rec.headers) or None,
+                    timestamp=rec.timestamp,
+                    on_delivery=delivered,
+                )
+                break
+            except BufferError:
+                producer.poll(0.1)
+        producer.poll(0)
+    assert producer.flush(120) == 0, "records were not acknowledged by the sandbox cluster"
+    assert not failures, f"{len(failures)} records were refused, the first with: {failures[0]}"
+
+
+def read_records(cluster: KafkaCluster, topic: str, partitions: int, timeout: float = 120) -> list[Rec]:
+    """Every committed record of ``topic``, partition by partition in log order, ``kfr-pos`` left out."""
+    consumer = Consumer(
+        {
+            **cluster.client_config(),
+            "group.id": f"hydrate-test-{uuid.uuid4().hex[:6]}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "error",
+        }
+    )
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    out: dict[int, list[Rec]] = {p: [] for p in range(partitions)}
+    at_end: set[int] = set()
+    deadline = time.monotonic() + timeout
+    try:
+        while len(at_end) < partitions:
+            assert time.monotonic() < deadline, f"reading {topic} did not reach the end within {timeout}s"
+            for msg in consumer.consume(500, 0.5):
+                err = msg.error()
+                partition = msg.partition() or 0
+                if err is not None:
+                    assert err.code() == KafkaError._PARTITION_EOF, err
+                    at_end.add(partition)
+                    continue
+                at_end.discard(partition)
+                headers = tuple((k, v) for k, v in (msg.headers() or []) if k != positions.HEADER)
+                out[partition].append(Rec(partition, msg.key(), msg.value(), headers, msg.timestamp()[1]))
+    finally:
+        consumer.close()
+    return [rec for p in range(partitions) for rec in out[p]]
+
+
+def by_partition(records: Sequence[Rec]) -> dict[int, list[Rec]]:
+    """Records grouped by partition, order kept."""
+    out: dict[int, list[Rec]] = {}
+    for rec in records:
+        out.setdefault(rec.partition, []).append(rec)
+    return out
+
+
+def assert_records(expected: Sequence[Rec], actual: Sequence[Rec]) -> None:
+    """Per partition, the same records in the same order; the first difference is named without payloads."""
+    want, have = by_partition(expected), by_partition(actual)
+    for partition in sorted(set(want) | set(have)):
+        w, h = want.get(partition, []), have.get(partition, [])
+        for i, (a, b) in enumerate(zip(w, h, strict=False)):
+            if a != b:
+                raise AssertionError(f"partition {partition}, record {i} differs: {describe(a)} != {describe(b)}")
+        assert len(w) == len(h), f"partition {partition}: expected {len(w)} records, got {len(h)}"
+
+
+def describe(rec: Rec) -> str:
+    """A record without its value bytes: key, value length and digest, headers, timestamp."""
+    value = "None" if rec.value is None else f"{len(rec.value)} bytes sha256={checksum(rec.value)[:12]}"
+    return f"Rec(p={rec.partition}, key={rec.key!r}, value={value}, headers={rec.headers!r}, ts={rec.timestamp})"

@@ -1,0 +1,188 @@
+"""Unit tests of the hydrate target's configuration: target.hydrate parsing, defaults, errors and wiring."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from relay.app import TARGET_OPTION_KEYS, build_target
+from relay.config.model import MIB, ClusterConfig, RelayConfig, parse_config
+from relay.errors import ConfigError
+from relay.lfs import BucketRule
+from relay.metrics import RelayMetrics
+from relay.target import Target
+from targets.hydrate import HydrateConfig, HydrateTarget, _with_message_limit, build_hydrate_target, parse_hydrate
+
+
+def tree(hydrate: dict[str, Any] | None = None, **target: Any) -> dict[str, Any]:
+    """A whole relay config tree with a hydrate target (``hydrate=None`` leaves target.hydrate out)."""
+    t: dict[str, Any] = {"type": "hydrate", "bootstrap_servers": "dst:9092", **target}
+    if hydrate is not None:
+        t["hydrate"] = hydrate
+    return {
+        "name": "edge",
+        "sources": [{"name": "primary", "bootstrap_servers": "src:9092"}],
+        "topics": [{"source": "envelopes", "target": "plain"}, {"source": "images"}],
+        "target": t,
+    }
+
+
+def relay_config(hydrate: dict[str, Any] | None = None, **target: Any) -> RelayConfig:
+    return parse_config(tree(hydrate, **target), TARGET_OPTION_KEYS)
+
+
+def parsed(**hydrate: Any) -> HydrateConfig:
+    """parse_hydrate of ``hydrate``, with allowed_buckets: [payloads] unless given."""
+    hydrate.setdefault("allowed_buckets", ["payloads"])
+    config = relay_config(hydrate)
+    return parse_hydrate(config.target.options["hydrate"], config)
+
+
+def error(**hydrate: Any) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        parsed(**hydrate)
+    return info.value
+
+
+def test_defaults() -> None:
+    """Only allowed_buckets given: 5 GiB cap, verified payloads only, 4 fetches of 8 MiB parts, fail on errors."""
+    cfg = parsed()
+    assert cfg.policy.rules == (BucketRule("payloads"),)
+    assert (cfg.max_object_size, cfg.allow_unverified) == (5 * 1024**3, False)
+    assert (cfg.fetch_concurrency, cfg.part_size) == (4, 8 * MIB)
+    assert (cfg.on_error, cfg.dead_letter_topic) == ("fail", None)
+    assert cfg.s3.bucket is None
+
+
+def test_every_setting_is_read() -> None:
+    """Every key of target.hydrate lands in the HydrateConfig."""
+    cfg = parsed(
+        allowed_buckets=["a", {"bucket": "b", "prefixes": ["tenant/", "shared/"]}],
+        max_object_size="64MiB",
+        allow_unverified=True,
+        fetch_concurrency=16,
+        part_size="1MiB",
+        on_error="dead-letter",
+        dead_letter_topic="envelopes-dlq",
+        s3={"endpoint_url": "http://s3:9000", "region": "eu-west-1", "path_style": True},
+    )
+    assert cfg.policy.rules == (BucketRule("a"), BucketRule("b", ("tenant/", "shared/")))
+    assert (cfg.max_object_size, cfg.allow_unverified, cfg.fetch_concurrency, cfg.part_size) == (
+        64 * MIB,
+        True,
+        16,
+        MIB,
+    )
+    assert (cfg.on_error, cfg.dead_letter_topic) == ("dead-letter", "envelopes-dlq")
+    assert (cfg.s3.endpoint_url, cfg.s3.region, cfg.s3.path_style) == ("http://s3:9000", "eu-west-1", True)
+
+
+def test_max_object_size_defaults_to_the_s3_sections() -> None:
+    """Without hydrate.max_object_size, s3.max_object_size (the key the lfs target uses too) is the cap."""
+    assert parsed(s3={"max_object_size": "100MiB"}).max_object_size == 100 * MIB
+
+
+@pytest.mark.parametrize(
+    ("hydrate", "path", "message"),
+    [
+        ({"allowed_buckets": None}, "target.hydrate.allowed_buckets", "is required"),
+        ({"allowed_buckets": []}, "target.hydrate.allowed_buckets", "at least one bucket"),
+        ({"allowed_buckets": "payloads"}, "target.hydrate.allowed_buckets", "expected a list"),
+        ({"allowed_buckets": [" "]}, "target.hydrate.allowed_buckets[0]", "must not be empty"),
+        ({"allowed_buckets": ["a", 3]}, "target.hydrate.allowed_buckets[1]", "expected a bucket name"),
+        ({"allowed_buckets": [{"prefixes": ["x/"]}]}, "target.hydrate.allowed_buckets[0].bucket", "is required"),
+        (
+            {"allowed_buckets": [{"bucket": "a", "prefix": ["x/"]}]},
+            "target.hydrate.allowed_buckets[0].prefix",
+            "did you mean 'prefixes'",
+        ),
+        (
+            {"allowed_buckets": [{"bucket": "a", "prefixes": []}]},
+            "target.hydrate.allowed_buckets[0].prefixes",
+            "non-empty list",
+        ),
+        (
+            {"allowed_buckets": [{"bucket": "a", "prefixes": ["x/", ""]}]},
+            "target.hydrate.allowed_buckets[0].prefixes[1]",
+            "non-empty string",
+        ),
+        ({"allowed_buckets": ["a", {"bucket": "a"}]}, "target.hydrate.allowed_buckets[1]", "listed twice"),
+        ({"s3": {"bucket": "payloads"}}, "target.hydrate.s3.bucket", "allowed_buckets"),
+        ({"s3": {"sse": "AES256"}}, "target.hydrate.s3.sse", "writing"),
+        ({"s3": {"endpoint": "x"}}, "target.hydrate.s3.endpoint", "did you mean 'endpoint_url'"),
+        ({"on_error": "skip"}, "target.hydrate.on_error", "fail, dead-letter, passthrough"),
+        ({"on_error": "dead-letter"}, "target.hydrate.dead_letter_topic", "is required"),
+        ({"dead_letter_topic": "dlq"}, "target.hydrate.dead_letter_topic", "only applies"),
+        ({"on_error": "dead-letter", "dead_letter_topic": "a b"}, "target.hydrate.dead_letter_topic", "legal"),
+        ({"on_error": "dead-letter", "dead_letter_topic": "plain"}, "target.hydrate.dead_letter_topic", "of its own"),
+        ({"on_error": "dead-letter", "dead_letter_topic": "images"}, "target.hydrate.dead_letter_topic", "of its own"),
+        ({"fetch_concurrency": 0}, "target.hydrate.fetch_concurrency", "at least 1"),
+        ({"fetch_concurrency": 1000}, "target.hydrate.fetch_concurrency", "at most 256"),
+        ({"part_size": "1KiB"}, "target.hydrate.part_size", "at least 64KiB"),
+        ({"max_object_size": 0}, "target.hydrate.max_object_size", "greater than zero"),
+        ({"allow_unverified": "yes"}, "target.hydrate.allow_unverified", "true or false"),
+        ({"allowed_bucket": ["a"]}, "target.hydrate.allowed_bucket", "did you mean 'allowed_buckets'"),
+    ],
+)
+def test_mistakes_are_config_errors_naming_the_key(hydrate: dict[str, Any], path: str, message: str) -> None:
+    """Each mistake in target.hydrate is one ConfigError naming its key path."""
+    hydrate.setdefault("allowed_buckets", ["payloads"])
+    if hydrate["allowed_buckets"] is None:
+        del hydrate["allowed_buckets"]
+    config = relay_config(hydrate)
+    with pytest.raises(ConfigError) as info:
+        parse_hydrate(config.target.options["hydrate"], config)
+    assert info.value.path == path
+    assert message in str(info.value)
+
+
+def test_secret_key_never_appears_in_an_error() -> None:
+    """A credentials mistake names the key but never shows the secret."""
+    err = error(s3={"access_key_id": "AKIA", "secret_access_key": "hunter2-very-secret", "session_token": []})
+    assert "hunter2" not in str(err)
+
+
+def test_missing_hydrate_section_is_an_error() -> None:
+    """type: hydrate without target.hydrate is a ConfigError (nothing may be fetched without an allow-list)."""
+    with pytest.raises(ConfigError) as info:
+        build_target(relay_config(), RelayMetrics())
+    assert info.value.path == "target.hydrate"
+
+
+def test_sections_of_other_targets_are_refused() -> None:
+    """A target.lfs section next to type: hydrate is a ConfigError, not silently ignored."""
+    config = relay_config({"allowed_buckets": ["a"]}, lfs={"s3": {"bucket": "b"}})
+    with pytest.raises(ConfigError) as info:
+        build_hydrate_target(config, RelayMetrics())
+    assert info.value.path == "target.lfs"
+
+
+def test_build_target_wires_a_hydrate_target() -> None:
+    """type: hydrate builds a HydrateTarget that implements the Target protocol (nothing is connected yet)."""
+    target = build_target(relay_config({"allowed_buckets": ["a"]}), RelayMetrics())
+    try:
+        assert isinstance(target, HydrateTarget) and isinstance(target, Target)
+        assert (target.window.limit, target.window.copies) == (256 * MIB, 3)
+    finally:
+        target.close()
+
+
+def test_producer_accepts_records_up_to_max_object_size() -> None:
+    """The producer's message.max.bytes rises to fit max_object_size (capped), unless target.kafka sets it."""
+    plain = ClusterConfig("t", "dst:9092")
+    assert _with_message_limit(plain, 65 * MIB).kafka == {"message.max.bytes": str(65 * MIB)}
+    assert _with_message_limit(plain, 5 * 1024**3).kafka == {"message.max.bytes": "1000000000"}
+    assert _with_message_limit(plain, 1000).kafka == {}
+    own = ClusterConfig("t", "dst:9092", {"message.max.bytes": "2000000"})
+    assert _with_message_limit(own, 65 * MIB) is own
+
+
+def test_payloads_count_twice_when_the_producer_does_not_compress() -> None:
+    """With compression.type none the window counts a produced payload twice (ours and librdkafka's), else thrice."""
+    config = relay_config({"allowed_buckets": ["a"]}, kafka={"compression.type": "none"})
+    target = build_hydrate_target(config, RelayMetrics())
+    try:
+        assert target.window.copies == 2
+    finally:
+        target.close()
