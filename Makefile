@@ -16,9 +16,10 @@ test: $(BIN)/.installed
 	$(BIN)/kafka-lfs-relay sandbox fetch
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-# For now the demo brings up the sandbox (three clusters and S3) and prints the endpoints; Ctrl-C stops it.
+# Failover + LFS offload + hydration on the embedded sandbox, then a byte-for-byte check (DEMO_ARGS=--keep).
 demo: $(BIN)/.installed
-	$(BIN)/kafka-lfs-relay sandbox up --clusters 3 --s3 $(DEMO_ARGS)
+	$(BIN)/kafka-lfs-relay sandbox fetch
+	$(BIN)/kafka-lfs-relay demo $(DEMO_ARGS)
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
@@ -26,6 +27,21 @@ lint: $(BIN)/.installed
 
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy
+
+# Every benchmark scenario on fresh sandbox clusters, each a separate step (a: small-record throughput,
+# b: latency, c/d: LFS offload/hydrate when present, e: failover with the relay's default health checks
+# and again with request_timeout 1s), then docs/benchmarks.md + .png.
+# BENCH_ARGS="--runs 1" for a quick pass; one scenario alone: .venv/bin/python -m bench.latency --help.
+bench: $(BIN)/.installed
+	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/kafka-lfs-relay sandbox fetch
+	$(BIN)/python -m bench.relay_throughput $(BENCH_ARGS)
+	$(BIN)/python -m bench.latency $(BENCH_ARGS)
+	if [ -f bench/lfs_offload.py ]; then $(BIN)/python -m bench.lfs_offload; fi
+	if [ -f bench/hydrate.py ]; then $(BIN)/python -m bench.hydrate; fi
+	$(BIN)/python -m bench.failover $(BENCH_ARGS)
+	$(BIN)/python -m bench.failover --request-timeout 1 --name e_failover_rt1 $(BENCH_ARGS)
+	$(BIN)/python -m bench.report
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,482 @@
+"""Scenario a (small records) with issue 3's baselines and issue 4's filter runs.
+
+Two fresh sandbox clusters, ``src`` and ``dst``. The source topic is filled once with ``--records``
+1 KiB records (JSON values with a header, see :func:`bench.common.make_values`) over
+``--partitions`` partitions; then each contender copies it to ``dst`` in turn, alternately
+(round 1: A B C ..., round 2: A B C ...), each time into a freshly created target topic:
+
+* ``relay``: our relay, ``kafka-lfs-relay run --stop-at-end`` (single mode, exactly-once Kafka target);
+* ``relay+header`` / ``relay+json``: the same with a header filter / a JSON-field filter that every
+  record passes, so the output is the same and the difference is the cost of the filter;
+* ``mm2``: a dedicated MirrorMaker 2 (see ``bench/mirrormaker.py``);
+* ``plain``: a plain confluent-kafka consume -> produce loop (``bench/plain_loop.py``);
+* ``raw-produce`` / ``raw-consume``: Kafka's ``ProducerPerformance`` writing ``--records`` 1 KiB
+  records to ``dst`` and ``ConsumerPerformance`` reading the source topic: the raw limit.
+
+Run alone: ``python -m bench.relay_throughput --records 100000 --runs 1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench import plain_loop
+from bench.common import (
+    CONSUMER_FETCH,
+    HEADER_NAME,
+    HEADER_VALUE,
+    JSON_FIELD,
+    JSON_VALUE,
+    LOG_APPEND,
+    MIB,
+    PRODUCER_BATCHING,
+    RECORD_SIZE,
+    WORK,
+    Child,
+    OffsetWatcher,
+    ProcStats,
+    Result,
+    append_span,
+    cluster_entry,
+    common_args,
+    create_topic,
+    delete_topics,
+    exit_on_sigterm,
+    fill_topic,
+    fresh_clusters,
+    java_argv,
+    log,
+    machine_info,
+    median,
+    now_text,
+    relay_argv,
+    relay_env,
+    write_log4j,
+    write_result,
+    write_yaml,
+)
+from bench.mirrormaker import MirrorMaker, describe, mm2_properties
+from relay.sandbox import KafkaCluster
+
+TOPIC = "small"
+ALL = ("relay", "relay+header", "relay+json", "mm2", "plain", "raw-produce", "raw-consume")
+# Not run unless named: MirrorMaker 2 with exactly-once source support, and a candidate relay build.
+OPTIONAL = ("mm2-eos", "candidate")
+FILTERS: dict[str, list[dict[str, Any]]] = {
+    "relay": [],
+    "relay+header": [{"name": "header", "type": "header", "config": {"header": HEADER_NAME, "equals": HEADER_VALUE}}],
+    "relay+json": [{"name": "json", "type": "json", "config": {"field": JSON_FIELD, "equals": JSON_VALUE}}],
+}
+PERF_HEAP = ("-Xmx512M",)  # kafka-producer-perf-test.sh / kafka-consumer-perf-test.sh
+
+
+class Run:
+    """One measured run of one contender."""
+
+    def __init__(self, contender: str, records: int) -> None:
+        self.contender = contender
+        self.records = records
+        self.steady_rate = float("nan")
+        self.wall_rate = float("nan")
+        self.cpu = float("nan")
+        self.peak_rss = 0
+        self.extra: dict[str, Any] = {}
+
+    def fill(self, stats: ProcStats, span: tuple[float, float] | None) -> Run:
+        self.cpu = stats.cpu
+        self.peak_rss = stats.peak_rss
+        self.wall_rate = self.records / stats.wall
+        if span is not None:
+            self.steady_rate = self.records / max(span[1] - span[0], 1e-3)
+        return self
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "contender": self.contender,
+            "records": self.records,
+            "records_per_s": self.steady_rate,
+            "wall_records_per_s": self.wall_rate,
+            "cpu_s": self.cpu,
+            "peak_rss_mib": self.peak_rss / MIB,
+            **self.extra,
+        }
+
+
+class Bench:
+    """The clusters, the data set and how to run each contender once."""
+
+    def __init__(self, args: argparse.Namespace, src: KafkaCluster, dst: KafkaCluster) -> None:
+        self.args = args
+        self.src = src
+        self.dst = dst
+        self.records: int = args.records
+        self.partitions: int = args.partitions
+        self.work = WORK / f"throughput-runs-{uuid.uuid4().hex[:6]}"
+        self.children: list[Child] = []
+        self.mm2_props = mm2_properties(src, dst, TOPIC, self.partitions)
+
+    def relay_settings(self) -> dict[str, Any]:
+        return {
+            "mode": "single",
+            "stop_at_end": True,
+            "target": {
+                "type": "kafka",
+                "batch": {
+                    "max_records": self.args.batch_records,
+                    "max_bytes": self.args.batch_bytes,
+                    "linger": self.args.linger,
+                },
+            },
+            "max_in_flight": self.args.max_in_flight,
+            "log": {"level": "info", "format": "json"},
+        }
+
+    def fresh_target(self) -> None:
+        delete_topics(self.dst)
+        create_topic(self.dst, TOPIC, self.partitions, LOG_APPEND)
+        time.sleep(1.0)
+
+    def run(self, contender: str, round_no: int) -> Run:
+        runner: dict[str, Callable[[Path], Run]] = {
+            "mm2": self.run_mm2,
+            "mm2-eos": self.run_mm2,
+            "plain": self.run_plain,
+            "raw-produce": self.run_raw_produce,
+            "raw-consume": self.run_raw_consume,
+        }
+        workdir = self.work / f"{round_no}-{contender.replace('+', '-')}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        if contender != "raw-consume":
+            self.fresh_target()
+        if contender.startswith("relay") or contender == "candidate":
+            return self.run_relay(contender, workdir)
+        return runner[contender](workdir)
+
+    def _check_target(self, what: str) -> tuple[float, float]:
+        watcher = OffsetWatcher(self.dst, TOPIC, self.partitions)
+        try:
+            total = watcher.total()
+        finally:
+            watcher.close()
+        if total < self.records:
+            raise RuntimeError(f"{what}: target holds {total} offsets, expected at least {self.records}")
+        return append_span(self.dst, TOPIC, self.partitions)
+
+    def run_relay(self, contender: str, workdir: Path) -> Run:
+        config = {
+            "name": "bench",
+            **self.relay_settings(),
+            "sources": [cluster_entry(self.src, "src")],
+            "topics": [{"source": TOPIC, "target": TOPIC}],
+        }
+        config["target"] = {**config["target"], **cluster_entry(self.dst, "dst")}
+        if FILTERS.get(contender):
+            config["filters"] = FILTERS[contender]
+        path = write_yaml(workdir / "relay.yml", config)
+        argv = relay_argv(path, "--stop-at-end")
+        if contender == "candidate":
+            # The same CLI from another module (a candidate change), same config as "relay".
+            argv[2] = self.args.candidate_module
+        if self.args.profile and contender == "relay":
+            # Collapsed stacks per thread (flamegraph.pl / speedscope can read them); the py-spy process
+            # wraps the relay, so a profiled run's CPU and RSS figures include py-spy's own.
+            spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+            if spy is None:
+                raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
+            argv = [spy, "record", "--nonblocking", "--threads", "--format", "raw", "--rate", "200",
+                    "-o", str(workdir / "profile.txt"), "--", *argv]  # fmt: skip
+        child = Child(contender, argv, workdir / "relay.log", env=relay_env())
+        self.children.append(child)
+        child.start()
+        stats = child.wait(self.timeout)
+        if stats.returncode != 0:
+            raise RuntimeError(f"{contender} exited with {stats.returncode}:\n{child.log_tail()}")
+        return Run(contender, self.records).fill(stats, self._check_target(contender))
+
+    def run_mm2(self, workdir: Path) -> Run:
+        # Done when the target's end offsets reach the record count. With exactly-once on
+        # (mm2-eos), transaction markers take offsets too, so that moment can come a few
+        # transactions early: its rate is then an upper bound.
+        eos = workdir.name.endswith("mm2-eos")
+        props = mm2_properties(self.src, self.dst, TOPIC, self.partitions, exactly_once=eos)
+        mm2 = MirrorMaker(workdir, props)
+        self.children.append(mm2.child)
+        watcher = OffsetWatcher(self.dst, TOPIC, self.partitions)
+        try:
+            mm2.start()
+            stats = mm2.wait_for_total(watcher, self.records, self.timeout)
+        finally:
+            watcher.close()
+            mm2.stop()
+        name = "mm2-eos" if eos else "mm2"
+        return Run(name, self.records).fill(stats, self._check_target(name))
+
+    def run_plain(self, workdir: Path) -> Run:
+        argv = [
+            sys.executable,
+            "-m",
+            "bench.plain_loop",
+            "--source",
+            self.src.bootstrap_servers,
+            "--target",
+            self.dst.bootstrap_servers,
+            "--topic",
+            TOPIC,
+            "--out",
+            TOPIC,
+        ]
+        child = Child("plain", argv, workdir / "plain.log", env=relay_env())
+        self.children.append(child)
+        stats = child.start().wait(self.timeout)
+        if stats.returncode != 0:
+            raise RuntimeError(f"plain loop exited with {stats.returncode}:\n{child.log_tail()}")
+        return Run("plain", self.records).fill(stats, self._check_target("plain"))
+
+    def run_raw_produce(self, workdir: Path) -> Run:
+        props = [f"bootstrap.servers={self.dst.bootstrap_servers}", *self.perf_producer_props()]
+        args = ["--topic", TOPIC, "--num-records", str(self.records), "--record-size", str(RECORD_SIZE)]
+        args += ["--throughput", "-1", "--producer-props", *props]
+        log4j = write_log4j(workdir / "log4j2.properties", workdir / "tool.log")
+        child = Child("raw-produce", java_argv("org.apache.kafka.tools.ProducerPerformance", args, PERF_HEAP, log4j),
+                      workdir / "out.log")  # fmt: skip
+        self.children.append(child)
+        stats = child.start().wait(self.timeout)
+        if stats.returncode != 0:
+            raise RuntimeError(f"ProducerPerformance exited with {stats.returncode}:\n{child.log_tail()}")
+        out = child.log_path.read_text()
+        match = re.findall(r"(\d+) records sent, ([\d.]+) records/sec \(([\d.]+) MB/sec\)", out)
+        run = Run("raw-produce", self.records).fill(stats, self._check_target("raw-produce"))
+        if match:
+            run.extra["tool_records_per_s"] = float(match[-1][1])
+        return run
+
+    def perf_producer_props(self) -> list[str]:
+        return [f"{k}={v}" for k, v in PRODUCER_BATCHING.items()] + ["enable.idempotence=true"]
+
+    def run_raw_consume(self, workdir: Path) -> Run:
+        conf = workdir / "consumer.properties"
+        conf.write_text("".join(f"{k}={v}\n" for k, v in CONSUMER_FETCH.items()), encoding="utf-8")
+        args = ["--bootstrap-server", self.src.bootstrap_servers, "--topic", TOPIC, "--messages", str(self.records)]
+        args += ["--group", f"perf-{uuid.uuid4().hex[:8]}", "--consumer.config", str(conf), "--timeout", "60000"]
+        log4j = write_log4j(workdir / "log4j2.properties", workdir / "tool.log")
+        child = Child("raw-consume", java_argv("org.apache.kafka.tools.ConsumerPerformance", args, PERF_HEAP, log4j),
+                      workdir / "out.log")  # fmt: skip
+        self.children.append(child)
+        stats = child.start().wait(self.timeout)
+        if stats.returncode != 0:
+            raise RuntimeError(f"ConsumerPerformance exited with {stats.returncode}:\n{child.log_tail()}")
+        lines = [ln for ln in child.log_path.read_text().splitlines() if ln.count(",") >= 9]
+        header = [h.strip() for h in lines[0].split(",")]
+        values = dict(zip(header, (v.strip() for v in lines[-1].split(",")), strict=False))
+        consumed = int(values["data.consumed.in.nMsg"])
+        if consumed < self.records:
+            raise RuntimeError(f"ConsumerPerformance read {consumed} of {self.records} records")
+        run = Run("raw-consume", self.records).fill(stats, None)
+        run.steady_rate = float(values["fetch.nMsg.sec"])
+        run.extra["tool_nmsg_per_s"] = float(values["nMsg.sec"])
+        run.extra["rebalance_ms"] = float(values["rebalance.time.ms"])
+        return run
+
+    @property
+    def timeout(self) -> float:
+        return max(300.0, self.records / 1000)
+
+    def cleanup(self) -> None:
+        for child in self.children:
+            child.kill()
+        if not self.args.keep_logs:
+            shutil.rmtree(self.work, ignore_errors=True)
+
+
+def summarize(contenders: list[str], runs: list[Run]) -> list[dict[str, Any]]:
+    """One row per contender: medians over its runs."""
+    rows = []
+    for name in contenders:
+        mine = [r for r in runs if r.contender == name]
+        if not mine:
+            continue
+        rate = median([r.steady_rate for r in mine])
+        rows.append(
+            {
+                "contender": name,
+                "records/s": rate,
+                "MiB/s": rate * RECORD_SIZE / MIB,
+                "records/s incl. start-up": median([r.wall_rate for r in mine]),
+                "CPU s": median([r.cpu for r in mine]),
+                "peak RSS MiB": median([r.peak_rss / MIB for r in mine]),
+                "runs": len(mine),
+            }
+        )
+    return rows
+
+
+def goals(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Goal checks and derived notes (filter cost, raw limit)."""
+    by = {r["contender"]: r for r in rows}
+    out: list[dict[str, Any]] = []
+    notes: list[str] = []
+    relay = by.get("relay")
+    if relay is None:
+        return out, notes
+    mm2 = by.get("mm2")
+    if mm2 is not None:
+        out.append(
+            {
+                "goal": "small-record throughput >= MirrorMaker 2's",
+                "measured": f"{relay['records/s']:,.0f} vs {mm2['records/s']:,.0f} records/s "
+                f"({relay['records/s'] / mm2['records/s']:.2f}x)",
+                "met": relay["records/s"] >= mm2["records/s"],
+            }
+        )
+        out.append(
+            {
+                "goal": "peak RSS below MirrorMaker 2's",
+                "measured": f"{relay['peak RSS MiB']:,.0f} vs {mm2['peak RSS MiB']:,.0f} MiB",
+                "met": relay["peak RSS MiB"] < mm2["peak RSS MiB"],
+            }
+        )
+    raws = [by[n]["records/s"] for n in ("raw-produce", "raw-consume") if n in by]
+    if raws:
+        limit = min(raws)
+        notes.append(
+            f"Raw limit = min(raw produce, raw consume) = {limit:,.0f} records/s; our relay reaches "
+            f"{relay['records/s'] / limit:.0%} of it."
+        )
+        out.append(
+            {
+                "goal": "small-record throughput >= half the raw limit",
+                "measured": f"{relay['records/s']:,.0f} vs {limit:,.0f} records/s ({relay['records/s'] / limit:.0%})",
+                "met": relay["records/s"] >= limit / 2,
+            }
+        )
+    for name in ("relay+header", "relay+json"):
+        if name in by:
+            cost = 1 - by[name]["records/s"] / relay["records/s"]
+            cpu = by[name]["CPU s"] - relay["CPU s"]
+            notes.append(
+                f"{name}: throughput cost of the filter {cost:+.1%} of records/s "
+                f"({by[name]['records/s']:,.0f} vs {relay['records/s']:,.0f}), CPU {cpu:+.1f} s "
+                "(every record passes the filter, so the output is identical)."
+            )
+    return out, notes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="bench.relay_throughput", description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--partitions", type=int, default=6)
+    common_args(parser, runs=3)
+    parser.add_argument("--contenders", default=",".join(ALL), help=f"comma-separated, of {','.join(ALL + OPTIONAL)}")
+    parser.add_argument("--batch-records", type=int, default=20_000, help="relay target.batch.max_records")
+    parser.add_argument("--batch-bytes", default="16MiB", help="relay target.batch.max_bytes")
+    parser.add_argument("--linger", default="50ms", help="relay target.batch.linger")
+    parser.add_argument("--max-in-flight", default="256MiB", help="relay max_in_flight")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="record a py-spy profile (collapsed stacks) of each plain relay run; keep logs to see it",
+    )
+    parser.add_argument(
+        "--candidate-module",
+        help="also run contender 'candidate': our relay's CLI from this module (a candidate change to A/B)",
+    )
+    parser.add_argument("--keep-logs", action="store_true", help="keep build/bench/work/throughput-runs-*")
+    parser.add_argument("--name", default="a_throughput", help="result file name")
+    args = parser.parse_args()
+    exit_on_sigterm()
+    contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
+    if args.candidate_module and "candidate" not in contenders:
+        contenders.insert(contenders.index("relay") + 1 if "relay" in contenders else 0, "candidate")
+    unknown = set(contenders) - {*ALL, *OPTIONAL}
+    if unknown:
+        parser.error(f"unknown contenders: {sorted(unknown)}")
+    machine = machine_info()
+    started = now_text()
+    runs: list[Run] = []
+    with fresh_clusters(["src", "dst"], "throughput") as clusters:
+        src, dst = clusters["src"], clusters["dst"]
+        bench = Bench(args, src, dst)
+        try:
+            create_topic(src, TOPIC, args.partitions)
+            seconds = fill_topic([src], TOPIC, args.records, args.partitions)
+            log(f"source topic filled: {args.records:,} records in {seconds:.1f}s")
+            for round_no in range(1, args.runs + 1):
+                for contender in contenders:
+                    log(f"round {round_no}/{args.runs}: {contender}")
+                    run = bench.run(contender, round_no)
+                    runs.append(run)
+                    log(
+                        f"  {contender}: {run.steady_rate:,.0f} records/s steady, {run.wall_rate:,.0f} incl. start-up, "
+                        f"CPU {run.cpu:.1f}s, peak RSS {run.peak_rss / MIB:.0f} MiB"
+                    )
+        finally:
+            bench.cleanup()
+    rows = summarize(contenders, runs)
+    goal_rows, notes = goals(rows)
+    notes = [
+        *notes,
+        "records/s: from the first to the last record appended to the target (broker LogAppendTime); "
+        "raw-consume: ConsumerPerformance's fetch.nMsg.sec (excludes its group join). "
+        "'incl. start-up' divides by the time from process start to the last record.",
+        "CPU s and peak RSS: the contender's own process (all threads), from wait4 or /proc at completion; "
+        "they include start-up.",
+    ]
+    result = Result(
+        name=args.name,
+        title=f"a. Small records: {args.records:,} x 1 KiB records on {args.partitions} partitions, source -> target",
+        columns=["contender", "records/s", "MiB/s", "records/s incl. start-up", "CPU s", "peak RSS MiB", "runs"],
+        rows=rows,
+        settings={
+            "records": args.records,
+            "record": "1 KiB JSON value (random base64 padding), no key, one header (source=bench)",
+            "partitions": args.partitions,
+            "runs per contender (alternating order)": args.runs,
+            "contender order per round": contenders,
+            "relay": {
+                **bench.relay_settings(),
+                "target producer": "transactional (one transaction per batch), idempotent, acks=all, linger.ms=5, "
+                "batch.size=1000000, compression lz4",
+                "filters": {k: v for k, v in FILTERS.items() if v},
+            },
+            "plain loop": plain_loop.SETTINGS,
+            "mm2 (mm2.properties)": describe(bench.mm2_props),
+            "mm2 JVM": "-Xms256M -Xmx2G + kafka-run-class.sh performance options (as connect-mirror-maker.sh)",
+            "mm2 exactly-once": "mm2: off (dst.exactly.once.source.support=disabled, the default), at-least-once; "
+            "mm2-eos (when run): the same with dst.exactly.once.source.support=enabled",
+            "raw-produce": "ProducerPerformance --record-size 1024 --throughput -1 --producer-props "
+            + " ".join(bench.perf_producer_props())
+            + " (JVM -Xmx512M)",
+            "raw-consume": "ConsumerPerformance --messages N, consumer.config "
+            + " ".join(f"{k}={v}" for k, v in CONSUMER_FETCH.items())
+            + " (JVM -Xmx512M)",
+            "brokers": "one single-node KRaft broker per cluster (sandbox defaults: -Xmx512m, SerialGC), loopback",
+            "target topic": "created fresh before every run, message.timestamp.type=LogAppendTime",
+        },
+        notes=notes,
+        goals=goal_rows,
+        runs=[r.as_dict() for r in runs],
+        machine=machine,
+        started=started,
+        finished=now_text(),
+        chart={"type": "bar", "value": "records/s", "label": "records/s (median)"},
+    )
+    write_result(result)
+    from bench.common import markdown_table
+
+    print(markdown_table(result.columns, rows))
+    for goal in goal_rows:
+        print(f"- {'MET' if goal['met'] else 'MISSED'}: {goal['goal']}: {goal['measured']}")
+    for note in notes:
+        print(f"- {note}")
+
+
+if __name__ == "__main__":
+    main()
