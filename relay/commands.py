@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import signal
 import sys
 from pathlib import Path
@@ -96,6 +97,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+        # Every relayed record allocates a few short-lived objects; with the default threshold
+        # the cyclic collector ran every ~700 allocations and cost ~14% of throughput (profiled
+        # with py-spy). Start-up objects are frozen out of collection, and young collections
+        # are made rarer; nothing in the hot path builds reference cycles.
+        gc.freeze()
+        gc.set_threshold(100_000, 50, 50)
         relay.run()
     except RelayError as exc:
         if sys.stderr.isatty():

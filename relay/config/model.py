@@ -58,7 +58,7 @@ class SourcePoolConfig:
     """Health checking and failover between source clusters."""
 
     healthcheck_interval: float = 2.0
-    request_timeout: float = 2.0
+    request_timeout: float = 1.0
     lag_threshold: int = 10_000
     unhealthy_after: int = 2
     lag_checks: int = 2

@@ -83,7 +83,7 @@ def test_minimal_config_target_defaults() -> None:
 
 def test_source_pool_defaults_are_the_documented_values() -> None:
     """SourcePoolConfig's defaults are the values its dataclass documents."""
-    assert SourcePoolConfig() == SourcePoolConfig(2.0, 2.0, 10_000, 2, 2, 30.0, False, True, Backoff(0.5, 30.0))
+    assert SourcePoolConfig() == SourcePoolConfig(2.0, 1.0, 10_000, 2, 2, 30.0, False, True, Backoff(0.5, 30.0))
 
 
 def test_unnamed_sources_get_numbered_names() -> None:
