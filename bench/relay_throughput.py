@@ -362,9 +362,9 @@ def goals(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
             cost = 1 - by[name]["records/s"] / relay["records/s"]
             cpu = by[name]["CPU s"] - relay["CPU s"]
             notes.append(
-                f"{name}: throughput cost of the filter {cost:+.1%} of records/s "
-                f"({by[name]['records/s']:,.0f} vs {relay['records/s']:,.0f}), CPU {cpu:+.1f} s "
-                "(every record passes the filter, so the output is identical)."
+                f"{name}: the filter costs {cost:.1%} of the throughput "
+                f"({by[name]['records/s']:,.0f} vs {relay['records/s']:,.0f} records/s; a negative cost is noise) "
+                f"and {cpu:+.1f} CPU s; every record passes it, so the output is the same as relay's."
             )
     return out, notes
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -153,8 +154,7 @@ def render_chart(results: list[dict[str, Any]], path: Path) -> Path | None:
     fig, axes = plt.subplots(len(drawable), 1, figsize=(9, 3.2 * len(drawable)), squeeze=False)
     for ax, result in zip(axes[:, 0], drawable, strict=True):
         spec = result["chart"]
-        title = result["title"] if len(result["title"]) <= 90 else result["title"][:87] + "..."
-        ax.set_title(title, fontsize=9)
+        ax.set_title(textwrap.fill(result["title"], 100), fontsize=9)
         key = result["columns"][0]
         if spec["type"] == "bar":
             names = [str(r[key]) for r in result["rows"]]
@@ -180,7 +180,8 @@ def render_chart(results: list[dict[str, Any]], path: Path) -> Path | None:
             ax.bar_label(bars, labels=[f"{v:.2f}" for v in values], fontsize=8)
             if "goal_line" in spec:
                 ax.axhline(spec["goal_line"], color="black", linestyle="--", linewidth=1)
-                ax.text(0, spec["goal_line"], f" goal {spec['goal_line']:g} s", va="bottom", fontsize=8)
+                ax.text(1.0, spec["goal_line"], f"goal {spec['goal_line']:g} s ", va="bottom", ha="right",
+                        fontsize=8, transform=ax.get_yaxis_transform())  # fmt: skip
             ax.set_xlabel("run")
             ax.set_ylabel(spec.get("label", spec["value"]))
         ax.tick_params(labelsize=8)
