@@ -8,8 +8,9 @@ Usage (from the repository root)::
 
 What is measured
   A sandbox (one KRaft cluster and one SeaweedFS server on this machine) is started under
-  ``--workdir``. For each record size, ``--total-mib`` of incompressible records are produced to
-  a source topic first (not timed). Then:
+  ``--workdir`` (removed at the end unless ``--keep``; objects are deleted after each run). For
+  each record size, ``--total-mib`` of incompressible records are produced to a source topic
+  first (not timed). Then:
 
   * relay: ``kafka-lfs-relay run --stop-at-end`` with ``target.type: lfs`` mirrors the topic,
     offloading every record (``upload_concurrency`` = ``--concurrency``, parts of
@@ -36,13 +37,16 @@ shape the other benchmark scenarios use (name, title, columns, rows, settings, n
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -102,6 +106,19 @@ class Bench:
         self.cluster.start()
         self.s3 = S3Server(self.workdir / f"s3-{uuid.uuid4().hex[:6]}")
         self.s3.start()
+
+    def forget(self, prefix: str) -> None:
+        """Delete the objects under ``prefix`` and have SeaweedFS reclaim their space (a 2 GiB run leaves 2 GiB)."""
+        settings = self.settings()
+        client = make_client(settings)
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=settings.bucket, Prefix=prefix):
+            keys = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
+            if keys:
+                client.delete_objects(Bucket=settings.bucket, Delete={"Objects": keys, "Quiet": True})
+        ports = self._s3().ports or {}
+        with contextlib.suppress(OSError):
+            url = f"http://127.0.0.1:{ports.get('master')}/vol/vacuum?garbageThreshold=0.01"
+            urllib.request.urlopen(url, timeout=120).read()
 
     def down(self) -> None:
         if self.s3 is not None:
@@ -329,11 +346,17 @@ def throughput(bench: Bench, size_mib: int, total_mib: int, runs: int, max_in_fl
     for n in range(runs):
         log(f"{size_mib} MiB run {n + 1}/{runs}: raw boto3 PUT, {bench.concurrency} threads")
         raw_rates.append(mbs(payload, bench.raw_put(f"raw/{tag}-{n}", values)))
+        bench.forget(f"raw/{tag}-{n}")
         log(f"{size_mib} MiB run {n + 1}/{runs}: relay")
         dst = bench.topic(f"dst-{tag}-{n}", log_append_time=True)
         run = bench.relay(f"relay-{tag}-{n}", src, dst, f"relay/{tag}-{n}", max_in_flight)
+        bench.forget(f"relay/{tag}-{n}")
         assert run.records == count and run.payload == payload, run
         relay_runs.append(run)
+        log(
+            f"{size_mib} MiB run {n + 1}: raw {raw_rates[-1]:.1f} MB/s, relay {mbs(steady_payload, run.steady):.1f} "
+            f"MB/s steady, {mbs(payload, run.wall):.1f} wall, peak RSS {run.peak_rss / MIB:.0f} MiB"
+        )
     steady = median([mbs(steady_payload, r.steady) for r in relay_runs])
     raw = median(raw_rates)
     return {
@@ -372,9 +395,11 @@ def rss_runs(bench: Bench, total_mib: int, budgets: list[str], runs: int) -> lis
             log(f"RSS run {n + 1}/{runs}: {count} records of 64 MiB, max_in_flight {budget}")
             dst = bench.topic(f"dst-rss-{tag}-{n}", log_append_time=True)
             run = bench.relay(f"relay-rss-{tag}-{n}", src, dst, f"relay/rss-{tag}-{n}", budget)
+            bench.forget(f"relay/rss-{tag}-{n}")
             assert run.records == count, run
             peaks.append(run.peak_rss)
             rates.append(mbs((count - 1) * 64 * MIB, run.steady))
+            log(f"RSS run {n + 1}: peak {run.peak_rss / MIB:.0f} MiB (base {base / MIB:.0f}), {rates[-1]:.1f} MB/s")
         spread = " / ".join(f"{p / MIB:.0f}" for p in (min(peaks), median(peaks), max(peaks)))
         rows.append(
             {
@@ -407,11 +432,13 @@ def main(argv: list[str] | None = None) -> int:
         help="max_in_flight of each RSS run (default 64MiB,128MiB)",
     )
     parser.add_argument("--batch-max-bytes", help="target.batch.max_bytes of the relay (default: the relay's)")
-    parser.add_argument("--workdir", type=Path, default=ROOT / "build" / "bench" / "work" / "lfs")
+    parser.add_argument("--workdir", type=Path, help="sandbox directory (default: a fresh one under build/bench/work)")
+    parser.add_argument("--keep", action="store_true", help="keep the sandbox's data (several GiB) afterwards")
     args = parser.parse_args(argv)
 
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
-    bench = Bench(args.workdir, args.concurrency, parse_size(args.part_size, "--part-size"))
+    workdir = args.workdir or ROOT / "build" / "bench" / "work" / f"lfs-{uuid.uuid4().hex[:6]}"
+    bench = Bench(workdir, args.concurrency, parse_size(args.part_size, "--part-size"))
     bench.batch_max_bytes = args.batch_max_bytes
     rows: list[dict[str, Any]] = []
     rss_rows: list[dict[str, Any]] = []
@@ -426,6 +453,8 @@ def main(argv: list[str] | None = None) -> int:
             rss_rows = rss_runs(bench, args.rss_total_mib, budgets, args.runs)
     finally:
         bench.down()
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
     load_after = os.getloadavg()[0]
 
     columns = list(rows[0]) if rows else []

@@ -21,6 +21,13 @@ committed, and that transaction is only begun once its objects are stored. Objec
 source coordinates (``key_template``), so the upload a crash or a retry repeats overwrites the
 same object instead of leaving an orphan.
 
+Throughput: uploads run ahead of the envelopes by up to two Kafka batches (the one being committed
+and the one being filled, ``target.batch.max_bytes`` each, counted in original record bytes) and
+the byte budget. Records above ``part_size`` are split into parts uploaded in parallel, so a
+single record keeps every upload busy; for many records just under ``part_size`` (one PUT each),
+raise ``target.batch.max_bytes`` to about ``upload_concurrency x part_size`` so that
+``upload_concurrency`` PUTs are in flight.
+
 Memory: the relay's byte budget counts a record until it is acknowledged, as with the Kafka
 target, but an offloaded record's value is let go as soon as its object is stored: the Kafka
 target holds the record without its value (:class:`_Offloaded`), and only the upload (and, for a
@@ -279,7 +286,7 @@ class KafkaFactory:
             routes=[Route(t.source, t.target, t.partition) for t in config.topics],
             batch=tc.batch,
             retry=tc.retry,
-            transactional_id=tc.transactional_id or f"kafka-lfs-relay-{config.name}",
+            transactional_id=tc.transactional_id or config.name,  # as the kafka target: the relay's name
             transaction_timeout=tc.transaction_timeout,
             create_topics=tc.create_topics,
             metrics=self.metrics,
