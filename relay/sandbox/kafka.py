@@ -176,6 +176,13 @@ class KafkaCluster:
             java_executable(),
             f"-Xms{heap}" if main == "kafka.Kafka" else "-Xms64m",
             f"-Xmx{heap}",
+            # NIO copies every heap buffer it writes into a temporary direct buffer of the same size
+            # and caches one per thread. With records of 64 MiB, a few network and I/O threads
+            # exhausted the default direct-memory limit (= -Xmx); the failed log append took the
+            # broker's log directory offline and every later test on it failed. Capping what is
+            # cached frees large buffers after use; the higher limit covers what is in use at once.
+            "-XX:MaxDirectMemorySize=1g",
+            "-Djdk.nio.maxCachedBufferSize=1048576",
             "-XX:+UseSerialGC",
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self.spec.workdir / 'log4j2.properties'}",

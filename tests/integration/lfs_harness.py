@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from relay.lfs import decode_envelope, is_lfs_envelope
 from relay.sandbox import KafkaCluster
 from relay.sandbox.s3 import S3Server
 from tests.conftest import create_topic
-from tests.integration.harness import relay_config, write_config
+from tests.integration.harness import CheckedProducer, relay_config, write_config
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -85,7 +85,7 @@ def produce_sized(
     seed: int = 1,
 ) -> list[Source]:
     """Produce one record per ``(partition, size)`` of ``plan``; returns what was produced, in order."""
-    producer = Producer(
+    producer = CheckedProducer(
         {
             **cluster.client_config(),
             "enable.idempotence": True,
@@ -115,7 +115,7 @@ def produce_sized(
         small = value if size < MIB else None
         out.append(Source(partition, key, size, hashlib.sha256(value).hexdigest(), hs, small, timestamp))
         del value
-    assert producer.flush(120) == 0, "records were not acknowledged by the sandbox cluster"
+    producer.flush_all(120)
     return out
 
 

@@ -13,7 +13,7 @@ import pytest
 from relay.lfs import Envelope, decode_envelope, is_lfs_envelope
 from relay.sandbox import KafkaCluster
 from relay.sandbox.s3 import S3Server
-from tests.integration.harness import RelayProcess, wait_for
+from tests.integration.harness import CheckedProducer, RelayProcess, wait_for
 from tests.integration.lfs_harness import (
     MIB,
     assert_mirrored,
@@ -93,14 +93,12 @@ def test_envelopes_are_byte_compatible_with_kafscale(
     ]
     sources = produce_sized(kafka_cluster, src, plan, headers)
     # An LFS_BLOB record whose header holds the right checksum, and one that already is an envelope.
-    from confluent_kafka import Producer
-
-    producer = Producer(kafka_cluster.client_config())
+    producer = CheckedProducer(kafka_cluster.client_config())
     blob = b"exact payload"
     producer.produce(src, blob, b"blob", partition=0, headers=[("LFS_BLOB", hashlib.sha256(blob).hexdigest().encode())])
     producer.produce(src, existing, b"envelope", partition=0, headers=[("LFS_BLOB", b"")])
     producer.produce(src, None, b"tombstone", partition=0)
-    assert producer.flush(30) == 0
+    producer.flush_all(30)
 
     prefix = _prefix()
     lfs = {"always_offload_topics": [src], "threshold": "1MiB", "s3": s3_section(s3_server, prefix)}

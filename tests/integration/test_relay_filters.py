@@ -18,6 +18,7 @@ import pytest
 from relay.sandbox import KafkaCluster
 from tests.conftest import ClusterFactory, TopicFactory, create_topic
 from tests.integration.harness import (
+    CheckedProducer,
     RelayProcess,
     assert_same,
     committed_count,
@@ -45,12 +46,10 @@ def _rows(count: int, partitions: int, start: int = 0) -> list[Row]:
 
 
 def _send(cluster: KafkaCluster, topic: str, rows: list[Row]) -> None:
-    from confluent_kafka import Producer
-
-    producer = Producer({**cluster.client_config(), "enable.idempotence": True, "linger.ms": 5})
+    producer = CheckedProducer({**cluster.client_config(), "enable.idempotence": True, "linger.ms": 5})
     for partition, key, value, headers, _ in rows:
         producer.produce(topic, value, key, partition=partition, headers=headers)
-    assert producer.flush(30) == 0
+    producer.flush_all(30)
 
 
 def _expected(rows: list[Row], keep: Callable[[Row], bool], partitions: int) -> dict[int, list[tuple[bytes, bytes]]]:
@@ -105,14 +104,12 @@ def test_time_window_filter_uses_record_timestamps(
     tmp_path: Path, kafka_cluster: KafkaCluster, topic_factory: TopicFactory
 ) -> None:
     """`type: time` keeps the records whose timestamps fall in [from, to), and only those."""
-    from confluent_kafka import Producer
-
     topic = topic_factory(kafka_cluster, partitions=1)
-    producer = Producer(kafka_cluster.client_config())
+    producer = CheckedProducer(kafka_cluster.client_config())
     base = 1_700_000_000_000
     for i in range(100):
         producer.produce(topic, f"v{i}".encode(), f"k{i}".encode(), partition=0, timestamp=base + i * 1000)
-    assert producer.flush(30) == 0
+    producer.flush_all(30)
     window = {"from": base + 10_000, "to": base + 20_000}
     cfg = relay_config(
         [kafka_cluster],

@@ -10,10 +10,11 @@ from pathlib import Path
 import boto3
 import pytest
 from botocore.config import Config
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from relay.sandbox.process import pid_alive
+from tests.integration.harness import CheckedProducer
 
 pytestmark = pytest.mark.integration
 
@@ -36,9 +37,9 @@ def test_detached_sandbox_serves_clients_and_down_leaves_no_process(tmp_path: Pa
         conf = {"bootstrap.servers": cluster["bootstrap_servers"], **cluster["kafka"]}
         admin = AdminClient(conf)
         admin.create_topics([NewTopic("cli-check", 1, 1)])["cli-check"].result(30)
-        producer = Producer(conf)
+        producer = CheckedProducer(conf)
         producer.produce("cli-check", b"hello", b"k")
-        assert producer.flush(30) == 0
+        producer.flush_all(30)
         consumer = Consumer({**conf, "group.id": "cli-check"})
         consumer.assign([TopicPartition("cli-check", 0, 0)])
         msgs = consumer.consume(1, timeout=30)

@@ -11,12 +11,13 @@ from confluent_kafka.admin import AdminClient
 
 from relay.sandbox import KafkaCluster
 from tests.conftest import ClusterFactory, TopicFactory
+from tests.integration.harness import CheckedProducer
 
 pytestmark = pytest.mark.integration
 
 
 def _produce(cluster: KafkaCluster, topic: str, count: int, partitions: int) -> list[tuple[int, bytes, bytes]]:
-    producer = Producer({**cluster.client_config(), "linger.ms": 5, "enable.idempotence": True})
+    producer = CheckedProducer({**cluster.client_config(), "linger.ms": 5, "enable.idempotence": True})
     sent = []
     for i in range(count):
         key, value = f"k{i}".encode(), f"value-{i}".encode()
@@ -24,7 +25,7 @@ def _produce(cluster: KafkaCluster, topic: str, count: int, partitions: int) -> 
         sent.append((i % partitions, key, value))
         if i % 1000 == 0:
             producer.poll(0)
-    assert producer.flush(30) == 0
+    producer.flush_all(30)
     return sent
 
 
