@@ -687,11 +687,6 @@ def _with_message_limit(cluster: ClusterConfig, max_bytes: int) -> ClusterConfig
 def build_hydrate_target(config: RelayConfig, metrics: RelayMetrics) -> HydrateTarget:
     """The ``type: hydrate`` target for ``config``; raises ConfigError for a missing or invalid ``target.hydrate``."""
     options = config.target.options
-    for key in options:
-        if key != "hydrate":
-            raise ConfigError(
-                f"target.{key}", "does not apply to target.type hydrate (its settings go under target.hydrate)"
-            )
     if "hydrate" not in options:
         raise ConfigError("target.hydrate", "is required when target.type is hydrate (at least allowed_buckets)")
     hydrate = parse_hydrate(options["hydrate"], config)

@@ -310,9 +310,6 @@ def _with_message_limit(cluster: ClusterConfig, min_bytes: int) -> ClusterConfig
 def build_lfs_target(config: RelayConfig, metrics: RelayMetrics) -> LfsTarget:
     """The ``type: lfs`` target for ``config``; raises ConfigError for a missing or invalid ``target.lfs``."""
     options = config.target.options
-    for key in options:
-        if key != "lfs":
-            raise ConfigError(f"target.{key}", "does not apply to target.type lfs (its settings go under target.lfs)")
     if "lfs" not in options:
         raise ConfigError("target.lfs", "is required when target.type is lfs (at least lfs.s3.bucket)")
     lfs = parse_lfs(options["lfs"], config)

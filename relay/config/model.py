@@ -227,6 +227,17 @@ def _target(sec: Section, options_keys: tuple[str, ...]) -> TargetConfig:
         raise ConfigError(
             sec.key_path("type"), f"expected one of {', '.join(BUILTIN_TARGETS)} or package.module:Class", kind
         )
+    for key in options_keys:
+        # A section another type reads would be silently ignored: an lfs section under type kafka
+        # means the operator believes records are offloaded while they are not.
+        if not sec.has(key) or key == kind:
+            continue
+        if key in BUILTIN_TARGETS:
+            raise ConfigError(sec.key_path(key), f"does not apply to target.type {kind} (only to type {key})")
+        if kind in BUILTIN_TARGETS:
+            raise ConfigError(
+                sec.key_path(key), f"does not apply to target.type {kind} (only to a custom package.module:Class)"
+            )
     if kind in BUILTIN_TARGETS or sec.has("bootstrap_servers"):
         cluster = _cluster(sec, "target")
     else:

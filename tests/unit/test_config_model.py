@@ -164,9 +164,28 @@ def test_target_lfs_rejected_unless_declared() -> None:
 def test_target_lfs_accepted_as_raw_mapping_when_declared() -> None:
     """target.lfs is passed through unvalidated as a raw mapping when declared in target_option_keys."""
     tree = minimal()
+    tree["target"]["type"] = "lfs"
     tree["target"]["lfs"] = {"bucket": "b", "threshold": "1MiB", "anything": [1, 2]}
     config = parse_config(tree, target_option_keys=("lfs",))
     assert config.target.options == {"lfs": {"bucket": "b", "threshold": "1MiB", "anything": [1, 2]}}
+
+
+def test_lfs_section_under_type_kafka_is_refused() -> None:
+    """An lfs section under target.type kafka, which would be ignored, is an error naming target.lfs."""
+    tree = minimal()
+    tree["target"]["lfs"] = {"threshold": "1MiB"}
+    error = config_error(tree, ("lfs", "hydrate", "options"))
+    assert error.path == "target.lfs"
+    assert "does not apply to target.type kafka (only to type lfs)" in str(error)
+
+
+def test_options_section_under_a_builtin_type_is_refused() -> None:
+    """target.options, read only by custom targets, is an error under a built-in type."""
+    tree = minimal()
+    tree["target"]["type"] = "hydrate"
+    tree["target"]["options"] = {"path": "x"}
+    error = config_error(tree, ("lfs", "hydrate", "options"))
+    assert error.path == "target.options"
 
 
 def test_declared_target_option_absent_is_not_in_options() -> None:

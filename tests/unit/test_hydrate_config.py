@@ -152,9 +152,8 @@ def test_missing_hydrate_section_is_an_error() -> None:
 
 def test_sections_of_other_targets_are_refused() -> None:
     """A target.lfs section next to type: hydrate is a ConfigError, not silently ignored."""
-    config = relay_config({"allowed_buckets": ["a"]}, lfs={"s3": {"bucket": "b"}})
     with pytest.raises(ConfigError) as info:
-        build_hydrate_target(config, RelayMetrics())
+        relay_config({"allowed_buckets": ["a"]}, lfs={"s3": {"bucket": "b"}})
     assert info.value.path == "target.lfs"
 
 
