@@ -320,8 +320,20 @@ class SourceReader:
         self.consumer.subscribe(topics, **callbacks)
 
     def consume(self, max_records: int, timeout: float) -> list[KafkaMessage]:
-        """The next records (and partition-EOF events) from the assigned partitions."""
-        return self.consumer.consume(max_records, timeout)
+        """Up to ``max_records`` next records (and partition-EOF events) from the assigned partitions.
+
+        Returns as soon as anything is there; waits up to ``timeout`` only while nothing is.
+        """
+        # consume(n, timeout) waits until it has n records or the timeout passed, so below
+        # n records per timeout every record would wait the full timeout: 200 ms of latency
+        # at 5k records/s. Take what is fetched already; if nothing is, wait for the first.
+        batch = self.consumer.consume(max_records, 0)
+        if batch:
+            return batch
+        first = self.consumer.poll(timeout)
+        if first is None:
+            return []
+        return [first, *self.consumer.consume(max_records - 1, 0)]
 
     def verify(
         self, fingerprints: Mapping[SourcePartition, Fingerprint], ends: Mapping[SourcePartition, int], timeout: float
