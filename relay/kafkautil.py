@@ -15,7 +15,8 @@ def headers_of(msg: KafkaMessage) -> Headers:
     raw = msg.headers()
     if not raw:
         return ()
-    return tuple(cast(list[tuple[str, bytes | None]], raw))
+    # A string cast: subscripting list[...] at run time built a new alias object per record.
+    return tuple(cast("list[tuple[str, bytes | None]]", raw))
 
 
 _BROKER_PREFIX = re.compile(r"^\w+://[^ ]+?/(?:bootstrap|\d+): ")

@@ -268,40 +268,48 @@ class Relay:
         reader = self._reader
         assert reader is not None
         cluster = reader.cluster.name
+        routes, filters = self.routes, self.filters
         messages: list[Message] = []
-        last: dict[SourcePartition, KafkaMessage] = {}
+        # The newest record per partition, keyed by plain (topic, partition): positions and
+        # fingerprints are kept per batch, not per record, and a SourcePartition per record cost
+        # about as much as the rest of this loop.
+        last: dict[tuple[str, int], KafkaMessage] = {}
         total = 0
         for raw in batch:
+            topic, partition = raw.topic() or "", raw.partition() or 0
             err = raw.error()
-            sp = SourcePartition(raw.topic() or "", raw.partition() or 0)
             if err is not None:
+                newest = last.pop((topic, partition), None)
+                if newest is not None:
+                    self._read_up_to(SourcePartition(topic, partition), newest)
                 if err.code() == KafkaError._PARTITION_EOF:
-                    self._at_end(sp, raw.offset() or 0)
+                    self._at_end(SourcePartition(topic, partition), raw.offset() or 0)
                     continue
                 self._source_error(err)
                 continue
-            offset = raw.offset() or 0
             key, value = raw.key(), raw.value()
             headers = headers_of(raw)
-            ts = raw.timestamp()[1]
-            self._next[sp] = offset + 1
-            last[sp] = raw
-            route = self.routes[sp.topic]
             size = record_size(key, value, headers)
+            last[(topic, partition)] = raw
             msg = Message(
-                key, value, headers, route.target, sp.partition, cluster, sp.topic, sp.partition, offset, ts, size
+                key,
+                value,
+                headers,
+                routes[topic].target,
+                partition,
+                cluster,
+                topic,
+                partition,
+                raw.offset() or 0,
+                raw.timestamp()[1],
+                size,
             )
-            if self.filters is not None and self.filters(msg) is not None:
+            if filters is not None and filters(msg) is not None:
                 continue
             messages.append(msg)
             total += size
-        for sp, raw in last.items():
-            # Only the newest record per partition matters for the failover check; hashing every
-            # value would cost a pass over every byte relayed.
-            self._fingerprints[sp] = fingerprint(raw.offset() or 0, raw.key(), raw.value())
-            end = self._ends.get(sp)
-            if end is not None and self._next[sp] >= end:
-                self._done.add(sp)
+        for (topic, partition), raw in last.items():
+            self._read_up_to(SourcePartition(topic, partition), raw)
         if not messages:
             return
         if not self.budget.acquire(total, self.stopping):
@@ -311,6 +319,17 @@ class Relay:
                 self._inflight[msg.source] += msg.size
         for msg in messages:
             self.target.write(msg)
+
+    def _read_up_to(self, sp: SourcePartition, raw: KafkaMessage) -> None:
+        """``raw`` is the newest record read from ``sp``: advance the read position past it."""
+        offset = raw.offset() or 0
+        self._next[sp] = offset + 1
+        # Only the newest record per partition matters for the failover check; hashing every
+        # value would cost a pass over every byte relayed.
+        self._fingerprints[sp] = fingerprint(offset, raw.key(), raw.value())
+        end = self._ends.get(sp)
+        if end is not None and offset + 1 >= end:
+            self._done.add(sp)
 
     def _at_end(self, sp: SourcePartition, offset: int) -> None:
         """A partition-EOF event: the reader has caught up with ``offset`` on ``sp``."""

@@ -60,6 +60,9 @@ _PERMANENT_CLIENT_ERRORS = {
 }
 
 
+# (message, target topic, target partition, headers to send or None)
+_Record = tuple[Message, str, int, "list[tuple[str, bytes | None]] | None"]
+
 _FENCE_WINDOW = 300.0
 _FENCE_LIMIT = 3
 
@@ -123,7 +126,9 @@ class KafkaTarget:
         self._lost: set[SourcePartition] = set()
         self._client_error: KafkaError | None = None
         # Shared between the relay thread (write/flush) and the sender thread, under _cond.
-        self._cond = threading.Condition()
+        # write() takes _lock directly: entering the Condition costs two Python calls per record.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._current: list[Message] = []
         self._current_bytes = 0
         self._current_since = 0.0
@@ -316,22 +321,28 @@ class KafkaTarget:
         self._thread.start()
 
     def write(self, message: Message) -> None:
-        """Add ``message`` to the batch being filled; blocks while both buffers are full.
+        """Add ``message`` to the batch being filled; blocks while that batch is full.
 
-        ``message.topic`` must be the route's target topic (or, after ``transform``, one of
-        ``extra_topics``).
+        A full batch waits for the sender to take it (at once if it is idle, else once the
+        previous batch is committed), so no batch outgrows ``batch.max_records``/``max_bytes``
+        by more than one record, even when the relay's thread writes faster than the sender
+        wakes up. ``message.topic`` must be the route's target topic (or, after ``transform``,
+        one of ``extra_topics``).
         """
         conf = self._batch_conf
-        with self._cond:
+        with self._lock:
             while (
                 self._failure is None
-                and self._sending
+                and not self._closing
                 and (len(self._current) >= conf.max_records or self._current_bytes >= conf.max_bytes)
             ):
                 self._cond.wait(0.5)
             self._raise_failure()
             if not self._current:
                 self._current_since = time.monotonic()
+                # An idle sender sleeps until notified; without this it noticed the first record
+                # of a batch only at its next 0.5 s wake-up, which was most of the relay's latency.
+                self._cond.notify_all()
             self._current.append(message)
             self._current_bytes += message.size
             if len(self._current) >= conf.max_records or self._current_bytes >= conf.max_bytes:
@@ -404,9 +415,11 @@ class KafkaTarget:
                 return
             try:
                 acked = self._commit(batch)
+                del batch  # acknowledged records must not stay alive while the next batch is awaited
                 assert self._on_ack is not None
                 if acked:
                     self._on_ack(acked)
+                del acked
             except TargetRestart as exc:
                 with self._cond:
                     self._current, self._current_bytes = [], 0
@@ -419,33 +432,39 @@ class KafkaTarget:
                     self._sending = False
                     self._cond.notify_all()
 
-    def _records(self, batch: Sequence[Message]) -> list[tuple[Message, str, int, list[tuple[str, bytes | None]]]]:
-        """The batch as (message, topic, partition, headers), with ``kfr-pos`` on each partition's last record."""
-        out: list[tuple[Message, str, int, list[tuple[str, bytes | None]]]] = []
+    def _records(self, batch: Sequence[Message]) -> tuple[list[_Record], dict[SourcePartition, int]]:
+        """The batch as (message, topic, partition, headers), with ``kfr-pos`` on each partition's
+        last record, and the next source offset per source partition once it is committed."""
+        out: list[_Record] = []
         last_in_partition: dict[tuple[str, int], int] = {}
-        advanced: dict[SourcePartition, int] = dict(self._committed)
+        # Per-record bookkeeping keyed by plain tuples; SourcePartitions only for the batch's few.
+        newest: dict[tuple[str, int], int] = {}
+        transform, routes, counts = self._transform, self._routes, self._target_partitions
         for msg in batch:
-            if self._transform is not None:
-                msg = self._transform(msg)
-            route = self._routes[msg.source_topic]
+            if transform is not None:
+                msg = transform(msg)
+            route = routes[msg.source_topic]
             topic = msg.topic
-            count = self._target_partitions[topic]
+            count = counts[topic]
             if topic == route.target_topic:
                 partition = target_partition(route.partition, msg.key, msg.source_partition, count)
             else:
                 partition = msg.source_partition % count
             last_in_partition[(topic, partition)] = len(out)
-            advanced[msg.source] = msg.source_offset + 1
-            out.append((msg, topic, partition, list(msg.headers)))
+            newest[(msg.source_topic, msg.source_partition)] = msg.source_offset
+            out.append((msg, topic, partition, list(msg.headers) if msg.headers else None))
+        batch_next = {SourcePartition(t, p): off + 1 for (t, p), off in newest.items()}
+        advanced = {**self._committed, **batch_next}
         for index in last_in_partition.values():
-            msg, topic = out[index][0], out[index][1]
-            route = self._routes[msg.source_topic]
+            msg, topic, partition, headers = out[index]
+            route = routes[msg.source_topic]
             if self._per_partition or (route.partition == "preserve" and topic == route.target_topic):
                 vector = {msg.source_partition: advanced[msg.source]}
             else:
                 vector = {sp.partition: off for sp, off in advanced.items() if sp.topic == msg.source_topic}
-            out[index][3].append((positions.HEADER, positions.encode(msg.source_topic, vector)))
-        return out
+            position = (positions.HEADER, positions.encode(msg.source_topic, vector))
+            out[index] = (msg, topic, partition, [*(headers or ()), position])
+        return out, batch_next
 
     def _commit(self, batch: Sequence[Message]) -> list[Message]:
         """Commit ``batch``, one transaction per producer, each retried whole until durable.
@@ -453,20 +472,25 @@ class KafkaTarget:
         Returns the records now durable. Only in group mode can that be fewer than the batch:
         records of partitions this instance lost (fenced by their new owner) are abandoned.
         """
-        records = self._records(batch)
-        units: dict[SourcePartition | None, list[tuple[Message, str, int, list[tuple[str, bytes | None]]]]] = {}
+        records, batch_next = self._records(batch)
+        if not self._per_partition and not self._lost:
+            if self._commit_unit(None, records):
+                self._committed.update(batch_next)
+                return [rec[0] for rec in records]
+            return []
+        units: dict[SourcePartition, list[_Record]] = {}
         for rec in records:
-            if rec[0].source not in self._lost:
-                units.setdefault(self._key(rec[0].source), []).append(rec)
+            source = rec[0].source
+            if source not in self._lost:
+                units.setdefault(source, []).append(rec)
         acked: list[Message] = []
         for key, unit in units.items():
             if self._commit_unit(key, unit):
+                self._committed[key] = batch_next[key]
                 acked.extend(rec[0] for rec in unit)
         return acked
 
-    def _commit_unit(
-        self, key: SourcePartition | None, records: Sequence[tuple[Message, str, int, list[tuple[str, bytes | None]]]]
-    ) -> bool:
+    def _commit_unit(self, key: SourcePartition | None, records: Sequence[_Record]) -> bool:
         """Commit ``records`` with the producer of ``key``; False if that partition was lost meanwhile."""
         attempt = 0
         diagnose = False
@@ -479,9 +503,23 @@ class KafkaTarget:
             failed: list[tuple[Message, KafkaError]] = []
             try:
                 producer.begin_transaction()
-                for msg, topic, partition, headers in records:
-                    cb = _FailureCollector(failed, msg) if diagnose else None
-                    self._produce(producer, msg, topic, partition, headers, cb)
+                if diagnose:
+                    for msg, topic, partition, headers in records:
+                        self._produce(producer, msg, topic, partition, headers, _FailureCollector(failed, msg))
+                else:
+                    produce = producer.produce
+                    for msg, topic, partition, headers in records:
+                        try:  # the common case inline: this loop runs once per record relayed
+                            produce(
+                                topic,
+                                msg.value,
+                                msg.key,
+                                partition=partition,
+                                headers=cast(Any, headers),
+                                timestamp=msg.timestamp_ms if msg.timestamp_ms > 0 else 0,
+                            )
+                        except (BufferError, KafkaException):
+                            self._produce(producer, msg, topic, partition, headers, None)
                 self._commit_transaction(producer)
             except _RecordRejected as exc:
                 self._abort(key, producer)
@@ -522,8 +560,6 @@ class KafkaTarget:
                 time.sleep(delay)
                 continue
             self._metrics.produce_latency.observe(time.monotonic() - started)
-            for msg, *_ in records:
-                self._committed[msg.source] = msg.source_offset + 1
             return True
 
     def _fenced_partition(self, key: SourcePartition, err: KafkaError) -> None:
@@ -544,9 +580,11 @@ class KafkaTarget:
         msg: Message,
         topic: str,
         partition: int,
-        headers: list[tuple[str, bytes | None]],
+        headers: list[tuple[str, bytes | None]] | None,
         cb: Any,
     ) -> None:
+        """Queue one record, waiting while the producer's queue is full; a record the client
+        refuses outright raises :class:`_RecordRejected` naming it."""
         while True:
             try:
                 producer.produce(
@@ -554,7 +592,7 @@ class KafkaTarget:
                     msg.value,
                     msg.key,
                     partition=partition,
-                    headers=cast(Any, headers) or None,
+                    headers=cast(Any, headers),
                     timestamp=msg.timestamp_ms if msg.timestamp_ms > 0 else 0,
                     on_delivery=cb,
                 )

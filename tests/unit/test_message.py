@@ -32,6 +32,25 @@ def test_message_is_frozen() -> None:
         msg.source_offset = 43  # type: ignore[misc]
 
 
+def test_constructor_sets_every_field_positionally_and_by_name() -> None:
+    """The hand-written constructor sets each dataclass field, in declaration order, and by keyword."""
+    names = [f.name for f in dataclasses.fields(Message)]
+    values = [object() for _ in names]
+    by_position = Message(*values)  # type: ignore[arg-type]
+    by_name = Message(**dict(zip(names, values, strict=True)))  # type: ignore[arg-type]
+    assert [getattr(by_position, n) for n in names] == values
+    assert [getattr(by_name, n) for n in names] == values
+
+
+def test_size_defaults_to_zero_and_replace_keeps_the_rest() -> None:
+    """size defaults to 0, and dataclasses.replace changes only the named field."""
+    msg = message()
+    assert msg.size == 0
+    changed = dataclasses.replace(msg, value=b"other")
+    assert changed.value == b"other"
+    assert dataclasses.replace(changed, value=b"v") == msg
+
+
 def test_header_returns_the_last_header_of_that_name() -> None:
     """header() returns the value of the last header with that name when several share it."""
     msg = message((("trace", b"first"), ("other", b"x"), ("trace", b"second")))
