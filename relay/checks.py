@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from relay.config.model import ClusterConfig, RelayConfig
+from relay.errors import ConfigError
+from relay.s3 import S3Settings, describe, error_kind, make_client
 from relay.sourcepool import ClusterProbe
 
 
@@ -19,6 +22,68 @@ def _partitions(cluster: ClusterConfig, topics: list[str], timeout: float) -> tu
         return {}, reason
     counts = {t: len(md.topics[t].partitions) for t in topics if t in md.topics and md.topics[t].error is None}
     return counts, None
+
+
+def _s3_buckets(config: RelayConfig) -> tuple[str, S3Settings, list[str]]:
+    """The target's S3 section path, settings and buckets it uses; raises ConfigError for a bad section."""
+    if config.target.type == "lfs":
+        from targets.lfs import lfs_settings
+
+        lfs = lfs_settings(config)
+        return "target.lfs.s3", lfs.s3, [lfs.s3.bucket] if lfs.s3.bucket else []
+    from targets.hydrate import hydrate_settings
+
+    hydrate = hydrate_settings(config)
+    return "target.hydrate.s3", hydrate.s3, sorted({rule.bucket for rule in hydrate.policy.rules})
+
+
+def check_s3(config: RelayConfig, out: Callable[[str], None]) -> int:
+    """For lfs and hydrate targets: validate the section and reach every bucket; return the problems."""
+    if config.target.type not in ("lfs", "hydrate"):
+        return 0
+    try:
+        section, settings, buckets = _s3_buckets(config)
+    except ConfigError as exc:
+        out(f"PROBLEM {exc}")
+        return 1
+    where = settings.endpoint_url or "AWS S3"
+    client = make_client(settings)
+    problems = 0
+    for bucket in buckets:
+        line = _probe_bucket(client, bucket, settings.prefix, section)
+        out(f"{line[0]:<7} S3 bucket {bucket!r} at {where}: {line[1]}")
+        problems += line[0] == "PROBLEM"
+    return problems
+
+
+_CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
+
+
+def _probe_bucket(client: Any, bucket: str, prefix: str, section: str) -> tuple[str, str]:
+    """(verdict, reason) for one bucket: a one-key listing, which changes nothing and, unlike
+    HeadBucket, answers with an error code that tells wrong credentials from a missing permission."""
+    try:
+        client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
+    except Exception as exc:  # every S3 failure is a finding here, described without secrets
+        code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+        if code in _CREDENTIAL_CODES:
+            return (
+                "PROBLEM",
+                f"the credentials were rejected ({code}); check access_key_id and secret_access_key in {section}",
+            )
+        if code == "NoSuchBucket":
+            return "PROBLEM", "the bucket does not exist"
+        kind = error_kind(exc)
+        if kind == "access_denied":
+            # A least-privilege policy may allow PutObject/GetObject but not ListBucket.
+            return (
+                "warn",
+                "the credentials were accepted but listing was denied; objects themselves may still be allowed",
+            )
+        if kind == "unavailable":
+            return "PROBLEM", f"not reachable ({describe(exc)})"
+        return "PROBLEM", describe(exc)
+    return "ok", "reachable, the credentials were accepted"
 
 
 def run_checks(config: RelayConfig, out: Callable[[str], None]) -> int:
@@ -50,6 +115,7 @@ def run_checks(config: RelayConfig, out: Callable[[str], None]) -> int:
     if config.target.type not in ("kafka", "lfs", "hydrate"):
         out(f"skip    target type {config.target.type!r} is custom; only the sources were checked")
         return problems
+    problems += check_s3(config, out)
     target = config.target.cluster
     counts, reason = _partitions(target, [t.target for t in config.topics], timeout)
     if reason is not None:
@@ -83,4 +149,4 @@ def run_checks(config: RelayConfig, out: Callable[[str], None]) -> int:
     return problems
 
 
-__all__ = ["run_checks"]
+__all__ = ["check_s3", "run_checks"]

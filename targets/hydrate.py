@@ -684,11 +684,16 @@ def _with_message_limit(cluster: ClusterConfig, max_bytes: int) -> ClusterConfig
     return dataclasses.replace(cluster, kafka={**cluster.kafka, "message.max.bytes": str(limit)})
 
 
-def build_hydrate_target(config: RelayConfig, metrics: RelayMetrics) -> HydrateTarget:
-    """The ``type: hydrate`` target for ``config``; raises ConfigError for a missing or invalid ``target.hydrate``."""
+def hydrate_settings(config: RelayConfig) -> HydrateConfig:
+    """The validated ``target.hydrate`` of ``config``; raises ConfigError when it is missing or invalid."""
     options = config.target.options
     if "hydrate" not in options:
         raise ConfigError("target.hydrate", "is required when target.type is hydrate (at least allowed_buckets)")
-    hydrate = parse_hydrate(options["hydrate"], config)
+    return parse_hydrate(options["hydrate"], config)
+
+
+def build_hydrate_target(config: RelayConfig, metrics: RelayMetrics) -> HydrateTarget:
+    """The ``type: hydrate`` target for ``config``; raises ConfigError for a missing or invalid ``target.hydrate``."""
+    hydrate = hydrate_settings(config)
     factory = KafkaTargetFactory(config, metrics, hydrate.max_object_size + MIB)
     return HydrateTarget(hydrate, factory, config.max_in_flight, metrics)

@@ -307,11 +307,16 @@ def _with_message_limit(cluster: ClusterConfig, min_bytes: int) -> ClusterConfig
     return dataclasses.replace(cluster, kafka=props)
 
 
-def build_lfs_target(config: RelayConfig, metrics: RelayMetrics) -> LfsTarget:
-    """The ``type: lfs`` target for ``config``; raises ConfigError for a missing or invalid ``target.lfs``."""
+def lfs_settings(config: RelayConfig) -> LfsConfig:
+    """The validated ``target.lfs`` of ``config``; raises ConfigError when it is missing or invalid."""
     options = config.target.options
     if "lfs" not in options:
         raise ConfigError("target.lfs", "is required when target.type is lfs (at least lfs.s3.bucket)")
-    lfs = parse_lfs(options["lfs"], config)
+    return parse_lfs(options["lfs"], config)
+
+
+def build_lfs_target(config: RelayConfig, metrics: RelayMetrics) -> LfsTarget:
+    """The ``type: lfs`` target for ``config``; raises ConfigError for a missing or invalid ``target.lfs``."""
+    lfs = lfs_settings(config)
     factory = KafkaFactory(config, metrics, lfs.threshold + _HEADROOM)
     return LfsTarget(lfs, factory, metrics)

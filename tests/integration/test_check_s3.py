@@ -1,0 +1,62 @@
+"""`kafka-lfs-relay check` on an lfs target: the S3 bucket is probed against the real S3 server."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from relay.sandbox import KafkaCluster
+from relay.sandbox.s3 import S3Server
+from tests.integration.lfs_harness import lfs_config, s3_section, topic_pair
+
+pytestmark = pytest.mark.integration
+
+
+def _check(config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "relay.cli", "check", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_check_accepts_a_reachable_bucket_with_good_credentials(
+    tmp_path: Path, kafka_cluster: KafkaCluster, s3_server: S3Server
+) -> None:
+    """With the sandbox's credentials, check reports the bucket reachable and exits 0."""
+    src, out = topic_pair(kafka_cluster, 1)
+    config = lfs_config(tmp_path / "relay.yml", kafka_cluster, src, out, {"s3": s3_section(s3_server, "check")})
+    result = _check(config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"ok      S3 bucket {s3_server.bucket!r}" in result.stdout
+
+
+def test_check_names_the_bucket_when_the_secret_is_wrong_and_never_prints_it(
+    tmp_path: Path, kafka_cluster: KafkaCluster, s3_server: S3Server
+) -> None:
+    """A wrong secret key is one PROBLEM line naming the bucket and the section, without the secret; exit 1."""
+    src, out = topic_pair(kafka_cluster, 1)
+    wrong = "not-the-secret-0123456789"
+    s3 = s3_section(s3_server, "check", secret_access_key=wrong)
+    result = _check(lfs_config(tmp_path / "relay.yml", kafka_cluster, src, out, {"s3": s3}))
+    assert result.returncode == 1, result.stdout + result.stderr
+    problems = [line for line in result.stdout.splitlines() if line.startswith("PROBLEM")]
+    assert len(problems) == 1, result.stdout
+    assert f"S3 bucket {s3_server.bucket!r}" in problems[0]
+    assert "credentials were rejected" in problems[0] and "target.lfs.s3" in problems[0]
+    assert wrong not in result.stdout + result.stderr
+
+
+def test_check_reports_a_missing_bucket(tmp_path: Path, kafka_cluster: KafkaCluster, s3_server: S3Server) -> None:
+    """A bucket that does not exist is a PROBLEM line saying so; exit 1."""
+    src, out = topic_pair(kafka_cluster, 1)
+    s3 = s3_section(s3_server, "check", bucket="no-such-bucket-kfr")
+    result = _check(lfs_config(tmp_path / "relay.yml", kafka_cluster, src, out, {"s3": s3}))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "PROBLEM S3 bucket 'no-such-bucket-kfr'" in result.stdout
+    assert "the bucket does not exist" in result.stdout
