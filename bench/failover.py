@@ -237,7 +237,7 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=2000, help="records/s written to both sources (default 2000)")
     parser.add_argument("--partitions", type=int, default=3)
     parser.add_argument("--healthcheck-interval", type=float, default=2.0, help="seconds (the relay's default: 2)")
-    parser.add_argument("--request-timeout", type=float, default=2.0, help="seconds (the relay's default: 2)")
+    parser.add_argument("--request-timeout", type=float, default=1.0, help="seconds (the relay's default: 1)")
     parser.add_argument("--linger", default="50ms", help="relay target.batch.linger (the relay's default)")
     parser.add_argument("--settle", type=float, default=3.0, help="seconds of steady relaying before the kill")
     common_args(parser, runs=5)

@@ -26,7 +26,7 @@ ORDER = {
     "lfs_offload": "c",
     "hydrate": "d",
     "e_failover": "e",
-    "e_failover_rt1": "e1",
+    "e_failover_rt2": "e2",
 }
 
 
