@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--part-size", default="8MiB", help="hydrate.part_size")
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--max-in-flight", default="256MiB")
-    parser.add_argument("--batch-max-bytes", default="16MiB", help="target.batch.max_bytes")
+    parser.add_argument("--batch-max-bytes", default="64MiB", help="target.batch.max_bytes (relay default 64MiB)")
     parser.add_argument("--runs", type=int, default=1, help="runs per size; figures are medians")
     args = parser.parse_args(argv)
     result = run(args)

@@ -376,7 +376,7 @@ def main() -> None:
     common_args(parser, runs=3)
     parser.add_argument("--contenders", default=",".join(ALL), help=f"comma-separated, of {','.join(ALL + OPTIONAL)}")
     parser.add_argument("--batch-records", type=int, default=20_000, help="relay target.batch.max_records")
-    parser.add_argument("--batch-bytes", default="16MiB", help="relay target.batch.max_bytes")
+    parser.add_argument("--batch-bytes", default="64MiB", help="relay target.batch.max_bytes (its default: 64MiB)")
     parser.add_argument("--linger", default="50ms", help="relay target.batch.linger")
     parser.add_argument("--max-in-flight", default="256MiB", help="relay max_in_flight")
     parser.add_argument(

@@ -79,10 +79,15 @@ class TopicConfig:
 
 @dataclass(frozen=True)
 class BatchConfig:
-    """When the target cuts a batch (one transaction): by records, by bytes, or after ``linger``."""
+    """When the target cuts a batch (one transaction): by records, by bytes, or after ``linger``.
+
+    ``max_bytes`` defaults to 64 MiB, or to ``max_in_flight`` when that is smaller: with records
+    of several MiB, 16 MiB batches committed a transaction every two records and the Kafka
+    target wrote 8 MiB records at 111 MB/s against 171 MB/s with 64 MiB batches.
+    """
 
     max_records: int = 20_000
-    max_bytes: int = 16 * MIB
+    max_bytes: int = 64 * MIB
     linger: float = 0.05
 
 
@@ -210,12 +215,12 @@ def _topic(sec: Section) -> TopicConfig:
     return TopicConfig(source, target, partition)
 
 
-def _target(sec: Section, options_keys: tuple[str, ...]) -> TargetConfig:
+def _target(sec: Section, options_keys: tuple[str, ...], max_in_flight: int) -> TargetConfig:
     d_batch = BatchConfig()
     batch_sec = sec.section("batch")
     batch = BatchConfig(
         max_records=batch_sec.integer("max_records", d_batch.max_records, minimum=1),
-        max_bytes=batch_sec.size("max_bytes", d_batch.max_bytes, positive=True),
+        max_bytes=batch_sec.size("max_bytes", min(d_batch.max_bytes, max_in_flight), positive=True),
         linger=batch_sec.duration("linger", d_batch.linger),
     )
     batch_sec.finish()
@@ -315,16 +320,17 @@ def parse_config(tree: object, target_option_keys: tuple[str, ...] = (), asked: 
         format="json" if log_sec.choice("format", ("console", "json"), "console") == "json" else "console",
     )
     log_sec.finish()
+    max_in_flight = top.size("max_in_flight", 256 * MIB, positive=True)
     config = RelayConfig(
         name=top.text("name", "kafka-lfs-relay"),
         mode=mode,
         sources=sources,
         topics=topics,
-        target=_target(top.section("target"), target_option_keys),
+        target=_target(top.section("target"), target_option_keys, max_in_flight),
         source_pool=_source_pool(top.section("source_pool")),
         filters=tuple(_filter(s, i) for i, s in enumerate(top.sections("filters"))),
         stop_at_end=top.flag("stop_at_end", False),
-        max_in_flight=top.size("max_in_flight", 256 * MIB, positive=True),
+        max_in_flight=max_in_flight,
         metrics_listen=_listen(top.section("metrics")),
         log=log,
         group=_group(top.section("group")) if top.has("group") else None,

@@ -75,7 +75,7 @@ def test_minimal_config_target_defaults() -> None:
     target = parse_config(minimal()).target
     assert target.type == "kafka"
     assert target.cluster == ClusterConfig("target", "dst:9092", {})
-    assert target.batch == BatchConfig() == BatchConfig(20_000, 16 * MIB, 0.05)
+    assert target.batch == BatchConfig() == BatchConfig(20_000, 64 * MIB, 0.05)
     assert target.retry == Backoff(0.2, 10.0)
     assert (target.transactional_id, target.transaction_timeout, target.create_topics) == (None, 60.0, True)
     assert target.options == {}
@@ -339,10 +339,18 @@ def test_bootstrap_servers_inside_target_kafka_map() -> None:
     assert config_error(tree).path == "target.kafka.bootstrap.servers"
 
 
+def test_batch_max_bytes_defaults_to_a_smaller_max_in_flight() -> None:
+    """With max_in_flight below 64 MiB and no batch.max_bytes, batches are cut at max_in_flight."""
+    tree = minimal()
+    tree["max_in_flight"] = "8MiB"
+    assert parse_config(tree).target.batch.max_bytes == 8 * MIB
+
+
 def test_max_in_flight_smaller_than_batch_max_bytes() -> None:
     """A max_in_flight below target.batch.max_bytes is rejected at max_in_flight, showing its byte count."""
     tree = minimal()
     tree["max_in_flight"] = "8MiB"
+    tree["target"]["batch"] = {"max_bytes": "16MiB"}
     error = config_error(tree)
     assert error.path == "max_in_flight"
     assert str(8 * MIB) in str(error)
