@@ -63,6 +63,8 @@ _PERMANENT_CLIENT_ERRORS = {
 # (message, target topic, target partition, headers to send or None)
 _Record = tuple[Message, str, int, "list[tuple[str, bytes | None]] | None"]
 
+_TOPIC_READY_TIMEOUT = 30.0
+
 _FENCE_WINDOW = 300.0
 _FENCE_LIMIT = 3
 
@@ -237,11 +239,22 @@ class KafkaTarget:
                             f"creating target topic {name!r} on {self._cluster.name}: {exc.args[0].str()}"
                         ) from None
             md = admin.list_topics(timeout=15)
+        # A topic just created (by us or by whoever set it up a moment ago) is listed without
+        # leaders for a short while; writing then fails, so wait for leaders before giving up.
+        deadline = time.monotonic() + _TOPIC_READY_TIMEOUT
+        while True:
+            unready = [t for t in wanted if not _has_leaders(md.topics.get(t))]
+            if not unready or time.monotonic() >= deadline:
+                break
+            time.sleep(0.25)
+            md = admin.list_topics(timeout=15)
+        if unready:
+            raise TargetError(
+                f"target topic {unready[0]!r} is not available on {self._cluster.name}: "
+                f"no leader for all its partitions after {_TOPIC_READY_TIMEOUT:.0f} s"
+            )
         for topic in wanted:
-            tmd = md.topics.get(topic)
-            if tmd is None or tmd.error is not None:
-                raise TargetError(f"target topic {topic!r} is not available on {self._cluster.name}")
-            self._target_partitions[topic] = len(tmd.partitions)
+            self._target_partitions[topic] = len(md.topics[topic].partitions)
         for route in routes:
             count = self._target_partitions[route.target_topic]
             have = source_partitions.get(route.source_topic, 0)
@@ -503,23 +516,9 @@ class KafkaTarget:
             failed: list[tuple[Message, KafkaError]] = []
             try:
                 producer.begin_transaction()
-                if diagnose:
-                    for msg, topic, partition, headers in records:
-                        self._produce(producer, msg, topic, partition, headers, _FailureCollector(failed, msg))
-                else:
-                    produce = producer.produce
-                    for msg, topic, partition, headers in records:
-                        try:  # the common case inline: this loop runs once per record relayed
-                            produce(
-                                topic,
-                                msg.value,
-                                msg.key,
-                                partition=partition,
-                                headers=cast(Any, headers),
-                                timestamp=msg.timestamp_ms if msg.timestamp_ms > 0 else 0,
-                            )
-                        except (BufferError, KafkaException):
-                            self._produce(producer, msg, topic, partition, headers, None)
+                for msg, topic, partition, headers in records:
+                    cb = _FailureCollector(failed, msg) if diagnose else None
+                    self._produce(producer, msg, topic, partition, headers, cb)
                 self._commit_transaction(producer)
             except _RecordRejected as exc:
                 self._abort(key, producer)
@@ -669,6 +668,13 @@ class KafkaTarget:
         self._producers.pop(None, None)
         self._producer_for(None)
         raise TargetRestart(f"target {self._cluster.name} producer was re-initialised after: {err.str()}")
+
+
+def _has_leaders(tmd: Any) -> bool:
+    """Whether topic metadata ``tmd`` is error-free and every partition has a leader."""
+    if tmd is None or tmd.error is not None or not tmd.partitions:
+        return False
+    return all(p.leader >= 0 and p.error is None for p in tmd.partitions.values())
 
 
 class _FailureCollector:

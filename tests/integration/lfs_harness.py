@@ -70,8 +70,8 @@ def big_topic(cluster: KafkaCluster, partitions: int, name: str | None = None) -
 def topic_pair(cluster: KafkaCluster, partitions: int) -> tuple[str, str]:
     """A source topic and its target topic ``<source>-out``, both taking records up to 100 MiB.
 
-    The target topic is created here rather than by the relay: right after creating a topic the
-    Kafka target may see it without a leader yet and stop ("not available").
+    The target topic is created here rather than by the relay, which would create it with the
+    broker's default record size limit.
     """
     src = big_topic(cluster, partitions)
     return src, big_topic(cluster, partitions, name=f"{src}-out")
