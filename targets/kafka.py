@@ -93,6 +93,10 @@ class KafkaTarget:
     ``extra_topics`` (e.g. a dead-letter topic), and raises :class:`TargetError` for a record
     that must stop the relay. Records in ``extra_topics`` carry ``kfr-pos`` like any other, and
     those topics are read back on resumption too.
+
+    ``weigh`` says how many bytes a written record counts toward ``batch.max_bytes`` (default:
+    its ``size``). The LFS offload target counts an offloaded record at the size of its envelope,
+    so that uploads run ahead as far as the relay's byte budget allows, not one batch.
     """
 
     def __init__(
@@ -108,6 +112,7 @@ class KafkaTarget:
         transform: Callable[[Message], Message] | None = None,
         extra_topics: Sequence[str] = (),
         fence_per_partition: bool = False,
+        weigh: Callable[[Message], int] | None = None,
     ) -> None:
         self._cluster = cluster
         self._routes = {r.source_topic: r for r in routes}
@@ -118,6 +123,7 @@ class KafkaTarget:
         self._create_topics = create_topics
         self._metrics = metrics
         self._transform = transform
+        self._weigh = weigh
         self._extra_topics = tuple(extra_topics)
         self._target_partitions: dict[str, int] = {}
         # One transactional producer for everything (key None), or, in group mode, one per owned
@@ -357,7 +363,7 @@ class KafkaTarget:
                 # of a batch only at its next 0.5 s wake-up, which was most of the relay's latency.
                 self._cond.notify_all()
             self._current.append(message)
-            self._current_bytes += message.size
+            self._current_bytes += message.size if self._weigh is None else self._weigh(message)
             if len(self._current) >= conf.max_records or self._current_bytes >= conf.max_bytes:
                 self._cond.notify_all()
 

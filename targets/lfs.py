@@ -21,12 +21,12 @@ committed, and that transaction is only begun once its objects are stored. Objec
 source coordinates (``key_template``), so the upload a crash or a retry repeats overwrites the
 same object instead of leaving an orphan.
 
-Throughput: uploads run ahead of the envelopes by up to two Kafka batches (the one being committed
-and the one being filled, ``target.batch.max_bytes`` each, counted in original record bytes) and
-the byte budget. Records above ``part_size`` are split into parts uploaded in parallel, so a
-single record keeps every upload busy; for many records just under ``part_size`` (one PUT each),
-raise ``target.batch.max_bytes`` to about ``upload_concurrency x part_size`` so that
-``upload_concurrency`` PUTs are in flight.
+Throughput: an upload starts when its record is written, and uploads run ahead of the envelopes
+as far as the relay's byte budget (``max_in_flight``, original record bytes) allows: in a Kafka
+batch an offloaded record weighs what its envelope does, so ``target.batch.max_bytes`` does not
+hold uploads back. ``upload_concurrency`` PUTs and parts are in flight at once; records above
+``part_size`` are split into parts uploaded in parallel, so a single record keeps every upload
+busy.
 
 Memory: the relay's byte budget counts a record until it is acknowledged, as with the Kafka
 target, but an offloaded record's value is let go as soon as its object is stored: the Kafka
@@ -292,7 +292,18 @@ class KafkaFactory:
             metrics=self.metrics,
             transform=transform,
             extra_topics=extra_topics,
+            weigh=_batch_weight,
         )
+
+
+# What an offloaded record weighs in a Kafka batch: about its envelope. Counting its original
+# size cut a batch at one 64 MiB record, so only two uploads (this batch's and the next) ran
+# at once. Memory stays bounded by the relay's byte budget, which counts the original size.
+_ENVELOPE_WEIGHT = 1024
+
+
+def _batch_weight(message: Message) -> int:
+    return _ENVELOPE_WEIGHT if isinstance(message, _Offloaded) else message.size
 
 
 def _with_message_limit(cluster: ClusterConfig, min_bytes: int) -> ClusterConfig:

@@ -246,6 +246,7 @@ def lfs_config(
     lfs: dict[str, Any],
     metrics_port: int | None = None,
     retry_max: str = "2s",
+    max_in_flight: str | None = None,
     **target_extra: Any,
 ) -> Path:
     """Write a relay config mirroring ``source`` to ``target`` on ``cluster`` through the lfs target."""
@@ -260,6 +261,8 @@ def lfs_config(
     }
     if metrics_port is not None:
         extra["metrics"] = {"listen": f"127.0.0.1:{metrics_port}"}
+    if max_in_flight is not None:
+        extra["max_in_flight"] = max_in_flight
     config = relay_config([cluster], cluster, [{"source": source, "target": target}], **extra)
     return write_config(path, config)
 

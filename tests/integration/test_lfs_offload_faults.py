@@ -45,7 +45,9 @@ def test_kill9_mid_upload_then_restart_is_exactly_once_without_orphans(
     prefix = f"test-{uuid.uuid4().hex[:10]}"
     port = free_port()
     lfs = {"upload_concurrency": 3, "part_size": "5MiB", "s3": s3_section(s3_server, prefix)}
-    config = lfs_config(tmp_path / "relay.yml", kafka_cluster, src, out, lfs, metrics_port=port)
+    # A budget of about two of the largest records makes uploads and commits take turns: with the
+    # default 256 MiB every upload started at once and the run was over before a kill could land.
+    config = lfs_config(tmp_path / "relay.yml", kafka_cluster, src, out, lfs, metrics_port=port, max_in_flight="48MiB")
     client, bucket = s3_server.client(), s3_server.bucket
     leftovers: list[str] = []
     relay = RelayProcess(config)
