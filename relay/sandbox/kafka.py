@@ -176,13 +176,14 @@ class KafkaCluster:
             java_executable(),
             f"-Xms{heap}" if main == "kafka.Kafka" else "-Xms64m",
             f"-Xmx{heap}",
-            # NIO copies every heap buffer it writes into a temporary direct buffer of the same size
-            # and caches one per thread. With records of 64 MiB, a few network and I/O threads
-            # exhausted the default direct-memory limit (= -Xmx); the failed log append took the
-            # broker's log directory offline and every later test on it failed. Capping what is
-            # cached frees large buffers after use; the higher limit covers what is in use at once.
-            "-XX:MaxDirectMemorySize=1g",
-            "-Djdk.nio.maxCachedBufferSize=1048576",
+            # NIO copies every heap buffer it reads or writes through a temporary direct buffer
+            # as large as that heap buffer, cached per thread. Records of 64 MiB made a few broker
+            # threads cache enough to exhaust the default direct-memory limit (= -Xmx); a failed
+            # log append then took the log directory offline. The cache must stay: without it a
+            # 64 MiB request is read through a fresh, zeroed 64 MiB buffer per socket read, and
+            # the broker took 8 s per record. Direct memory is reserved only when used, and 4 GiB
+            # covers a cached buffer of the largest record (100 MiB) for each of its ~11 threads.
+            "-XX:MaxDirectMemorySize=4g",
             "-XX:+UseSerialGC",
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self.spec.workdir / 'log4j2.properties'}",
