@@ -68,7 +68,7 @@ from bench.common import (
 )
 from relay.lfs import Envelope, Resolver, checksum
 from relay.s3 import S3Settings, make_client
-from relay.sandbox import KafkaCluster, S3Server, kafka_distribution
+from relay.sandbox import FeedProducer, KafkaCluster, S3Server, kafka_distribution
 
 BIG_TOPIC = {"max.message.bytes": str(100 * MIB)}
 COLUMNS = [
@@ -258,7 +258,7 @@ class Bench:
         """MB/s of producing ``records`` incompressible records of ``size`` bytes to a fresh topic."""
         topic = f"raw-{uuid.uuid4().hex[:8]}"
         create_topic(self.kafka, topic, self.args.partitions, BIG_TOPIC)
-        producer = Producer(
+        producer = FeedProducer(
             {
                 **self.kafka.client_config(),
                 "enable.idempotence": True,
@@ -273,15 +273,9 @@ class Bench:
         value = os.urandom(size)
         started = time.monotonic()
         for i in range(records):
-            while True:
-                try:
-                    producer.produce(topic, value, partition=i % self.args.partitions)
-                    break
-                except BufferError:
-                    producer.poll(0.05)
+            producer.send(topic, value, partition=i % self.args.partitions)
             producer.poll(0)
-        if producer.flush(600) != 0:
-            raise RuntimeError("the sandbox did not take the raw-produce records")
+        producer.flush_all(600)
         return records * size / MIB / (time.monotonic() - started)
 
 

@@ -54,13 +54,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from relay.config.units import parse_size
 from relay.lfs import decode_envelope, is_lfs_envelope
 from relay.s3 import S3Settings, make_client
-from relay.sandbox import KafkaCluster, kafka_distribution
+from relay.sandbox import FeedProducer, KafkaCluster, kafka_distribution
 from relay.sandbox.s3 import S3Server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -155,7 +155,7 @@ class Bench:
         return name
 
     def produce(self, topic: str, values: list[bytes]) -> None:
-        producer = Producer(
+        producer = FeedProducer(
             {
                 **self._cluster().client_config(),
                 "message.max.bytes": MAX_MESSAGE,
@@ -165,15 +165,9 @@ class Bench:
             }
         )
         for i, value in enumerate(values):
-            while True:
-                try:
-                    producer.produce(topic, value, f"k{i}".encode(), partition=0)
-                    break
-                except BufferError:
-                    producer.poll(0.1)
+            producer.send(topic, value, f"k{i}".encode(), partition=0)
             producer.poll(0)
-        if producer.flush(300) != 0:
-            raise RuntimeError("the sandbox did not acknowledge every record")
+        producer.flush_all(300)
 
     # -- the relay ----------------------------------------------------------------------------------
     def relay(

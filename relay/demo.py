@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import Any, cast
 
 import yaml
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from relay.kafkautil import headers_of
-from relay.sandbox import KafkaCluster, Sandbox, SandboxError
+from relay.sandbox import FeedProducer, KafkaCluster, Sandbox, SandboxError
 from relay.sandbox.process import free_port
 
 TOPIC = "events"
@@ -93,18 +93,12 @@ def _dataset(events: int, large: int, seed: int = 7) -> list[tuple[int, bytes, b
 
 def _feed(clusters: list[KafkaCluster], rows: list[tuple[int, bytes, bytes, list[tuple[str, bytes]]]]) -> None:
     for cluster in clusters:
-        producer = Producer(
+        producer = FeedProducer(
             {**cluster.client_config(), "enable.idempotence": True, "linger.ms": 10, "message.max.bytes": BIG}
         )
         for partition, key, value, headers in rows:
-            while True:
-                try:
-                    producer.produce(TOPIC, value, key, partition=partition, headers=cast(Any, headers))
-                    break
-                except BufferError:
-                    producer.poll(0.1)
-        if producer.flush(120) != 0:
-            raise SandboxError(f"feeding {cluster.name} did not finish")
+            producer.send(TOPIC, value, key, partition=partition, headers=cast(Any, headers))
+        producer.flush_all(120)
 
 
 def _create(cluster: KafkaCluster, topic: str) -> None:

@@ -7,11 +7,13 @@ the relay itself.
 from relay.sandbox.distribution import KAFKA_VERSION, KafkaDistribution, kafka_distribution
 from relay.sandbox.kafka import KafkaCluster
 from relay.sandbox.process import SandboxError
+from relay.sandbox.producer import FeedProducer
 from relay.sandbox.s3 import S3Server
 from relay.sandbox.sandbox import Sandbox
 
 __all__ = [
     "KAFKA_VERSION",
+    "FeedProducer",
     "KafkaCluster",
     "KafkaDistribution",
     "S3Server",

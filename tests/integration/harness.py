@@ -12,34 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from relay.sandbox import KafkaCluster
+from relay.sandbox import FeedProducer, KafkaCluster
 
 Record = tuple[bytes | None, bytes | None]
 ByPartition = dict[int, list[Record]]
-
-
-class CheckedProducer(Producer):  # type: ignore[misc]
-    """A Producer whose ``flush_all`` fails the test when any record was refused.
-
-    ``flush() == 0`` alone only says the queue is empty: a record whose delivery failed (timed
-    out, refused by a broker) leaves the queue too, so a test would count it as sent.
-    """
-
-    def __init__(self, conf: Mapping[str, Any]) -> None:
-        self.failures: list[str] = []
-        super().__init__({**conf, "on_delivery": self._delivered})
-
-    def _delivered(self, err: KafkaError | None, msg: Any) -> None:
-        if err is not None:
-            self.failures.append(f"{msg.topic()}/{msg.partition()}: {err.str()}")
-
-    def flush_all(self, timeout: float = 60) -> None:
-        """Wait for every record; fail naming the first refused one."""
-        left = self.flush(timeout)
-        assert left == 0, f"{left} records were not acknowledged by the sandbox cluster within {timeout}s"
-        assert not self.failures, f"{len(self.failures)} records were refused, the first: {self.failures[0]}"
 
 
 def cluster_entry(cluster: KafkaCluster, name: str | None = None) -> dict[str, Any]:
@@ -149,18 +127,13 @@ def produce(
 ) -> int:
     """Send the same (partition, key, value) records, in the same order, to every cluster."""
     producers = [
-        CheckedProducer({**c.client_config(), "enable.idempotence": True, "linger.ms": 10, "compression.type": "lz4"})
+        FeedProducer({**c.client_config(), "enable.idempotence": True, "linger.ms": 10, "compression.type": "lz4"})
         for c in clusters
     ]
     count = 0
     for partition, key, value in records:
         for producer in producers:
-            while True:
-                try:
-                    producer.produce(topic, value, key, partition=partition, headers=headers)
-                    break
-                except BufferError:
-                    producer.poll(0.05)
+            producer.send(topic, value, key, partition=partition, headers=headers)
         count += 1
         if count % 5000 == 0:
             for producer in producers:

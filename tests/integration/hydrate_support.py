@@ -13,8 +13,8 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from relay import positions
 from relay.lfs import Envelope, checksum
-from relay.sandbox import KafkaCluster, S3Server
-from tests.integration.harness import CheckedProducer, RelayProcess, relay_config, write_config
+from relay.sandbox import FeedProducer, KafkaCluster, S3Server
+from tests.integration.harness import RelayProcess, relay_config, write_config
 
 Headers = tuple[tuple[str, bytes | None], ...]
 
@@ -116,7 +116,7 @@ def hydrate_relay(
 
 def produce_records(cluster: KafkaCluster, topic: str, records: Iterable[Rec], **conf: Any) -> None:
     """Produce every record with its partition, key, value, headers and timestamp, in order."""
-    producer = CheckedProducer(
+    producer = FeedProducer(
         {
             **cluster.client_config(),
             "enable.idempotence": True,
@@ -126,19 +126,14 @@ def produce_records(cluster: KafkaCluster, topic: str, records: Iterable[Rec], *
         }
     )
     for rec in records:
-        while True:
-            try:
-                producer.produce(
-                    topic,
-                    rec.value,
-                    rec.key,
-                    partition=rec.partition,
-                    headers=list(rec.headers) or None,
-                    timestamp=rec.timestamp,
-                )
-                break
-            except BufferError:
-                producer.poll(0.1)
+        producer.send(
+            topic,
+            rec.value,
+            rec.key,
+            partition=rec.partition,
+            headers=list(rec.headers) or None,
+            timestamp=rec.timestamp,
+        )
         producer.poll(0)
     producer.flush_all(120)
 

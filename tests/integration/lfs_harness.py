@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from relay.lfs import decode_envelope, is_lfs_envelope
-from relay.sandbox import KafkaCluster
+from relay.sandbox import FeedProducer, KafkaCluster
 from relay.sandbox.s3 import S3Server
 from tests.conftest import create_topic
-from tests.integration.harness import CheckedProducer, relay_config, write_config
+from tests.integration.harness import relay_config, write_config
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -85,7 +85,7 @@ def produce_sized(
     seed: int = 1,
 ) -> list[Source]:
     """Produce one record per ``(partition, size)`` of ``plan``; returns what was produced, in order."""
-    producer = CheckedProducer(
+    producer = FeedProducer(
         {
             **cluster.client_config(),
             "enable.idempotence": True,
@@ -105,12 +105,7 @@ def produce_sized(
         hs = list(headers[i]) if headers is not None else []
         key = f"key-{seed}-{i}".encode()
         timestamp = base_ms + i
-        while True:
-            try:
-                producer.produce(topic, value, key, partition=partition, headers=hs or None, timestamp=timestamp)
-                break
-            except BufferError:
-                producer.poll(0.1)
+        producer.send(topic, value, key, partition=partition, headers=hs or None, timestamp=timestamp)
         producer.poll(0)
         small = value if size < MIB else None
         out.append(Source(partition, key, size, hashlib.sha256(value).hexdigest(), hs, small, timestamp))

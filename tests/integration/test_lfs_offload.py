@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from relay.lfs import Envelope, decode_envelope, is_lfs_envelope
-from relay.sandbox import KafkaCluster
+from relay.sandbox import FeedProducer, KafkaCluster
 from relay.sandbox.s3 import S3Server
-from tests.integration.harness import CheckedProducer, RelayProcess, wait_for
+from tests.integration.harness import RelayProcess, wait_for
 from tests.integration.lfs_harness import (
     MIB,
     assert_mirrored,
@@ -93,7 +93,7 @@ def test_envelopes_are_byte_compatible_with_kafscale(
     ]
     sources = produce_sized(kafka_cluster, src, plan, headers)
     # An LFS_BLOB record whose header holds the right checksum, and one that already is an envelope.
-    producer = CheckedProducer(kafka_cluster.client_config())
+    producer = FeedProducer(kafka_cluster.client_config())
     blob = b"exact payload"
     producer.produce(src, blob, b"blob", partition=0, headers=[("LFS_BLOB", hashlib.sha256(blob).hexdigest().encode())])
     producer.produce(src, existing, b"envelope", partition=0, headers=[("LFS_BLOB", b"")])

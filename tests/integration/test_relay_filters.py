@@ -15,10 +15,9 @@ from typing import Any
 
 import pytest
 
-from relay.sandbox import KafkaCluster
+from relay.sandbox import FeedProducer, KafkaCluster
 from tests.conftest import ClusterFactory, TopicFactory, create_topic
 from tests.integration.harness import (
-    CheckedProducer,
     RelayProcess,
     assert_same,
     committed_count,
@@ -46,7 +45,7 @@ def _rows(count: int, partitions: int, start: int = 0) -> list[Row]:
 
 
 def _send(cluster: KafkaCluster, topic: str, rows: list[Row]) -> None:
-    producer = CheckedProducer({**cluster.client_config(), "enable.idempotence": True, "linger.ms": 5})
+    producer = FeedProducer({**cluster.client_config(), "enable.idempotence": True, "linger.ms": 5})
     for partition, key, value, headers, _ in rows:
         producer.produce(topic, value, key, partition=partition, headers=headers)
     producer.flush_all(30)
@@ -105,7 +104,7 @@ def test_time_window_filter_uses_record_timestamps(
 ) -> None:
     """`type: time` keeps the records whose timestamps fall in [from, to), and only those."""
     topic = topic_factory(kafka_cluster, partitions=1)
-    producer = CheckedProducer(kafka_cluster.client_config())
+    producer = FeedProducer(kafka_cluster.client_config())
     base = 1_700_000_000_000
     for i in range(100):
         producer.produce(topic, f"v{i}".encode(), f"k{i}".encode(), partition=0, timestamp=base + i * 1000)

@@ -13,8 +13,8 @@ from botocore.config import Config
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from relay.sandbox import FeedProducer
 from relay.sandbox.process import pid_alive
-from tests.integration.harness import CheckedProducer
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +37,7 @@ def test_detached_sandbox_serves_clients_and_down_leaves_no_process(tmp_path: Pa
         conf = {"bootstrap.servers": cluster["bootstrap_servers"], **cluster["kafka"]}
         admin = AdminClient(conf)
         admin.create_topics([NewTopic("cli-check", 1, 1)])["cli-check"].result(30)
-        producer = CheckedProducer(conf)
+        producer = FeedProducer(conf)
         producer.produce("cli-check", b"hello", b"k")
         producer.flush_all(30)
         consumer = Consumer({**conf, "group.id": "cli-check"})

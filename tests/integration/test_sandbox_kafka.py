@@ -9,15 +9,14 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from relay.sandbox import KafkaCluster
+from relay.sandbox import FeedProducer, KafkaCluster
 from tests.conftest import ClusterFactory, TopicFactory
-from tests.integration.harness import CheckedProducer
 
 pytestmark = pytest.mark.integration
 
 
 def _produce(cluster: KafkaCluster, topic: str, count: int, partitions: int) -> list[tuple[int, bytes, bytes]]:
-    producer = CheckedProducer({**cluster.client_config(), "linger.ms": 5, "enable.idempotence": True})
+    producer = FeedProducer({**cluster.client_config(), "linger.ms": 5, "enable.idempotence": True})
     sent = []
     for i in range(count):
         key, value = f"k{i}".encode(), f"value-{i}".encode()
