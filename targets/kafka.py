@@ -497,15 +497,16 @@ class KafkaTarget:
                 self._committed.update(batch_next)
                 return [rec[0] for rec in records]
             return []
-        units: dict[SourcePartition, list[_Record]] = {}
+        units: dict[SourcePartition | None, list[_Record]] = {}
         for rec in records:
             source = rec[0].source
             if source not in self._lost:
-                units.setdefault(source, []).append(rec)
+                units.setdefault(self._key(source), []).append(rec)
         acked: list[Message] = []
         for key, unit in units.items():
             if self._commit_unit(key, unit):
-                self._committed[key] = batch_next[key]
+                sources = {rec[0].source for rec in unit}
+                self._committed.update((sp, off) for sp, off in batch_next.items() if sp in sources)
                 acked.extend(rec[0] for rec in unit)
         return acked
 
