@@ -451,17 +451,30 @@ class KafkaTarget:
                     self._sending = False
                     self._cond.notify_all()
 
-    def _records(self, batch: Sequence[Message]) -> tuple[list[_Record], dict[SourcePartition, int]]:
-        """The batch as (message, topic, partition, headers), with ``kfr-pos`` on each partition's
-        last record, and the next source offset per source partition once it is committed."""
+    def _records(
+        self, unit: _Unit, early: Callable[[_Record], None] | None = None
+    ) -> tuple[list[_Record], dict[SourcePartition, int], list[int]]:
+        """The unit as (message, topic, partition, headers), with ``kfr-pos`` on each partition's
+        last record, the next source offset per source partition once it is committed, and the
+        indexes of those last records.
+
+        ``early`` is given each record as soon as a later record of the batch lands in the same
+        target partition (so it can no longer be that partition's last): the first attempt
+        produces it then, while ``transform`` may still be waiting for the records after it.
+        """
         out: list[_Record] = []
         last_in_partition: dict[tuple[str, int], int] = {}
         # Per-record bookkeeping keyed by plain tuples; SourcePartitions only for the batch's few.
         newest: dict[tuple[str, int], int] = {}
         transform, routes, counts = self._transform, self._routes, self._target_partitions
-        for msg in batch:
+        done = unit.transformed
+        for i, msg in enumerate(unit.messages):
             if transform is not None:
-                msg = transform(msg)
+                if i < len(done):
+                    msg = done[i]
+                else:
+                    msg = transform(msg)
+                    done.append(msg)
             route = routes[msg.source_topic]
             topic = msg.topic
             count = counts[topic]
@@ -469,9 +482,12 @@ class KafkaTarget:
                 partition = target_partition(route.partition, msg.key, msg.source_partition, count)
             else:
                 partition = msg.source_partition % count
+            before = last_in_partition.get((topic, partition))
             last_in_partition[(topic, partition)] = len(out)
             newest[(msg.source_topic, msg.source_partition)] = msg.source_offset
             out.append((msg, topic, partition, list(msg.headers) if msg.headers else None))
+            if early is not None and before is not None:
+                early(out[before])
         batch_next = {SourcePartition(t, p): off + 1 for (t, p), off in newest.items()}
         advanced = {**self._committed, **batch_next}
         for index in last_in_partition.values():
@@ -483,7 +499,7 @@ class KafkaTarget:
                 vector = {sp.partition: off for sp, off in advanced.items() if sp.topic == msg.source_topic}
             position = (positions.HEADER, positions.encode(msg.source_topic, vector))
             out[index] = (msg, topic, partition, [*(headers or ()), position])
-        return out, batch_next
+        return out, batch_next, sorted(last_in_partition.values())
 
     def _commit(self, batch: Sequence[Message]) -> list[Message]:
         """Commit ``batch``, one transaction per producer, each retried whole until durable.
@@ -491,27 +507,33 @@ class KafkaTarget:
         Returns the records now durable. Only in group mode can that be fewer than the batch:
         records of partitions this instance lost (fenced by their new owner) are abandoned.
         """
-        records, batch_next = self._records(batch)
         if not self._per_partition and not self._lost:
-            if self._commit_unit(None, records):
-                self._committed.update(batch_next)
-                return [rec[0] for rec in records]
+            unit = _Unit(batch)
+            if self._commit_unit(None, unit):
+                self._committed.update(unit.batch_next)
+                return [rec[0] for rec in unit.records]
             return []
+        # Group mode: one transaction per owned source partition, so the whole batch is built first.
+        records, batch_next, _ = self._records(_Unit(batch))
         units: dict[SourcePartition | None, list[_Record]] = {}
         for rec in records:
             source = rec[0].source
             if source not in self._lost:
                 units.setdefault(self._key(source), []).append(rec)
         acked: list[Message] = []
-        for key, unit in units.items():
-            if self._commit_unit(key, unit):
-                sources = {rec[0].source for rec in unit}
+        for key, unit_records in units.items():
+            if self._commit_unit(key, _Unit((), unit_records)):
+                sources = {rec[0].source for rec in unit_records}
                 self._committed.update((sp, off) for sp, off in batch_next.items() if sp in sources)
-                acked.extend(rec[0] for rec in unit)
+                acked.extend(rec[0] for rec in unit_records)
         return acked
 
-    def _commit_unit(self, key: SourcePartition | None, records: Sequence[_Record]) -> bool:
-        """Commit ``records`` with the producer of ``key``; False if that partition was lost meanwhile."""
+    def _commit_unit(self, key: SourcePartition | None, unit: _Unit) -> bool:
+        """Commit ``unit`` with the producer of ``key``; False if that partition was lost meanwhile.
+
+        A unit not built yet is built by the first attempt while it produces (see ``_records``);
+        a retry builds what is left without producing, then re-sends every record in order.
+        """
         attempt = 0
         diagnose = False
         while True:
@@ -523,13 +545,30 @@ class KafkaTarget:
             failed: list[tuple[Message, KafkaError]] = []
             try:
                 producer.begin_transaction()
-                for msg, topic, partition, headers in records:
+                to_send: Sequence[_Record] = unit.records
+                if not unit.built:
+                    early = None
+                    if attempt == 0:
+                        # Bound to this producer and this transaction: records produced early
+                        # belong to it, and a retry re-sends them in a transaction of its own.
+                        def early(rec: _Record, producer: Producer = producer) -> None:
+                            self._produce(producer, *rec, None)
+
+                    unit.records, unit.batch_next, last = self._records(unit, early)
+                    unit.built = True
+                    to_send = [unit.records[i] for i in last] if early is not None else unit.records
+                for msg, topic, partition, headers in to_send:
                     cb = _FailureCollector(failed, msg) if diagnose else None
                     self._produce(producer, msg, topic, partition, headers, cb)
                 self._commit_transaction(producer)
             except _RecordRejected as exc:
                 self._abort(key, producer)
                 raise TargetError(exc.message) from None
+            except TargetError:
+                # transform refused a record: nothing of this transaction may become visible.
+                with contextlib.suppress(KafkaException):
+                    producer.abort_transaction(5)
+                raise
             except KafkaException as exc:
                 err: KafkaError = exc.args[0]
                 self._metrics.produce_errors.labels(kind=err.name()).inc()
@@ -559,7 +598,7 @@ class KafkaTarget:
                     "target transaction failed; retrying the whole batch",
                     cluster=self._cluster.name,
                     error=err.str(),
-                    records=len(records),
+                    records=len(unit.records) if unit.built else len(unit.messages),
                     attempt=attempt,
                     retry_in=round(delay, 2),
                 )
@@ -675,6 +714,23 @@ class KafkaTarget:
         self._producers.pop(None, None)
         self._producer_for(None)
         raise TargetRestart(f"target {self._cluster.name} producer was re-initialised after: {err.str()}")
+
+
+class _Unit:
+    """The records of one transaction: ``messages`` as written, or ``records`` already built.
+
+    ``transformed`` keeps what ``transform`` returned, in order, so that however an attempt ends,
+    no record is ever transformed twice (a hydrated record's fetch is consumed by its transform).
+    """
+
+    __slots__ = ("batch_next", "built", "messages", "records", "transformed")
+
+    def __init__(self, messages: Sequence[Message], records: Sequence[_Record] | None = None) -> None:
+        self.messages = messages
+        self.records: Sequence[_Record] = records or []
+        self.built = records is not None
+        self.batch_next: dict[SourcePartition, int] = {}
+        self.transformed: list[Message] = []
 
 
 def _has_leaders(tmd: Any) -> bool:
