@@ -12,7 +12,14 @@ from relay.errors import ConfigError
 from relay.lfs import BucketRule
 from relay.metrics import RelayMetrics
 from relay.target import Target
-from targets.hydrate import HydrateConfig, HydrateTarget, _with_message_limit, build_hydrate_target, parse_hydrate
+from targets.hydrate import (
+    HydrateConfig,
+    HydrateTarget,
+    KafkaTargetFactory,
+    _with_message_limit,
+    build_hydrate_target,
+    parse_hydrate,
+)
 
 
 def tree(hydrate: dict[str, Any] | None = None, **target: Any) -> dict[str, Any]:
@@ -185,3 +192,27 @@ def test_payloads_count_twice_when_the_producer_does_not_compress() -> None:
         assert target.window.copies == 2
     finally:
         target.close()
+
+
+@pytest.mark.parametrize(
+    ("max_in_flight", "batch", "compression", "expected"),
+    [
+        ("256MiB", None, None, 256 * MIB // 6),
+        ("1GiB", None, None, 64 * MIB),
+        ("256MiB", "16MiB", None, 16 * MIB),
+        ("256MiB", None, "none", 64 * MIB),
+    ],
+)
+def test_a_batch_holds_at_most_half_the_payload_window(
+    max_in_flight: str, batch: str | None, compression: str | None, expected: int
+) -> None:
+    """The Kafka target under a hydrate target cuts batches at half of what the window holds, or batch.max_bytes."""
+    raw = tree({"allowed_buckets": ["a"]})
+    raw["max_in_flight"] = max_in_flight
+    if batch is not None:
+        raw["target"]["batch"] = {"max_bytes": batch}
+    if compression is not None:
+        raw["target"]["kafka"] = {"compression.type": compression}
+    config = parse_config(raw, TARGET_OPTION_KEYS)
+    factory = KafkaTargetFactory(config, RelayMetrics(), MIB)
+    assert factory.batch().max_bytes == expected
