@@ -2,7 +2,7 @@
 
 Usage (from the repository root)::
 
-    .venv/bin/python -m bench.hydrate                         # 512 MiB of 8 MiB and of 64 MiB payloads
+    .venv/bin/python -m bench.hydrate                         # 512 MiB of 8 MiB and of 64 MiB payloads, 3 runs
     .venv/bin/python -m bench.hydrate --sizes 8 --total-mib 256 --concurrency 8 --runs 3
 
 What is measured
@@ -27,7 +27,11 @@ What is measured
   * raw produce: the same number of incompressible records of the same size produced from this
     process with the relay target's producer settings (idempotent, acks=all, lz4, linger 5 ms),
     from the first produce() to the end of flush(): what the broker takes without any relay.
-    Hydrating must both GET and produce every byte, so its limit is the smaller of the two rates.
+  * raw GET+produce: the simplest hydrator, ``--concurrency`` threads each GETting a whole
+    object and producing it with the raw producer (no checks, no verification, no
+    transactions). Hydrating must both GET and produce every byte, and on one machine S3, the
+    broker and the relay share the cores, so this, not the smaller of the two rates above, is
+    what the relay is held to.
 
   A *base* run (the same relay hydrating one 1 KiB payload) gives the relay's own resident size,
   so peak RSS reads as base + payload bytes held.
@@ -80,8 +84,9 @@ COLUMNS = [
     "SDK fetch MB/s",
     "raw GET MB/s",
     "raw produce MB/s",
+    "raw GET+produce MB/s",
     "steady / raw GET",
-    "steady / limit",
+    "steady / raw GET+produce",
     "peak RSS MiB",
     "Kafka relay RSS MiB",
     "relay CPU s",
@@ -254,8 +259,8 @@ class Bench:
             total = sum(pool.map(get, envelopes))
         return total / MIB / (time.monotonic() - started)
 
-    def raw_produce(self, records: int, size: int) -> float:
-        """MB/s of producing ``records`` incompressible records of ``size`` bytes to a fresh topic."""
+    def _raw_producer(self, size: int) -> tuple[FeedProducer, str]:
+        """A fresh topic and a producer with the relay target's settings, minus transactions."""
         topic = f"raw-{uuid.uuid4().hex[:8]}"
         create_topic(self.kafka, topic, self.args.partitions, BIG_TOPIC)
         producer = FeedProducer(
@@ -270,6 +275,11 @@ class Bench:
                 "queue.buffering.max.kbytes": 1_048_576,
             }
         )
+        return producer, topic
+
+    def raw_produce(self, records: int, size: int) -> float:
+        """MB/s of producing ``records`` incompressible records of ``size`` bytes to a fresh topic."""
+        producer, topic = self._raw_producer(size)
         value = os.urandom(size)
         started = time.monotonic()
         for i in range(records):
@@ -277,6 +287,49 @@ class Bench:
             producer.poll(0)
         producer.flush_all(600)
         return records * size / MIB / (time.monotonic() - started)
+
+    def raw_get_produce(self, envelopes: list[Envelope]) -> float:
+        """MB/s of the simplest hydrator: ``concurrency`` threads GET whole objects and produce them.
+
+        No envelope checks, no verification, no transactions: what this machine does when it must
+        both serve every byte from S3 and take it into Kafka, with all of them sharing its cores.
+        """
+        producer, topic = self._raw_producer(max(env.size for env in envelopes))
+        client = make_client(self.settings())
+        partitions = self.args.partitions
+
+        def hydrate(item: tuple[int, Envelope]) -> int:
+            i, env = item
+            data = client.get_object(Bucket=env.bucket, Key=env.key)["Body"].read()
+            producer.send(topic, data, partition=i % partitions)
+            producer.poll(0)
+            return len(data)
+
+        started = time.monotonic()
+        with ThreadPoolExecutor(self.args.concurrency) as pool:
+            total = sum(pool.map(hydrate, enumerate(envelopes)))
+        producer.flush_all(600)
+        return total / MIB / (time.monotonic() - started)
+
+
+def _goals(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's goal (80% of a raw GET) and the same goal against what the machine can hydrate."""
+    size = row["payload MiB"]
+    steady = row["relay steady MB/s"]
+    return [
+        {
+            "goal": f"hydrate ({size} MiB) at least 80% of the raw S3 GET rate",
+            "measured": f"{steady:,.1f} vs {row['raw GET MB/s']:,.1f} MB/s ({row['steady / raw GET']:.2f}x); "
+            f"the broker alone takes {row['raw produce MB/s']:,.1f} MB/s",
+            "met": row["steady / raw GET"] >= 0.8,
+        },
+        {
+            "goal": f"hydrate ({size} MiB) at least 80% of a raw GET+produce on the same machine",
+            "measured": f"{steady:,.1f} vs {row['raw GET+produce MB/s']:,.1f} MB/s "
+            f"({row['steady / raw GET+produce']:.2f}x)",
+            "met": row["steady / raw GET+produce"] >= 0.8,
+        },
+    ]
 
 
 def _size(text: str) -> int:
@@ -302,7 +355,7 @@ def run(args: argparse.Namespace) -> Result:
             log(f"storing {count} objects of {size_mib} MiB")
             envelopes = bench.store(size, count, f"p{size_mib}")
             source = bench.source_topic(envelopes)
-            relay_runs, mirror_runs, sdk_runs, raw_runs, produce_runs = [], [], [], [], []
+            relay_runs, mirror_runs, sdk_runs, raw_runs, produce_runs, pipe_runs = [], [], [], [], [], []
             for i in range(args.runs):
                 log(f"{size_mib} MiB, run {i + 1}/{args.runs}: hydrate relay")
                 relay_runs.append(bench.relay(source, count, size * count))
@@ -313,6 +366,8 @@ def run(args: argparse.Namespace) -> Result:
                 raw_runs.append(bench.raw_get(envelopes))
                 log(f"{size_mib} MiB, run {i + 1}/{args.runs}: raw produce")
                 produce_runs.append(bench.raw_produce(count, size))
+                log(f"{size_mib} MiB, run {i + 1}/{args.runs}: raw GET+produce")
+                pipe_runs.append(bench.raw_get_produce(envelopes))
                 runs.append(
                     {
                         "size_mib": size_mib,
@@ -321,12 +376,13 @@ def run(args: argparse.Namespace) -> Result:
                         "sdk": sdk_runs[-1],
                         "raw": raw_runs[-1],
                         "raw_produce": produce_runs[-1],
+                        "raw_get_produce": pipe_runs[-1],
                     }
                 )
             steady = statistics.median(r["steady"] for r in relay_runs)
             raw = statistics.median(raw_runs)
             produce = statistics.median(produce_runs)
-            limit = min(raw, produce)
+            pipe = statistics.median(pipe_runs)
             rows.append(
                 {
                     "payload MiB": size_mib,
@@ -337,8 +393,9 @@ def run(args: argparse.Namespace) -> Result:
                     "SDK fetch MB/s": statistics.median(sdk_runs),
                     "raw GET MB/s": raw,
                     "raw produce MB/s": produce,
+                    "raw GET+produce MB/s": pipe,
                     "steady / raw GET": steady / raw if raw else float("nan"),
-                    "steady / limit": steady / limit if limit else float("nan"),
+                    "steady / raw GET+produce": steady / pipe if pipe else float("nan"),
                     "peak RSS MiB": max(r["rss"] for r in relay_runs),
                     "Kafka relay RSS MiB": max(r["rss"] for r in mirror_runs),
                     "relay CPU s": statistics.median(r["cpu"] for r in relay_runs),
@@ -361,18 +418,11 @@ def run(args: argparse.Namespace) -> Result:
             "runs": args.runs,
             "base_rss_mib": round(base["rss"], 1),
         },
-        goals=[
-            {
-                "goal": f"hydrate ({row['payload MiB']} MiB) at least 80% of the raw S3 GET rate",
-                "measured": f"{row['relay steady MB/s']:,.1f} vs {row['raw GET MB/s']:,.1f} MB/s "
-                f"({row['steady / raw GET']:.2f}x); {row['steady / limit']:.2f}x of min(raw GET, raw produce)",
-                "met": row["steady / raw GET"] >= 0.8,
-            }
-            for row in rows
-        ],
+        goals=[goal for row in rows for goal in _goals(row)],
         notes=[
             "MB/s are MiB of payload per second; steady leaves out process start-up.",
-            "raw produce: the broker's rate for these records; hydrating cannot beat min(raw GET, raw produce).",
+            "raw produce: the broker's rate for these records alone. raw GET+produce: GET threads producing "
+            "what they read, on the same cores; the rate at which this machine can hydrate at all.",
             "raw GET: whole objects, no checksum; SDK fetch: ranged GETs, size and sha256 verified, no Kafka.",
             f"Peak RSS of a relay hydrating one 1 KiB payload (base): {base['rss']:.0f} MiB.",
         ],
@@ -392,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--max-in-flight", default="256MiB")
     parser.add_argument("--batch-max-bytes", default="64MiB", help="target.batch.max_bytes (relay default 64MiB)")
-    parser.add_argument("--runs", type=int, default=1, help="runs per size; figures are medians")
+    parser.add_argument("--runs", type=int, default=3, help="runs per size; figures are medians")
     args = parser.parse_args(argv)
     result = run(args)
     print(markdown_table(result.columns, result.rows))
