@@ -447,7 +447,7 @@ class HydrateTarget:
         self.metrics.in_flight_bytes.set_function(lambda: self.window.used)
         self._pool = ThreadPoolExecutor(hydrate.fetch_concurrency, thread_name_prefix="hydrate")
         extra = (hydrate.dead_letter_topic,) if hydrate.dead_letter_topic else ()
-        self.kafka = kafka.build(self._transform, extra)
+        self.kafka = kafka.build(self._transform, self._weight, extra)
         self._lock = threading.Lock()
         self._jobs: dict[_Coordinates, _Job] = {}
         self._originals: dict[_Coordinates, Message] = {}
@@ -469,15 +469,13 @@ class HydrateTarget:
     def write(self, message: Message) -> None:
         """Start the fetch of an envelope record, then queue the record (blocks while the target is full)."""
         job = self._begin(message)
-        queued = message
         if job is not None:
             coords = _coordinates(message)
-            queued = dataclasses.replace(message, size=message.size + job.claimed)
             with self._lock:
                 self._jobs[coords] = job
                 self._originals[coords] = message
         try:
-            self.kafka.write(queued)
+            self.kafka.write(message)
         except TargetRestart:
             self._drop_pending()
             raise
@@ -506,6 +504,14 @@ class HydrateTarget:
             self._pool.shutdown(wait=False, cancel_futures=True)
         finally:
             self.kafka.close()
+
+    def _weight(self, msg: Message) -> int:
+        """What ``msg`` counts toward ``batch.max_bytes``: the envelope record plus its claimed payload."""
+        # Called by the Kafka target's write (under its lock), after our write stored the job.
+        # Lock order is the Kafka target's, then ours; nothing here takes them the other way.
+        with self._lock:
+            job = self._jobs.get(_coordinates(msg))
+        return msg.size + (job.claimed if job is not None else 0)
 
     # -- fetching ---------------------------------------------------------------------------------
     def _begin(self, msg: Message) -> _Job | None:
@@ -578,7 +584,9 @@ class HydrateTarget:
             raise TargetError(
                 f"the fetch for record {msg.coordinates()} was abandoned because the target is closing"
             ) from None
-        hydrated = dataclasses.replace(msg, value=payload, headers=restored_headers(msg.headers, job.envelope))
+        hydrated = dataclasses.replace(
+            msg, value=payload, headers=restored_headers(msg.headers, job.envelope), size=msg.size + job.claimed
+        )
         self.window.handed_over(job.ticket[0], job.claimed)
         with self._lock:
             self._outcomes[coords] = "hydrated"
@@ -664,7 +672,9 @@ class KafkaTargetFactory:
         # A payload being produced is held by us and by librdkafka, and once more compressed.
         self.payload_copies = 2 if compression == "none" else 3
 
-    def build(self, transform: Callable[[Message], Message], extra_topics: Sequence[str]) -> KafkaTarget:
+    def build(
+        self, transform: Callable[[Message], Message], weigh: Callable[[Message], int], extra_topics: Sequence[str]
+    ) -> KafkaTarget:
         config, tc = self.config, self.config.target
         return KafkaTarget(
             cluster=self.cluster,
@@ -677,6 +687,7 @@ class KafkaTargetFactory:
             metrics=self.metrics,
             transform=transform,
             extra_topics=extra_topics,
+            weigh=weigh,
         )
 
     def batch(self) -> BatchConfig:
