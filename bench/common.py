@@ -45,8 +45,8 @@ import yaml
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec  # type: ignore[attr-defined]
 
-from relay.sandbox import KAFKA_VERSION, KafkaCluster, kafka_distribution
-from relay.sandbox.distribution import java_executable, tools_classpath
+from kafka_lfs_relay.sandbox import KAFKA_VERSION, KafkaCluster, kafka_distribution
+from kafka_lfs_relay.sandbox.distribution import java_executable, tools_classpath
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build" / "bench"
@@ -129,7 +129,7 @@ def foreign_load() -> dict[str, Any]:
             continue
         if ppid in mine:
             continue
-        if any(word in cmd for word in ("java ", "pytest", "relay.cli", "weed ")):
+        if any(word in cmd for word in ("java ", "pytest", "kafka_lfs_relay.cli", "weed ")):
             others.append(cmd.split(" -cp ")[0][:80])
     load1, load5, _ = os.getloadavg()
     return {"other_processes": len(others), "loadavg_1m": round(load1, 2), "loadavg_5m": round(load5, 2)}
@@ -505,10 +505,10 @@ def cluster_entry(cluster: KafkaCluster, name: str) -> dict[str, Any]:
 def relay_argv(config_path: Path, *extra: str) -> list[str]:
     """The real CLI: ``kafka-lfs-relay run --config F`` with this interpreter.
 
-    ``$BENCH_RELAY_MODULE`` (default ``relay.cli``) names another module with the same command
+    ``$BENCH_RELAY_MODULE`` (default ``kafka_lfs_relay.cli``) names another module with the same command
     line, to measure a candidate change to the relay against the same scenario.
     """
-    module = os.environ.get("BENCH_RELAY_MODULE", "relay.cli")
+    module = os.environ.get("BENCH_RELAY_MODULE", "kafka_lfs_relay.cli")
     return [sys.executable, "-m", module, "run", "--config", str(config_path), *extra]
 
 

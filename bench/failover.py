@@ -48,7 +48,7 @@ from bench.common import (
     write_result,
     write_yaml,
 )
-from relay.sandbox import KafkaCluster
+from kafka_lfs_relay.sandbox import KafkaCluster
 
 SEQ = "bench-seq"
 

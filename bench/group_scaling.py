@@ -28,7 +28,7 @@ import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from relay.sandbox import KafkaCluster, Sandbox
+from kafka_lfs_relay.sandbox import KafkaCluster, Sandbox
 
 
 def _feed(cluster: KafkaCluster, topic: str, records: int, partitions: int, size: int) -> None:
@@ -73,7 +73,7 @@ def _run(
     start = time.monotonic()
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "relay.cli", "run", "--config", str(path)],
+            [sys.executable, "-m", "kafka_lfs_relay", "run", "--config", str(path)],
             stdout=subprocess.DEVNULL,
             stderr=(root / f"{out_topic}.{i}.log").open("wb"),
         )

@@ -20,10 +20,10 @@ What is measured
     the relay process's ``VmHWM`` (sampled from ``/proc`` every 20 ms) and ``ru_utime + ru_stime``.
   * Kafka relay: the plain Kafka target copying the hydrated records (same payloads, same batch
     settings) to another topic: what writing these records to Kafka costs without S3.
-  * SDK fetch: :meth:`relay.lfs.Resolver.fetch` of every envelope in this process, ``--concurrency``
+  * SDK fetch: :meth:`lfs.Resolver.fetch` of every envelope in this process, ``--concurrency``
     records at a time: S3 and verification without Kafka.
   * raw GET: one whole-object ``get_object().read()`` per object from ``--concurrency`` threads,
-    with a client made like the relay's (``relay.s3.make_client``), from the same SeaweedFS.
+    with a client made like the relay's (``lfs.s3.make_client``), from the same SeaweedFS.
   * raw produce: the same number of incompressible records of the same size produced from this
     process with the relay target's producer settings (idempotent, acks=all, lz4, linger 5 ms),
     from the first produce() to the end of flush(): what the broker takes without any relay.
@@ -70,9 +70,9 @@ from bench.common import (
     write_result,
     write_yaml,
 )
-from relay.lfs import Envelope, Resolver, checksum
-from relay.s3 import S3Settings, make_client
-from relay.sandbox import FeedProducer, KafkaCluster, S3Server, kafka_distribution
+from kafka_lfs_relay.sandbox import FeedProducer, KafkaCluster, S3Server, kafka_distribution
+from lfs import Envelope, Resolver, checksum
+from lfs.s3 import S3Settings, make_client
 
 BIG_TOPIC = {"max.message.bytes": str(100 * MIB)}
 COLUMNS = [
@@ -333,7 +333,7 @@ def _goals(row: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _size(text: str) -> int:
-    from relay.config.units import parse_size
+    from relay.units import parse_size
 
     return parse_size(text, "--part-size")
 

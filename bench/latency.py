@@ -49,7 +49,7 @@ from bench.common import (
     write_yaml,
 )
 from bench.mirrormaker import MirrorMaker, describe, mm2_properties
-from relay.sandbox import KafkaCluster
+from kafka_lfs_relay.sandbox import KafkaCluster
 
 TOPIC = "lat"
 # mm2-eos: MirrorMaker 2 with exactly-once source support, as our relay is exactly-once.

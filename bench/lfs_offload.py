@@ -22,7 +22,7 @@ What is measured
     ``ru_utime + ru_stime`` from ``wait4``. (``wait4``'s ``ru_maxrss`` is not used: Linux counts in
     it the resident memory of the benchmark process itself at the moment of ``fork``.)
   * raw PUT: the same bytes, one ``put_object`` per record, from ``--concurrency`` threads with
-    one boto3 client made exactly like the relay's (``relay.s3.make_client``), to the same
+    one boto3 client made exactly like the relay's (``lfs.s3.make_client``), to the same
     SeaweedFS. MB/s over the wall time of all PUTs.
 
   ``--rss-run`` relays ``--rss-total-mib`` of 64 MiB records ``--runs`` times under each
@@ -57,11 +57,11 @@ import yaml
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from relay.config.units import parse_size
-from relay.lfs import decode_envelope, is_lfs_envelope
-from relay.s3 import S3Settings, make_client
-from relay.sandbox import FeedProducer, KafkaCluster, kafka_distribution
-from relay.sandbox.s3 import S3Server
+from kafka_lfs_relay.sandbox import FeedProducer, KafkaCluster, kafka_distribution
+from kafka_lfs_relay.sandbox.s3 import S3Server
+from lfs import decode_envelope, is_lfs_envelope
+from lfs.s3 import S3Settings, make_client
+from relay.units import parse_size
 
 ROOT = Path(__file__).resolve().parent.parent
 MIB = 1024 * 1024
@@ -216,7 +216,7 @@ class Bench:
         started = time.monotonic()
         with log_path.open("wb") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "relay.cli", "run", "--config", str(path), "--stop-at-end"],
+                [sys.executable, "-m", "kafka_lfs_relay", "run", "--config", str(path), "--stop-at-end"],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=env,

@@ -21,7 +21,7 @@ from bench.common import (
     java_argv,
     write_log4j,
 )
-from relay.sandbox import KafkaCluster
+from kafka_lfs_relay.sandbox import KafkaCluster
 
 MAIN_CLASS = "org.apache.kafka.connect.mirror.MirrorMaker"
 # connect-mirror-maker.sh: KAFKA_HEAP_OPTS="-Xms256M -Xmx2G".

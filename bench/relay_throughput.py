@@ -64,7 +64,7 @@ from bench.common import (
     write_yaml,
 )
 from bench.mirrormaker import MirrorMaker, describe, mm2_properties
-from relay.sandbox import KafkaCluster
+from kafka_lfs_relay.sandbox import KafkaCluster
 
 TOPIC = "small"
 ALL = ("relay", "relay+header", "relay+json", "mm2", "plain", "raw-produce", "raw-consume")

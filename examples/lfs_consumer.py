@@ -3,7 +3,7 @@ import sys
 import boto3
 from confluent_kafka import Consumer
 
-from relay.lfs import Resolver
+from lfs import Resolver
 
 bootstrap, topic, bucket = sys.argv[1:4]
 resolver = Resolver(boto3.client("s3"), allowed_buckets=[bucket])

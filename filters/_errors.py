@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any
 
 from relay.errors import ConfigError, RelayError
-
-_MAX_REASON: Final = 200
 
 
 class FilterConfigError(ConfigError):
@@ -18,12 +16,6 @@ class FilterConfigError(ConfigError):
     (``filters[2].config.matches``) and whose message names the filter. A plain ``ConfigError``
     raised with a relative path (as :func:`relay.config.parse_size` does) is treated the same.
     """
-
-
-def shorten(text: str, limit: int = _MAX_REASON) -> str:
-    """``text`` on one line, cut to ``limit`` characters."""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class FilterError(RelayError):

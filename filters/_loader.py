@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import types
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -11,10 +10,11 @@ from time import perf_counter_ns
 from typing import Final, Literal, NamedTuple, cast
 
 from filters._builtin import HeaderFilter, JsonFilter, KeyFilter, SampleFilter, SizeFilter, TimeFilter
-from filters._errors import FilterError, shorten
+from filters._errors import FilterError
 from filters._protocol import Filter, FilterSpec
 from relay.errors import ConfigError
 from relay.message import Message
+from relay.plugins import PluginLoadError, is_dotted_path, load_dotted, shorten
 
 ENTRY_POINT_GROUP: Final = "kafka_lfs_relay.filters"
 
@@ -64,26 +64,14 @@ def _from_entry_point(type_name: str) -> type[Filter] | None:
 
 
 def _from_dotted_path(type_name: str) -> type[Filter]:
-    module_name, _, attr_path = type_name.partition(":")
-    if not module_name or not attr_path:
+    if not is_dotted_path(type_name):
         raise _error(
             type_name, "is not a built-in filter, nor an installed plugin, nor a path like package.module:Class"
         )
     try:
-        obj: object = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and (module_name == exc.name or module_name.startswith(exc.name + ".")):
-            raise _error(type_name, f"cannot be loaded: no module named '{exc.name}'") from exc
-        raise _error(type_name, f"cannot be loaded: {shorten(f'{type(exc).__name__}: {exc}')}") from exc
-    except Exception as exc:
-        raise _error(type_name, f"cannot be loaded: {shorten(f'{type(exc).__name__}: {exc}')}") from exc
-    for attr in attr_path.split("."):
-        try:
-            obj = getattr(obj, attr)
-        except AttributeError:
-            raise _error(
-                type_name, f"cannot be loaded: module '{module_name}' has no attribute '{attr_path}'"
-            ) from None
+        obj = load_dotted(type_name)
+    except PluginLoadError as exc:
+        raise _error(type_name, str(exc)) from exc.__cause__
     return _check_class(type_name, obj)
 
 

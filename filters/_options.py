@@ -10,7 +10,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Final
 
 from filters._errors import FilterConfigError
-from relay.config.units import parse_size
+from relay.units import parse_size
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ONE_MS: Final = timedelta(milliseconds=1)

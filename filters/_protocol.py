@@ -46,7 +46,7 @@ class Filter(Protocol):
 
 
 class FilterSpec(Protocol):
-    """One configured filter, as the loader needs it (``relay.config.model.FilterConfig`` is one).
+    """One configured filter, as the loader needs it (``kafka_lfs_relay.config.model.FilterConfig`` is one).
 
     ``name`` identifies the filter in metrics, logs and errors; ``type`` is a built-in name, an
     entry point name in group ``kafka_lfs_relay.filters``, or ``package.module:Class``;

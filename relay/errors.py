@@ -5,10 +5,11 @@ short, stable ``code`` (for logs and metrics) and the process ``exit_code`` the 
 when that error ends a run. Messages are one sentence, without a trailing period, and never
 contain a secret.
 
-Leaves so far: :class:`ConfigError`. Further leaves (``SourceError``, ``TargetError``...) are
-added here next to it: each subclasses :class:`RelayError`, sets ``code`` and, when the run
+The leaves live next to the code that raises them: :class:`ConfigError` here,
+``relay.sourcepool.SourceError``, ``relay.target.TargetError`` and ``TargetRestart``,
+``filters.FilterError``. Each subclasses :class:`RelayError`, sets ``code`` and, when the run
 should end with something other than 1, ``exit_code``. (The LFS SDK keeps its own root,
-:class:`relay.lfs.LfsError`, because it is usable without the relay.)
+:class:`lfs.LfsError`, because it is usable without the relay.)
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from relay.config.model import SourcePoolConfig
 from relay.message import SourcePartition
+from relay.settings import SourcePoolConfig
 
 
 @dataclass(frozen=True)

@@ -19,23 +19,20 @@ class SourcePartition(NamedTuple):
 # Next source offset to read, per source partition. The relay resumes from these.
 Offsets = Mapping[SourcePartition, int]
 
-AUTO_PARTITION = -1
-
 
 @dataclass(frozen=True, slots=True, init=False)
 class Message:
     """One source record on its way to a target.
 
-    ``topic`` and ``partition`` say where the record goes; ``AUTO_PARTITION`` (-1) lets the
-    target's partitioner choose by key. The ``source_*`` fields say exactly where it came from
-    and are what resumption is built on: a target must never change them.
+    ``topic`` says where the record goes (the target chooses the partition, see
+    ``topics[].partition``). The ``source_*`` fields say exactly where it came from and are what
+    resumption is built on: a target must never change them.
     """
 
     key: bytes | None
     value: bytes | None
     headers: Headers
     topic: str
-    partition: int
     source_cluster: str
     source_topic: str
     source_partition: int
@@ -49,7 +46,6 @@ class Message:
         value: bytes | None,
         headers: Headers,
         topic: str,
-        partition: int,
         source_cluster: str,
         source_topic: str,
         source_partition: int,
@@ -64,7 +60,6 @@ class Message:
         _SET_VALUE(self, value)
         _SET_HEADERS(self, headers)
         _SET_TOPIC(self, topic)
-        _SET_PARTITION(self, partition)
         _SET_SOURCE_CLUSTER(self, source_cluster)
         _SET_SOURCE_TOPIC(self, source_topic)
         _SET_SOURCE_PARTITION(self, source_partition)
@@ -84,6 +79,10 @@ class Message:
                 return value
         return None
 
+    def coordinates_key(self) -> tuple[str, int, int]:
+        """(source topic, partition, offset): the record's identity, as a cheap dictionary key."""
+        return (self.source_topic, self.source_partition, self.source_offset)
+
     def coordinates(self) -> str:
         """``cluster/topic/partition@offset``: how logs and errors name a record (never by payload)."""
         return f"{self.source_cluster}/{self.source_topic}/{self.source_partition}@{self.source_offset}"
@@ -94,7 +93,6 @@ _SET_KEY = _SLOTS["key"].__set__
 _SET_VALUE = _SLOTS["value"].__set__
 _SET_HEADERS = _SLOTS["headers"].__set__
 _SET_TOPIC = _SLOTS["topic"].__set__
-_SET_PARTITION = _SLOTS["partition"].__set__
 _SET_SOURCE_CLUSTER = _SLOTS["source_cluster"].__set__
 _SET_SOURCE_TOPIC = _SLOTS["source_topic"].__set__
 _SET_SOURCE_PARTITION = _SLOTS["source_partition"].__set__

@@ -4,7 +4,8 @@ One thread runs :meth:`Relay.run`: it owns the source consumer, applies the filt
 records to the target. The target acknowledges from its own thread (``_on_ack``), which only
 releases budget and counts. The health checker runs in the pool's thread and only *proposes*
 switches; this thread carries them out between two polls, so a consumer is never used by two
-threads.
+threads. Which partitions are read, and how that changes, is an :class:`~relay.ownership.Ownership`:
+all of them, or a consumer group's share.
 
 Positions: ``_next[sp]`` is the next source offset to read, advanced as records are read (not as
 they are acknowledged). It is used only to position a new consumer after a failover. What the
@@ -20,15 +21,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import structlog
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaError
 from confluent_kafka import Message as KafkaMessage
 
 from relay.budget import ByteBudget
-from relay.config.model import GroupConfig, TopicConfig
 from relay.failover import Decision
 from relay.kafkautil import headers_of
 from relay.message import Message, SourcePartition, record_size
 from relay.metrics import RelayMetrics
+from relay.ownership import AllPartitions, GroupShare, Ownership
+from relay.settings import RelaySettings
 from relay.sourcepool import Fingerprint, SourceError, SourcePool, SourceReader, fingerprint
 from relay.target import PartitionOwner, Target, TargetRestart
 
@@ -57,35 +59,34 @@ class Relay:
         self,
         pool: SourcePool,
         target: Target,
-        topics: Sequence[TopicConfig],
+        settings: RelaySettings,
         metrics: RelayMetrics,
-        max_in_flight: int,
-        stop_at_end: bool = False,
         filters: FilterFn | None = None,
         on_progress: Callable[[Progress], None] | None = None,
-        group: GroupConfig | None = None,
     ) -> None:
         self.pool = pool
         self.target = target
-        self.routes = {t.source: t for t in topics}
+        self.settings = settings
+        self.routes = {t.source: t for t in settings.topics}
         self.metrics = metrics
-        self.stop_at_end = stop_at_end
+        self.stop_at_end = settings.stop_at_end
         self.filters = filters
         self.on_progress = on_progress
-        self.budget = ByteBudget(max_in_flight, metrics.in_flight_bytes.set)
+        self.budget = ByteBudget(settings.max_in_flight, metrics.in_flight_bytes.set)
         self.stopping = threading.Event()
-        self._queue_bytes = max(1 << 20, max_in_flight // 4)
+        self._queue_bytes = max(1 << 20, settings.max_in_flight // 4)
         self._next: dict[SourcePartition, int] = {}
         self._fingerprints: dict[SourcePartition, Fingerprint] = {}
         self._ends: dict[SourcePartition, int] = {}
         self._done: set[SourcePartition] = set()
         self._reader: SourceReader | None = None
-        self.group = group
-        # Group mode only: bytes in flight per partition (to give back the budget of a lost
-        # partition) and the next offset the target acknowledged (committed to the group).
-        self._inflight: dict[SourcePartition, int] = defaultdict(int)
-        self._acked: dict[SourcePartition, int] = {}
-        self._committed_to_group: dict[SourcePartition, int] = {}
+        self.ownership: Ownership
+        if settings.group is None:
+            self.ownership = AllPartitions(pool, self)
+        else:
+            if not isinstance(target, PartitionOwner):
+                raise TypeError("group mode needs a target that implements relay.target.PartitionOwner")
+            self.ownership = GroupShare(settings.group, list(self.routes), target, self, self.budget, metrics)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -99,124 +100,50 @@ class Relay:
         acknowledged and nothing else is marked as done.
         """
         active = self.pool.choose_initial()
-        if self.group is not None:
-            self._run_group(active, self.group)
-            return
-        counts = self.pool.partitions()
-        all_partitions = [SourcePartition(t, p) for t, n in counts.items() for p in range(n)]
-        resumed = self.target.high_watermarks(all_partitions)
-        self._next = {sp: resumed.get(sp, -1) for sp in all_partitions}
+        self._reader = self.pool.reader(active, self._queue_bytes, self.settings.group)
+        try:
+            # Before the target starts: the Target contract has high_watermarks come first.
+            self.ownership.begin(self._reader)
+            if self.stop_at_end:
+                self._ends = self.pool.end_offsets()
+                self._done = {sp for sp, end in self._ends.items() if self._next.get(sp, -1) >= max(end, 0)}
+            self.target.start(self._on_ack)
+            self.pool.start()
+            self._loop()
+            self._drain()
+            self.ownership.end()
+        finally:
+            self.pool.stop()
+            if self._reader is not None:
+                # In group mode, leaving the group revokes what this instance owns; drained by now.
+                self._reader.close()
+            self.target.close()
+
+    # -- positions (the ownership's view of the relay) -------------------------------------------
+    def resume(self, partitions: Sequence[SourcePartition]) -> None:
+        """Ask the target where ``partitions`` resume and start reading them there."""
+        resumed = self.target.high_watermarks(partitions)
+        fresh = {sp: resumed.get(sp, -1) for sp in partitions}
         log.info(
             "resuming",
-            source=active,
-            partitions=len(all_partitions),
-            from_target=len(resumed),
-            from_beginning=len(all_partitions) - len(resumed),
-        )
-        if self.stop_at_end:
-            self._ends = self.pool.end_offsets()
-            self._done = {sp for sp, end in self._ends.items() if self._next.get(sp, -1) >= max(end, 0)}
-        self.target.start(self._on_ack)
-        self.pool.start()
-        self._reader = self.pool.reader(active, self._queue_bytes)
-        try:
-            self._reader.assign(self._next)
-            self._loop()
-            self._drain()
-        finally:
-            self.pool.stop()
-            if self._reader is not None:
-                self._reader.close()
-            self.target.close()
-
-    def _run_group(self, active: str, group: GroupConfig) -> None:
-        """Group mode: Kafka assigns partitions; each assignment resumes from the target."""
-        self.target.start(self._on_ack)
-        self.pool.start()
-        self._reader = self.pool.reader(active, self._queue_bytes, group)
-        log.info("joining consumer group", group=group.id, source=active)
-        try:
-            self._reader.subscribe(
-                list(self.routes), on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost
-            )
-            self._loop()
-            self._drain()
-            self._commit_group_offsets(asynchronous=False)
-        finally:
-            self.pool.stop()
-            if self._reader is not None:
-                # Leaving the group revokes what this instance owns; the target is drained by now.
-                self._reader.close()
-            self.target.close()
-
-    def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        sps = [SourcePartition(tp.topic, tp.partition) for tp in partitions]
-        self.metrics.rebalances.labels(kind="assigned").inc()
-        if not sps:
-            return
-        # Initialising the partitions' producers fences their previous owners, then positions are
-        # read back from the target: the group's committed offsets are never trusted for this.
-        resumed = self.target.high_watermarks(sps)
-        fresh = {sp: resumed.get(sp, -1) for sp in sps}
-        consumer.incremental_assign(
-            [TopicPartition(sp.topic, sp.partition, off if off >= 0 else OFFSET_BEGINNING) for sp, off in fresh.items()]
+            source=self.pool.active,
+            partitions=len(fresh),
+            from_target=sum(1 for off in fresh.values() if off >= 0),
+            from_beginning=sum(1 for off in fresh.values() if off < 0),
         )
         self._next.update(fresh)
-        self.metrics.partitions_owned.set(len(self._next))
-        log.info("partitions assigned", partitions=[f"{sp.topic}/{sp.partition}" for sp in sps], owned=len(self._next))
+        assert self._reader is not None
+        self._reader.assign(fresh)
 
-    def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        sps = [SourcePartition(tp.topic, tp.partition) for tp in partitions]
-        self.metrics.rebalances.labels(kind="revoked").inc()
-        if not sps:
-            return
-        # Revocation is orderly: finish what is in flight so the next owner starts right after it.
-        self._owner().release(sps, flush=True)
-        self._commit_group_offsets(asynchronous=False)
-        consumer.incremental_unassign(partitions)
-        self._forget(sps)
-        log.info("partitions revoked", partitions=[f"{sp.topic}/{sp.partition}" for sp in sps], owned=len(self._next))
-
-    def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        sps = [SourcePartition(tp.topic, tp.partition) for tp in partitions]
-        self.metrics.rebalances.labels(kind="lost").inc()
-        # Lost (session timed out): another instance may own them already. Abandon what is in
-        # flight for them; their new owner's producers fence ours if we try to write anyway.
-        self._owner().release(sps, flush=False)
-        consumer.incremental_unassign(partitions)
-        self.budget.release(sum(self._inflight.pop(sp, 0) for sp in sps))
-        self._forget(sps)
-        log.warning("partitions lost", partitions=[f"{sp.topic}/{sp.partition}" for sp in sps], owned=len(self._next))
-
-    def _owner(self) -> PartitionOwner:
-        assert isinstance(self.target, PartitionOwner), "group mode is only wired up with a PartitionOwner target"
-        return self.target
-
-    def _forget(self, sps: Sequence[SourcePartition]) -> None:
-        for sp in sps:
+    def forget(self, partitions: Sequence[SourcePartition]) -> None:
+        """Stop tracking ``partitions``."""
+        for sp in partitions:
             self._next.pop(sp, None)
             self._fingerprints.pop(sp, None)
-            self._acked.pop(sp, None)
-            self._committed_to_group.pop(sp, None)
-        self.metrics.partitions_owned.set(len(self._next))
 
-    def _commit_group_offsets(self, asynchronous: bool = True) -> None:
-        """Write acknowledged positions to the group, so standard lag tooling shows the relay's lag."""
-        if self.group is None or self._reader is None:
-            return
-        todo = {sp: off for sp, off in list(self._acked.items()) if self._committed_to_group.get(sp) != off}
-        if not todo:
-            return
-        offsets = [TopicPartition(sp.topic, sp.partition, off) for sp, off in todo.items()]
-        try:
-            if asynchronous:
-                self._reader.consumer.commit(offsets=offsets, asynchronous=True)
-            else:
-                self._reader.consumer.commit(offsets=offsets, asynchronous=False)
-        except KafkaException as exc:  # informational only: resumption never reads these offsets
-            log.warning("could not commit group offsets", error=exc.args[0].str())
-            return
-        self._committed_to_group.update(todo)
+    def owned(self) -> Sequence[SourcePartition]:
+        """The partitions read now."""
+        return list(self._next)
 
     def _drain(self) -> None:
         log.info("draining: waiting for the target to acknowledge what is in flight", bytes=self.budget.used)
@@ -234,8 +161,7 @@ class Relay:
 
     # -- the loop ----------------------------------------------------------------------------------
     def _loop(self) -> None:
-        last_report = 0.0
-        last_partition_check = time.monotonic()
+        last_tick = 0.0
         while not self.stopping.is_set():
             if self.stop_at_end and len(self._done) >= len(self._ends):
                 if self.on_progress is not None:
@@ -256,13 +182,10 @@ class Relay:
                 except TargetRestart as exc:
                     self._restart(str(exc))
             now = time.monotonic()
-            if now - last_report >= 1.0:
-                last_report = now
+            if now - last_tick >= 1.0:
+                last_tick = now
                 self._report()
-                self._commit_group_offsets()
-            if self.group is None and now - last_partition_check >= self.pool.config.healthcheck_interval * 5:
-                last_partition_check = now
-                self._discover_partitions()
+                self.ownership.tick(now)
 
     def _handle(self, batch: Sequence[KafkaMessage]) -> None:
         reader = self._reader
@@ -296,7 +219,6 @@ class Relay:
                 value,
                 headers,
                 routes[topic].target,
-                partition,
                 cluster,
                 topic,
                 partition,
@@ -314,9 +236,7 @@ class Relay:
             return
         if not self.budget.acquire(total, self.stopping):
             return
-        if self.group is not None:
-            for msg in messages:
-                self._inflight[msg.source] += msg.size
+        self.ownership.written(messages)
         for msg in messages:
             self.target.write(msg)
 
@@ -363,18 +283,13 @@ class Relay:
             c[0] += 1
             c[1] += msg.size
             total += msg.size
-        if self.group is not None:
-            for msg in messages:
-                self._acked[msg.source] = msg.source_offset + 1
-            for (_, topic, partition), (_, size) in counts.items():
-                sp = SourcePartition(topic, partition)
-                self._inflight[sp] = max(0, self._inflight.get(sp, 0) - size)
+        self.ownership.acked(messages)
         for (cluster, topic, partition), (n, size) in counts.items():
             self.metrics.records_relayed.labels(source_cluster=cluster, topic=topic, partition=str(partition)).inc(n)
             self.metrics.bytes_relayed.labels(source_cluster=cluster, topic=topic, partition=str(partition)).inc(size)
         self.budget.release(total)
 
-    # -- failover, restarts, new partitions --------------------------------------------------------
+    # -- failover, restarts ------------------------------------------------------------------------
     def _switch(self, decision: Decision) -> None:
         old, to = self._reader, decision.to
         assert old is not None and to is not None
@@ -411,32 +326,11 @@ class Relay:
         log.warning("target restarted; re-reading positions from the target", detail=why)
         self.budget.reset()
         partitions = list(self._next)
-        resumed = self.target.high_watermarks(partitions)
-        self._next = {sp: resumed.get(sp, -1) for sp in partitions}
         self._fingerprints.clear()
         if self._reader is not None:
             self._reader.close()
         self._reader = self.pool.reader(self.pool.active, self._queue_bytes)
-        self._reader.assign(self._next)
-
-    def _discover_partitions(self) -> None:
-        """Pick up partitions added to a source topic while running."""
-        try:
-            counts = self.pool.partitions()
-        except Exception:  # reachability is the health checker's to report; try again later
-            return
-        new = {SourcePartition(t, p) for t, n in counts.items() for p in range(n)} - self._next.keys()
-        if not new:
-            return
-        resumed = self.target.high_watermarks(sorted(new))
-        fresh = {sp: resumed.get(sp, -1) for sp in sorted(new)}
-        log.warning(
-            "new source partitions found; relaying them from their beginning",
-            partitions=[f"{sp.topic}/{sp.partition}" for sp in fresh],
-        )
-        self._next.update(fresh)
-        assert self._reader is not None
-        self._reader.assign(fresh)
+        self.resume(partitions)
 
     # -- reporting ---------------------------------------------------------------------------------
     def _report(self) -> None:

@@ -23,13 +23,14 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, IsolationLevel, KafkaErr
 from confluent_kafka import Message as KafkaMessage
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
-from relay.config.model import ClusterConfig, GroupConfig, SourcePoolConfig
+from relay.backoff import backoff_delay
 from relay.errors import RelayError
 from relay.failover import Decision, Health, decide
 from relay.kafkautil import client_error_text
 from relay.logs import librdkafka_logger
 from relay.message import SourcePartition
 from relay.metrics import RelayMetrics
+from relay.settings import ClusterConfig, GroupConfig, SourcePoolConfig
 
 log = structlog.get_logger("kafka_lfs_relay.source")
 
@@ -237,8 +238,7 @@ class SourcePool:
             delay = self.config.healthcheck_interval
             if failures:
                 # Back off while nothing is healthy, so a dead fleet is not hammered every interval.
-                ceiling = min(self.config.backoff.max, self.config.backoff.min * 2 ** min(failures, 20))
-                delay = max(delay, random.uniform(self.config.backoff.min, ceiling))
+                delay = max(delay, backoff_delay(self.config.backoff.min, self.config.backoff.max, failures))
             self._wake.wait(delay)
             self._wake.clear()
 
@@ -268,7 +268,10 @@ class SourcePool:
 
 
 class SourceReader:
-    """A consumer on one source cluster, assigned partitions at exact offsets (no consumer group)."""
+    """A consumer on one source cluster: assigned partitions at exact offsets, or (group mode) a member of the group.
+
+    Outside group mode its ``group.id`` is a random one that nothing is ever committed to.
+    """
 
     def __init__(
         self, cluster: ClusterConfig, queue_bytes: int, on_down: Callable[[], None], group: GroupConfig | None = None
@@ -371,6 +374,6 @@ class SourceReader:
         return mismatches, unverifiable
 
     def close(self) -> None:
-        """Close the consumer (it holds no group, so this commits nothing and leaves nothing behind)."""
+        """Close the consumer; in group mode this leaves the group (its partitions are revoked first)."""
         with contextlib.suppress(KafkaException, RuntimeError):
             self.consumer.close()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from relay.sandbox import KafkaCluster, KafkaDistribution, kafka_distribution
+from kafka_lfs_relay.sandbox import KafkaCluster, KafkaDistribution, kafka_distribution
 
 pytest_plugins = ["tests.fixtures_s3"]
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from relay.sandbox.s3 import S3Server
+from kafka_lfs_relay.sandbox.s3 import S3Server
 
 
 @pytest.fixture(scope="session")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from relay.sandbox import KafkaCluster
-from relay.sandbox.s3 import S3Server
+from kafka_lfs_relay.sandbox import KafkaCluster
+from kafka_lfs_relay.sandbox.s3 import S3Server
 from tests.integration.lfs_harness import lfs_config, s3_section, topic_pair
 
 pytestmark = pytest.mark.integration
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 def _check(config: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "relay.cli", "check", "--config", str(config)],
+        [sys.executable, "-m", "kafka_lfs_relay", "check", "--config", str(config)],
         capture_output=True,
         text=True,
         timeout=120,

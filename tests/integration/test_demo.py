@@ -14,7 +14,7 @@ pytestmark = pytest.mark.integration
 def test_demo_fails_over_offloads_hydrates_and_verifies(tmp_path: Path) -> None:
     """A small demo run ends with a visible source switch, S3 objects and a byte-for-byte match."""
     proc = subprocess.run(
-        [sys.executable, "-m", "relay.cli", "demo", "--events", "2000", "--large", "2", "--dir", str(tmp_path)],
+        [sys.executable, "-m", "kafka_lfs_relay", "demo", "--events", "2000", "--large", "2", "--dir", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=600,

@@ -22,13 +22,13 @@ PROBE = textwrap.dedent(
     """
     import json
     from filters import build_filters, load_filter_class
-    from relay.config.model import FilterConfig
+    from kafka_lfs_relay.config.model import FilterConfig
     from relay.message import Message
 
     cls = load_filter_class("example-even")
     chain = build_filters([FilterConfig(name="evens", type="example-even", config={})])
     def record(offset):
-        return Message(None, b"v", (), "t", -1, "east", "orders", 0, offset, 0)
+        return Message(None, b"v", (), "t", "east", "orders", 0, offset, 0)
     print(json.dumps({
         "class": f"{cls.__module__}:{cls.__qualname__}",
         "decisions": [chain(record(offset)) for offset in range(4)],

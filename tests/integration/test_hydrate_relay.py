@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from relay.lfs import Envelope
-from relay.sandbox import KafkaCluster, S3Server
+from kafka_lfs_relay.sandbox import KafkaCluster, S3Server
+from lfs import Envelope
 from tests.conftest import TopicFactory
 from tests.integration.harness import RelayProcess, end_offsets, wait_for
 from tests.integration.hydrate_support import (

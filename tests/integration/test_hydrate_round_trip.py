@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from relay.lfs import detect
-from relay.sandbox import KafkaCluster, S3Server
+from kafka_lfs_relay.sandbox import KafkaCluster, S3Server
+from lfs import detect
 from tests.conftest import TopicFactory
 from tests.integration.harness import RelayProcess, relay_config, write_config
 from tests.integration.hydrate_support import Rec, assert_records, hydrate_section, produce_records, read_records

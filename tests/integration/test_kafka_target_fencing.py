@@ -6,11 +6,13 @@ from collections.abc import Sequence
 
 import pytest
 
-from relay.config.model import Backoff, BatchConfig, ClusterConfig
+from kafka_lfs_relay.sandbox import KafkaCluster
 from relay.message import Message, SourcePartition
 from relay.metrics import RelayMetrics
-from relay.sandbox import KafkaCluster
-from targets.kafka import KafkaTarget, Route
+from relay.settings import Backoff, ClusterConfig, TopicConfig
+from targets import kafka
+from targets.context import TargetContext
+from targets.kafka import BatchConfig, KafkaTarget, KafkaTargetConfig
 from tests.conftest import TopicFactory
 from tests.integration.harness import read_all
 
@@ -18,21 +20,18 @@ pytestmark = pytest.mark.integration
 
 
 def _target(cluster: KafkaCluster, topic: str) -> KafkaTarget:
-    return KafkaTarget(
+    config = KafkaTargetConfig(
         cluster=ClusterConfig("target", cluster.bootstrap_servers),
-        routes=[Route("orders", topic, "preserve")],
         batch=BatchConfig(max_records=1000, linger=0.01),
         retry=Backoff(0.05, 0.5),
-        transactional_id="fencing-test",
         transaction_timeout=30.0,
-        create_topics=True,
-        metrics=RelayMetrics(),
-        fence_per_partition=True,
     )
+    context = TargetContext("fencing-test", (TopicConfig("orders", topic, "preserve"),), 256 << 20, group=True)
+    return kafka.build(config, context, RelayMetrics())
 
 
 def _messages(topic: str, offsets: range) -> list[Message]:
-    return [Message(f"k{o}".encode(), f"v{o}".encode(), (), topic, 0, "src", "orders", 0, o, 0, 64) for o in offsets]
+    return [Message(f"k{o}".encode(), f"v{o}".encode(), (), topic, "src", "orders", 0, o, 0, 64) for o in offsets]
 
 
 def test_new_owner_fences_the_old_one_and_nothing_is_written_twice(

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from relay.lfs import Envelope, decode_envelope, is_lfs_envelope
-from relay.sandbox import FeedProducer, KafkaCluster
-from relay.sandbox.s3 import S3Server
+from kafka_lfs_relay.sandbox import FeedProducer, KafkaCluster
+from kafka_lfs_relay.sandbox.s3 import S3Server
+from lfs import Envelope, decode_envelope, is_lfs_envelope
 from tests.integration.harness import RelayProcess, wait_for
 from tests.integration.lfs_harness import (
     MIB,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from relay.sandbox import KafkaCluster
-from relay.sandbox.s3 import S3Server
+from kafka_lfs_relay.sandbox import KafkaCluster
+from kafka_lfs_relay.sandbox.s3 import S3Server
 from tests.integration.harness import RelayProcess, wait_for
 from tests.integration.lfs_harness import (
     MIB,

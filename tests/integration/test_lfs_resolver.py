@@ -1,4 +1,4 @@
-"""The Python LFS SDK (relay.lfs Resolver, Record, PayloadStream) against the real SeaweedFS sandbox."""
+"""The Python LFS SDK (lfs Resolver, Record, PayloadStream) against the real SeaweedFS sandbox."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from relay.lfs import (
+from kafka_lfs_relay.sandbox import KafkaCluster, S3Server
+from lfs import (
     ChecksumError,
     Envelope,
     LfsError,
@@ -26,8 +27,7 @@ from relay.lfs import (
     SizeError,
     UnverifiedError,
 )
-from relay.s3 import S3Settings
-from relay.sandbox import KafkaCluster, S3Server
+from lfs.s3 import S3Settings
 from tests.conftest import TopicFactory
 from tests.integration.hydrate_support import Rec, envelope_for, produce_records, unique_prefix
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.sandbox import KafkaCluster
+from kafka_lfs_relay.sandbox import KafkaCluster
 from tests.conftest import TopicFactory
 from tests.integration.harness import numbered, produce, relay_config, write_config
 
@@ -21,7 +21,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 def _run(config: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(EXAMPLES), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "relay.cli", "run", "--config", str(config)],
+    return subprocess.run([sys.executable, "-m", "kafka_lfs_relay", "run", "--config", str(config)],
                           capture_output=True, text=True, timeout=120, env=env)  # fmt: skip
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from relay.sandbox import KafkaCluster
-from relay.sandbox.process import free_port
+from kafka_lfs_relay.sandbox import KafkaCluster
+from kafka_lfs_relay.sandbox.process import free_port
 from tests.conftest import ClusterFactory, TopicFactory, create_topic
 from tests.integration.harness import (
     RelayProcess,
@@ -109,7 +109,10 @@ def test_config_errors_are_one_line_with_exit_code_2(tmp_path: Path, kafka_clust
     config["target"]["batch"]["max_recrods"] = 10
     path = write_config(tmp_path / "relay.yml", config)
     proc = subprocess.run(
-        [sys.executable, "-m", "relay.cli", "run", "--config", str(path)], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "kafka_lfs_relay", "run", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
@@ -128,7 +131,10 @@ def test_check_reports_every_problem_and_exits_non_zero(
     config["mode"] = "failover"
     path = write_config(tmp_path / "relay.yml", config)
     proc = subprocess.run(
-        [sys.executable, "-m", "relay.cli", "check", "--config", str(path)], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "kafka_lfs_relay", "check", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     problems = [line for line in proc.stdout.splitlines() if line.startswith("PROBLEM")]
@@ -147,7 +153,10 @@ def test_check_passes_on_a_good_config(
         relay_config([kafka_cluster], kafka_cluster, [{"source": source, "target": source + "-c"}]),
     )
     proc = subprocess.run(
-        [sys.executable, "-m", "relay.cli", "check", "--config", str(path)], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "kafka_lfs_relay", "check", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip().endswith("config OK")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.sandbox import KafkaCluster
+from kafka_lfs_relay.sandbox import KafkaCluster
 from tests.conftest import ClusterFactory, create_topic
 from tests.integration.harness import (
     RelayProcess,

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from relay.sandbox import FeedProducer, KafkaCluster
+from kafka_lfs_relay.sandbox import FeedProducer, KafkaCluster
 from tests.conftest import ClusterFactory, TopicFactory, create_topic
 from tests.integration.harness import (
     RelayProcess,
@@ -228,7 +228,7 @@ def test_installed_example_plugin_is_used_from_config(
     )
     env_path = os.pathsep.join([str(site), str(ROOT)])
     proc = subprocess.run(
-        [sys.executable, "-m", "relay.cli", "run", "--config", str(write_config(tmp_path / "r.yml", cfg))],
+        [sys.executable, "-m", "kafka_lfs_relay", "run", "--config", str(write_config(tmp_path / "r.yml", cfg))],
         capture_output=True,
         text=True,
         timeout=120,
@@ -243,7 +243,7 @@ def test_filter_metrics_count_kept_and_dropped(
     tmp_path: Path, kafka_cluster: KafkaCluster, topic_factory: TopicFactory
 ) -> None:
     """The metrics endpoint reports per-filter kept/dropped counts equal to what the target received."""
-    from relay.sandbox.process import free_port
+    from kafka_lfs_relay.sandbox.process import free_port
 
     topic = topic_factory(kafka_cluster, partitions=1)
     produce([kafka_cluster], topic, [(0, f"k{i}".encode(), f"v{i}".encode()) for i in range(1_000)])

@@ -8,7 +8,7 @@ import pytest
 from confluent_kafka import Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from relay.sandbox import KafkaCluster
+from kafka_lfs_relay.sandbox import KafkaCluster
 from tests.conftest import TopicFactory
 from tests.integration.harness import (
     RelayProcess,

@@ -13,14 +13,14 @@ from botocore.config import Config
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from relay.sandbox import FeedProducer
-from relay.sandbox.process import pid_alive
+from kafka_lfs_relay.sandbox import FeedProducer
+from kafka_lfs_relay.sandbox.process import pid_alive
 
 pytestmark = pytest.mark.integration
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "relay.cli", *args], capture_output=True, text=True, timeout=240)
+    return subprocess.run([sys.executable, "-m", "kafka_lfs_relay", *args], capture_output=True, text=True, timeout=240)
 
 
 def test_detached_sandbox_serves_clients_and_down_leaves_no_process(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from relay.sandbox import FeedProducer, KafkaCluster
+from kafka_lfs_relay.sandbox import FeedProducer, KafkaCluster
 from tests.conftest import ClusterFactory, TopicFactory
 
 pytestmark = pytest.mark.integration

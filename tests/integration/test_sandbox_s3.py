@@ -11,8 +11,8 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from relay.sandbox.process import pid_alive
-from relay.sandbox.s3 import S3Server
+from kafka_lfs_relay.sandbox.process import pid_alive
+from kafka_lfs_relay.sandbox.s3 import S3Server
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.type_defs import CompletedPartTypeDef

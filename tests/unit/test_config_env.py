@@ -1,4 +1,4 @@
-"""Unit tests of relay.config.env: environment substitution, key paths and reading the YAML file."""
+"""Unit tests of kafka_lfs_relay.config.env: environment substitution, key paths and reading the YAML file."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relay.config import join_index, join_key, load_yaml, substitute_env
+from kafka_lfs_relay.config import join_index, join_key, load_yaml, substitute_env
 from relay.errors import ConfigError
 
 ENV = {"HOST": "kafka-1", "PORT": "9092", "EMPTY": "", "SECRET": "hunter2"}

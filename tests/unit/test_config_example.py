@@ -1,27 +1,63 @@
-"""config.example.yml is valid and shows every key the config parser knows."""
+"""config.example.yml is valid, its commented lfs and hydrate blocks too, and it shows every key the parser knows."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-from relay.app import TARGET_OPTION_KEYS
-from relay.config.env import load_yaml, substitute_env
-from relay.config.model import parse_config
+import yaml
+
+from kafka_lfs_relay.config import RelayConfig, parse_config, substitute_env
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.yml"
+ENV = {"EAST_PASSWORD": "x", "S3_ACCESS_KEY": "a", "S3_SECRET_KEY": "s", "S3_SESSION_TOKEN": "t"}
+
+
+def variant(kind: str) -> str:
+    """The example as written (``kafka``), or with the commented block of target ``kind`` uncommented."""
+    text = EXAMPLE.read_text(encoding="utf-8")
+    if kind == "kafka":
+        return text
+    marker = f"# --- target.type: {kind} "
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(marker))
+    block: list[str] = []
+    for line in lines[start + 1 :]:
+        if line.startswith("# ---") or not line.startswith("#"):
+            break
+        if line.startswith("#  "):  # the block itself, indented under target:
+            block.append(line[1:])
+    text = text.replace("  type: kafka ", f"  type: {kind} ", 1)
+    head, sep, tail = text.partition("\n# --- target.type:")
+    return head.rstrip("\n") + "\n" + "\n".join(block) + "\n" + sep + tail
+
+
+def parse(kind: str, asked: set[str] | None = None) -> RelayConfig:
+    return parse_config(substitute_env(yaml.safe_load(variant(kind)), ENV), asked)
 
 
 def test_example_config_parses() -> None:
     """The example validates once its ${VAR} references are set."""
-    config = parse_config(substitute_env(load_yaml(EXAMPLE), {"EAST_PASSWORD": "x"}), TARGET_OPTION_KEYS)
+    config = parse("kafka")
     assert config.mode == "failover" and [s.name for s in config.sources] == ["east", "west"]
 
 
+def test_commented_lfs_block_parses_when_uncommented() -> None:
+    """Uncommented under target with type lfs, the lfs block is a valid config."""
+    config = parse("lfs")
+    assert config.target.type == "lfs" and config.target.settings.lfs.s3.bucket == "kafka-lfs"
+
+
+def test_commented_hydrate_block_parses_when_uncommented() -> None:
+    """Uncommented under target with type hydrate, the hydrate block is a valid config."""
+    config = parse("hydrate")
+    assert config.target.type == "hydrate"
+    assert {rule.bucket for rule in config.target.settings.hydrate.policy.rules} == {"kafka-lfs", "shared-lfs"}
+
+
 def test_example_config_shows_every_key() -> None:
-    """Every key the parser looks for appears in the example, so the documentation cannot drift."""
+    """Every key the parser looks for, for every target type, appears in the example: the docs cannot drift."""
     asked: set[str] = set()
-    parse_config(substitute_env(load_yaml(EXAMPLE), {"EAST_PASSWORD": "x"}), TARGET_OPTION_KEYS, asked)
     present: set[str] = set()
 
     def walk(node: object, path: str) -> None:
@@ -29,16 +65,23 @@ def test_example_config_shows_every_key() -> None:
             for key, value in node.items():
                 child = f"{path}.{key}" if path else str(key)
                 present.add(child)
-                if key not in ("kafka", "config", "options"):
+                if key not in ("kafka", "config", "tags"):
                     walk(value, child)
         elif isinstance(node, list):
             for i, item in enumerate(node):
                 walk(item, f"{path}[{i}]")
 
-    walk(load_yaml(EXAMPLE), "")
+    for kind in ("kafka", "lfs", "hydrate"):
+        parse(kind, asked)
+        walk(yaml.safe_load(variant(kind)), "")
+        # Keys shown commented inside an uncommented block (valid only with another setting).
+        present |= {f"target.{kind}.{key}" for key in re.findall(r"^    # (\w+):", variant(kind), re.MULTILINE)}
+    # The group section is commented out too (it cannot be combined with mode: failover).
+    group = re.findall(r"^#\s+(id|session_timeout):", EXAMPLE.read_text(encoding="utf-8"), re.MULTILINE)
+    present |= {f"group.{key}" for key in group} | {"group"}
 
     def norm(paths: set[str]) -> set[str]:
-        return {re.sub(r"\[\d+\]", "[]", p) for p in paths}
+        # target.hydrate.s3 is documented "as for lfs": its keys are those of target.lfs.s3.
+        return {re.sub(r"\[\d+\]", "[]", p).replace("target.hydrate.s3.", "target.lfs.s3.") for p in paths}
 
-    target_options = {f"target.{k}" for k in TARGET_OPTION_KEYS}
-    assert norm(asked) - norm(present) - target_options == set()
+    assert norm(asked) - norm(present) - {"target.options"} == set()

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from relay.config.model import parse_config
+from kafka_lfs_relay.config import parse_config
 from relay.errors import ConfigError
 
 

@@ -1,4 +1,4 @@
-"""Unit tests of relay.config.model.parse_config and relay.config.reader.Section: defaults and errors."""
+"""Unit tests of kafka_lfs_relay.config.model.parse_config and relay.options.Section: defaults and errors."""
 
 from __future__ import annotations
 
@@ -7,19 +7,11 @@ from typing import Any
 import pytest
 import yaml
 
-from relay.config.model import (
-    MIB,
-    Backoff,
-    BatchConfig,
-    ClusterConfig,
-    LogConfig,
-    RelayConfig,
-    SourcePoolConfig,
-    TopicConfig,
-    parse_config,
-)
-from relay.config.reader import Section
+from kafka_lfs_relay.config import LogConfig, RelayConfig, parse_config
 from relay.errors import ConfigError
+from relay.options import Section
+from relay.settings import MIB, Backoff, ClusterConfig, SourcePoolConfig, TopicConfig
+from targets.kafka import BatchConfig, KafkaTargetConfig
 
 SECRET = "hunter2-s3cr3t"
 
@@ -41,10 +33,10 @@ def failover(*names: str) -> dict[str, Any]:
     return tree
 
 
-def config_error(tree: object, target_option_keys: tuple[str, ...] = ()) -> ConfigError:
+def config_error(tree: object) -> ConfigError:
     """The ConfigError parse_config raises for ``tree`` (fails the test if it raises nothing)."""
     with pytest.raises(ConfigError) as info:
-        parse_config(tree, target_option_keys)
+        parse_config(tree)
     return info.value
 
 
@@ -72,13 +64,14 @@ def test_minimal_config_source_and_topic_defaults() -> None:
 
 def test_minimal_config_target_defaults() -> None:
     """A minimal target is a kafka target named 'target' with the documented batch, retry and transaction defaults."""
-    target = parse_config(minimal()).target
-    assert target.type == "kafka"
+    config = parse_config(minimal()).target
+    assert config.type == "kafka"
+    target = config.settings
+    assert isinstance(target, KafkaTargetConfig) and target == config.kafka
     assert target.cluster == ClusterConfig("target", "dst:9092", {})
     assert target.batch == BatchConfig() == BatchConfig(20_000, 64 * MIB, 0.05)
     assert target.retry == Backoff(0.2, 10.0)
     assert (target.transactional_id, target.transaction_timeout, target.create_topics) == (None, 60.0, True)
-    assert target.options == {}
 
 
 def test_source_pool_defaults_are_the_documented_values() -> None:
@@ -107,7 +100,7 @@ def test_yaml_values_are_parsed_into_units() -> None:
         """
     )
     config = parse_config(tree)
-    assert (config.target.batch.max_bytes, config.target.batch.linger) == (MIB, 0.25)
+    assert (config.target.settings.batch.max_bytes, config.target.settings.batch.linger) == (MIB, 0.25)
     assert (config.source_pool.healthcheck_interval, config.source_pool.backoff) == (90.0, Backoff(0.1, 5.0))
     assert (config.max_in_flight, config.metrics_listen) == (64 * MIB, ("127.0.0.1", 9464))
     assert config.topics == (TopicConfig("orders", "orders-copy", "key"),)
@@ -152,29 +145,23 @@ def test_unknown_key_in_a_source_is_rejected() -> None:
     assert "did you mean 'kafka'" in str(error)
 
 
-def test_target_lfs_rejected_unless_declared() -> None:
-    """target.lfs is an unknown key when the target type does not declare it."""
-    tree = minimal()
-    tree["target"]["lfs"] = {"bucket": "b"}
-    error = config_error(tree)
-    assert error.path == "target.lfs"
-    assert "unknown key" in str(error)
-
-
-def test_target_lfs_accepted_as_raw_mapping_when_declared() -> None:
-    """target.lfs is passed through unvalidated as a raw mapping when declared in target_option_keys."""
+def test_target_lfs_is_parsed_by_the_lfs_target() -> None:
+    """Under type lfs, target.lfs is validated by the lfs target's own parser, which names an unknown key."""
     tree = minimal()
     tree["target"]["type"] = "lfs"
-    tree["target"]["lfs"] = {"bucket": "b", "threshold": "1MiB", "anything": [1, 2]}
-    config = parse_config(tree, target_option_keys=("lfs",))
-    assert config.target.options == {"lfs": {"bucket": "b", "threshold": "1MiB", "anything": [1, 2]}}
+    tree["target"]["lfs"] = {"s3": {"bucket": "b"}, "threshold": "2MiB"}
+    assert parse_config(tree).target.settings.lfs.threshold == 2 * MIB
+    tree["target"]["lfs"]["anything"] = [1, 2]
+    error = config_error(tree)
+    assert error.path == "target.lfs.anything"
+    assert "unknown key" in str(error)
 
 
 def test_lfs_section_under_type_kafka_is_refused() -> None:
     """An lfs section under target.type kafka, which would be ignored, is an error naming target.lfs."""
     tree = minimal()
     tree["target"]["lfs"] = {"threshold": "1MiB"}
-    error = config_error(tree, ("lfs", "hydrate", "options"))
+    error = config_error(tree)
     assert error.path == "target.lfs"
     assert "does not apply to target.type kafka (only to type lfs)" in str(error)
 
@@ -184,13 +171,17 @@ def test_options_section_under_a_builtin_type_is_refused() -> None:
     tree = minimal()
     tree["target"]["type"] = "hydrate"
     tree["target"]["options"] = {"path": "x"}
-    error = config_error(tree, ("lfs", "hydrate", "options"))
+    error = config_error(tree)
     assert error.path == "target.options"
 
 
-def test_declared_target_option_absent_is_not_in_options() -> None:
-    """A declared target option key that the config does not use is not added to options."""
-    assert parse_config(minimal(), target_option_keys=("lfs",)).target.options == {}
+def test_custom_target_gets_its_options_and_nothing_else() -> None:
+    """A custom target's settings are its options mapping; a Kafka-target key under it is an unknown key."""
+    tree = minimal()
+    tree["target"] = {"type": "pkg.mod:Cls", "options": {"path": "x"}}
+    assert parse_config(tree).target.settings == {"path": "x"}
+    tree["target"]["batch"] = {"linger": "1s"}
+    assert config_error(tree).path == "target.batch"
 
 
 # --- errors: values ----------------------------------------------------------------------------
@@ -343,7 +334,7 @@ def test_batch_max_bytes_defaults_to_a_smaller_max_in_flight() -> None:
     """With max_in_flight below 64 MiB and no batch.max_bytes, batches are cut at max_in_flight."""
     tree = minimal()
     tree["max_in_flight"] = "8MiB"
-    assert parse_config(tree).target.batch.max_bytes == 8 * MIB
+    assert parse_config(tree).target.settings.batch.max_bytes == 8 * MIB
 
 
 def test_max_in_flight_smaller_than_batch_max_bytes() -> None:

@@ -1,4 +1,4 @@
-"""Unit tests of relay.config.units (durations and sizes) and of ConfigError's message contract."""
+"""Unit tests of relay.units (durations and sizes) and of ConfigError's message contract."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relay.config import format_duration, format_size, parse_duration, parse_size
 from relay.errors import ConfigError, RelayError, is_secret_path
+from relay.units import format_duration, format_size, parse_duration, parse_size
 
 PATH = "target.batch.max_bytes"
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import yaml
 
 from relay.metrics import RelayMetrics
-from targets._s3upload import LfsMetrics
-from targets.hydrate import HydrateMetrics
+from targets.hydrate.target import HydrateMetrics
+from targets.lfs.upload import LfsMetrics
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 _NAME = re.compile(r"\bkafka_lfs_relay_[a-z0-9_]+")

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from itertools import pairwise
 
-from relay.config.model import Backoff, SourcePoolConfig
 from relay.failover import Decision, Health, decide, worst_lag
 from relay.message import SourcePartition
+from relay.settings import Backoff, SourcePoolConfig
 
 P0 = SourcePartition("orders", 0)
 P1 = SourcePartition("orders", 1)

@@ -1,4 +1,4 @@
-"""Unit tests of relay.sandbox.FeedProducer: a refused record is never counted as sent."""
+"""Unit tests of kafka_lfs_relay.sandbox.FeedProducer: a refused record is never counted as sent."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from relay.sandbox import FeedProducer, SandboxError
+from kafka_lfs_relay.sandbox import FeedProducer, SandboxError
 
 
 def test_a_record_that_times_out_fails_flush_all_with_its_topic() -> None:

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from filters import BUILTINS, Filter, FilterConfigError, build_filters
-from relay.config.model import FilterConfig
+from kafka_lfs_relay.config.model import FilterConfig
 from relay.errors import ConfigError
 from relay.message import Headers, Message
 
@@ -32,7 +32,6 @@ def message(
         value=value,
         headers=headers,
         topic="relayed",
-        partition=-1,
         source_cluster="east",
         source_topic=topic,
         source_partition=partition,

@@ -21,7 +21,7 @@ from filters import (
     build_filters,
     load_filter_class,
 )
-from relay.config.model import FilterConfig
+from kafka_lfs_relay.config.model import FilterConfig
 from relay.errors import ConfigError, RelayError
 from relay.message import Message
 from tests.unit import filter_plugins
@@ -37,7 +37,6 @@ def message(offset: int = 42, key: bytes | None = KEY, value: bytes | None = PAY
         value=value,
         headers=(("auth", b"very-private-header"),),
         topic="relayed",
-        partition=-1,
         source_cluster="east",
         source_topic="orders",
         source_partition=3,

@@ -6,20 +6,15 @@ from typing import Any
 
 import pytest
 
-from relay.app import TARGET_OPTION_KEYS, build_target
-from relay.config.model import MIB, ClusterConfig, RelayConfig, parse_config
+from kafka_lfs_relay.config import RelayConfig, parse_config
+from kafka_lfs_relay.wiring import build_target
+from lfs import BucketRule
 from relay.errors import ConfigError
-from relay.lfs import BucketRule
 from relay.metrics import RelayMetrics
+from relay.settings import MIB, ClusterConfig
 from relay.target import Target
-from targets.hydrate import (
-    HydrateConfig,
-    HydrateTarget,
-    KafkaTargetFactory,
-    _with_message_limit,
-    build_hydrate_target,
-    parse_hydrate,
-)
+from targets.hydrate import HydrateConfig, HydrateTarget
+from targets.hydrate.target import _with_message_limit, kafka_config
 
 
 def tree(hydrate: dict[str, Any] | None = None, **target: Any) -> dict[str, Any]:
@@ -36,14 +31,14 @@ def tree(hydrate: dict[str, Any] | None = None, **target: Any) -> dict[str, Any]
 
 
 def relay_config(hydrate: dict[str, Any] | None = None, **target: Any) -> RelayConfig:
-    return parse_config(tree(hydrate, **target), TARGET_OPTION_KEYS)
+    return parse_config(tree(hydrate, **target))
 
 
 def parsed(**hydrate: Any) -> HydrateConfig:
     """parse_hydrate of ``hydrate``, with allowed_buckets: [payloads] unless given."""
     hydrate.setdefault("allowed_buckets", ["payloads"])
-    config = relay_config(hydrate)
-    return parse_hydrate(config.target.options["hydrate"], config)
+    settings: HydrateConfig = relay_config(hydrate).target.settings.hydrate
+    return settings
 
 
 def error(**hydrate: Any) -> ConfigError:
@@ -137,9 +132,8 @@ def test_mistakes_are_config_errors_naming_the_key(hydrate: dict[str, Any], path
     hydrate.setdefault("allowed_buckets", ["payloads"])
     if hydrate["allowed_buckets"] is None:
         del hydrate["allowed_buckets"]
-    config = relay_config(hydrate)
     with pytest.raises(ConfigError) as info:
-        parse_hydrate(config.target.options["hydrate"], config)
+        relay_config(hydrate)
     assert info.value.path == path
     assert message in str(info.value)
 
@@ -153,7 +147,7 @@ def test_secret_key_never_appears_in_an_error() -> None:
 def test_missing_hydrate_section_is_an_error() -> None:
     """type: hydrate without target.hydrate is a ConfigError (nothing may be fetched without an allow-list)."""
     with pytest.raises(ConfigError) as info:
-        build_target(relay_config(), RelayMetrics())
+        relay_config()
     assert info.value.path == "target.hydrate"
 
 
@@ -187,7 +181,8 @@ def test_producer_accepts_records_up_to_max_object_size() -> None:
 def test_payloads_count_twice_when_the_producer_does_not_compress() -> None:
     """With compression.type none the window counts a produced payload twice (ours and librdkafka's), else thrice."""
     config = relay_config({"allowed_buckets": ["a"]}, kafka={"compression.type": "none"})
-    target = build_hydrate_target(config, RelayMetrics())
+    target = build_target(config, RelayMetrics())
+    assert isinstance(target, HydrateTarget)
     try:
         assert target.window.copies == 2
     finally:
@@ -213,6 +208,5 @@ def test_a_batch_holds_at_most_half_the_payload_window(
         raw["target"]["batch"] = {"max_bytes": batch}
     if compression is not None:
         raw["target"]["kafka"] = {"compression.type": compression}
-    config = parse_config(raw, TARGET_OPTION_KEYS)
-    factory = KafkaTargetFactory(config, RelayMetrics(), MIB)
-    assert factory.batch().max_bytes == expected
+    config = parse_config(raw)
+    assert kafka_config(config.target.settings, config.max_in_flight).batch.max_bytes == expected

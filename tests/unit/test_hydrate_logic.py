@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from relay.lfs import Envelope, ObjectNotFoundError, checksum
-from targets.hydrate import PayloadWindow, _Abandoned, error_header, restored_headers, strip_positions
+from lfs import Envelope, ObjectNotFoundError, checksum
+from targets.hydrate.target import error_header, restored_headers, strip_positions
+from targets.hydrate.window import Abandoned, PayloadWindow
 
 SHA = checksum(b"abc")
 
@@ -69,7 +70,7 @@ def acquire_in_thread(window: PayloadWindow, ticket: tuple[int, int], n: int) ->
         try:
             window.acquire(ticket, n)
             result.append("ok")
-        except _Abandoned:
+        except Abandoned:
             result.append("abandoned")
 
     thread = threading.Thread(target=run, daemon=True)
@@ -151,5 +152,5 @@ def test_window_close_refuses_everyone() -> None:
     window = PayloadWindow(100)
     ticket = window.ticket()
     window.close()
-    with pytest.raises(_Abandoned):
+    with pytest.raises(Abandoned):
         window.acquire(ticket, 1)

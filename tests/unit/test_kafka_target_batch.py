@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from relay import positions
-from relay.config.model import Backoff, BatchConfig, ClusterConfig
 from relay.message import Message
-from relay.metrics import RelayMetrics
-from targets.kafka import KafkaTarget, Route, _Record, _Unit
+from relay.settings import TopicConfig
+from targets.kafka import positions
+from targets.kafka.batches import BatchBuilder, Record, Unit
 
 
 def message(partition: int, offset: int) -> Message:
@@ -17,7 +16,6 @@ def message(partition: int, offset: int) -> Message:
         value=b"v",
         headers=(),
         topic="out",
-        partition=-1,
         source_cluster="src",
         source_topic="in",
         source_partition=partition,
@@ -26,23 +24,11 @@ def message(partition: int, offset: int) -> Message:
     )
 
 
-def target(transform: object = None) -> KafkaTarget:
-    t = KafkaTarget(
-        cluster=ClusterConfig("dst", "dst:9092"),
-        routes=[Route("in", "out", "preserve")],
-        batch=BatchConfig(),
-        retry=Backoff(0.1, 1.0),
-        transactional_id="t",
-        transaction_timeout=10.0,
-        create_topics=False,
-        metrics=RelayMetrics(),
-        transform=transform,  # type: ignore[arg-type]
-    )
-    t._target_partitions["out"] = 2
-    return t
+def builder(transform: object = None) -> BatchBuilder:
+    return BatchBuilder([TopicConfig("in", "out", "preserve")], {"out": 2}, transform)  # type: ignore[arg-type]
 
 
-def has_position(rec: _Record) -> bool:
+def has_position(rec: Record) -> bool:
     return any(name == positions.HEADER for name, _ in rec[3] or ())
 
 
@@ -50,8 +36,8 @@ def test_records_superseded_in_their_partition_are_given_early_in_order() -> Non
     """Every record but the last of its target partition goes to ``early`` as soon as a later one lands there."""
     batch = [message(0, 10), message(1, 20), message(0, 11), message(0, 12), message(1, 21)]
     early: list[tuple[int, int]] = []
-    records, batch_next, last = target()._records(
-        _Unit(batch), lambda rec: early.append((rec[0].source_partition, rec[0].source_offset))
+    records, batch_next, last = builder().build(
+        Unit(batch), {}, lambda rec: early.append((rec[0].source_partition, rec[0].source_offset))
     )
     assert early == [(0, 10), (0, 11), (1, 20)]
     assert [(records[i][0].source_partition, records[i][0].source_offset) for i in last] == [(0, 12), (1, 21)]
@@ -67,14 +53,14 @@ def test_a_rebuild_never_transforms_a_record_twice() -> None:
         calls.append(msg.source_offset)
         return msg
 
-    t = target(transform)
-    unit = _Unit([message(0, 0), message(0, 1), message(0, 2)])
+    b = builder(transform)
+    unit = Unit([message(0, 0), message(0, 1), message(0, 2)])
 
-    def fail_early(rec: _Record) -> None:
+    def fail_early(rec: Record) -> None:
         raise RuntimeError("the producer refused a record")
 
     with pytest.raises(RuntimeError):
-        t._records(unit, fail_early)
-    records, _, last = t._records(unit)
+        b.build(unit, {}, fail_early)
+    records, _, last = b.build(unit, {})
     assert calls == [0, 1, 2]
     assert [rec[0].source_offset for rec in records] == [0, 1, 2] and last == [2]

@@ -1,4 +1,4 @@
-"""Unit tests of relay.lfs checksums: algorithms, rendering, the incremental Hasher, errors."""
+"""Unit tests of lfs checksums: algorithms, rendering, the incremental Hasher, errors."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relay.lfs import ChecksumError, EnvelopeError, Hasher, LfsError, checksum, normalize_alg
+from lfs import ChecksumError, EnvelopeError, Hasher, LfsError, checksum, normalize_alg
 
 ABC_SHA256 = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
 ABC_MD5 = "900150983cd24fb0d6963f7d28e17f72"

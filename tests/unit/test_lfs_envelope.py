@@ -1,4 +1,4 @@
-"""Unit tests of the relay.lfs envelope: encoding, detection, strict decoding and fuzzing."""
+"""Unit tests of the lfs envelope: encoding, detection, strict decoding and fuzzing."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay.lfs import (
+from lfs import (
     Envelope,
     EnvelopeError,
     checksum,

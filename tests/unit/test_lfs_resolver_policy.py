@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay.lfs import (
+from lfs import (
     BucketPolicy,
     BucketRule,
     ChecksumError,
@@ -33,8 +33,8 @@ from relay.lfs import (
     decode_envelope,
     detect,
 )
-from relay.lfs._resolver import LEGACY_PARSE_LIMIT, _content_range_total
-from relay.s3 import S3Settings
+from lfs._resolver import LEGACY_PARSE_LIMIT, _content_range_total
+from lfs.s3 import S3Settings
 
 SHA = checksum(b"abc")
 # Nothing listens on port 9: a resolver that tried to fetch would fail with StorageError("unavailable").

@@ -6,13 +6,15 @@ from typing import Any
 
 import pytest
 
-from relay.app import TARGET_OPTION_KEYS, build_target
-from relay.config.model import MIB, ClusterConfig, RelayConfig, parse_config
+from kafka_lfs_relay.config import RelayConfig, parse_config
+from kafka_lfs_relay.wiring import build_target
 from relay.errors import ConfigError
 from relay.metrics import RelayMetrics
+from relay.settings import MIB, ClusterConfig
 from relay.target import Target
-from targets._lfsconfig import DEFAULT_HEADER_ALLOWLIST, KeyTemplate, LfsConfig, parse_lfs
-from targets.lfs import LfsTarget, _with_message_limit
+from targets.lfs import LfsTarget
+from targets.lfs.config import DEFAULT_HEADER_ALLOWLIST, KeyTemplate, LfsConfig
+from targets.lfs.target import _with_message_limit
 
 
 def tree(lfs: dict[str, Any] | None = None, **target: Any) -> dict[str, Any]:
@@ -29,14 +31,14 @@ def tree(lfs: dict[str, Any] | None = None, **target: Any) -> dict[str, Any]:
 
 
 def relay_config(lfs: dict[str, Any] | None = None, **target: Any) -> RelayConfig:
-    return parse_config(tree(lfs, **target), TARGET_OPTION_KEYS)
+    return parse_config(tree(lfs, **target))
 
 
 def parsed(**lfs: Any) -> LfsConfig:
     """parse_lfs of ``lfs`` with a bucket added unless an s3 section is given."""
     lfs.setdefault("s3", {"bucket": "payloads"})
-    config = relay_config(lfs)
-    return parse_lfs(config.target.options["lfs"], config)
+    settings: LfsConfig = relay_config(lfs).target.settings.lfs
+    return settings
 
 
 def error(**lfs: Any) -> ConfigError:
@@ -136,7 +138,7 @@ def test_secret_is_never_shown() -> None:
 def test_type_lfs_without_lfs_section_is_an_error() -> None:
     """type: lfs without target.lfs is a ConfigError naming target.lfs."""
     with pytest.raises(ConfigError) as info:
-        build_target(relay_config(None), RelayMetrics())
+        relay_config(None)
     assert info.value.path == "target.lfs"
 
 
@@ -145,7 +147,7 @@ def test_another_targets_section_with_type_lfs_is_an_error() -> None:
     raw = tree({"s3": {"bucket": "b"}})
     raw["target"]["hydrate"] = {"s3": {}}
     with pytest.raises(ConfigError) as info:
-        build_target(parse_config(raw, TARGET_OPTION_KEYS), RelayMetrics())
+        parse_config(raw)
     assert info.value.path == "target.hydrate"
 
 
@@ -154,7 +156,7 @@ def test_build_target_makes_an_lfs_target() -> None:
     target = build_target(relay_config({"s3": {"bucket": "b"}, "threshold": "4MiB"}), RelayMetrics())
     assert isinstance(target, LfsTarget) and isinstance(target, Target)
     # Pass-through records up to the threshold must fit librdkafka's message limit.
-    assert int(target.kafka._cluster.kafka["message.max.bytes"]) >= 4 * MIB
+    assert int(target.kafka._config.cluster.kafka["message.max.bytes"]) >= 4 * MIB
 
 
 def test_message_limit_respects_the_users_setting() -> None:

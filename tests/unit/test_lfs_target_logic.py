@@ -11,14 +11,15 @@ from typing import Any
 
 import pytest
 
-from relay.app import TARGET_OPTION_KEYS, build_target
-from relay.config.model import MIB, parse_config
+from kafka_lfs_relay.config import parse_config
+from kafka_lfs_relay.wiring import build_target
+from lfs import Envelope, decode_envelope, is_lfs_envelope
 from relay.errors import ConfigError
-from relay.lfs import Envelope, decode_envelope, is_lfs_envelope
 from relay.message import Headers, Message
 from relay.metrics import RelayMetrics
+from relay.settings import MIB
 from relay.target import TargetError
-from targets._lfsconfig import (
+from targets.lfs.config import (
     DEFAULT_HEADER_ALLOWLIST,
     KeyTemplate,
     RecordError,
@@ -27,12 +28,12 @@ from targets._lfsconfig import (
     expected_checksum,
     offload_reason,
 )
-from targets._s3upload import S3Uploader, Stored, Upload, UploadJob, _ViewReader
-from targets.lfs import LfsTarget, _Offloaded, _Pending, _replace_value
+from targets.lfs.target import LfsTarget, _Offloaded, _Pending, _replace_value
+from targets.lfs.upload import S3Uploader, Stored, Upload, UploadJob, _ViewReader
 
 
 def msg(value: bytes | None = b"v", headers: Headers = (), topic: str = "orders", offset: int = 42) -> Message:
-    return Message(b"k", value, headers, f"{topic}-copy", 3, "primary", topic, 1, offset, 1_700_000_000_000, 100)
+    return Message(b"k", value, headers, f"{topic}-copy", "primary", topic, 1, offset, 1_700_000_000_000, 100)
 
 
 # -- keys ------------------------------------------------------------------------------------------
@@ -115,7 +116,7 @@ def test_unknown_checksum_algorithm_is_a_record_error() -> None:
 
 
 def _hasher_for(data: bytes, alg: str) -> Any:
-    from relay.lfs import Hasher
+    from lfs import Hasher
 
     hasher = Hasher(alg)
     hasher.update(data)
@@ -227,7 +228,7 @@ def _target(**lfs: Any) -> LfsTarget:
         "topics": [{"source": "orders", "target": "orders-copy"}],
         "target": {"type": "lfs", "bootstrap_servers": "dst:9092", "lfs": {"s3": {"bucket": "b"}, **lfs}},
     }
-    target = build_target(parse_config(raw, TARGET_OPTION_KEYS), RelayMetrics())
+    target = build_target(parse_config(raw), RelayMetrics())
     assert isinstance(target, LfsTarget)
     return target
 
@@ -270,7 +271,7 @@ def test_record_error_with_dead_letter_redirects_the_original_record() -> None:
     assert out.topic == "orders-dlq" and out.value == record.value and out.key == record.key
     assert out.headers == (("LFS_BLOB", b"00"), ("kfr-lfs-error", b"bad checksum"))
     assert (out.source_topic, out.source_partition, out.source_offset) == coords
-    assert target.kafka._extra_topics == ("orders-dlq",)
+    assert target.kafka._hooks.extra_topics == ("orders-dlq",)
 
 
 # -- the part reader ------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ def message(headers: Headers = ()) -> Message:
         value=b"v",
         headers=headers,
         topic="orders-copy",
-        partition=3,
         source_cluster="src",
         source_topic="orders",
         source_partition=3,

@@ -1,4 +1,4 @@
-"""Unit tests of relay.partitioner: Kafka's murmur2 and the choice of a target partition."""
+"""Unit tests of targets.kafka.partitioner: Kafka's murmur2 and the choice of a target partition."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relay.partitioner import key_partition, murmur2, target_partition
+from targets.kafka.partitioner import key_partition, murmur2, target_partition
 
 
 def _int32(x: int) -> int:

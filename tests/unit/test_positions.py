@@ -1,4 +1,4 @@
-"""Unit tests of relay.positions: the ``kfr-pos`` header's wire format, strict decoding and merging."""
+"""Unit tests of targets.kafka.positions: the ``kfr-pos`` header's wire format, strict decoding and merging."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from relay.message import SourcePartition
-from relay.positions import HEADER, PositionFormatError, decode, encode, merge
+from targets.kafka.positions import HEADER, PositionFormatError, decode, encode, merge
 
 TOPICS = st.from_regex(r"[A-Za-z0-9._-]{1,50}", fullmatch=True)
 POSITIONS = st.dictionaries(st.integers(0, 100_000), st.integers(0, 2**63 - 1), max_size=20)

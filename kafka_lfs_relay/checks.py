@@ -1,0 +1,151 @@
+"""``kafka-lfs-relay check``: what the relay would see, cluster by cluster, topic by topic."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from kafka_lfs_relay.config import RelayConfig
+from lfs.s3 import S3Settings, describe, error_kind, make_client
+from relay.settings import ClusterConfig
+from relay.sourcepool import ClusterProbe
+from targets.hydrate import HydrateTargetConfig
+from targets.lfs import LfsTargetConfig
+
+
+def _partitions(cluster: ClusterConfig, topics: list[str], timeout: float) -> tuple[dict[str, int], str | None]:
+    """Partition counts of ``topics`` that exist, and the reason the cluster cannot be read (if so)."""
+    probe = ClusterProbe(cluster, timeout)
+    try:
+        md = probe.admin.list_topics(timeout=timeout)
+    except Exception as exc:  # reachability is what is being checked; report librdkafka's reason
+        probe.admin.poll(0.5)
+        reason = probe.auth_error or (exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else str(exc))
+        return {}, reason
+    counts = {t: len(md.topics[t].partitions) for t in topics if t in md.topics and md.topics[t].error is None}
+    return counts, None
+
+
+def _s3_buckets(config: RelayConfig) -> tuple[str, S3Settings, list[str]] | None:
+    """The target's S3 section path, settings and the buckets it uses, if it uses S3."""
+    settings = config.target.settings
+    if isinstance(settings, LfsTargetConfig):
+        s3 = settings.lfs.s3
+        return "target.lfs.s3", s3, [s3.bucket] if s3.bucket else []
+    if isinstance(settings, HydrateTargetConfig):
+        hydrate = settings.hydrate
+        return "target.hydrate.s3", hydrate.s3, sorted({rule.bucket for rule in hydrate.policy.rules})
+    return None
+
+
+def check_s3(config: RelayConfig, out: Callable[[str], None]) -> int:
+    """For targets that use S3: reach every bucket; return the problems."""
+    found = _s3_buckets(config)
+    if found is None:
+        return 0
+    section, settings, buckets = found
+    where = settings.endpoint_url or "AWS S3"
+    client = make_client(settings)
+    problems = 0
+    for bucket in buckets:
+        line = _probe_bucket(client, bucket, settings.prefix, section)
+        out(f"{line[0]:<7} S3 bucket {bucket!r} at {where}: {line[1]}")
+        problems += line[0] == "PROBLEM"
+    return problems
+
+
+_CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
+
+
+def _probe_bucket(client: Any, bucket: str, prefix: str, section: str) -> tuple[str, str]:
+    """(verdict, reason) for one bucket: a one-key listing, which changes nothing and, unlike
+    HeadBucket, answers with an error code that tells wrong credentials from a missing permission."""
+    try:
+        client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
+    except Exception as exc:  # every S3 failure is a finding here, described without secrets
+        code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+        if code in _CREDENTIAL_CODES:
+            return (
+                "PROBLEM",
+                f"the credentials were rejected ({code}); check access_key_id and secret_access_key in {section}",
+            )
+        if code == "NoSuchBucket":
+            return "PROBLEM", "the bucket does not exist"
+        kind = error_kind(exc)
+        if kind == "access_denied":
+            # A least-privilege policy may allow PutObject/GetObject but not ListBucket.
+            return (
+                "warn",
+                "the credentials were accepted but listing was denied; objects themselves may still be allowed",
+            )
+        if kind == "unavailable":
+            return "PROBLEM", f"not reachable ({describe(exc)})"
+        return "PROBLEM", describe(exc)
+    return "ok", "reachable, the credentials were accepted"
+
+
+def run_checks(config: RelayConfig, out: Callable[[str], None]) -> int:
+    """Print one line per finding; return the number of problems."""
+    timeout = max(5.0, config.source_pool.request_timeout)
+    problems = 0
+    source_topics = [t.source for t in config.topics]
+    reference: dict[str, int] = {}
+    for cluster in config.sources:
+        counts, reason = _partitions(cluster, source_topics, timeout)
+        if reason is not None:
+            out(f"PROBLEM source {cluster.name} ({cluster.bootstrap_servers}) is not reachable: {reason}")
+            problems += 1
+            continue
+        out(f"ok      source {cluster.name} ({cluster.bootstrap_servers}) is reachable")
+        for topic in source_topics:
+            if topic not in counts:
+                out(f"PROBLEM source {cluster.name}: topic {topic!r} does not exist")
+                problems += 1
+                continue
+            out(f"ok      source {cluster.name}: topic {topic!r} has {counts[topic]} partitions")
+            if topic in reference and reference[topic] != counts[topic]:
+                out(
+                    f"PROBLEM source {cluster.name}: topic {topic!r} has {counts[topic]} partitions, "
+                    f"another source has {reference[topic]}; failover needs identical topics"
+                )
+                problems += 1
+            reference.setdefault(topic, counts[topic])
+    kafka = config.target.kafka
+    if kafka is None:
+        out(f"skip    target type {config.target.type!r} is custom; only the sources were checked")
+        return problems
+    problems += check_s3(config, out)
+    target = kafka.cluster
+    counts, reason = _partitions(target, [t.target for t in config.topics], timeout)
+    if reason is not None:
+        out(f"PROBLEM target {target.name} ({target.bootstrap_servers}) is not reachable: {reason}")
+        return problems + 1
+    out(f"ok      target {target.name} ({target.bootstrap_servers}) is reachable")
+    for route in config.topics:
+        have = counts.get(route.target)
+        need = reference.get(route.source)
+        if have is None:
+            if kafka.create_topics:
+                out(
+                    f"ok      target topic {route.target!r} does not exist yet; it will be created "
+                    f"with {need if need is not None else 'the source'} partitions"
+                )
+            else:
+                out(f"PROBLEM target topic {route.target!r} does not exist and target.create_topics is false")
+                problems += 1
+            continue
+        if route.partition == "preserve" and need is not None and have < need:
+            out(
+                f"PROBLEM target topic {route.target!r} has {have} partitions but source topic {route.source!r} "
+                f"has {need}; partition: preserve needs at least as many"
+            )
+            problems += 1
+        elif isinstance(route.partition, int) and route.partition >= have:
+            out(f"PROBLEM target topic {route.target!r} has no partition {route.partition}")
+            problems += 1
+        else:
+            out(f"ok      target topic {route.target!r} has {have} partitions (partition: {route.partition})")
+    return problems
+
+
+__all__ = ["check_s3", "run_checks"]

@@ -1,0 +1,135 @@
+"""``kafka-lfs-relay run`` and ``check``: config in, one clear line out on any user mistake."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from kafka_lfs_relay.config import RelayConfig, load_config, validate
+from kafka_lfs_relay.wiring import build_relay
+from relay import logs
+from relay.errors import ConfigError, RelayError
+from relay.metrics import RelayMetrics
+from relay.relay import Progress
+
+
+def add_parsers(sub: Any) -> None:
+    """Register ``run`` and ``check``."""
+    run = sub.add_parser("run", help="relay records as the config says")
+    run.add_argument("--config", type=Path, required=True, help="YAML config file")
+    run.add_argument("--mode", choices=("single", "failover"), help="override the config's mode")
+    run.add_argument("--stop-at-end", action="store_true", help="stop once the end offsets seen at start are reached")
+    run.set_defaults(func=cmd_run)
+    check = sub.add_parser("check", help="validate the config and report what the relay would see")
+    check.add_argument("--config", type=Path, required=True, help="YAML config file")
+    check.set_defaults(func=cmd_check)
+
+
+def _load(args: argparse.Namespace) -> RelayConfig:
+    config = load_config(args.config)
+    changes: dict[str, Any] = {}
+    if getattr(args, "mode", None):
+        changes["mode"] = args.mode
+        if args.mode == "single" and len(config.sources) > 1:
+            changes["sources"] = config.sources[:1]
+    if getattr(args, "stop_at_end", False):
+        changes["stop_at_end"] = True
+    if not changes:
+        return config
+    config = dataclasses.replace(config, **changes)
+    validate(config)
+    return config
+
+
+class _ProgressBar:
+    """A one-line progress bar of records remaining, redrawn in place on a terminal."""
+
+    def __init__(self) -> None:
+        self.first: int | None = None
+
+    def __call__(self, progress: Progress) -> None:
+        if self.first is None or progress.remaining > self.first:
+            self.first = max(progress.remaining, 1)
+        done = 1 - progress.remaining / self.first
+        bar = "#" * int(done * 30)
+        sys.stderr.write(
+            f"\r[{bar:<30}] {progress.remaining:>12,} records left in {progress.partitions_left} partitions "
+        )
+        if progress.partitions_left == 0:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the relay until stopped (SIGTERM/SIGINT drain and exit 0) or until the end with --stop-at-end."""
+    try:
+        config = _load(args)
+    except ConfigError as exc:
+        print(f"kafka-lfs-relay: {exc}", file=sys.stderr)
+        return exc.exit_code
+    logs.configure(config.log.level, config.log.format)
+    log = structlog.get_logger("kafka_lfs_relay")
+    metrics = RelayMetrics()
+    try:
+        bar = _ProgressBar() if config.stop_at_end and sys.stderr.isatty() else None
+        relay = build_relay(config, metrics, on_progress=bar)
+        if config.metrics_listen is not None:
+            host, port = config.metrics_listen
+            try:
+                metrics.serve(host, port)
+            except OSError as exc:
+                raise ConfigError("metrics.listen", f"cannot listen there ({exc.strerror})", f"{host}:{port}") from None
+            log.info("metrics endpoint", url=f"http://{host}:{port}/metrics")
+
+        def on_signal(signum: int, _frame: object) -> None:
+            # Only sets a flag: the relay's own thread drains and returns, so nothing is half-written.
+            log.info("signal received; draining", signal=signal.Signals(signum).name)
+            relay.stop()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        # Every relayed record allocates a few short-lived objects; with the default threshold
+        # the cyclic collector ran every ~700 allocations and cost ~14% of throughput (profiled
+        # with py-spy). Start-up objects are frozen out of collection, and young collections
+        # are made rarer; nothing in the hot path builds reference cycles.
+        gc.freeze()
+        gc.set_threshold(100_000, 50, 50)
+        relay.run()
+    except RelayError as exc:
+        if sys.stderr.isatty():
+            sys.stderr.write("\n")
+        log.error("relay stopped", error=str(exc), code=exc.code)
+        print(f"kafka-lfs-relay: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except Exception as exc:  # a bug, not a user mistake: keep the traceback in the log for the report
+        log.exception("relay stopped by an internal error")
+        print(
+            f"kafka-lfs-relay: internal error: {type(exc).__name__}: {exc} (a bug; please report it)", file=sys.stderr
+        )
+        return 70
+    log.info("relay stopped cleanly")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Validate the config, then report reachability and partitions of every cluster and topic."""
+    from kafka_lfs_relay.checks import run_checks
+
+    try:
+        config = _load(args)
+    except ConfigError as exc:
+        print(f"kafka-lfs-relay: {exc}", file=sys.stderr)
+        return exc.exit_code
+    problems = run_checks(config, print)
+    if problems:
+        print(f"{problems} problem(s) found", file=sys.stderr)
+        return 1
+    print("config OK")
+    return 0

@@ -1,0 +1,258 @@
+"""The validated, immutable configuration: one frozen object per section.
+
+``parse_config`` turns a loaded YAML tree into a :class:`RelayConfig` or raises one
+:class:`~relay.errors.ConfigError` that names the key path and the bad value. Nothing here
+touches the network or the file system. The relay core's own settings (clusters, the source
+pool, topics, group mode) are :mod:`relay.settings`; each target type reads its part of
+``target`` itself, through the registry (:mod:`kafka_lfs_relay.registry`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from kafka_lfs_relay.registry import CUSTOM_SECTION, SECTIONS, TARGETS
+from relay.errors import ConfigError
+from relay.options import Section, read_backoff, read_cluster
+from relay.plugins import is_dotted_path
+from relay.settings import ClusterConfig, GroupConfig, RelaySettings, SourcePoolConfig, TopicConfig
+from targets.context import TargetContext
+from targets.kafka import KafkaTargetConfig
+
+DEFAULT_NAME = "kafka-lfs-relay"
+"""A relay's name when the config gives none: its transactional.id and the key of its positions."""
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    """Where records go: a built-in ``type`` of the registry with what its parser returned, or a
+    custom ``package.module:Class`` with its ``options`` mapping as ``settings``."""
+
+    type: str
+    settings: Any
+
+    @property
+    def builtin(self) -> bool:
+        """Whether ``type`` is a built-in target of the registry."""
+        return self.type in TARGETS
+
+    @property
+    def kafka(self) -> KafkaTargetConfig | None:
+        """The Kafka target's settings of a built-in type (every one writes through it), else None."""
+        entry = TARGETS.get(self.type)
+        return entry.kafka_of(self.settings) if entry is not None else None
+
+
+@dataclass(frozen=True)
+class FilterConfig:
+    """One filter: a name for metrics and logs, a type, its own config, and what an exception means."""
+
+    name: str
+    type: str
+    config: Mapping[str, object]
+    on_error: Literal["fail", "drop"] = "fail"
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """Log level and format."""
+
+    level: str = "info"
+    format: Literal["console", "json"] = "console"
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    """The whole configuration of one relay process."""
+
+    name: str
+    mode: Literal["single", "failover"]
+    sources: tuple[ClusterConfig, ...]
+    topics: tuple[TopicConfig, ...]
+    target: TargetConfig
+    source_pool: SourcePoolConfig = SourcePoolConfig()
+    filters: tuple[FilterConfig, ...] = ()
+    stop_at_end: bool = RelaySettings.stop_at_end
+    max_in_flight: int = RelaySettings.max_in_flight
+    metrics_listen: tuple[str, int] | None = None
+    log: LogConfig = LogConfig()
+    group: GroupConfig | None = None
+
+    def target_context(self) -> TargetContext:
+        """What a built-in target is parsed and built with."""
+        return TargetContext(self.name, self.topics, self.max_in_flight, self.group is not None)
+
+
+def _source(sec: Section, index: int) -> ClusterConfig:
+    cluster = read_cluster(sec, f"source-{index + 1}")
+    sec.finish()
+    return cluster
+
+
+def _source_pool(sec: Section) -> SourcePoolConfig:
+    d = SourcePoolConfig
+    pool = SourcePoolConfig(
+        healthcheck_interval=sec.duration("healthcheck_interval", d.healthcheck_interval, positive=True),
+        request_timeout=sec.duration("request_timeout", d.request_timeout, positive=True),
+        lag_threshold=sec.integer("lag_threshold", d.lag_threshold, minimum=1),
+        unhealthy_after=sec.integer("unhealthy_after", d.unhealthy_after, minimum=1),
+        lag_checks=sec.integer("lag_checks", d.lag_checks, minimum=1),
+        min_dwell=sec.duration("min_dwell", d.min_dwell),
+        random_initial=sec.flag("random_initial", d.random_initial),
+        verify_on_switch=sec.flag("verify_on_switch", d.verify_on_switch),
+        backoff=read_backoff(sec.section("backoff"), d.backoff),
+    )
+    sec.finish()
+    return pool
+
+
+def _topic(sec: Section) -> TopicConfig:
+    source = sec.topic("source")
+    target = sec.topic("target", source)
+    raw = sec.raw("partition", TopicConfig.partition)
+    partition: Any
+    if raw in ("preserve", "key") or (isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0):
+        partition = raw
+    else:
+        raise ConfigError(sec.key_path("partition"), "expected preserve, key or a partition number >= 0", raw)
+    sec.finish()
+    return TopicConfig(source, target, partition)
+
+
+def _target(sec: Section, context: TargetContext) -> TargetConfig:
+    kind = sec.text("type", "kafka")
+    entry = TARGETS.get(kind)
+    if entry is None and not is_dotted_path(kind):
+        raise ConfigError(sec.key_path("type"), f"expected one of {', '.join(TARGETS)} or package.module:Class", kind)
+    own = entry.section if entry is not None else CUSTOM_SECTION
+    for key in SECTIONS:
+        # A section another type reads would be silently ignored: an lfs section under type kafka
+        # means the operator believes records are offloaded while they are not.
+        if key == own or not sec.has(key):
+            continue
+        if key == CUSTOM_SECTION:
+            raise ConfigError(
+                sec.key_path(key), f"does not apply to target.type {kind} (only to a custom package.module:Class)"
+            )
+        raise ConfigError(sec.key_path(key), f"does not apply to target.type {kind} (only to type {key})")
+    settings = entry.parse(sec, context) if entry is not None else sec.mapping(CUSTOM_SECTION)
+    sec.finish()
+    return TargetConfig(kind, settings)
+
+
+def _filter(sec: Section, index: int) -> FilterConfig:
+    flt = FilterConfig(
+        name=sec.text("name", f"filter-{index}"),
+        type=sec.text("type"),
+        config=sec.mapping("config"),
+        on_error="drop" if sec.choice("on_error", ("fail", "drop"), FilterConfig.on_error) == "drop" else "fail",
+    )
+    sec.finish()
+    return flt
+
+
+def _listen(sec: Section) -> tuple[str, int] | None:
+    value = sec.opt_text("listen")
+    sec.finish()
+    if value is None:
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not re.fullmatch(r"[0-9]{1,5}", port) or not 0 <= int(port) <= 65535:
+        raise ConfigError(sec.key_path("listen"), "expected host:port, e.g. 127.0.0.1:9464", value)
+    return (host.strip("[]") or "0.0.0.0", int(port))
+
+
+def _log(sec: Section) -> LogConfig:
+    d = LogConfig
+    log = LogConfig(
+        level=sec.choice("level", ("debug", "info", "warning", "error"), d.level),
+        format="json" if sec.choice("format", ("console", "json"), d.format) == "json" else "console",
+    )
+    sec.finish()
+    return log
+
+
+def _group(sec: Section) -> GroupConfig:
+    group = GroupConfig(
+        id=sec.text("id"),
+        session_timeout=sec.duration("session_timeout", GroupConfig.session_timeout, positive=True),
+    )
+    sec.finish()
+    return group
+
+
+def parse_config(tree: object, asked: set[str] | None = None) -> RelayConfig:
+    """Validate a loaded YAML tree (after ``${VAR}`` substitution) into a :class:`RelayConfig`.
+
+    ``asked``, if given, collects every key path the parser looked for.
+    """
+    d = RelayConfig
+    top = Section(tree, "", asked)
+    mode: Literal["single", "failover"] = (
+        "failover" if top.choice("mode", ("single", "failover"), "single") == "failover" else "single"
+    )
+    sources = tuple(_source(s, i) for i, s in enumerate(top.sections("sources", required=True)))
+    names = [s.name for s in sources]
+    for i, name in enumerate(names):
+        if names.index(name) != i:
+            raise ConfigError(f"sources[{i}].name", "is used by another source", name)
+    if mode == "single" and len(sources) != 1:
+        raise ConfigError("sources", f"mode single takes exactly one source, got {len(sources)}; use mode: failover")
+    topics = tuple(_topic(s) for s in top.sections("topics", required=True))
+    seen: dict[str, str] = {}
+    for i, t in enumerate(topics):
+        if t.source in seen:
+            raise ConfigError(f"topics[{i}].source", "is listed twice", t.source)
+        if t.target in seen.values():
+            raise ConfigError(
+                f"topics[{i}].target",
+                "already receives another source topic; each target topic takes exactly one source topic",
+                t.target,
+            )
+        seen[t.source] = t.target
+    log = _log(top.section("log"))
+    name = top.text("name", DEFAULT_NAME)
+    max_in_flight = top.size("max_in_flight", d.max_in_flight, positive=True)
+    group = _group(top.section("group")) if top.has("group") else None
+    context = TargetContext(name, topics, max_in_flight, group is not None)
+    config = RelayConfig(
+        name=name,
+        mode=mode,
+        sources=sources,
+        topics=topics,
+        target=_target(top.section("target"), context),
+        source_pool=_source_pool(top.section("source_pool")),
+        filters=tuple(_filter(s, i) for i, s in enumerate(top.sections("filters"))),
+        stop_at_end=top.flag("stop_at_end", d.stop_at_end),
+        max_in_flight=max_in_flight,
+        metrics_listen=_listen(top.section("metrics")),
+        log=log,
+        group=group,
+    )
+    top.finish()
+    validate(config)
+    return config
+
+
+def validate(config: RelayConfig) -> None:
+    """Rules across sections, checked again after command-line overrides."""
+    if config.group is None:
+        return
+    if config.mode == "failover":
+        raise ConfigError(
+            "group",
+            "group mode cannot be combined with mode: failover: the group lives on one source cluster, and two "
+            "groups on two clusters could both own a partition; run one group per source cluster instead",
+        )
+    if config.stop_at_end:
+        raise ConfigError("group", "group mode cannot be combined with stop_at_end: partitions move between instances")
+    for i, topic in enumerate(config.topics):
+        if topic.partition != "preserve":
+            raise ConfigError(
+                f"topics[{i}].partition",
+                "group mode needs partition: preserve, so each source partition has one writer to fence",
+                topic.partition,
+            )

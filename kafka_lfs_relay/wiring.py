@@ -1,0 +1,60 @@
+"""Wiring: the one place where a validated config becomes a running relay (target, filters, pool, metrics)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from filters import FilterChain, build_filters
+from kafka_lfs_relay.config import RelayConfig
+from kafka_lfs_relay.registry import TARGETS
+from relay.errors import ConfigError
+from relay.metrics import RelayMetrics
+from relay.plugins import PluginLoadError, load_dotted
+from relay.relay import Progress, Relay
+from relay.settings import RelaySettings
+from relay.sourcepool import SourcePool
+from relay.target import PartitionOwner, Target
+
+
+def build_target(config: RelayConfig, metrics: RelayMetrics) -> Target:
+    """The configured target: a built-in type of the registry, or a class loaded by dotted path."""
+    tc = config.target
+    entry = TARGETS.get(tc.type)
+    if entry is not None:
+        return entry.build(tc.settings, config.target_context(), metrics)
+    try:
+        cls = load_dotted(tc.type)
+    except PluginLoadError as exc:
+        raise ConfigError("target.type", str(exc), tc.type) from None
+    options = tc.settings
+    if not callable(cls):
+        raise ConfigError("target.type", "is not a class", tc.type)
+    target = cls(dict(options) if isinstance(options, Mapping) else {})
+    if not isinstance(target, Target):
+        raise ConfigError("target.type", "does not implement the Target protocol (relay.target.Target)", tc.type)
+    return target
+
+
+def build_filter_chain(config: RelayConfig, metrics: RelayMetrics) -> FilterChain | None:
+    """The filter chain (its counters exported as metrics), or None when no filters are configured."""
+    if not config.filters:
+        return None
+    chain = build_filters(config.filters)
+    metrics.watch_filters(chain.stats)
+    return chain
+
+
+def build_relay(
+    config: RelayConfig,
+    metrics: RelayMetrics,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> Relay:
+    """A relay for ``config``; nothing is connected until :meth:`Relay.run`."""
+    filters = build_filter_chain(config, metrics)
+    sources = config.sources if config.mode == "failover" else config.sources[:1]
+    pool = SourcePool(sources, [t.source for t in config.topics], config.source_pool, metrics)
+    target = build_target(config, metrics)
+    if config.group is not None and not isinstance(target, PartitionOwner):
+        raise ConfigError("group", f"target type {config.target.type!r} cannot take part in group mode")
+    settings = RelaySettings(config.topics, config.max_in_flight, config.stop_at_end, config.group)
+    return Relay(pool, target, settings, metrics, filters=filters, on_progress=on_progress)

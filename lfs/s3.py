@@ -1,0 +1,108 @@
+"""S3 settings and the client: what the SDK's resolver and the LFS targets connect with.
+
+Credentials: explicit ``access_key_id``/``secret_access_key`` (use ``${VAR}``), else boto3's
+standard chain (environment, shared config, instance role). Secrets never appear in a repr, a
+log line or an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import boto3
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+
+ErrorKind = Literal["throttled", "unavailable", "access_denied", "no_such_bucket", "no_such_key", "other"]
+
+_THROTTLE_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "503", "TooManyRequests"}
+_UNAVAILABLE_CODES = {"ServiceUnavailable", "InternalError", "500", "502", "503", "504", "RequestTimeout"}
+_DENIED_CODES = {
+    "AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
+    "AllAccessDisabled", "AccountProblem",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """Where objects live and how to reach them."""
+
+    bucket: str | None
+    endpoint_url: str | None = None
+    region: str | None = None
+    prefix: str = ""
+    path_style: bool = False
+    access_key_id: str | None = None
+    secret_access_key: str | None = field(default=None, repr=False)
+    session_token: str | None = field(default=None, repr=False)
+    sse: Literal["AES256", "aws:kms"] | None = None
+    kms_key_id: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+    max_object_size: int = 5 * 1024**3
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+    max_pool_connections: int = 32
+
+    def put_extra_args(self) -> dict[str, Any]:
+        """Arguments every PUT/CreateMultipartUpload carries: encryption and tags."""
+        extra: dict[str, Any] = {}
+        if self.sse is not None:
+            extra["ServerSideEncryption"] = self.sse
+            if self.sse == "aws:kms" and self.kms_key_id:
+                extra["SSEKMSKeyId"] = self.kms_key_id
+        if self.tags:
+            from urllib.parse import urlencode
+
+            extra["Tagging"] = urlencode(dict(self.tags))
+        return extra
+
+
+def make_client(settings: S3Settings) -> Any:
+    """A boto3 S3 client for ``settings``. botocore's own retries are kept small: callers retry."""
+    config = BotoConfig(
+        region_name=settings.region,
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+        retries={"max_attempts": 2, "mode": "standard"},
+        max_pool_connections=settings.max_pool_connections,
+        s3={"addressing_style": "path" if settings.path_style else "auto"},
+    )
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=settings.endpoint_url,
+        aws_access_key_id=settings.access_key_id,
+        aws_secret_access_key=settings.secret_access_key,
+        aws_session_token=settings.session_token,
+        config=config,
+    )
+
+
+def error_kind(exc: BaseException) -> ErrorKind:
+    """Classify an S3 failure: what to do about it depends only on this."""
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+        if code in _THROTTLE_CODES:
+            return "throttled"
+        if code in ("NoSuchBucket",):
+            return "no_such_bucket"
+        if code in ("NoSuchKey", "404", "NotFound"):
+            return "no_such_key"
+        if code in _DENIED_CODES or status == "403":
+            return "access_denied"
+        if code in _UNAVAILABLE_CODES or status.startswith("5"):
+            return "unavailable"
+        return "other"
+    if isinstance(exc, (EndpointConnectionError, BotoCoreError, ConnectionError, TimeoutError, OSError)):
+        return "unavailable"
+    return "other"
+
+
+def describe(exc: BaseException) -> str:
+    """A short, secret-free description of an S3 failure for a log line or an error."""
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        return f"{err.get('Code', 'error')}: {err.get('Message', '')}".strip(": ")
+    return f"{type(exc).__name__}: {exc}"

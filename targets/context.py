@@ -1,0 +1,32 @@
+"""What every built-in target is parsed and built with, besides its own section of the config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from relay.errors import ConfigError
+from relay.options import Section
+from relay.settings import TopicConfig
+
+
+@dataclass(frozen=True)
+class TargetContext:
+    """The parts of the relay's configuration a built-in target needs to know.
+
+    ``name`` is the relay's name (the default ``transactional.id`` and the key of its positions);
+    ``group`` says whether partitions come and go (group mode), so each source partition needs a
+    writer of its own to fence; ``max_in_flight`` is the relay's byte budget.
+    """
+
+    name: str
+    topics: tuple[TopicConfig, ...]
+    max_in_flight: int
+    group: bool = False
+
+
+def read_side_topic(sec: Section, key: str, context: TargetContext) -> str | None:
+    """An optional topic of a target's own (a dead-letter topic): legal, and no source or target topic."""
+    topic = sec.opt_topic(key)
+    if topic is not None and topic in {t.target for t in context.topics} | {t.source for t in context.topics}:
+        raise ConfigError(sec.key_path(key), "must be a topic of its own, not a source or target topic", topic)
+    return topic

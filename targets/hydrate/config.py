@@ -1,0 +1,146 @@
+"""The ``hydrate`` target's settings: ``target.hydrate`` and the Kafka target's keys beside it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final, Literal, cast
+
+from lfs import BucketPolicy, BucketRule
+from lfs.s3 import S3Settings
+from relay.errors import ConfigError
+from relay.options import Section
+from relay.settings import MIB
+from targets.context import TargetContext, read_side_topic
+from targets.kafka.settings import KafkaTargetConfig, parse_kafka_target
+from targets.s3 import parse_s3
+
+OnError = Literal["fail", "dead-letter", "passthrough"]
+
+_WRITER_ONLY_S3_KEYS: Final = ("bucket", "prefix", "sse", "kms_key_id", "tags")
+
+
+@dataclass(frozen=True)
+class HydrateConfig:
+    """The validated ``target.hydrate`` section."""
+
+    policy: BucketPolicy
+    s3: S3Settings
+    max_object_size: int
+    allow_unverified: bool = False
+    fetch_concurrency: int = 4
+    part_size: int = 8 * MIB
+    on_error: OnError = "fail"
+    dead_letter_topic: str | None = None
+
+
+def parse_hydrate(sec: Section, context: TargetContext) -> HydrateConfig:
+    """Validate ``target.hydrate``; raises one :class:`ConfigError` naming the key path.
+
+    ``allowed_buckets`` (required, non-empty): bucket names, or ``{bucket, prefixes: [...]}`` to
+    trust only keys under those prefixes. ``max_object_size`` (default ``s3.max_object_size``,
+    5GiB): the largest claimed size fetched. ``allow_unverified`` (false): accept checksum
+    ``none``. ``fetch_concurrency`` (4): records fetched, and ranged GETs in flight, at once.
+    ``part_size`` (8MiB): bytes per ranged GET. ``on_error`` (fail | dead-letter | passthrough)
+    and ``dead_letter_topic`` (required with dead-letter). ``s3``: connection settings as in
+    :func:`lfs.s3.parse_s3`; the writer-only keys (bucket, prefix, sse, kms_key_id, tags) are
+    refused, since buckets come from envelopes and must be listed in ``allowed_buckets``.
+    """
+    d = HydrateConfig
+    policy = _allowed_buckets(sec)
+    s3_sec = sec.section("s3")
+    for key in _WRITER_ONLY_S3_KEYS:
+        if s3_sec.has(key):
+            hint = "; list the buckets to read from in allowed_buckets" if key == "bucket" else ""
+            raise ConfigError(
+                s3_sec.key_path(key), f"applies to writing (the lfs target) only: the hydrate target reads{hint}"
+            )
+    s3 = parse_s3(s3_sec, require_bucket=False)
+    max_object_size = sec.size("max_object_size", s3.max_object_size, positive=True)
+    allow_unverified = sec.flag("allow_unverified", d.allow_unverified)
+    fetch_concurrency = sec.integer("fetch_concurrency", d.fetch_concurrency, minimum=1)
+    if fetch_concurrency > 256:
+        raise ConfigError(sec.key_path("fetch_concurrency"), "must be at most 256", fetch_concurrency)
+    part_size = sec.size("part_size", d.part_size, positive=True)
+    if part_size < 64 * 1024:
+        raise ConfigError(sec.key_path("part_size"), "must be at least 64KiB", sec.raw("part_size"))
+    on_error = cast(OnError, sec.choice("on_error", ("fail", "dead-letter", "passthrough"), d.on_error))
+    dlq = read_side_topic(sec, "dead_letter_topic", context)
+    if on_error == "dead-letter" and dlq is None:
+        raise ConfigError(sec.key_path("dead_letter_topic"), "is required with on_error: dead-letter")
+    if on_error != "dead-letter" and dlq is not None:
+        raise ConfigError(sec.key_path("dead_letter_topic"), "only applies with on_error: dead-letter", dlq)
+    sec.finish()
+    return HydrateConfig(
+        policy=policy,
+        s3=s3,
+        max_object_size=max_object_size,
+        allow_unverified=allow_unverified,
+        fetch_concurrency=fetch_concurrency,
+        part_size=part_size,
+        on_error=on_error,
+        dead_letter_topic=dlq,
+    )
+
+
+def _allowed_buckets(sec: Section) -> BucketPolicy:
+    key = sec.key_path("allowed_buckets")
+    items = sec.raw("allowed_buckets", None)
+    if items is None:
+        raise ConfigError(key, "is required: list the buckets (and optionally key prefixes) envelopes may point at")
+    if not isinstance(items, list):
+        raise ConfigError(key, "expected a list of bucket names or {bucket, prefixes} mappings", items)
+    if not items:
+        raise ConfigError(key, "needs at least one bucket (nothing is fetched from a bucket not listed)")
+    rules: list[BucketRule] = []
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        item_path = f"{key}[{i}]"
+        prefixes: tuple[str, ...] = ()
+        if isinstance(item, str):
+            bucket = item.strip()
+            if not bucket:
+                raise ConfigError(item_path, "must not be empty", item)
+        elif isinstance(item, Mapping):
+            entry = Section(item, item_path)
+            bucket = entry.text("bucket")
+            prefixes = _prefixes(entry)
+            entry.finish()
+        else:
+            raise ConfigError(item_path, "expected a bucket name or a mapping with bucket and prefixes", item)
+        if bucket in seen:
+            raise ConfigError(item_path, f"bucket {bucket!r} is listed twice")
+        seen.add(bucket)
+        rules.append(BucketRule(bucket, prefixes))
+    return BucketPolicy(rules)
+
+
+def _prefixes(entry: Section) -> tuple[str, ...]:
+    raw = entry.raw("prefixes", None)
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(entry.key_path("prefixes"), "expected a non-empty list of key prefixes", raw)
+    out: list[str] = []
+    for j, prefix in enumerate(raw):
+        if not isinstance(prefix, str) or not prefix:
+            raise ConfigError(f"{entry.key_path('prefixes')}[{j}]", "expected a non-empty string", prefix)
+        out.append(prefix)
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class HydrateTargetConfig:
+    """The whole ``target`` section of ``type: hydrate``: the Kafka target's keys and ``hydrate``."""
+
+    kafka: KafkaTargetConfig
+    hydrate: HydrateConfig
+
+
+def parse(sec: Section, context: TargetContext) -> HydrateTargetConfig:
+    """Validate ``target`` for ``type: hydrate``; ``target.hydrate`` (at least allowed_buckets) is required."""
+    if not sec.has("hydrate"):
+        raise ConfigError("target.hydrate", "is required when target.type is hydrate (at least allowed_buckets)")
+    return HydrateTargetConfig(
+        kafka=parse_kafka_target(sec, context), hydrate=parse_hydrate(sec.section("hydrate"), context)
+    )

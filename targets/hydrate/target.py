@@ -1,0 +1,466 @@
+"""The hydrating target (``type: hydrate``): envelope records become the plain records they stand for.
+
+It is the Kafka target (:class:`targets.kafka.KafkaTarget`: one transaction per batch, resume
+positions in ``kfr-pos`` headers) with a ``transform`` in front, mirroring the ``lfs`` target:
+
+* ``write`` (the relay's thread) detects an envelope (:func:`lfs.detect`: KafScale's
+  prefix test for ``kfs_lfs``, a parse for the legacy ``lfs_version`` shape), checks it against
+  the allow-list, ``max_object_size`` and ``allow_unverified`` without any I/O, and starts its
+  fetch at once on a pool of ``fetch_concurrency`` threads; then it queues the record.
+* the Kafka target's sender calls ``transform`` once per record, in source order, just before
+  it is produced: it waits for that record's fetch and returns the plain record: the verified
+  payload as value, the envelope record's key, timestamp, partition and headers, then each of
+  ``original_headers`` that is not already there, then ``content-type`` from ``content_type``
+  if no header of that name (in any case) is there. Non-envelope records pass unchanged.
+* ``kfr-pos`` headers that arrive with a source record are the resume positions of the relay
+  that wrote the envelope topic; they are dropped (this relay adds its own), or a resumption
+  could read the upstream relay's positions as this one's.
+
+Per-record errors (``on_error``): an envelope that does not decode (``envelope_invalid``), a
+bucket or key outside ``allowed_buckets`` (``bucket_not_allowed``), a claimed size over
+``max_object_size`` (``too_large``), checksum ``none`` without ``allow_unverified``
+(``unverified``), a missing object (``missing_object``), and a size or checksum mismatch
+(``size_mismatch``, ``checksum_mismatch``). ``fail`` (default) stops the relay with a
+:class:`TargetError` naming the record, the object and the kind; the batch holding the record is
+never committed, so no offset moves. ``dead-letter`` writes the envelope record unchanged to
+``dead_letter_topic`` with a ``kfr-hydrate-error: <kind>: <sentence>`` header; ``passthrough``
+writes it unchanged to its normal target topic with that header. Every error is counted by kind.
+S3 being unavailable or throttling is not a record error: the fetch is retried forever with the
+target's backoff (one warning per attempt) and the relay waits. Access denied or any other S3
+failure stops the relay, naming the bucket and key.
+
+Memory
+  The relay's byte budget counts the envelope records it reads, not the payloads they stand
+  for, so this target bounds payload memory itself, with a :class:`PayloadWindow` of
+  ``max_in_flight`` bytes (the relay's budget):
+
+  * a fetch starts, in source order, once what its payload will cost fits in the window, and
+    reserves it until the transaction holding the record commits: three times its claimed
+    ``size`` (twice without compression), for the record value, librdkafka's copy and the
+    compressed batch, which all live until then. The parts are read straight into one buffer
+    that becomes the record value without a copy (plus a 1 MiB read chunk per GET in flight);
+  * each envelope record enters the Kafka target counted at its claimed payload size, so
+    ``target.batch.max_bytes`` cuts batches by payload bytes (the relay is still told the
+    envelope's own size on acknowledgement);
+  * a batch holds at most ``max_in_flight / (2 * copies)`` of payload (``target.batch.max_bytes``
+    if smaller), so that while one batch is being committed the window has room to fetch the
+    next one. With a batch as large as the window, the next batch's fetches waited for each
+    commit and the producer then waited for them: 30% of the sender's time in the benchmark.
+
+  A fetch may always start when no other fetch is ahead of the producer, so a payload larger
+  than the whole window still passes, a batch can always be completed, and fetching one record
+  always overlaps producing the one before; the window is then exceeded by at most one batch.
+  Peak payload memory is therefore about ``max(max_in_flight, 3 * (batch.max_bytes + largest
+  record) + largest record)``. Fetching ahead is also bounded by the Kafka target's double
+  buffering: at most one batch of payload is fetched while the previous one is produced, so a
+  larger ``max_in_flight`` fetches further ahead and commits larger transactions.
+
+Kafka limits
+  Unless ``target.kafka`` sets ``message.max.bytes``, the producer accepts records up to
+  ``max_object_size`` plus 1 MiB (librdkafka's ceiling is 1,000,000,000 bytes). The target
+  topic's ``max.message.bytes`` (and the broker's) must allow the largest payload too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Final
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from lfs import Envelope, EnvelopeError, LfsError, Resolver, StorageError, detect
+from relay.message import Message, Offsets, SourcePartition
+from relay.metrics import PREFIX, RelayMetrics
+from relay.settings import MIB, ClusterConfig
+from relay.target import AckCallback, TargetError, TargetRestart
+from targets import kafka
+from targets.context import TargetContext
+from targets.hydrate.config import HydrateTargetConfig
+from targets.hydrate.window import Abandoned, PayloadWindow
+from targets.kafka import Hooks, KafkaTargetConfig, positions
+
+log = structlog.get_logger("kafka_lfs_relay.hydrate")
+
+ERROR_HEADER: Final = "kfr-hydrate-error"
+"""Header on a dead-lettered or passed-through envelope record: ``<kind>: <sentence>``."""
+
+CONTENT_TYPE: Final = "content-type"
+
+RECORD_ERROR_KINDS: Final = frozenset(
+    {
+        "envelope_invalid",
+        "bucket_not_allowed",
+        "too_large",
+        "unverified",
+        "missing_object",
+        "size_mismatch",
+        "checksum_mismatch",
+    }
+)
+"""Error kinds ``on_error`` decides about; any other failure stops the relay."""
+
+_MESSAGE_MAX_BYTES_CEILING: Final = 1_000_000_000
+_LIBRDKAFKA_DEFAULT_MESSAGE_MAX: Final = 1_000_000
+
+_Coordinates = tuple[str, int, int]  # source topic, partition, offset
+
+
+
+# -- pure decisions ------------------------------------------------------------------------------
+
+
+def strip_positions(headers: Sequence[tuple[str, bytes | None]]) -> tuple[tuple[str, bytes | None], ...]:
+    """``headers`` without ``kfr-pos`` (an upstream relay's resume positions)."""
+    return tuple(h for h in headers if h[0] != positions.HEADER)
+
+
+def restored_headers(
+    headers: Sequence[tuple[str, bytes | None]], envelope: Envelope
+) -> tuple[tuple[str, bytes | None], ...]:
+    """The hydrated record's headers: ``headers``, then missing ``original_headers``, then content-type.
+
+    An original header is added only if no header of that exact name is there; ``content-type``
+    only if no header of that name in any letter case is there (after the original headers).
+    """
+    out = list(headers)
+    names = {name for name, _ in out}
+    for name, value in (envelope.original_headers or {}).items():
+        if name not in names:
+            out.append((name, value.encode("utf-8")))
+            names.add(name)
+    if envelope.content_type is not None and all(name.lower() != CONTENT_TYPE for name in names):
+        out.append((CONTENT_TYPE, envelope.content_type.encode("utf-8")))
+    return tuple(out)
+
+
+def error_header(err: LfsError) -> tuple[str, bytes]:
+    """The ``kfr-hydrate-error`` header for ``err``: ``<kind>: <sentence>`` (never payload bytes)."""
+    return (ERROR_HEADER, f"{err.kind}: {err}".encode("utf-8", "replace"))
+
+
+def _location(envelope: Envelope | None) -> str:
+    if envelope is None:
+        return "no valid envelope"
+    return f"s3://{envelope.bucket}/{envelope.key}"[:300]
+
+
+# -- metrics ---------------------------------------------------------------------------------------
+
+
+class HydrateMetrics:
+    """The hydrating target's metrics, registered next to the relay's own (``kafka_lfs_relay_hydrate_*``)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        p = f"{PREFIX}_hydrate"
+        self.records = Counter(
+            f"{p}_records",
+            "Records committed, by outcome: hydrated, plain (not an envelope), dead_letter or passthrough.",
+            ["topic", "outcome"],
+            registry=registry,
+        )
+        self.errors = Counter(
+            f"{p}_errors", "Envelope records that could not be hydrated, by kind.", ["kind"], registry=registry
+        )
+        self.bytes_fetched = Counter(
+            f"{p}_bytes_fetched", "Payload bytes fetched from S3 and verified.", registry=registry
+        )
+        self.fetch_seconds = Histogram(
+            f"{p}_fetch_seconds",
+            "Time to fetch and verify one payload.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=registry,
+        )
+        self.retries = Counter(
+            f"{p}_fetch_retries", "S3 requests retried, by kind (unavailable, throttled).", ["kind"], registry=registry
+        )
+        self.in_flight_bytes = Gauge(
+            f"{p}_in_flight_bytes",
+            "Payload bytes held: fetching, fetched, or being produced (with copies).",
+            registry=registry,
+        )
+
+
+@dataclass
+class _Job:
+    """One envelope record on its way: a known error, or a fetch."""
+
+    envelope: Envelope | None
+    error: LfsError | None = None
+    claimed: int = 0
+    ticket: tuple[int, int] = (0, 0)
+    future: Future[bytes] | None = None
+
+
+class HydrateTarget:
+    """Writes envelope records as the plain records they stand for. See the module docstring."""
+
+    def __init__(self, config: HydrateTargetConfig, context: TargetContext, metrics: RelayMetrics) -> None:
+        self.hydrate = hydrate = config.hydrate
+        kafka_settings = kafka_config(config, context.max_in_flight)
+        self.metrics = HydrateMetrics(metrics.registry)
+        self.resolver = Resolver(
+            hydrate.s3,
+            hydrate.policy,
+            max_object_size=hydrate.max_object_size,
+            allow_unverified=hydrate.allow_unverified,
+            concurrency=hydrate.fetch_concurrency,
+            part_size=hydrate.part_size,
+            retries=None,
+            backoff=(kafka_settings.retry.min, kafka_settings.retry.max),
+            on_retry=self._on_retry,
+        )
+        self.window = PayloadWindow(context.max_in_flight, payload_copies(kafka_settings.cluster))
+        self.metrics.in_flight_bytes.set_function(lambda: self.window.used)
+        self._pool = ThreadPoolExecutor(hydrate.fetch_concurrency, thread_name_prefix="hydrate")
+        hooks = Hooks(
+            transform=self._transform,
+            weigh=self._weight,
+            extra_topics=(hydrate.dead_letter_topic,) if hydrate.dead_letter_topic else (),
+        )
+        self.kafka = kafka.build(kafka_settings, context, metrics, hooks)
+        self._lock = threading.Lock()
+        self._jobs: dict[_Coordinates, _Job] = {}
+        self._originals: dict[_Coordinates, Message] = {}
+        self._outcomes: dict[_Coordinates, str] = {}
+        self._held: dict[_Coordinates, tuple[int, int]] = {}  # window grants released on commit
+        self._closing = False
+        self._on_ack: AckCallback | None = None
+
+    # -- Target protocol ---------------------------------------------------------------------------
+    def high_watermarks(self, partitions: Sequence[SourcePartition]) -> Offsets:
+        """As the Kafka target: positions read back from the target (and dead-letter) topics."""
+        return self.kafka.high_watermarks(partitions)
+
+    def start(self, on_ack: AckCallback) -> None:
+        """Start the Kafka target's sender."""
+        self._on_ack = on_ack
+        self.kafka.start(self._acked)
+
+    def write(self, message: Message) -> None:
+        """Start the fetch of an envelope record, then queue the record (blocks while the target is full)."""
+        job = self._begin(message)
+        if job is not None:
+            coords = message.coordinates_key()
+            with self._lock:
+                self._jobs[coords] = job
+                self._originals[coords] = message
+        try:
+            self.kafka.write(message)
+        except TargetRestart:
+            self._drop_pending()
+            raise
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every record written so far is committed (fetches included)."""
+        try:
+            return self.kafka.flush(timeout)
+        except TargetRestart:
+            self._drop_pending()
+            raise
+
+    def close(self) -> None:
+        """Abandon every fetch, then close the Kafka target (which commits nothing more).
+
+        The relay has drained (or given up draining) before it closes. Fetches are stopped first
+        so a sender still waiting for one is released at once; from here on ``transform`` raises,
+        so a record whose fetch was abandoned can never be produced as if it were plain.
+        """
+        with self._lock:
+            self._closing = True
+        try:
+            self._drop_pending()
+            self.window.close()
+            self.resolver.close()
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        finally:
+            self.kafka.close()
+
+    def _weight(self, msg: Message) -> int:
+        """What ``msg`` counts toward ``batch.max_bytes``: the envelope record plus its claimed payload."""
+        # Called by the Kafka target's write (under its lock), after our write stored the job.
+        # Lock order is the Kafka target's, then ours; nothing here takes them the other way.
+        with self._lock:
+            job = self._jobs.get(msg.coordinates_key())
+        return msg.size + (job.claimed if job is not None else 0)
+
+    # -- fetching ---------------------------------------------------------------------------------
+    def _begin(self, msg: Message) -> _Job | None:
+        """The job for ``msg`` if it is an envelope record, else None; starts its fetch."""
+        try:
+            envelope = detect(msg.value)
+        except EnvelopeError as exc:
+            return _Job(None, exc)
+        if envelope is None:
+            return None
+        try:
+            self.resolver.check(envelope)
+        except LfsError as exc:
+            return _Job(envelope, exc)
+        job = _Job(envelope, claimed=envelope.size, ticket=self.window.ticket())
+        job.future = self._pool.submit(self._fetch, job)
+        return job
+
+    def _fetch(self, job: _Job) -> bytes:
+        """Runs in the pool: wait for room in the window, then fetch and verify."""
+        assert job.envelope is not None
+        self.window.acquire(job.ticket, job.claimed)
+        started = time.monotonic()
+        try:
+            payload = self.resolver.fetch(job.envelope)
+        except BaseException:
+            self.window.release(job.ticket[0], job.claimed, ahead=True)
+            raise
+        self.metrics.fetch_seconds.observe(time.monotonic() - started)
+        self.metrics.bytes_fetched.inc(len(payload))
+        return payload
+
+    def _on_retry(self, err: StorageError, attempt: int, delay: float) -> None:
+        self.metrics.retries.labels(kind=err.kind).inc()
+        log.warning(
+            "S3 fetch failed; retrying",
+            bucket=err.bucket,
+            key=err.key[:300],
+            kind=err.kind,
+            error=err.detail,
+            attempt=attempt,
+            retry_in=round(delay, 2),
+        )
+
+    # -- the sender's side ----------------------------------------------------------------------
+    def _transform(self, msg: Message) -> Message:
+        """Called by the Kafka target's sender, once per record, in order: the record to produce."""
+        coords = msg.coordinates_key()
+        with self._lock:
+            if self._closing:
+                raise TargetError(f"record {msg.coordinates()} was not produced because the target is closing")
+            job = self._jobs.pop(coords, None)
+        if any(name == positions.HEADER for name, _ in msg.headers):
+            msg = dataclasses.replace(msg, headers=strip_positions(msg.headers))
+        if job is None:
+            return msg
+        if job.error is not None:
+            return self._record_error(msg, job.envelope, job.error)
+        assert job.future is not None and job.envelope is not None
+        try:
+            payload = job.future.result()
+        except LfsError as exc:
+            if exc.kind in RECORD_ERROR_KINDS:
+                return self._record_error(msg, job.envelope, exc)
+            self.metrics.errors.labels(kind=exc.kind).inc()
+            raise TargetError(
+                f"record {msg.coordinates()} cannot be hydrated from {_location(job.envelope)}: {exc.kind}: {exc}"
+            ) from None
+        except (Abandoned, CancelledError):
+            raise TargetError(
+                f"the fetch for record {msg.coordinates()} was abandoned because the target is closing"
+            ) from None
+        hydrated = dataclasses.replace(
+            msg, value=payload, headers=restored_headers(msg.headers, job.envelope), size=msg.size + job.claimed
+        )
+        self.window.handed_over(job.ticket[0], job.claimed)
+        with self._lock:
+            self._outcomes[coords] = "hydrated"
+            self._held[coords] = (job.ticket[0], job.claimed)
+        return hydrated
+
+    def _record_error(self, msg: Message, envelope: Envelope | None, err: LfsError) -> Message:
+        """Apply ``on_error`` to an envelope record that cannot be hydrated."""
+        self.metrics.errors.labels(kind=err.kind).inc()
+        policy = self.hydrate.on_error
+        where = _location(envelope)
+        if policy == "fail":
+            raise TargetError(
+                f"record {msg.coordinates()} cannot be hydrated from {where}: {err.kind}: {err} "
+                "(target.hydrate.on_error is fail)"
+            )
+        headers = (*msg.headers, error_header(err))
+        if policy == "dead-letter":
+            dlq = self.hydrate.dead_letter_topic
+            assert dlq is not None
+            log.warning(
+                "envelope record sent to the dead-letter topic",
+                record=msg.coordinates(),
+                object=where,
+                kind=err.kind,
+                error=str(err),
+                topic=dlq,
+            )
+            self._outcome(msg.coordinates_key(), "dead_letter")
+            return dataclasses.replace(msg, topic=dlq, headers=headers)
+        log.warning(
+            "envelope record passed through unchanged",
+            record=msg.coordinates(),
+            object=where,
+            kind=err.kind,
+            error=str(err),
+        )
+        self._outcome(msg.coordinates_key(), "passthrough")
+        return dataclasses.replace(msg, headers=headers)
+
+    def _outcome(self, coords: _Coordinates, outcome: str) -> None:
+        with self._lock:
+            self._outcomes[coords] = outcome
+
+    def _acked(self, messages: Sequence[Message]) -> None:
+        """The Kafka target committed ``messages``: count them, then tell the relay (envelope sizes)."""
+        with self._lock:
+            keys = [m.coordinates_key() for m in messages]
+            originals = [self._originals.pop(k, m) for k, m in zip(keys, messages, strict=True)]
+            outcomes = [self._outcomes.pop(k, "plain") for k in keys]
+            held = [grant for grant in (self._held.pop(k, None) for k in keys) if grant is not None]
+        for generation, n in held:
+            self.window.release(generation, n)
+        for msg, outcome in zip(originals, outcomes, strict=True):
+            self.metrics.records.labels(topic=msg.source_topic, outcome=outcome).inc()
+        assert self._on_ack is not None
+        self._on_ack(originals)
+
+    def _drop_pending(self) -> None:
+        """Forget every record not yet committed (the relay re-reads those) and abandon their fetches."""
+        with self._lock:
+            jobs, self._jobs = list(self._jobs.values()), {}
+            self._originals.clear()
+            self._outcomes.clear()
+            self._held.clear()
+        self.window.reset()
+        for job in jobs:
+            if job.future is not None:
+                job.future.cancel()
+
+
+def _with_message_limit(cluster: ClusterConfig, max_bytes: int) -> ClusterConfig:
+    """``cluster`` whose producer accepts records of ``max_bytes`` unless ``message.max.bytes`` is set."""
+    if "message.max.bytes" in cluster.kafka or max_bytes <= _LIBRDKAFKA_DEFAULT_MESSAGE_MAX:
+        return cluster
+    limit = min(max_bytes, _MESSAGE_MAX_BYTES_CEILING)
+    return dataclasses.replace(cluster, kafka={**cluster.kafka, "message.max.bytes": str(limit)})
+
+
+def payload_copies(cluster: ClusterConfig) -> int:
+    """Copies of a payload alive while it is produced: ours, librdkafka's, and the compressed batch."""
+    kafka = cluster.kafka
+    compression = kafka.get("compression.type", kafka.get("compression.codec", "lz4"))
+    return 2 if compression == "none" else 3
+
+
+def kafka_config(config: HydrateTargetConfig, max_in_flight: int) -> KafkaTargetConfig:
+    """The Kafka target's settings for hydration: records up to ``max_object_size`` (+1 MiB) accepted,
+    and ``batch.max_bytes`` at most half of what the payload window holds (see the module docstring)."""
+    kafka, hydrate = config.kafka, config.hydrate
+    batch = kafka.batch
+    half_window = max(1, max_in_flight // (2 * payload_copies(kafka.cluster)))
+    if batch.max_bytes > half_window:
+        batch = dataclasses.replace(batch, max_bytes=half_window)
+    cluster = _with_message_limit(kafka.cluster, hydrate.max_object_size + MIB)
+    return dataclasses.replace(kafka, cluster=cluster, batch=batch)
+
+
+def build(config: HydrateTargetConfig, context: TargetContext, metrics: RelayMetrics) -> HydrateTarget:
+    """The ``type: hydrate`` target."""
+    return HydrateTarget(config, context, metrics)

@@ -1,0 +1,360 @@
+"""The transactional sender: producers, one transaction per unit, retries, fencing.
+
+One transactional producer writes everything, or, in group mode, one per owned source partition
+whose ``transactional.id`` is derived from that partition: a new owner's ``init_transactions``
+then fences the previous owner, even a paused one that wakes up later.
+
+Every method but :meth:`release` runs on the Kafka target's sender thread (``release`` runs on the
+relay's thread while the sender is idle: the target flushes or drops first).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, cast
+
+import structlog
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from relay.backoff import backoff_delay
+from relay.kafkautil import client_error_text
+from relay.logs import librdkafka_logger
+from relay.message import Message, SourcePartition
+from relay.metrics import RelayMetrics
+from relay.settings import ClusterConfig
+from relay.target import TargetError, TargetRestart
+from targets.kafka.batches import Record, Unit
+from targets.kafka.settings import KafkaTargetConfig
+
+log = structlog.get_logger("kafka_lfs_relay.target")
+
+# Errors a record can never get past by retrying: the relay stops and names the record.
+_PERMANENT_RECORD_ERRORS = {
+    KafkaError.MSG_SIZE_TOO_LARGE,
+    KafkaError._UNKNOWN_PARTITION,
+    KafkaError.INVALID_RECORD,
+    KafkaError.INVALID_MSG,
+    KafkaError.INVALID_MSG_SIZE,
+    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    KafkaError.INVALID_TIMESTAMP,
+}
+_PERMANENT_CLIENT_ERRORS = {
+    KafkaError._AUTHENTICATION,
+    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+    KafkaError.SASL_AUTHENTICATION_FAILED,
+    KafkaError._SSL,
+}
+
+_FENCE_WINDOW = 300.0
+_FENCE_LIMIT = 3
+
+Key = SourcePartition | None
+"""Which producer: None for the one producer, or the source partition it writes (group mode)."""
+
+BuildFn = Callable[[Unit, "Callable[[Record], None] | None"], "list[int]"]
+"""Builds a unit's records in place, handing records to produce early to its second argument (see
+``BatchBuilder.build``); returns the indexes of the records that were not handed over."""
+
+
+class TransactionalSender:
+    """Commits units of records as Kafka transactions, each retried whole until durable."""
+
+    def __init__(
+        self, config: KafkaTargetConfig, transactional_id: str, metrics: RelayMetrics, per_partition: bool
+    ) -> None:
+        self._cluster: ClusterConfig = config.cluster
+        self._retry = config.retry
+        self._txn_timeout = config.transaction_timeout
+        self._txn_id = transactional_id
+        self._metrics = metrics
+        self.per_partition = per_partition
+        self._producers: dict[Key, Producer] = {}
+        self.lost: set[SourcePartition] = set()
+        """Group mode: partitions another instance took over; their records are abandoned."""
+        self._client_error: KafkaError | None = None
+        self._restarts: list[float] = []
+
+    # -- producers ---------------------------------------------------------------------------------
+    def on_client_error(self, err: KafkaError) -> None:
+        """librdkafka's error callback: remembers a permanent or fatal client error."""
+        if err.code() in _PERMANENT_CLIENT_ERRORS or err.fatal():
+            self._client_error = err
+
+    def raise_if_fatal(self, doing: str) -> None:
+        """Raise a :class:`TargetError` naming the cluster if a permanent client error was seen."""
+        err = self._client_error
+        if err is not None and err.code() in _PERMANENT_CLIENT_ERRORS:
+            raise TargetError(f"target {self._cluster.name}: {doing}: {client_error_text(err.str())}")
+
+    def key(self, sp: SourcePartition) -> Key:
+        """The producer that writes ``sp``."""
+        return sp if self.per_partition else None
+
+    def _txn_id_for(self, key: Key) -> str:
+        return self._txn_id if key is None else f"{self._txn_id}.{key.topic}.{key.partition}"
+
+    def producer(self, key: Key) -> Producer:
+        """The producer of ``key``, initialised (which fences any older writer) on first use."""
+        producer = self._producers.get(key)
+        if producer is None:
+            producer = self._producers[key] = self._new_producer(key)
+        return producer
+
+    def _new_producer(self, key: Key) -> Producer:
+        txn_id = self._txn_id_for(key)
+        conf: dict[str, Any] = {
+            "compression.type": "lz4",
+            "linger.ms": 5,
+            "batch.size": 1_000_000,
+            "queue.buffering.max.kbytes": 1_048_576,
+            "queue.buffering.max.messages": 1_000_000,
+            **self._cluster.client_config(),
+            "enable.idempotence": True,
+            "acks": "all",
+            "transactional.id": txn_id,
+            "transaction.timeout.ms": int(self._txn_timeout * 1000),
+            "error_cb": self.on_client_error,
+            "logger": librdkafka_logger(),
+        }
+        producer = Producer(conf)
+        attempt = 0
+        while True:
+            try:
+                producer.init_transactions(max(5.0, self._txn_timeout))
+                return producer
+            except KafkaException as exc:
+                err: KafkaError = exc.args[0]
+                self.raise_if_fatal(f"initialising transactions as {txn_id!r}")
+                if not err.retriable() or attempt >= 5:
+                    raise TargetError(
+                        f"target {self._cluster.name}: could not initialise transactional producer "
+                        f"{txn_id!r}: {err.str()}"
+                    ) from None
+                attempt += 1
+                time.sleep(backoff_delay(self._retry.min, self._retry.max, attempt))
+
+    def release(self, partitions: Sequence[SourcePartition]) -> None:
+        """Group mode: stop writing ``partitions``; their producers abort what they hold and are dropped."""
+        self.lost |= set(partitions)
+        for sp in partitions:
+            producer = self._producers.pop(sp, None) if self.per_partition else None
+            if producer is not None:
+                with contextlib.suppress(KafkaException):
+                    producer.abort_transaction(1)
+
+    def close(self) -> None:
+        """Abort what every producer holds (if the cluster answers within a few seconds) and drop them."""
+        producers, self._producers = list(self._producers.values()), {}
+        for producer in producers:
+            with contextlib.suppress(KafkaException):
+                producer.abort_transaction(5)
+
+    # -- one transaction ------------------------------------------------------------------------------
+    def commit(self, key: Key, unit: Unit, build: BuildFn, produce_early: bool) -> bool:
+        """Commit ``unit`` with the producer of ``key``; False if that partition was lost meanwhile.
+
+        A unit not built yet is built by the first attempt, which (with ``produce_early``)
+        produces while it builds; a retry builds what is left without producing, then re-sends
+        every record in order.
+        """
+        attempt = 0
+        diagnose = False
+        while True:
+            if key is not None and key in self.lost:
+                return False
+            producer = self.producer(key)
+            self.raise_if_fatal("producing")
+            started = time.monotonic()
+            failed: list[tuple[Message, KafkaError]] = []
+            try:
+                producer.begin_transaction()
+                to_send: Sequence[Record] = unit.records
+                if not unit.built:
+                    early = None
+                    if attempt == 0 and produce_early:
+                        # Bound to this producer and this transaction: records produced early
+                        # belong to it, and a retry re-sends them in a transaction of its own.
+                        def early(rec: Record, producer: Producer = producer) -> None:
+                            self._produce(producer, *rec, None)
+
+                    last = build(unit, early)
+                    to_send = [unit.records[i] for i in last] if early is not None else unit.records
+                for msg, topic, partition, headers in to_send:
+                    cb = _FailureCollector(failed, msg) if diagnose else None
+                    self._produce(producer, msg, topic, partition, headers, cb)
+                self._commit_transaction(producer)
+            except _RecordRejected as exc:
+                self._abort(key, producer)
+                raise TargetError(exc.message) from None
+            except TargetError:
+                # transform refused a record: nothing of this transaction may become visible.
+                with contextlib.suppress(KafkaException):
+                    producer.abort_transaction(5)
+                raise
+            except KafkaException as exc:
+                err: KafkaError = exc.args[0]
+                self._metrics.produce_errors.labels(kind=err.name()).inc()
+                rejected = [(msg, perr) for msg, perr in failed if perr.code() in _PERMANENT_RECORD_ERRORS]
+                if rejected:
+                    # The broker rejects whole record batches, so every record that shared one fails
+                    # alike; the largest of them is the one to name.
+                    msg, perr = max(rejected, key=lambda pair: pair[0].size)
+                    self._abort(key, producer)
+                    raise TargetError(
+                        f"target rejected record {msg.coordinates()} ({msg.size} bytes) bound for {msg.topic}: "
+                        f"{perr.str()}"
+                    ) from None
+                self.raise_if_fatal("producing")
+                if err.fatal():
+                    if key is not None:
+                        self._fenced_partition(key, err)
+                        return False
+                    self._restart_producer(err)
+                if err.txn_requires_abort() or not err.retriable():
+                    if not self._abort(key, producer):
+                        return False
+                    diagnose = True
+                attempt += 1
+                delay = backoff_delay(self._retry.min, self._retry.max, attempt)
+                log.warning(
+                    "target transaction failed; retrying the whole batch",
+                    cluster=self._cluster.name,
+                    error=err.str(),
+                    records=len(unit.records) if unit.built else len(unit.messages),
+                    attempt=attempt,
+                    retry_in=round(delay, 2),
+                )
+                time.sleep(delay)
+                continue
+            self._metrics.produce_latency.observe(time.monotonic() - started)
+            return True
+
+    def _fenced_partition(self, key: SourcePartition, err: KafkaError) -> None:
+        """Group mode: another instance took ``key`` over and fenced this one; stop writing it."""
+        log.warning(
+            "fenced by the partition's new owner; abandoning what was in flight for it",
+            cluster=self._cluster.name,
+            partition=f"{key.topic}/{key.partition}",
+            error=err.str(),
+        )
+        self._metrics.target_restarts.inc()
+        self.lost.add(key)
+        self._producers.pop(key, None)
+
+    def _produce(
+        self,
+        producer: Producer,
+        msg: Message,
+        topic: str,
+        partition: int,
+        headers: list[tuple[str, bytes | None]] | None,
+        cb: Any,
+    ) -> None:
+        """Queue one record, waiting while the producer's queue is full; a record the client
+        refuses outright raises :class:`_RecordRejected` naming it."""
+        while True:
+            try:
+                producer.produce(
+                    topic,
+                    msg.value,
+                    msg.key,
+                    partition=partition,
+                    headers=cast(Any, headers),
+                    timestamp=msg.timestamp_ms if msg.timestamp_ms > 0 else 0,
+                    on_delivery=cb,
+                )
+                return
+            except BufferError:
+                producer.poll(0.05)
+            except KafkaException as exc:
+                err = exc.args[0]
+                if err.code() in _PERMANENT_RECORD_ERRORS:
+                    raise _RecordRejected(
+                        f"target cannot take record {msg.coordinates()} bound for {topic}: {err.str()}"
+                    ) from None
+                raise
+
+    def _commit_transaction(self, producer: Producer) -> None:
+        """Commit, repeating a commit that failed retriably (the records are already queued)."""
+        # A short timeout per call, repeated: the operator sees a line every few seconds while the
+        # target is away, and librdkafka documents that a timed-out commit is retried by calling again.
+        while True:
+            try:
+                producer.commit_transaction(min(5.0, self._txn_timeout))
+                return
+            except KafkaException as exc:
+                err: KafkaError = exc.args[0]
+                if err.retriable() and not err.txn_requires_abort() and not err.fatal():
+                    log.warning(
+                        "target has not confirmed the batch yet; retrying commit",
+                        cluster=self._cluster.name,
+                        error=err.str(),
+                    )
+                    continue
+                raise
+
+    def _abort(self, key: Key, producer: Producer) -> bool:
+        """Abort the open transaction; False if the partition of ``key`` turned out to be lost."""
+        for attempt in range(1, 1000):
+            try:
+                producer.abort_transaction(self._txn_timeout)
+                return True
+            except KafkaException as exc:
+                err: KafkaError = exc.args[0]
+                if err.fatal():
+                    if key is not None:
+                        self._fenced_partition(key, err)
+                        return False
+                    self._restart_producer(err)
+                if not err.retriable():
+                    return True
+                time.sleep(backoff_delay(self._retry.min, self._retry.max, attempt))
+        return True
+
+    def _restart_producer(self, err: KafkaError) -> None:
+        """A fatal producer error (e.g. fenced): start over from what the target durably holds.
+
+        One fencing can follow a long target outage (the coordinator bumped the epoch of a
+        timed-out transaction). Being fenced again and again means another relay is writing with
+        the same transactional.id; then this one stops instead of taking turns with it.
+        """
+        now = time.monotonic()
+        self._restarts = [t for t in self._restarts if now - t < _FENCE_WINDOW] + [now]
+        if len(self._restarts) > _FENCE_LIMIT:
+            raise TargetError(
+                f"target {self._cluster.name}: fenced {len(self._restarts)} times in {_FENCE_WINDOW:.0f}s; another "
+                f"relay is writing with transactional.id {self._txn_id!r} (give each relay its own)"
+            )
+        log.warning(
+            "target producer must be re-initialised; the relay re-reads positions from the target",
+            cluster=self._cluster.name,
+            error=err.str(),
+        )
+        self._metrics.target_restarts.inc()
+        # The old producer is fenced or failed: whatever it still holds must not be sent, so it is
+        # dropped without a flush and a new one (new epoch) takes its place.
+        self._producers.pop(None, None)
+        self.producer(None)
+        raise TargetRestart(f"target {self._cluster.name} producer was re-initialised after: {err.str()}")
+
+
+class _FailureCollector:
+    """A delivery callback that notes which record failed, used only when diagnosing a failed batch."""
+
+    def __init__(self, failed: list[tuple[Message, KafkaError]], msg: Message) -> None:
+        self.failed = failed
+        self.msg = msg
+
+    def __call__(self, err: KafkaError | None, _record: object) -> None:
+        if err is not None:
+            self.failed.append((self.msg, err))
+
+
+class _RecordRejected(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message

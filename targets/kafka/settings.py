@@ -1,0 +1,66 @@
+"""The Kafka target's settings: the ``target`` section's cluster, batching, retries and transactions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from relay.errors import ConfigError
+from relay.options import Section, read_backoff, read_cluster
+from relay.settings import MIB, Backoff, ClusterConfig
+from targets.context import TargetContext
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """When the target cuts a batch (one transaction): by records, by bytes, or after ``linger``.
+
+    ``max_bytes`` defaults to 64 MiB, or to ``max_in_flight`` when that is smaller: with records
+    of several MiB, 16 MiB batches committed a transaction every two records and the Kafka
+    target wrote 8 MiB records at 111 MB/s against 171 MB/s with 64 MiB batches.
+    """
+
+    max_records: int = 20_000
+    max_bytes: int = 64 * MIB
+    linger: float = 0.05
+
+
+@dataclass(frozen=True)
+class KafkaTargetConfig:
+    """Validated ``target`` section of a Kafka-writing target (``kafka``, ``lfs``, ``hydrate``).
+
+    ``transactional_id`` None means the relay's name.
+    """
+
+    cluster: ClusterConfig
+    batch: BatchConfig = BatchConfig()
+    retry: Backoff = Backoff(0.2, 10.0)
+    transactional_id: str | None = None
+    transaction_timeout: float = 60.0
+    create_topics: bool = True
+
+
+def parse_kafka_target(sec: Section, context: TargetContext) -> KafkaTargetConfig:
+    """The keys of ``target`` every Kafka-writing target reads. The caller finishes ``sec``."""
+    d = KafkaTargetConfig
+    batch_sec = sec.section("batch")
+    batch = BatchConfig(
+        max_records=batch_sec.integer("max_records", BatchConfig.max_records, minimum=1),
+        max_bytes=batch_sec.size("max_bytes", min(BatchConfig.max_bytes, context.max_in_flight), positive=True),
+        linger=batch_sec.duration("linger", BatchConfig.linger),
+    )
+    batch_sec.finish()
+    retry_sec = sec.section("retry")
+    retry = read_backoff(retry_sec.section("backoff"), d.retry)
+    retry_sec.finish()
+    if context.max_in_flight < batch.max_bytes:
+        raise ConfigError(
+            "max_in_flight", f"must be at least target.batch.max_bytes ({batch.max_bytes} bytes)", context.max_in_flight
+        )
+    return KafkaTargetConfig(
+        cluster=read_cluster(sec, "target"),
+        batch=batch,
+        retry=retry,
+        transactional_id=sec.opt_text("transactional_id"),
+        transaction_timeout=sec.duration("transaction_timeout", d.transaction_timeout, positive=True),
+        create_topics=sec.flag("create_topics", d.create_topics),
+    )

@@ -1,0 +1,120 @@
+"""Preparing target topics: check that they exist (or create them), wait for leaders, learn partition counts."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import structlog
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from relay.logs import librdkafka_logger
+from relay.settings import ClusterConfig, TopicConfig
+from relay.target import TargetError
+
+log = structlog.get_logger("kafka_lfs_relay.target")
+
+_TOPIC_READY_TIMEOUT = 30.0
+
+
+class TopicPreparer:
+    """Knows the target topics: their partition counts, once :meth:`prepare` has checked them.
+
+    ``on_client_error`` is called with librdkafka's error events (authentication failures reach
+    the client only that way); ``raise_if_fatal`` then turns a permanent one into a clear error.
+    """
+
+    def __init__(
+        self,
+        cluster: ClusterConfig,
+        create: bool,
+        on_client_error: Callable[[KafkaError], None],
+        raise_if_fatal: Callable[[str], None],
+    ) -> None:
+        self._cluster = cluster
+        self._create = create
+        self._on_client_error = on_client_error
+        self._raise_if_fatal = raise_if_fatal
+        self.partitions: dict[str, int] = {}
+        """Partition count of every prepared topic."""
+
+    def _admin(self) -> AdminClient:
+        conf: dict[str, Any] = {
+            **self._cluster.client_config(),
+            "error_cb": self._on_client_error,
+            "logger": librdkafka_logger(),
+        }
+        return AdminClient(conf)
+
+    def prepare(
+        self, routes: Sequence[TopicConfig], extra_topics: Sequence[str], source_partitions: Mapping[str, int]
+    ) -> None:
+        """Check (and if allowed, create) the target topic of each route and each extra topic.
+
+        ``source_partitions`` is each source topic's partition count. Under ``preserve`` a
+        target topic with fewer partitions than its source is an error that names both.
+        """
+        name = self._cluster.name
+        admin = self._admin()
+        try:
+            md = admin.list_topics(timeout=15)
+        except KafkaException as exc:
+            admin.poll(0.5)  # authentication failures reach error_cb only when polled
+            self._raise_if_fatal("reading metadata")
+            raise TargetError(f"target {name} is unreachable: {exc.args[0].str()}") from None
+        routes = [r for r in routes if r.source in source_partitions]
+        wanted = {r.target: source_partitions[r.source] for r in routes}
+        # Side topics (e.g. a dead-letter topic) get as many partitions as the widest source topic,
+        # so a record keeps its source partition number there too.
+        wanted.update({t: max(source_partitions.values(), default=1) for t in extra_topics})
+        missing = [t for t in wanted if t not in md.topics]
+        if missing and not self._create:
+            raise TargetError(f"target topic {missing[0]!r} does not exist on {name} and target.create_topics is false")
+        if missing:
+            new = [NewTopic(t, wanted[t]) for t in missing]
+            for topic, fut in admin.create_topics(new, operation_timeout=30).items():
+                try:
+                    fut.result(timeout=60)
+                    log.info("target topic created", topic=topic, cluster=name)
+                except KafkaException as exc:
+                    if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                        raise TargetError(f"creating target topic {topic!r} on {name}: {exc.args[0].str()}") from None
+            md = admin.list_topics(timeout=15)
+        # A topic just created (by us or by whoever set it up a moment ago) is listed without
+        # leaders for a short while; writing then fails, so wait for leaders before giving up.
+        deadline = time.monotonic() + _TOPIC_READY_TIMEOUT
+        while True:
+            unready = [t for t in wanted if not _has_leaders(md.topics.get(t))]
+            if not unready or time.monotonic() >= deadline:
+                break
+            time.sleep(0.25)
+            md = admin.list_topics(timeout=15)
+        if unready:
+            raise TargetError(
+                f"target topic {unready[0]!r} is not available on {name}: "
+                f"no leader for all its partitions after {_TOPIC_READY_TIMEOUT:.0f} s"
+            )
+        for topic in wanted:
+            self.partitions[topic] = len(md.topics[topic].partitions)
+        for route in routes:
+            count = self.partitions[route.target]
+            have = source_partitions.get(route.source, 0)
+            if route.partition == "preserve" and count < have:
+                raise TargetError(
+                    f"partition: preserve needs target topic {route.target!r} to have at least "
+                    f"{have} partitions like source topic {route.source!r}, but it has {count}"
+                )
+            if isinstance(route.partition, int) and not isinstance(route.partition, bool) and route.partition >= count:
+                raise TargetError(
+                    f"topics: partition {route.partition} does not exist in target topic "
+                    f"{route.target!r} ({count} partitions)"
+                )
+
+
+def _has_leaders(tmd: Any) -> bool:
+    """Whether topic metadata ``tmd`` is error-free and every partition has a leader."""
+    if tmd is None or tmd.error is not None or not tmd.partitions:
+        return False
+    return all(p.leader >= 0 and p.error is None for p in tmd.partitions.values())

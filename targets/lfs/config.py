@@ -1,0 +1,369 @@
+"""The ``lfs`` target's settings and its pure decisions: what to offload, where, and what the envelope says.
+
+Nothing here does I/O, so every rule can be unit-tested on its own:
+
+* :func:`parse_lfs` validates ``target.lfs`` into an :class:`LfsConfig` (one :class:`ConfigError`
+  naming the key path on any mistake).
+* :class:`KeyTemplate` renders deterministic object keys from a record's source coordinates.
+* :func:`offload_reason` decides whether a record goes to S3.
+* :func:`expected_checksum` reads the ``LFS_BLOB``/``LFS_BLOB_ALG`` headers.
+* :func:`build_envelope` chooses the ``kfs_lfs`` fields.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Final, Literal
+
+from lfs import Envelope, EnvelopeError, LfsError, decode_envelope, is_lfs_envelope, normalize_alg
+from lfs.s3 import S3Settings
+from relay.errors import ConfigError
+from relay.message import Message
+from relay.options import Section
+from relay.settings import MIB
+from targets.context import TargetContext, read_side_topic
+from targets.kafka.settings import KafkaTargetConfig, parse_kafka_target
+from targets.s3 import parse_s3
+
+LFS_BLOB: Final = "LFS_BLOB"
+"""Header that marks a record for offload; a non-empty value is the payload's expected checksum."""
+
+LFS_BLOB_ALG: Final = "LFS_BLOB_ALG"
+"""Optional header naming the algorithm of that checksum (and of the envelope's ``checksum``)."""
+
+ERROR_HEADER: Final = "kfr-lfs-error"
+"""Header added to a dead-lettered record: why it could not be offloaded."""
+
+DEFAULT_KEY_TEMPLATE: Final = "{prefix}/{topic}/{partition}/{offset}"
+
+KEY_VARIABLES: Final[Mapping[str, str]] = {
+    "prefix": "target.lfs.s3.prefix (without surrounding slashes; may be empty)",
+    "topic": "the source topic",
+    "target_topic": "the target topic the envelope goes to",
+    "partition": "the source partition",
+    "offset": "the source offset",
+}
+"""Variables a key template may use. Only source coordinates, so a key never depends on which
+source cluster (failover) or which attempt (retry, restart) uploaded it."""
+
+DEFAULT_HEADER_ALLOWLIST: Final = (
+    "content-type",
+    "content-encoding",
+    "correlation-id",
+    "message-id",
+    "x-correlation-id",
+    "x-request-id",
+    "traceparent",
+    "tracestate",
+)
+"""KafScale's list of headers copied into ``original_headers``."""
+
+DEFAULT_CONTENT_TYPE: Final = "application/octet-stream"
+MIN_PART_SIZE: Final = 5 * MIB  # S3's minimum for every part but the last
+MAX_PART_SIZE: Final = 5 * 1024 * MIB
+MAX_PARTS: Final = 10_000
+
+RecordErrorPolicy = Literal["fail", "dead-letter"]
+
+
+@dataclass(frozen=True)
+class LfsConfig:
+    """Validated ``target.lfs``; see ``docs`` in :func:`parse_lfs` for each setting."""
+
+    s3: S3Settings
+    key_template: KeyTemplate
+    proxy_id: str
+    threshold: int = MIB
+    always_offload_topics: frozenset[str] = frozenset()
+    checksum_alg: str = "sha256"
+    content_type_default: str = DEFAULT_CONTENT_TYPE
+    header_allowlist: tuple[str, ...] = DEFAULT_HEADER_ALLOWLIST
+    upload_concurrency: int = 8
+    part_size: int = 8 * MIB
+    on_record_error: RecordErrorPolicy = "fail"
+    dead_letter_topic: str | None = None
+
+    @property
+    def bucket(self) -> str:
+        """The bucket objects go to (required for this target)."""
+        assert self.s3.bucket is not None
+        return self.s3.bucket
+
+
+@dataclass(frozen=True)
+class LfsTargetConfig:
+    """The whole ``target`` section of ``type: lfs``: the Kafka target's keys and ``lfs``."""
+
+    kafka: KafkaTargetConfig
+    lfs: LfsConfig
+
+
+def parse(sec: Section, context: TargetContext) -> LfsTargetConfig:
+    """Validate ``target`` for ``type: lfs``; ``target.lfs`` (at least ``s3.bucket``) is required."""
+    if not sec.has("lfs"):
+        raise ConfigError("target.lfs", "is required when target.type is lfs (at least lfs.s3.bucket)")
+    return LfsTargetConfig(kafka=parse_kafka_target(sec, context), lfs=parse_lfs(sec.section("lfs"), context))
+
+
+class KeyTemplate:
+    """A validated object-key template such as ``{prefix}/{topic}/{partition}/{offset}``.
+
+    Variables are those of :data:`KEY_VARIABLES`, with an optional format spec
+    (``{offset:020d}``). A template must name ``{partition}``, ``{offset}`` and ``{topic}`` or
+    ``{target_topic}``, so two records never share a key. Rendering drops empty path segments,
+    so an empty prefix gives ``orders/0/42``, not ``/orders/0/42``.
+    """
+
+    def __init__(self, template: str, key_path: str = "target.lfs.key_template") -> None:
+        self.template = template
+        names: set[str] = set()
+        try:
+            parsed = list(string.Formatter().parse(template))
+        except ValueError as exc:
+            raise ConfigError(key_path, f"is not a valid template ({exc})", template) from None
+        for _literal, name, _spec, conversion in parsed:
+            if name is None:
+                continue
+            if name not in KEY_VARIABLES:
+                known = ", ".join("{" + v + "}" for v in KEY_VARIABLES)
+                raise ConfigError(key_path, f"unknown variable {{{name}}}; known variables are {known}", template)
+            if conversion is not None:
+                raise ConfigError(key_path, f"variable {{{name}}} must not use a !conversion", template)
+            names.add(name)
+        missing = [v for v in ("partition", "offset") if v not in names]
+        if not names & {"topic", "target_topic"}:
+            missing.insert(0, "topic")
+        if missing:
+            shown = ", ".join("{" + v + "}" for v in missing)
+            raise ConfigError(key_path, f"must contain {shown} so that every record gets its own key", template)
+        try:
+            self.render("prefix", "topic", "target", 0, 0)
+        except (ValueError, TypeError, IndexError, KeyError) as exc:
+            raise ConfigError(key_path, f"cannot be rendered ({exc})", template) from None
+
+    def render(self, prefix: str, topic: str, target_topic: str, partition: int, offset: int) -> str:
+        """The object key for one record."""
+        text = self.template.format(
+            prefix=prefix, topic=topic, target_topic=target_topic, partition=partition, offset=offset
+        )
+        return "/".join(segment for segment in text.split("/") if segment)
+
+    def key_for(self, msg: Message, prefix: str) -> str:
+        """The object key for ``msg``, from its source coordinates."""
+        return self.render(prefix, msg.source_topic, msg.topic, msg.source_partition, msg.source_offset)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, KeyTemplate) and other.template == self.template
+
+    def __hash__(self) -> int:
+        return hash(self.template)
+
+    def __repr__(self) -> str:
+        return f"KeyTemplate({self.template!r})"
+
+
+def _string_list(sec: Section, key: str, default: Sequence[str]) -> tuple[str, ...]:
+    value = sec.raw(key, list(default))
+    if not isinstance(value, list):
+        raise ConfigError(sec.key_path(key), "expected a list of strings", value)
+    out: list[str] = []
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not item.strip():
+            raise ConfigError(f"{sec.key_path(key)}[{i}]", "expected a non-empty string", item)
+        out.append(item.strip())
+    return tuple(out)
+
+
+def parse_lfs(sec: Section, context: TargetContext) -> LfsConfig:
+    """Validate the ``target.lfs`` section (:func:`targets.lfs.parse` reads the rest of ``target``).
+
+    Settings (all optional but ``s3.bucket``):
+
+    ``threshold`` (size, 1MiB): values larger than this are offloaded.
+    ``always_offload_topics`` (list of source topics): every record of these is offloaded.
+    ``key_template`` (``{prefix}/{topic}/{partition}/{offset}``): see :class:`KeyTemplate`.
+    ``checksum_alg`` (sha256): sha256, md5, crc32 or none; the envelope's ``sha256`` is always set.
+    ``content_type_default`` (application/octet-stream): when a record has no ``content-type`` header.
+    ``header_allowlist`` (KafScale's list): headers copied into ``original_headers``; ``[]`` for none.
+    ``upload_concurrency`` (8): S3 uploads (PUTs and parts) in flight at once.
+    ``part_size`` (8MiB, at least 5MiB): larger values are uploaded in parts of this size.
+    ``on_record_error`` (fail): ``fail`` or ``dead-letter`` for a checksum mismatch or an object
+    over ``s3.max_object_size``.
+    ``dead_letter_topic``: where ``dead-letter`` sends the original record (required with it).
+    ``proxy_id`` (``kafka-lfs-relay/<name>``): the envelope's ``proxy_id``.
+    ``s3``: see :func:`lfs.s3.parse_s3`; ``bucket`` is required.
+    """
+    d = LfsConfig
+    source_topics = {t.source for t in context.topics}
+    threshold = sec.size("threshold", d.threshold)
+    always = _string_list(sec, "always_offload_topics", ())
+    for i, topic in enumerate(always):
+        if topic not in source_topics:
+            raise ConfigError(
+                f"{sec.key_path('always_offload_topics')}[{i}]", "is not one of the source topics in topics[]", topic
+            )
+    template = KeyTemplate(sec.text("key_template", DEFAULT_KEY_TEMPLATE), sec.key_path("key_template"))
+    alg_raw = sec.text("checksum_alg", d.checksum_alg)
+    try:
+        alg = normalize_alg(alg_raw)
+    except LfsError:
+        raise ConfigError(sec.key_path("checksum_alg"), "expected one of sha256, md5, crc32, none", alg_raw) from None
+    content_type = sec.text("content_type_default", d.content_type_default)
+    allowlist = _string_list(sec, "header_allowlist", d.header_allowlist)
+    concurrency = sec.integer("upload_concurrency", d.upload_concurrency, minimum=1)
+    part_size = sec.size("part_size", d.part_size)
+    if not MIN_PART_SIZE <= part_size <= MAX_PART_SIZE:
+        raise ConfigError(sec.key_path("part_size"), "must be from 5MiB to 5GiB (S3's part size limits)", part_size)
+    policy: RecordErrorPolicy = (
+        "dead-letter"
+        if sec.choice("on_record_error", ("fail", "dead-letter"), d.on_record_error) == "dead-letter"
+        else "fail"
+    )
+    dlq = read_side_topic(sec, "dead_letter_topic", context)
+    if policy == "dead-letter" and dlq is None:
+        raise ConfigError(sec.key_path("dead_letter_topic"), "is required with on_record_error: dead-letter")
+    if policy == "fail" and dlq is not None:
+        raise ConfigError(sec.key_path("dead_letter_topic"), "only applies with on_record_error: dead-letter", dlq)
+    proxy_id = sec.text("proxy_id", f"kafka-lfs-relay/{context.name}")
+    s3 = parse_s3(sec.section("s3"), require_bucket=True)
+    sec.finish()
+    if s3.max_object_size > part_size * MAX_PARTS:
+        raise ConfigError(
+            sec.key_path("s3.max_object_size"),
+            f"is more than {MAX_PARTS} parts of target.lfs.part_size ({part_size} bytes); raise part_size",
+            s3.max_object_size,
+        )
+    return LfsConfig(
+        s3=s3,
+        key_template=template,
+        proxy_id=proxy_id,
+        threshold=threshold,
+        always_offload_topics=frozenset(always),
+        checksum_alg=alg,
+        content_type_default=content_type,
+        header_allowlist=allowlist,
+        upload_concurrency=concurrency,
+        part_size=part_size,
+        on_record_error=policy,
+        dead_letter_topic=dlq,
+    )
+
+
+# -- decisions on one record ---------------------------------------------------------------------
+
+
+def offload_reason(msg: Message, threshold: int, always_topics: Collection[str]) -> str | None:
+    """Why ``msg`` is offloaded (``"size"``, ``"header"``, ``"topic"``), or None to pass it through.
+
+    A tombstone (null value) always passes through: it is a delete marker for compacted topics,
+    not a payload. So does a value that already is a valid ``kfs_lfs`` envelope (a record an
+    upstream offloading relay or proxy wrote, ``LFS_BLOB`` header and all): wrapping a pointer
+    in another pointer would hand hydrators an envelope instead of the payload.
+    """
+    value = msg.value
+    if value is None:
+        return None
+    if is_lfs_envelope(value):
+        try:
+            decode_envelope(value)
+            return None
+        except EnvelopeError:
+            pass  # looks like an envelope but is not one: it is data like any other
+    if len(value) > threshold:
+        return "size"
+    if any(name == LFS_BLOB for name, _ in msg.headers):
+        return "header"
+    if msg.source_topic in always_topics:
+        return "topic"
+    return None
+
+
+class RecordError(Exception):
+    """A record that cannot be offloaded; ``kind`` labels metrics (``checksum_mismatch``, ``too_large``...)."""
+
+    def __init__(self, reason: str, kind: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.kind = kind
+
+
+def expected_checksum(msg: Message, default_alg: str) -> tuple[str, str | None]:
+    """The record's checksum algorithm and the checksum its ``LFS_BLOB`` header expects (or None).
+
+    ``LFS_BLOB_ALG`` overrides the configured algorithm for this record (for the envelope and
+    for the expected value). With algorithm ``none``, an expected value is compared with the
+    payload's SHA-256. Raises :class:`RecordError` for an unknown algorithm.
+    """
+    alg = default_alg
+    alg_header = msg.header(LFS_BLOB_ALG)
+    if alg_header:
+        text = alg_header.decode("utf-8", "replace")
+        try:
+            alg = normalize_alg(text)
+        except LfsError:
+            raise RecordError(
+                f"record {msg.coordinates()} names an unsupported checksum algorithm in {LFS_BLOB_ALG} "
+                f"({text[:32]!r}; supported: sha256, md5, crc32, none)",
+                "bad_checksum_alg",
+            ) from None
+    blob = msg.header(LFS_BLOB)
+    expected = blob.decode("utf-8", "replace").strip().lower() if blob else ""
+    return alg, expected or None
+
+
+def _header_text(value: bytes | None) -> str:
+    # As KafScale's Go writer does: bytes as a string; invalid UTF-8 becomes U+FFFD in JSON.
+    return value.decode("utf-8", "replace") if value else ""
+
+
+def created_at(now: datetime | None = None) -> str:
+    """RFC 3339 UTC to the second, as KafScale writes it: ``2026-01-02T03:04:05Z``."""
+    moment = now or datetime.now(timezone.utc)
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def build_envelope(
+    msg: Message,
+    *,
+    bucket: str,
+    key: str,
+    size: int,
+    sha256: str,
+    alg: str,
+    checksum: str,
+    content_type_default: str,
+    header_allowlist: Sequence[str],
+    proxy_id: str,
+    now: datetime | None = None,
+) -> Envelope:
+    """The ``kfs_lfs`` envelope for ``msg`` once its payload is stored at ``bucket``/``key``.
+
+    ``checksum``/``checksum_alg`` are written only when the algorithm is not sha256 (``none``
+    writes ``checksum_alg`` alone). ``content_type`` comes from the record's ``content-type``
+    header, else ``content_type_default``. ``original_headers`` holds the allow-listed headers
+    (names matched case-insensitively, the record's spelling kept; the last of a repeated name wins).
+    """
+    allowed = {name.lower() for name in header_allowlist}
+    original: dict[str, str] = {}
+    content_type: str | None = None
+    for name, value in msg.headers:
+        lowered = name.lower()
+        if lowered in allowed:
+            original[name] = _header_text(value)
+        if lowered == "content-type" and value:
+            content_type = _header_text(value)
+    return Envelope(
+        bucket=bucket,
+        key=key,
+        size=size,
+        sha256=sha256,
+        checksum=checksum if alg in ("md5", "crc32") else None,
+        checksum_alg=None if alg == "sha256" else alg,
+        content_type=content_type or content_type_default,
+        original_headers=original or None,
+        created_at=created_at(now),
+        proxy_id=proxy_id,
+    )

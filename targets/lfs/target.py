@@ -1,0 +1,300 @@
+"""The offloading target (``type: lfs``): large values go to S3, a ``kfs_lfs`` envelope goes to Kafka.
+
+It is the Kafka target (:class:`targets.kafka.KafkaTarget`: one transaction per batch, resume
+positions in ``kfr-pos`` headers) with a ``transform`` in front:
+
+* ``write`` (the relay's thread) decides whether the record is offloaded
+  (:func:`targets.lfs.config.offload_reason`: value over ``threshold``, an ``LFS_BLOB`` header,
+  or an always-offload topic) and if so starts its upload at once, so uploads run ahead of the
+  Kafka transactions and concurrently with each other; then it queues the record with the Kafka
+  target (an offloaded one without its value, see Memory below).
+* the Kafka target's sender calls ``transform`` once per record, in order, just before it is
+  produced: for an offloaded record it waits for that upload and returns the envelope record
+  (same key, headers, timestamp and partition); small records pass through unchanged. A record
+  that cannot be offloaded (checksum mismatch, over ``s3.max_object_size``) stops the relay
+  (``on_record_error: fail``) or goes to ``dead_letter_topic`` unchanged with a
+  ``kfr-lfs-error`` header (``dead-letter``); the dead-letter topic is an extra topic of the
+  Kafka target, so it carries ``kfr-pos`` and resumes like the main one.
+
+Exactly once: a source offset is acknowledged only when the transaction holding its envelope is
+committed, and that transaction is only begun once its objects are stored. Object keys come from
+source coordinates (``key_template``), so the upload a crash or a retry repeats overwrites the
+same object instead of leaving an orphan.
+
+Throughput: an upload starts when its record is written, and uploads run ahead of the envelopes
+as far as the relay's byte budget (``max_in_flight``, original record bytes) allows: in a Kafka
+batch an offloaded record weighs what its envelope does, so ``target.batch.max_bytes`` does not
+hold uploads back. ``upload_concurrency`` PUTs and parts are in flight at once; records above
+``part_size`` are split into parts uploaded in parallel, so a single record keeps every upload
+busy.
+
+Memory: the relay's byte budget counts a record until it is acknowledged, as with the Kafka
+target, but an offloaded record's value is let go as soon as its object is stored: the Kafka
+target holds the record without its value (:class:`_Offloaded`), and only the upload (and, for a
+dead-letter topic, the failed upload) keeps a reference to the value. The uploader slices values
+with memoryviews and never copies one whole.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Mapping, Sequence
+from concurrent.futures import CancelledError, Future
+from dataclasses import dataclass
+
+import structlog
+
+from relay.message import Message, Offsets, SourcePartition
+from relay.metrics import RelayMetrics
+from relay.settings import ClusterConfig
+from relay.target import AckCallback, TargetError, TargetRestart
+from targets import kafka
+from targets.context import TargetContext
+from targets.kafka import Hooks
+from targets.lfs.config import (
+    ERROR_HEADER,
+    LfsTargetConfig,
+    RecordError,
+    build_envelope,
+    expected_checksum,
+    offload_reason,
+)
+from targets.lfs.upload import LfsMetrics, S3Uploader, Stored, Upload, UploadCancelled, UploadJob, cancel_all
+
+log = structlog.get_logger("kafka_lfs_relay.lfs")
+
+_Coordinates = tuple[str, int, int]  # source topic, partition, offset
+_HEADROOM = 1024 * 1024
+
+
+
+@dataclass(frozen=True, slots=True)
+class _Offloaded(Message):
+    """An offloaded record as the Kafka target holds it until its envelope is committed: no value.
+
+    Everything the Kafka target and the relay's acknowledgement need (source coordinates, size,
+    key, headers, timestamp) is kept; the value lives only as long as its upload needs it.
+    """
+
+
+def _replace_value(msg: Message, value: bytes | None, cls: type[Message] = Message) -> Message:
+    return cls(
+        msg.key, value, msg.headers, msg.topic, msg.source_cluster, msg.source_topic,
+        msg.source_partition, msg.source_offset, msg.timestamp_ms, msg.size,
+    )  # fmt: skip
+
+
+class _Pending:
+    """An offloaded record waiting for its upload; ``original`` (with the value) is kept only for a dead letter."""
+
+    __slots__ = ("original", "upload")
+
+    def __init__(self, upload: Upload, original: Message) -> None:
+        self.upload = upload
+        self.original: Message | None = original
+        upload.future.add_done_callback(self._done)
+
+    def _done(self, future: Future[Stored]) -> None:
+        # Stored, failed for good or abandoned: the value is no longer needed anywhere in this target.
+        if future.cancelled() or not isinstance(future.exception(), RecordError):
+            self.original = None
+
+
+class LfsTarget:
+    """Offloads large values to S3 and writes envelopes to Kafka. See the module docstring."""
+
+    def __init__(self, config: LfsTargetConfig, context: TargetContext, metrics: RelayMetrics) -> None:
+        self.lfs = lfs = config.lfs
+        self.metrics = LfsMetrics(metrics.registry)
+        self.uploader = S3Uploader(lfs.s3, lfs.upload_concurrency, lfs.part_size, config.kafka.retry, self.metrics)
+        hooks = Hooks(
+            transform=self._transform,
+            weigh=_batch_weight,
+            extra_topics=(lfs.dead_letter_topic,) if lfs.dead_letter_topic else (),
+        )
+        kafka_config = dataclasses.replace(
+            config.kafka, cluster=_with_message_limit(config.kafka.cluster, lfs.threshold + _HEADROOM)
+        )
+        self.kafka = kafka.build(kafka_config, context, metrics, hooks)
+        self._lock = threading.Lock()
+        self._uploads: dict[_Coordinates, _Pending] = {}
+        # What transform made of each record, counted when the record is acknowledged.
+        self._outcomes: dict[_Coordinates, str] = {}
+        self._on_ack: AckCallback | None = None
+
+    # -- Target protocol ---------------------------------------------------------------------------
+    def high_watermarks(self, partitions: Sequence[SourcePartition]) -> Offsets:
+        """As the Kafka target: positions read back from the target and dead-letter topics."""
+        return self.kafka.high_watermarks(partitions)
+
+    def start(self, on_ack: AckCallback) -> None:
+        """Start the uploader and the Kafka target's sender."""
+        self._on_ack = on_ack
+        self.uploader.start()
+        self.kafka.start(self._acked)
+
+    def write(self, message: Message) -> None:
+        """Start the upload of an offloaded record, then queue the record (blocks while the target is full).
+
+        An offloaded record is queued without its value (see the module docstring).
+        """
+        upload = self._begin(message)
+        if upload is not None:
+            with self._lock:
+                self._uploads[message.coordinates_key()] = _Pending(upload, message)
+            message = _replace_value(message, None, _Offloaded)
+        try:
+            self.kafka.write(message)
+        except TargetRestart:
+            self._drop_pending()
+            raise
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every record written so far is committed (uploads included)."""
+        try:
+            return self.kafka.flush(timeout)
+        except TargetRestart:
+            self._drop_pending()
+            raise
+
+    def close(self) -> None:
+        """Close the Kafka target, then abandon any upload still running (the relay flushed before, if it could)."""
+        try:
+            self.kafka.close()
+        finally:
+            self._drop_pending()
+            self.uploader.close()
+
+    # -- offload ------------------------------------------------------------------------------------
+    def _begin(self, msg: Message) -> Upload | None:
+        """The upload for ``msg`` if it is offloaded, else None."""
+        lfs = self.lfs
+        if offload_reason(msg, lfs.threshold, lfs.always_offload_topics) is None:
+            return None
+        assert msg.value is not None
+        try:
+            alg, expected = expected_checksum(msg, lfs.checksum_alg)
+            size = len(msg.value)
+            if size > lfs.s3.max_object_size:
+                raise RecordError(
+                    f"record {msg.coordinates()} is {size} bytes, more than target.lfs.s3.max_object_size "
+                    f"({lfs.s3.max_object_size} bytes)",
+                    "too_large",
+                )
+        except RecordError as exc:
+            return Upload.failed(exc)
+        job = UploadJob(
+            key=lfs.key_template.key_for(msg, lfs.s3.prefix),
+            data=msg.value,
+            alg=alg,
+            expected=expected,
+            content_type=self._content_type(msg),
+            what=msg.coordinates(),
+        )
+        return self.uploader.submit(job)
+
+    def _content_type(self, msg: Message) -> str:
+        for name, value in reversed(msg.headers):
+            if name.lower() == "content-type" and value:
+                return value.decode("utf-8", "replace")
+        return self.lfs.content_type_default
+
+    def _transform(self, msg: Message) -> Message:
+        """Called by the Kafka target's sender, once per record, in order: the record to produce."""
+        coords = msg.coordinates_key()
+        with self._lock:
+            pending = self._uploads.pop(coords, None)
+        if pending is None:
+            if isinstance(msg, _Offloaded):  # never produce an offloaded record's stand-in (a null value)
+                raise TargetError(f"the upload of record {msg.coordinates()} was lost; the relay must restart")
+            self._outcome(coords, "passed")
+            return msg
+        try:
+            stored = pending.upload.result()
+        except RecordError as exc:
+            original = pending.original
+            assert original is not None, "a failed upload keeps its record"
+            return self._record_error(original, exc)
+        except (UploadCancelled, CancelledError):
+            raise TargetError(
+                f"the upload of record {msg.coordinates()} was abandoned because the target is closing"
+            ) from None
+        envelope = build_envelope(
+            msg,
+            bucket=stored.bucket,
+            key=stored.key,
+            size=stored.size,
+            sha256=stored.sha256,
+            alg=stored.alg,
+            checksum=stored.checksum,
+            content_type_default=self.lfs.content_type_default,
+            header_allowlist=self.lfs.header_allowlist,
+            proxy_id=self.lfs.proxy_id,
+        )
+        self._outcome(coords, "offloaded")
+        return _replace_value(msg, envelope.encode())
+
+    def _record_error(self, msg: Message, exc: RecordError) -> Message:
+        dlq = self.lfs.dead_letter_topic
+        if self.lfs.on_record_error == "fail" or dlq is None:
+            raise TargetError(f"{exc.reason} (target.lfs.on_record_error is fail)")
+        log.warning("record sent to the dead-letter topic", record=msg.coordinates(), topic=dlq, reason=exc.reason)
+        self._outcome(msg.coordinates_key(), f"dead:{exc.kind}")
+        headers = (*msg.headers, (ERROR_HEADER, exc.reason.encode("utf-8", "replace")))
+        return dataclasses.replace(msg, topic=dlq, headers=headers)
+
+    def _outcome(self, coords: _Coordinates, outcome: str) -> None:
+        if outcome == "passed":
+            return  # the default: nothing to remember
+        with self._lock:
+            self._outcomes[coords] = outcome
+
+    def _acked(self, messages: Sequence[Message]) -> None:
+        """The Kafka target committed ``messages``: count them, then tell the relay."""
+        with self._lock:
+            outcomes = [self._outcomes.pop(m.coordinates_key(), "passed") for m in messages]
+        for msg, outcome in zip(messages, outcomes, strict=True):
+            if outcome == "offloaded":
+                self.metrics.records_offloaded.labels(topic=msg.source_topic).inc()
+            elif outcome == "passed":
+                self.metrics.records_passed_through.labels(topic=msg.source_topic).inc()
+            else:
+                reason = outcome.split(":", 1)[1]
+                self.metrics.records_dead_lettered.labels(topic=msg.source_topic, reason=reason).inc()
+        assert self._on_ack is not None
+        self._on_ack(messages)
+
+    def _drop_pending(self) -> None:
+        """Forget every upload not yet turned into an envelope (the relay re-reads those records)."""
+        with self._lock:
+            pending, self._uploads = list(self._uploads.values()), {}
+            self._outcomes.clear()
+        cancel_all(p.upload for p in pending)
+
+
+# What an offloaded record weighs in a Kafka batch: about its envelope. Counting its original
+# size cut a batch at one 64 MiB record, so only two uploads (this batch's and the next) ran
+# at once. Memory stays bounded by the relay's byte budget, which counts the original size.
+_ENVELOPE_WEIGHT = 1024
+
+
+def _batch_weight(message: Message) -> int:
+    return _ENVELOPE_WEIGHT if isinstance(message, _Offloaded) else message.size
+
+
+def _with_message_limit(cluster: ClusterConfig, min_bytes: int) -> ClusterConfig:
+    """``cluster`` whose clients accept records up to ``min_bytes`` unless ``message.max.bytes`` is set.
+
+    librdkafka refuses records over 1,000,000 bytes by default, less than the default 1 MiB
+    threshold: without this, a record just under the threshold could not pass through.
+    """
+    if "message.max.bytes" in cluster.kafka or min_bytes <= 1_000_000:
+        return cluster
+    props: Mapping[str, str] = {**cluster.kafka, "message.max.bytes": str(min(min_bytes, 1_000_000_000))}
+    return dataclasses.replace(cluster, kafka=props)
+
+
+def build(config: LfsTargetConfig, context: TargetContext, metrics: RelayMetrics) -> LfsTarget:
+    """The ``type: lfs`` target."""
+    return LfsTarget(config, context, metrics)

@@ -1,0 +1,52 @@
+"""The ``s3`` option section of the ``lfs`` and ``hydrate`` targets.
+
+Credentials: explicit ``access_key_id``/``secret_access_key`` (use ``${VAR}``), else boto3's
+standard chain (environment, shared config, instance role). Secrets never appear in a repr, a
+log line or an error.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from lfs.s3 import S3Settings
+from relay.errors import ConfigError
+from relay.options import Section
+
+
+def parse_s3(sec: Section, require_bucket: bool) -> S3Settings:
+    """Validate an ``s3`` section; ``require_bucket`` for writers (readers take buckets from envelopes)."""
+    d = S3Settings
+    sse_raw = sec.raw("sse", None)
+    sse: Literal["AES256", "aws:kms"] | None
+    if sse_raw is None:
+        sse = None
+    elif sse_raw in ("AES256", "aws:kms"):
+        sse = "AES256" if sse_raw == "AES256" else "aws:kms"
+    else:
+        raise ConfigError(sec.key_path("sse"), "expected AES256 or aws:kms", sse_raw)
+    access_key = sec.opt_text("access_key_id")
+    secret = sec.opt_text("secret_access_key")
+    if (access_key is None) != (secret is None):
+        raise ConfigError(sec.path, "set both access_key_id and secret_access_key, or neither (standard AWS chain)")
+    settings = S3Settings(
+        bucket=sec.text("bucket") if require_bucket else sec.opt_text("bucket"),
+        endpoint_url=sec.opt_text("endpoint_url"),
+        region=sec.opt_text("region"),
+        prefix=(sec.opt_text("prefix") or "").strip("/"),
+        path_style=sec.flag("path_style", d.path_style),
+        access_key_id=access_key,
+        secret_access_key=secret,
+        session_token=sec.opt_text("session_token"),
+        sse=sse,
+        kms_key_id=sec.opt_text("kms_key_id"),
+        tags=sec.string_map("tags"),
+        max_object_size=sec.size("max_object_size", d.max_object_size, positive=True),
+        connect_timeout=sec.duration("connect_timeout", d.connect_timeout, positive=True),
+        read_timeout=sec.duration("read_timeout", d.read_timeout, positive=True),
+        max_pool_connections=sec.integer("max_pool_connections", d.max_pool_connections, minimum=1),
+    )
+    if settings.kms_key_id and settings.sse != "aws:kms":
+        raise ConfigError(sec.key_path("kms_key_id"), "only applies with sse: aws:kms")
+    sec.finish()
+    return settings
