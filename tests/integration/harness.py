@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
-from relay.sandbox import FeedProducer, KafkaCluster
+from kafka_lfs_relay.sandbox import FeedProducer, KafkaCluster
+from tests.readback import read_to_end
 
 Record = tuple[bytes | None, bytes | None]
 ByPartition = dict[int, list[Record]]
@@ -77,7 +78,7 @@ class RelayProcess:
         with self.log_path.open("ab") as log:
             log.write(f"\n=== run {self.runs} ===\n".encode())
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "relay.cli", "run", "--config", str(self.config_path), *self.args],
+                [sys.executable, "-m", "kafka_lfs_relay", "run", "--config", str(self.config_path), *self.args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -156,32 +157,8 @@ def read_all(
     cluster: KafkaCluster, topic: str, partitions: int, timeout: float = 120, committed: bool = True
 ) -> ByPartition:
     """Every committed record of ``topic`` per partition, in log order, read to the current end."""
-    consumer = Consumer(
-        {
-            **cluster.client_config(),
-            "group.id": "test-reader",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "isolation.level": "read_committed" if committed else "read_uncommitted",
-        }
-    )
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-    out: ByPartition = {p: [] for p in range(partitions)}
-    at_end: set[int] = set()
-    deadline = time.monotonic() + timeout
-    while len(at_end) < partitions:
-        assert time.monotonic() < deadline, f"reading {topic} did not reach the end within {timeout}s"
-        for msg in consumer.consume(5000, 0.5):
-            err = msg.error()
-            partition = msg.partition() or 0
-            if err is not None:
-                assert err.code() == KafkaError._PARTITION_EOF, err
-                at_end.add(partition)
-                continue
-            at_end.discard(partition)
-            out[partition].append((msg.key(), msg.value()))
-    consumer.close()
-    return out
+    found = read_to_end(cluster.client_config(), topic, partitions, batch=5000, timeout=timeout, committed=committed)
+    return {p: [(msg.key(), msg.value()) for msg in msgs] for p, msgs in found.items()}
 
 
 def records_by_partition(records: Iterable[tuple[int, bytes | None, bytes | None]], partitions: int) -> ByPartition:

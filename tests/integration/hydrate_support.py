@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
-
-from relay import positions
-from relay.lfs import Envelope, checksum
-from relay.sandbox import FeedProducer, KafkaCluster, S3Server
+from kafka_lfs_relay.sandbox import FeedProducer, KafkaCluster, S3Server
+from lfs import Envelope, checksum
+from targets.kafka import positions
 from tests.integration.harness import RelayProcess, relay_config, write_config
+from tests.readback import read_to_end
 
 Headers = tuple[tuple[str, bytes | None], ...]
 
@@ -140,36 +138,13 @@ def produce_records(cluster: KafkaCluster, topic: str, records: Iterable[Rec], *
 
 def read_records(cluster: KafkaCluster, topic: str, partitions: int, timeout: float = 120) -> list[Rec]:
     """Every committed record of ``topic``, partition by partition in log order, ``kfr-pos`` left out."""
-    consumer = Consumer(
-        {
-            **cluster.client_config(),
-            "group.id": f"hydrate-test-{uuid.uuid4().hex[:6]}",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "isolation.level": "read_committed",
-            "auto.offset.reset": "error",
-        }
-    )
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-    out: dict[int, list[Rec]] = {p: [] for p in range(partitions)}
-    at_end: set[int] = set()
-    deadline = time.monotonic() + timeout
-    try:
-        while len(at_end) < partitions:
-            assert time.monotonic() < deadline, f"reading {topic} did not reach the end within {timeout}s"
-            for msg in consumer.consume(500, 0.5):
-                err = msg.error()
-                partition = msg.partition() or 0
-                if err is not None:
-                    assert err.code() == KafkaError._PARTITION_EOF, err
-                    at_end.add(partition)
-                    continue
-                at_end.discard(partition)
-                headers = tuple((k, v) for k, v in (msg.headers() or []) if k != positions.HEADER)
-                out[partition].append(Rec(partition, msg.key(), msg.value(), headers, msg.timestamp()[1]))
-    finally:
-        consumer.close()
-    return [rec for p in range(partitions) for rec in out[p]]
+    found = read_to_end(cluster.client_config(), topic, partitions, batch=500, timeout=timeout)
+    return [
+        Rec(p, msg.key(), msg.value(), tuple((k, v) for k, v in (msg.headers() or []) if k != positions.HEADER),
+            msg.timestamp()[1])
+        for p in range(partitions)
+        for msg in found[p]
+    ]  # fmt: skip
 
 
 def by_partition(records: Sequence[Rec]) -> dict[int, list[Rec]]:

@@ -14,13 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
-
-from relay.lfs import decode_envelope, is_lfs_envelope
-from relay.sandbox import FeedProducer, KafkaCluster
-from relay.sandbox.s3 import S3Server
+from kafka_lfs_relay.sandbox import FeedProducer, KafkaCluster
+from kafka_lfs_relay.sandbox.s3 import S3Server
+from lfs import decode_envelope, is_lfs_envelope
 from tests.conftest import create_topic
 from tests.integration.harness import relay_config, write_config
+from tests.readback import read_to_end
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -116,33 +115,15 @@ def produce_sized(
 
 def read_target(cluster: KafkaCluster, topic: str, partitions: int, timeout: float = 120) -> dict[int, list[Target]]:
     """Every committed record of ``topic`` per partition, with headers, read to the current end."""
-    consumer = Consumer(
-        {
-            **cluster.client_config(),
-            "group.id": "lfs-test-reader",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "isolation.level": "read_committed",
-        }
-    )
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-    out: dict[int, list[Target]] = {p: [] for p in range(partitions)}
-    at_end: set[int] = set()
-    deadline = time.monotonic() + timeout
-    while len(at_end) < partitions:
-        assert time.monotonic() < deadline, f"reading {topic} did not reach the end within {timeout}s"
-        for msg in consumer.consume(1000, 0.5):
-            err = msg.error()
-            partition = msg.partition() or 0
-            if err is not None:
-                assert err.code() == KafkaError._PARTITION_EOF, err
-                at_end.add(partition)
-                continue
-            at_end.discard(partition)
-            hs = [(k, v or b"") for k, v in (msg.headers() or [])]
-            out[partition].append(Target(partition, msg.offset() or 0, msg.key(), msg.value(), hs, msg.timestamp()[1]))
-    consumer.close()
-    return out
+    found = read_to_end(cluster.client_config(), topic, partitions, timeout=timeout)
+    return {
+        p: [
+            Target(p, msg.offset() or 0, msg.key(), msg.value(), [(k, v or b"") for k, v in (msg.headers() or [])],
+                   msg.timestamp()[1])
+            for msg in msgs
+        ]
+        for p, msgs in found.items()
+    }  # fmt: skip
 
 
 def count_target(cluster: KafkaCluster, topic: str, partitions: int) -> int:
