@@ -83,7 +83,7 @@ from targets import kafka
 from targets.context import TargetContext
 from targets.hydrate.config import HydrateTargetConfig
 from targets.hydrate.window import Abandoned, PayloadWindow
-from targets.kafka import Hooks, KafkaTargetConfig, positions
+from targets.kafka import Hooks, KafkaTargetConfig, legacy
 
 log = structlog.get_logger("kafka_lfs_relay.hydrate")
 
@@ -111,13 +111,12 @@ _LIBRDKAFKA_DEFAULT_MESSAGE_MAX: Final = 1_000_000
 _Coordinates = tuple[str, int, int]  # source topic, partition, offset
 
 
-
 # -- pure decisions ------------------------------------------------------------------------------
 
 
 def strip_positions(headers: Sequence[tuple[str, bytes | None]]) -> tuple[tuple[str, bytes | None], ...]:
     """``headers`` without ``kfr-pos`` (an upstream relay's resume positions)."""
-    return tuple(h for h in headers if h[0] != positions.HEADER)
+    return tuple(h for h in headers if h[0] != legacy.HEADER)
 
 
 def restored_headers(
@@ -340,7 +339,7 @@ class HydrateTarget:
             if self._closing:
                 raise TargetError(f"record {msg.coordinates()} was not produced because the target is closing")
             job = self._jobs.pop(coords, None)
-        if any(name == positions.HEADER for name, _ in msg.headers):
+        if any(name == legacy.HEADER for name, _ in msg.headers):
             msg = dataclasses.replace(msg, headers=strip_positions(msg.headers))
         if job is None:
             return msg

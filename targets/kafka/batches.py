@@ -1,4 +1,4 @@
-"""Building one transaction's records: target partitions, transforms and resume positions. No I/O.
+"""Building one transaction's records: target partitions and transforms. No I/O.
 
 A batch of :class:`~relay.message.Message` objects becomes a :class:`Unit` of :data:`Record`
 tuples, ready to produce. The builder is pure apart from the ``transform`` hook it is given, so
@@ -11,8 +11,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 from relay.message import Message, SourcePartition
 from relay.settings import TopicConfig
-from targets.kafka import positions
 from targets.kafka.partitioner import target_partition
+from targets.kafka.positions import Entry
 
 Record = tuple[Message, str, int, "list[tuple[str, bytes | None]] | None"]
 """(message, target topic, target partition, headers to send or None)."""
@@ -23,23 +23,43 @@ class Unit:
 
     ``transformed`` keeps what ``transform`` returned, in order, so that however an attempt ends,
     no record is ever transformed twice (a hydrated record's fetch is consumed by its transform).
+    ``batch_next`` is the next source offset of each source partition once the unit commits;
+    ``last`` the indexes of the last record of each target partition; ``entries`` the positions
+    the attempt that committed wrote (see ``targets.kafka.positions``).
     """
 
-    __slots__ = ("batch_next", "built", "messages", "records", "transformed")
+    __slots__ = ("batch_next", "built", "entries", "last", "messages", "records", "transformed")
 
     def __init__(self, messages: Sequence[Message], records: Sequence[Record] | None = None) -> None:
         self.messages = messages
         self.records: Sequence[Record] = records or []
         self.built = records is not None
-        self.batch_next: dict[SourcePartition, int] = {}
+        self.batch_next: dict[SourcePartition, int] = next_offsets(self.records)
+        self.last: list[int] = last_indexes(self.records)
         self.transformed: list[Message] = []
+        self.entries: dict[SourcePartition, Entry] = {}
+
+
+def last_indexes(records: Sequence[Record]) -> list[int]:
+    """Indexes of the last record of each target partition, in order."""
+    last: dict[tuple[str, int], int] = {}
+    for i, rec in enumerate(records):
+        last[(rec[1], rec[2])] = i
+    return sorted(last.values())
+
+
+def next_offsets(records: Sequence[Record]) -> dict[SourcePartition, int]:
+    """The next source offset of each source partition once ``records`` are committed."""
+    out: dict[SourcePartition, int] = {}
+    for rec in records:
+        out[rec[0].source] = rec[0].source_offset + 1
+    return out
 
 
 class BatchBuilder:
     """Turns a unit's messages into records for the target topics whose partition counts it is given.
 
     ``partitions`` is shared with whoever prepares the topics and is read at build time.
-    ``per_partition`` (group mode) puts only the record's own source partition in its position.
     """
 
     def __init__(
@@ -47,22 +67,16 @@ class BatchBuilder:
         routes: Sequence[TopicConfig],
         partitions: Mapping[str, int],
         transform: Callable[[Message], Message] | None = None,
-        per_partition: bool = False,
     ) -> None:
         self.routes = {r.source: r for r in routes}
         self.partitions = partitions
         self.transform = transform
-        self.per_partition = per_partition
 
     def build(
-        self,
-        unit: Unit,
-        committed: Mapping[SourcePartition, int],
-        early: Callable[[Record], None] | None = None,
+        self, unit: Unit, early: Callable[[Record], None] | None = None
     ) -> tuple[list[Record], dict[SourcePartition, int], list[int]]:
-        """The unit as records, with ``kfr-pos`` on each target partition's last record, the next
-        source offset per source partition once it is committed, and the indexes of those last
-        records. ``committed`` holds the positions already committed, for the vectors.
+        """The unit as records, the next source offset per source partition once it is committed,
+        and the indexes of the last record of each target partition.
 
         ``early`` is given each record as soon as a later record of the batch lands in the same
         target partition (so it can no longer be that partition's last): the first attempt
@@ -95,14 +109,4 @@ class BatchBuilder:
             if early is not None and before is not None:
                 early(out[before])
         batch_next = {SourcePartition(t, p): off + 1 for (t, p), off in newest.items()}
-        advanced = {**committed, **batch_next}
-        for index in last_in_partition.values():
-            msg, topic, partition, headers = out[index]
-            route = routes[msg.source_topic]
-            if self.per_partition or (route.partition == "preserve" and topic == route.target):
-                vector = {msg.source_partition: advanced[msg.source]}
-            else:
-                vector = {sp.partition: off for sp, off in advanced.items() if sp.topic == msg.source_topic}
-            position = (positions.HEADER, positions.encode(msg.source_topic, vector))
-            out[index] = (msg, topic, partition, [*(headers or ()), position])
         return out, batch_next, sorted(last_in_partition.values())

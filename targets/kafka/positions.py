@@ -1,63 +1,286 @@
-"""Resume positions stored in the target itself, as a header on the last record of each batch.
+"""Resume positions in a compacted topic on the target cluster, written in the same transaction as the records.
 
-Every transaction the Kafka-writing targets commit puts, on its last record in each target
-partition, the header ``kfr-pos``: the source topic and, for the source partitions that target
-partition stands for, the next source offset to read. Because a transaction is atomic and
-positions only grow, the element-wise maximum of the newest ``kfr-pos`` found in each target
-partition is exactly the resume point: see :func:`merge`.
+As Kafka Connect's exactly-once source connectors (KIP-618) and MirrorMaker 2 keep theirs: every
+transaction the Kafka target commits also writes, for each source partition it carries records
+of, one record to the positions topic (``target.positions_topic``, default
+``kafka-lfs-relay-positions``, ``cleanup.policy=compact``). Its key names the relay and the source
+partition, ``<relay name>/<source topic>/<partition>``; its value is an :class:`Entry`: the next
+source offset to read and, under ``partition: preserve``, the offset map (next source offset ->
+next target offset) that consumer groups are translated with. Because the entry commits or
+aborts with the records it describes, the newest committed entry per key is exactly the resume
+point; data records carry no header the relay trusts, so other writers, retention and compaction
+of the data topics cannot move or lose a position.
 
-Wire format (ASCII): ``v1 <source-topic> <p>:<next>[,<p>:<next>...]``. Topic names cannot hold
-spaces, so the format needs no escaping.
+Reading back (:meth:`PositionsTopic.read`) uses ``read_committed`` and goes up to the topic's
+high watermark as it was when reading started, waiting for transactions still open then to
+finish (an open transaction holds back what a ``read_committed`` consumer sees, so stopping at
+the first end-of-partition could miss a committed entry written after it).
+
+Wire format of a value (JSON): ``{"v": 1, "next": 1234, "map": [[1000, 980], [1234, 1214]]}``;
+``map`` is left out when empty. A value this version cannot read stops the relay with a line
+naming the record: guessing a position would lose or duplicate records.
+
+The map stays bounded (:func:`thin`): the newest :data:`DENSE` points are all kept; older ones
+are kept one per power-of-two distance (in source offsets) behind the newest point. A consumer
+group translated from a point n records back re-reads at most about n/2 records; within the last
+:data:`DENSE` transactions, at most one transaction's records.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Mapping
+import json
+import time
+import uuid
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
 
+import structlog
+from confluent_kafka import OFFSET_BEGINNING, Consumer, IsolationLevel, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
+
+from relay.backoff import backoff_delay
+from relay.logs import librdkafka_logger
 from relay.message import SourcePartition
+from relay.settings import ClusterConfig
+from relay.target import TargetError
 
-HEADER = "kfr-pos"
-_VERSION = "v1"
+log = structlog.get_logger("kafka_lfs_relay.target")
 
+DEFAULT_TOPIC: Final = "kafka-lfs-relay-positions"
+VERSION: Final = 1
+MAX_OFFSET: Final = 2**63 - 1
+DENSE: Final = 16
+"""The newest map points, all kept (see :func:`thin`)."""
 
-class PositionFormatError(ValueError):
-    """A ``kfr-pos`` header that this version cannot read."""
+TOPIC_CONFIG: Final = {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": "3600000"}
+"""How the relay creates the positions topic: compacted, segments rolled hourly so that compaction
+can keep its size near one record per key."""
 
-
-def encode(source_topic: str, positions: Mapping[int, int]) -> bytes:
-    """The header value for ``positions`` (source partition -> next offset) of ``source_topic``."""
-    body = ",".join(f"{p}:{o}" for p, o in sorted(positions.items()))
-    return f"{_VERSION} {source_topic} {body}".encode("ascii")
-
-
-_FORMAT = re.compile(rb"v1 ([A-Za-z0-9._-]{1,249}) ((?:[0-9]{1,10}:[0-9]{1,19}(?:,[0-9]{1,10}:[0-9]{1,19})*)?)")
-
-
-def decode(value: bytes) -> dict[SourcePartition, int]:
-    """The positions in a header value; raises :class:`PositionFormatError` if it is malformed."""
-    match = _FORMAT.fullmatch(value)
-    if match is None:
-        version = value.split(b" ", 1)[0]
-        if version != _VERSION.encode() and re.fullmatch(rb"v[0-9]+", version):
-            raise PositionFormatError(f"unknown {HEADER} version {version.decode()!r}")
-        raise PositionFormatError(f"malformed {HEADER} header")
-    topic = match.group(1).decode("ascii")
-    out: dict[SourcePartition, int] = {}
-    for item in match.group(2).split(b",") if match.group(2) else ():
-        p, o = item.split(b":")
-        sp = SourcePartition(topic, int(p))
-        if sp in out:
-            raise PositionFormatError(f"malformed {HEADER} header: partition {int(p)} appears twice")
-        out[sp] = int(o)
-    return out
+Point = tuple[int, int]
+"""(next source offset, next target offset): every record before the first is before the second."""
 
 
-def merge(found: Iterable[Mapping[SourcePartition, int]]) -> dict[SourcePartition, int]:
-    """Element-wise maximum: the newest position of every source partition seen in any vector."""
-    out: dict[SourcePartition, int] = {}
-    for vector in found:
-        for sp, offset in vector.items():
-            if offset > out.get(sp, -1):
-                out[sp] = offset
-    return out
+class PositionError(ValueError):
+    """A positions record this version cannot read; the message says what is wrong with it."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One source partition's position: the next offset to read (-1: from the beginning) and its offset map."""
+
+    next: int
+    map: tuple[Point, ...] = ()
+
+    def advanced(self, next_offset: int, target_next: int | None) -> Entry:
+        """This entry moved to ``next_offset``, with a map point when the next target offset is known."""
+        if target_next is None:
+            target_next = self.map[-1][1] if self.map else None
+        if target_next is None:
+            return Entry(next_offset, self.map)
+        return Entry(next_offset, thin((*self.map, (next_offset, target_next))))
+
+
+def key(name: str, sp: SourcePartition) -> bytes:
+    """The record key of ``sp``'s entry for the relay called ``name``."""
+    return f"{name}/{sp.topic}/{sp.partition}".encode()
+
+
+def parse_key(raw: bytes) -> tuple[str, SourcePartition] | None:
+    """(relay name, source partition) of a positions record key, or None for a key of another shape."""
+    try:
+        name, topic, partition = raw.decode("utf-8").rsplit("/", 2)
+        return name, SourcePartition(topic, int(partition))
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
+def encode(entry: Entry) -> bytes:
+    """The record value of ``entry``."""
+    body: dict[str, Any] = {"v": VERSION, "next": entry.next}
+    if entry.map:
+        body["map"] = [list(p) for p in entry.map]
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _offset(value: object, lowest: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lowest <= value <= MAX_OFFSET:
+        raise PositionError(f"{value!r} is not an offset")
+    return value
+
+
+def decode(raw: bytes) -> Entry:
+    """The entry in a record value; raises :class:`PositionError` for anything this version did not write."""
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, ValueError):
+        raise PositionError("the value is not JSON") from None
+    if not isinstance(body, dict):
+        raise PositionError("the value is not a JSON object")
+    if body.get("v") != VERSION:
+        raise PositionError(f"unknown version {body.get('v')!r} (this relay writes {VERSION})")
+    nxt = _offset(body.get("next"), -1)
+    raw_map = body.get("map", [])
+    if not isinstance(raw_map, list):
+        raise PositionError("map is not a list")
+    points: list[Point] = []
+    for item in raw_map:
+        if not isinstance(item, list) or len(item) != 2:
+            raise PositionError("a map point is not a [source, target] pair")
+        point = (_offset(item[0], 0), _offset(item[1], 0))
+        if points and (point[0] <= points[-1][0] or point[1] < points[-1][1]):
+            raise PositionError("map points do not grow")
+        points.append(point)
+    if points and points[-1][0] > nxt:
+        raise PositionError("the map runs past the position")
+    return Entry(nxt, tuple(points))
+
+
+def thin(points: Sequence[Point]) -> tuple[Point, ...]:
+    """``points`` (oldest first) bounded: the newest :data:`DENSE` kept, older ones one per power-of-two distance.
+
+    The distance of a point is the newest point's source offset minus its own; of the points at
+    distances in ``[2^k, 2^(k+1))`` only the newest is kept. At most ``DENSE + 64`` points remain.
+    """
+    if len(points) <= DENSE:
+        return tuple(points)
+    newest = points[-1][0]
+    kept: dict[int, Point] = {}
+    for point in points[:-DENSE]:
+        kept[(newest - point[0]).bit_length()] = point  # later (newer) points replace older ones
+    return (*sorted(kept.values()), *points[-DENSE:])
+
+
+def translate(points: Sequence[Point], committed: int) -> Point | None:
+    """The newest point at or before source offset ``committed`` (rounded down, never past), or None."""
+    found: Point | None = None
+    for point in points:
+        if point[0] > committed:
+            break
+        found = point
+    return found
+
+
+class PositionsTopic:
+    """The positions topic of one target cluster, seen by the relay called ``name``."""
+
+    def __init__(self, cluster: ClusterConfig, topic: str, name: str, timeout: float) -> None:
+        self.cluster = cluster
+        self.topic = topic
+        self.name = name
+        self.timeout = timeout
+
+    def read(self, wanted: Collection[SourcePartition]) -> dict[SourcePartition, Entry]:
+        """The newest committed entry of each of ``wanted`` that has one.
+
+        Raises :class:`TargetError` naming the record if an entry of this relay cannot be read.
+        """
+        ends = self._high_watermarks()
+        found: dict[SourcePartition, Entry] = {}
+        if not any(ends.values()):
+            return found
+        consumer = Consumer(
+            {
+                **self.cluster.client_config(),
+                "group.id": f"kafka-lfs-relay-positions-{uuid.uuid4().hex[:12]}",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                "isolation.level": "read_committed",
+                "auto.offset.reset": "error",
+                "logger": librdkafka_logger(),
+            }
+        )
+        todo = {p: end for p, end in ends.items() if end > 0}
+        prefix = f"{self.name}/".encode()
+        deadline = time.monotonic() + self.timeout
+        waiting_logged = False
+        try:
+            consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in todo])
+            while todo:
+                if time.monotonic() > deadline:
+                    raise TargetError(
+                        f"target {self.cluster.name}: reading positions topic {self.topic!r} did not reach offset "
+                        f"{max(todo.values())} within {self.timeout:.0f}s (a transaction stays open on it)"
+                    )
+                for msg in consumer.consume(5000, 0.5):
+                    err = msg.error()
+                    partition = msg.partition() or 0
+                    if err is not None:
+                        if err.code() != KafkaError._PARTITION_EOF:
+                            raise TargetError(
+                                f"target {self.cluster.name}: reading positions topic {self.topic!r}: {err.str()}"
+                            )
+                        if partition in todo and (msg.offset() or 0) >= todo[partition]:
+                            del todo[partition]
+                        elif partition in todo and not waiting_logged:
+                            waiting_logged = True
+                            log.info("waiting for transactions still open on the positions topic", topic=self.topic)
+                        continue
+                    self._take(msg, prefix, wanted, found)
+                    if partition in todo and (msg.offset() or 0) + 1 >= todo[partition]:
+                        del todo[partition]
+        finally:
+            consumer.close()
+        return found
+
+    def _take(
+        self, msg: Any, prefix: bytes, wanted: Collection[SourcePartition], found: dict[SourcePartition, Entry]
+    ) -> None:
+        raw_key = msg.key()
+        if not raw_key or not raw_key.startswith(prefix):
+            return  # another relay's entry
+        parsed = parse_key(raw_key)
+        if parsed is None or parsed[0] != self.name or parsed[1] not in wanted:
+            return
+        sp = parsed[1]
+        value = msg.value()
+        if value is None:  # a tombstone: the entry was deleted (by an operator resetting the relay)
+            found.pop(sp, None)
+            return
+        try:
+            found[sp] = decode(value)
+        except PositionError as exc:
+            raise TargetError(
+                f"target {self.cluster.name}: positions topic {self.topic!r} record "
+                f"{msg.partition()}@{msg.offset()} (relay {self.name!r}, {sp.topic}/{sp.partition}) cannot be read: "
+                f"{exc}; refusing to guess a position"
+            ) from None
+
+    def _high_watermarks(self) -> dict[int, int]:
+        """The positions topic's end offset per partition, read_uncommitted (what was written so far).
+
+        Asked again while leadership settles: the topic may have been created a moment ago.
+        """
+        conf: dict[str, Any] = {**self.cluster.client_config(), "logger": librdkafka_logger()}
+        admin = AdminClient(conf)
+        deadline = time.monotonic() + self.timeout
+        attempt = 0
+        while True:
+            try:
+                return self._ask_high_watermarks(admin)
+            except KafkaException as exc:
+                err: KafkaError = exc.args[0]
+                attempt += 1
+                if not err.retriable() or time.monotonic() > deadline:
+                    raise TargetError(
+                        f"target {self.cluster.name}: reading the end of positions topic {self.topic!r}: {err.str()}"
+                    ) from None
+                time.sleep(backoff_delay(0.1, 2.0, attempt))
+
+    def _ask_high_watermarks(self, admin: AdminClient) -> dict[int, int]:
+        md = admin.list_topics(self.topic, timeout=self.timeout)
+        tmd = md.topics.get(self.topic)
+        if tmd is None or tmd.error is not None:
+            reason = tmd.error.str() if tmd is not None and tmd.error is not None else "it does not exist"
+            raise TargetError(f"target {self.cluster.name}: positions topic {self.topic!r}: {reason}")
+        latest: Any = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+        request = {TopicPartition(self.topic, p): latest for p in tmd.partitions}
+        futures = admin.list_offsets(
+            request, isolation_level=IsolationLevel.READ_UNCOMMITTED, request_timeout=self.timeout
+        )
+        return {tp.partition: fut.result(timeout=self.timeout).offset for tp, fut in futures.items()}
+
+
+def records(name: str, entries: Mapping[SourcePartition, Entry]) -> list[tuple[bytes, bytes]]:
+    """The positions records (key, value) for ``entries``."""
+    return [(key(name, sp), encode(entry)) for sp, entry in entries.items()]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import structlog
@@ -55,18 +55,30 @@ _FENCE_LIMIT = 3
 Key = SourcePartition | None
 """Which producer: None for the one producer, or the source partition it writes (group mode)."""
 
-BuildFn = Callable[[Unit, "Callable[[Record], None] | None"], "list[int]"]
+BuildFn = Callable[[Unit, "Callable[[Record], None] | None"], None]
 """Builds a unit's records in place, handing records to produce early to its second argument (see
-``BatchBuilder.build``); returns the indexes of the records that were not handed over."""
+``BatchBuilder.build``); those not handed over are ``unit.last``."""
+
+PositionsFn = Callable[[Unit, Mapping[tuple[str, int], int]], Sequence[tuple[bytes, bytes]]]
+"""The positions records (key, value) of a unit, given the offset of the last record of each
+target partition (topic, partition) it wrote."""
 
 
 class TransactionalSender:
     """Commits units of records as Kafka transactions, each retried whole until durable."""
 
     def __init__(
-        self, config: KafkaTargetConfig, transactional_id: str, metrics: RelayMetrics, per_partition: bool
+        self,
+        config: KafkaTargetConfig,
+        transactional_id: str,
+        metrics: RelayMetrics,
+        per_partition: bool,
+        map_offsets: bool,
     ) -> None:
         self._cluster: ClusterConfig = config.cluster
+        self.positions_topic = config.positions_topic
+        self.map_offsets = map_offsets
+        """Whether positions need the offsets records got (the offset map, under partition: preserve)."""
         self._retry = config.retry
         self._txn_timeout = config.transaction_timeout
         self._txn_id = transactional_id
@@ -154,12 +166,14 @@ class TransactionalSender:
                 producer.abort_transaction(5)
 
     # -- one transaction ------------------------------------------------------------------------------
-    def commit(self, key: Key, unit: Unit, build: BuildFn, produce_early: bool) -> bool:
+    def commit(self, key: Key, unit: Unit, build: BuildFn, produce_early: bool, positions: PositionsFn) -> bool:
         """Commit ``unit`` with the producer of ``key``; False if that partition was lost meanwhile.
 
         A unit not built yet is built by the first attempt, which (with ``produce_early``)
         produces while it builds; a retry builds what is left without producing, then re-sends
-        every record in order.
+        every record in order. Last in every attempt, ``positions`` gives the positions records
+        of the unit, knowing the offsets the last record of each target partition got (when
+        ``map_offsets``: then the records are flushed first, inside the transaction).
         """
         attempt = 0
         diagnose = False
@@ -170,9 +184,10 @@ class TransactionalSender:
             self.raise_if_fatal("producing")
             started = time.monotonic()
             failed: list[tuple[Message, KafkaError]] = []
+            offsets: dict[tuple[str, int], int] = {}
             try:
                 producer.begin_transaction()
-                to_send: Sequence[Record] = unit.records
+                send: Sequence[int] = range(len(unit.records))
                 if not unit.built:
                     early = None
                     if attempt == 0 and produce_early:
@@ -181,11 +196,20 @@ class TransactionalSender:
                         def early(rec: Record, producer: Producer = producer) -> None:
                             self._produce(producer, *rec, None)
 
-                    last = build(unit, early)
-                    to_send = [unit.records[i] for i in last] if early is not None else unit.records
-                for msg, topic, partition, headers in to_send:
-                    cb = _FailureCollector(failed, msg) if diagnose else None
+                    build(unit, early)
+                    send = unit.last if early is not None else range(len(unit.records))
+                last = set(unit.last) if self.map_offsets else set()
+                records = unit.records
+                for i in send:
+                    msg, topic, partition, headers = records[i]
+                    cb: Any = _FailureCollector(failed, msg) if diagnose else None
+                    if i in last:
+                        cb = _OffsetCollector(offsets, (topic, partition), cb)
                     self._produce(producer, msg, topic, partition, headers, cb)
+                if last:
+                    self._flush(producer)
+                for pos_key, pos_value in positions(unit, offsets):
+                    self._produce_position(producer, pos_key, pos_value)
                 self._commit_transaction(producer)
             except _RecordRejected as exc:
                 self._abort(key, producer)
@@ -278,6 +302,29 @@ class TransactionalSender:
                     ) from None
                 raise
 
+    def _produce_position(self, producer: Producer, key: bytes, value: bytes) -> None:
+        """Queue one positions record (partition 0 of the positions topic: one order for every entry)."""
+        while True:
+            try:
+                producer.produce(self.positions_topic, value, key, partition=0)
+                return
+            except BufferError:
+                producer.poll(0.05)
+
+    def _flush(self, producer: Producer) -> None:
+        """Wait until every record queued so far has its delivery report (and so its offset)."""
+        try:
+            while producer.flush(min(5.0, self._txn_timeout)) > 0:
+                log.warning(
+                    "target has not confirmed the batch yet; waiting for its records", cluster=self._cluster.name
+                )
+        except SystemError as exc:
+            # confluent-kafka 2.16: a fatal error (e.g. fenced) that comes up while flush() serves
+            # delivery reports leaves flush() as a SystemError whose cause is the KafkaException.
+            if isinstance(exc.__cause__, KafkaException):
+                raise exc.__cause__ from None
+            raise
+
     def _commit_transaction(self, producer: Producer) -> None:
         """Commit, repeating a commit that failed retriably (the records are already queued)."""
         # A short timeout per call, repeated: the operator sees a line every few seconds while the
@@ -340,6 +387,23 @@ class TransactionalSender:
         self._producers.pop(None, None)
         self.producer(None)
         raise TargetRestart(f"target {self._cluster.name} producer was re-initialised after: {err.str()}")
+
+
+class _OffsetCollector:
+    """A delivery callback that notes the offset a record got (then hands failures on, when diagnosing)."""
+
+    __slots__ = ("offsets", "then", "where")
+
+    def __init__(self, offsets: dict[tuple[str, int], int], where: tuple[str, int], then: Any) -> None:
+        self.offsets = offsets
+        self.where = where
+        self.then = then
+
+    def __call__(self, err: KafkaError | None, record: Any) -> None:
+        if err is None:
+            self.offsets[self.where] = record.offset()
+        elif self.then is not None:
+            self.then(err, record)
 
 
 class _FailureCollector:

@@ -8,6 +8,7 @@ from relay.errors import ConfigError
 from relay.options import Section, read_backoff, read_cluster
 from relay.settings import MIB, Backoff, ClusterConfig
 from targets.context import TargetContext
+from targets.kafka.positions import DEFAULT_TOPIC
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,10 @@ class BatchConfig:
 class KafkaTargetConfig:
     """Validated ``target`` section of a Kafka-writing target (``kafka``, ``lfs``, ``hydrate``).
 
-    ``transactional_id`` None means the relay's name.
+    ``transactional_id`` None means the relay's name. ``positions_topic`` is the compacted topic
+    the relay keeps its resume positions in (see :mod:`targets.kafka.positions`);
+    ``import_header_positions`` takes the ``kfr-pos`` headers of earlier releases once, for a
+    source partition that has no entry there yet (see :mod:`targets.kafka.legacy`).
     """
 
     cluster: ClusterConfig
@@ -37,6 +41,8 @@ class KafkaTargetConfig:
     transactional_id: str | None = None
     transaction_timeout: float = 60.0
     create_topics: bool = True
+    positions_topic: str = DEFAULT_TOPIC
+    import_header_positions: bool = True
 
 
 def parse_kafka_target(sec: Section, context: TargetContext) -> KafkaTargetConfig:
@@ -56,7 +62,12 @@ def parse_kafka_target(sec: Section, context: TargetContext) -> KafkaTargetConfi
         raise ConfigError(
             "max_in_flight", f"must be at least target.batch.max_bytes ({batch.max_bytes} bytes)", context.max_in_flight
         )
+    positions_topic = sec.topic("positions_topic", d.positions_topic)
+    if positions_topic in {t.source for t in context.topics} | {t.target for t in context.topics}:
+        raise ConfigError(sec.key_path("positions_topic"), "must be a topic of its own, not a source or target topic")
     return KafkaTargetConfig(
+        positions_topic=positions_topic,
+        import_header_positions=sec.flag("import_header_positions", d.import_header_positions),
         cluster=read_cluster(sec, "target"),
         batch=batch,
         retry=retry,

@@ -1,12 +1,14 @@
-"""The Kafka target: batches committed as Kafka transactions, with resume positions in the data.
+"""The Kafka target: batches committed as Kafka transactions, with resume positions beside them.
 
 How it is exactly-once
-  Each batch is one transaction. The last record of the batch in each target partition carries
-  the ``kfr-pos`` header (see :mod:`targets.kafka.positions`), so a committed transaction holds
-  its own resume point and an aborted one holds none. ``high_watermarks`` first initialises the
-  transactional producer, which fences any older instance with the same ``transactional.id`` and
-  aborts its open transaction, then reads the newest committed ``kfr-pos`` back from every target
-  partition. Retries re-send a whole batch in order, so a partition is never reordered.
+  Each batch is one transaction, and the same transaction writes, for every source partition the
+  batch carries, an entry to the positions topic (see :mod:`targets.kafka.positions`): a
+  committed transaction holds its own resume point and an aborted one holds none.
+  ``high_watermarks`` first initialises the transactional producer, which fences any older
+  instance with the same ``transactional.id`` and aborts its open transaction, then reads the
+  newest committed entries back. Retries re-send a whole batch in order, so a partition is never
+  reordered. Nothing in the data topics is trusted: other writers, retention and compaction
+  there cannot move a position.
 
 The parts
   :class:`~targets.kafka.topics.TopicPreparer` checks and creates topics,
@@ -23,19 +25,24 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
+
+import structlog
 
 from relay.message import Message, Offsets, SourcePartition
 from relay.metrics import RelayMetrics
 from relay.target import AckCallback, TargetError, TargetRestart
 from targets.context import TargetContext
-from targets.kafka import positions
+from targets.kafka import legacy, positions
 from targets.kafka.batches import BatchBuilder, Record, Unit
+from targets.kafka.positions import Entry, PositionsTopic
 from targets.kafka.sender import TransactionalSender
 from targets.kafka.settings import KafkaTargetConfig
-from targets.kafka.tailscan import TailScanError, newest_positions
 from targets.kafka.topics import TopicPreparer
+
+log = structlog.get_logger("kafka_lfs_relay.target")
 
 
 @dataclass(frozen=True)
@@ -45,9 +52,8 @@ class Hooks:
     ``transform`` is called in the sender thread, once per record per batch (never again on a
     retry of that batch), just before the record is produced. It may block (e.g. until an upload
     finishes), may return a record for one of ``extra_topics`` (e.g. a dead-letter topic), and
-    raises :class:`TargetError` for a record that must stop the relay. Records in
-    ``extra_topics`` carry ``kfr-pos`` like any other, and those topics are read back on
-    resumption too.
+    raises :class:`TargetError` for a record that must stop the relay. A record sent to an
+    extra topic counts for its source partition's position like any other.
 
     ``weigh`` says how many bytes a written record counts toward ``batch.max_bytes`` (default:
     its ``size``). The LFS offload target counts an offloaded record at the size of its envelope,
@@ -70,11 +76,23 @@ class KafkaTarget:
         self._routes = {t.source: t for t in context.topics}
         self._hooks = hooks
         self._weigh = hooks.weigh
-        self._sender = TransactionalSender(config, config.transactional_id or context.name, metrics, context.group)
-        self._topics = TopicPreparer(
-            config.cluster, config.create_topics, self._sender.on_client_error, self._sender.raise_if_fatal
+        self._name = context.name
+        # The offset map is kept only where a target partition mirrors one source partition.
+        mapped = any(t.partition == "preserve" for t in context.topics)
+        self._sender = TransactionalSender(
+            config, config.transactional_id or context.name, metrics, context.group, map_offsets=mapped
         )
-        self._builder = BatchBuilder(context.topics, self._topics.partitions, hooks.transform, context.group)
+        self._topics = TopicPreparer(
+            config.cluster,
+            config.create_topics,
+            config.positions_topic,
+            self._sender.on_client_error,
+            self._sender.raise_if_fatal,
+        )
+        self._positions = PositionsTopic(
+            config.cluster, config.positions_topic, context.name, timeout=config.transaction_timeout + 30
+        )
+        self._builder = BatchBuilder(context.topics, self._topics.partitions, hooks.transform)
         # Shared between the relay thread (write/flush) and the sender thread, under _cond.
         # write() takes _lock directly: entering the Condition costs two Python calls per record.
         self._lock = threading.Lock()
@@ -88,14 +106,17 @@ class KafkaTarget:
         self._closing = False
         self._on_ack: AckCallback | None = None
         self._thread: threading.Thread | None = None
-        # Next source offset per source partition as committed so far; feeds kfr-pos vectors.
-        self._committed: dict[SourcePartition, int] = {}
+        # The committed entry of every source partition this target writes (the offset map grows
+        # from it), and entries read or imported at start-up that no transaction wrote yet. The
+        # sender thread reads and advances them, the relay's thread adds partitions (start-up,
+        # partitions found later, group assignments): always under _lock.
+        self._entries: dict[SourcePartition, Entry] = {}
+        self._unwritten: dict[SourcePartition, Entry] = {}
 
     # -- Target protocol -----------------------------------------------------------------------
     def high_watermarks(self, partitions: Sequence[SourcePartition]) -> Offsets:
-        """Check target topics, initialise the producer (fencing older writers), read positions back."""
+        """Check target topics, initialise the producers (fencing older writers), read positions back."""
         wanted = set(partitions)
-        topics = {sp.topic for sp in wanted}
         counts: dict[str, int] = {}
         for sp in wanted:
             counts[sp.topic] = max(counts.get(sp.topic, 0), sp.partition + 1)
@@ -106,28 +127,48 @@ class KafkaTarget:
         for key in {sender.key(sp) for sp in wanted}:
             sender.producer(key)
         sender.lost -= wanted
-        found: list[dict[SourcePartition, int]] = []
+        entries = self._positions.read(wanted)
+        missing = sorted(wanted - entries.keys())
+        unwritten: dict[SourcePartition, Entry] = {}
+        if missing and self._config.import_header_positions:
+            unwritten = self._import_headers(missing)
+            entries.update(unwritten)
+        with self._cond:
+            self._entries.update(entries)
+            # Written by the sender's next transaction, with data or on their own.
+            self._unwritten.update(unwritten)
+            if unwritten:
+                self._cond.notify_all()
+        return {sp: entry.next for sp, entry in entries.items() if entry.next >= 0}
+
+    def _import_headers(self, missing: Sequence[SourcePartition]) -> dict[SourcePartition, Entry]:
+        """Positions of ``missing`` from the ``kfr-pos`` headers of earlier releases (-1 where there are none)."""
         scan: list[tuple[str, Sequence[int]]] = []
-        for topic in topics:
+        for topic in sorted({sp.topic for sp in missing}):
             target_topic = self._routes[topic].target
-            count = self._topics.partitions[target_topic]
-            if sender.per_partition:
-                scan.append((target_topic, sorted(sp.partition for sp in wanted if sp.topic == topic)))
+            if self._sender.per_partition:
+                scan.append((target_topic, [sp.partition for sp in missing if sp.topic == topic]))
             else:
-                scan.append((target_topic, range(count)))
+                scan.append((target_topic, range(self._topics.partitions[target_topic])))
         scan += [(t, range(self._topics.partitions[t])) for t in self._hooks.extra_topics]
+        found: list[dict[SourcePartition, int]] = []
         for target_topic, parts in scan:
             try:
-                vectors = newest_positions(self._config.cluster.client_config(), target_topic, parts, timeout=30.0)
-            except TailScanError as exc:
+                found += legacy.newest_positions(self._config.cluster.client_config(), target_topic, parts, 30.0)
+            except legacy.TailScanError as exc:
                 raise TargetError(f"target {self._config.cluster.name}: {exc}") from None
-            found.extend(vectors)
-        merged = {sp: off for sp, off in positions.merge(found).items() if sp in wanted}
-        if sender.per_partition:
-            self._committed.update(merged)
-        else:
-            self._committed = {sp: off for sp, off in merged.items() if sp.topic in topics}
-        return merged
+        merged = legacy.merge(found)
+        imported = {sp: Entry(merged.get(sp, -1)) for sp in missing}
+        taken = [f"{sp.topic}/{sp.partition}" for sp in missing if merged.get(sp, -1) >= 0]
+        if taken:
+            log.warning(
+                "took resume positions from the kfr-pos headers of an earlier release, once; they go to the "
+                "positions topic now (set target.import_header_positions: false if something else wrote them)",
+                target_topics=sorted({t for t, _ in scan}),
+                positions_topic=self._config.positions_topic,
+                partitions=taken,
+            )
+        return imported
 
     def release(self, partitions: Sequence[SourcePartition], flush: bool) -> None:
         """Stop writing ``partitions`` (group mode: they were revoked or lost).
@@ -143,8 +184,10 @@ class KafkaTarget:
             self._current = [m for m in self._current if m.source not in gone]
             self._current_bytes = sum(m.size for m in self._current)
         self._sender.release(partitions)
-        for sp in gone:
-            self._committed.pop(sp, None)
+        with self._cond:
+            for sp in gone:
+                self._entries.pop(sp, None)
+                self._unwritten.pop(sp, None)
 
     def start(self, on_ack: AckCallback) -> None:
         """Start the sender thread."""
@@ -186,7 +229,7 @@ class KafkaTarget:
         with self._cond:
             self._flush_requested = True
             self._cond.notify_all()
-            while self._failure is None and (self._current or self._sending):
+            while self._failure is None and (self._current or self._sending or self._unwritten):
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
@@ -224,9 +267,9 @@ class KafkaTarget:
             while True:
                 if self._closing:
                     return None
-                if self._current and self._failure is None:
+                if (self._current or self._unwritten) and self._failure is None:
                     full = len(self._current) >= conf.max_records or self._current_bytes >= conf.max_bytes
-                    waited = time.monotonic() - self._current_since
+                    waited = time.monotonic() - self._current_since if self._current else conf.linger
                     if full or self._flush_requested or waited >= conf.linger:
                         batch = self._current
                         self._current, self._current_bytes = [], 0
@@ -261,25 +304,52 @@ class KafkaTarget:
                     self._sending = False
                     self._cond.notify_all()
 
-    def _build(self, unit: Unit, early: Callable[[Record], None] | None = None) -> list[int]:
-        unit.records, unit.batch_next, last = self._builder.build(unit, self._committed, early)
+    def _build(self, unit: Unit, early: Callable[[Record], None] | None = None) -> None:
+        unit.records, unit.batch_next, unit.last = self._builder.build(unit, early)
         unit.built = True
-        return last
+
+    def _positions_records(
+        self, unit: Unit, offsets: Mapping[tuple[str, int], int], extra: Mapping[SourcePartition, Entry]
+    ) -> list[tuple[bytes, bytes]]:
+        """The positions records of ``unit`` (with ``extra`` entries to write alongside); ``offsets``
+        holds the offset the last record of each target partition got. Runs in every attempt."""
+        with self._cond:
+            current = {sp: self._entries.get(sp, Entry(-1)) for sp in unit.batch_next}
+        entries = dict(extra)
+        for sp, next_offset in unit.batch_next.items():
+            route = self._routes[sp.topic]
+            target_next = None
+            if route.partition == "preserve":
+                last = offsets.get((route.target, sp.partition))
+                target_next = None if last is None else last + 1
+            entries[sp] = current[sp].advanced(next_offset, target_next)
+        unit.entries = entries
+        return positions.records(self._name, entries)
+
+    def _committed(self, unit: Unit) -> None:
+        """``unit`` committed: its entries are the current ones now."""
+        with self._cond:
+            self._entries.update(unit.entries)
+            for sp, entry in unit.entries.items():
+                if self._unwritten.get(sp) is entry:
+                    del self._unwritten[sp]
 
     def _commit(self, batch: Sequence[Message]) -> list[Message]:
-        """Commit ``batch``, one transaction per producer, each retried whole until durable.
+        """Commit ``batch`` (and entries still unwritten), one transaction per producer, each retried whole.
 
         Returns the records now durable. Only in group mode can that be fewer than the batch:
         records of partitions this instance lost (fenced by their new owner) are abandoned.
         """
         sender = self._sender
+        with self._cond:
+            unwritten = dict(self._unwritten)
         # Only a transform can keep a record waiting (for its fetch or upload); without one,
         # producing early measured 12% slower on small records.
         early = self._hooks.transform is not None
         if not sender.per_partition and not sender.lost:
             unit = Unit(batch)
-            if sender.commit(None, unit, self._build, early):
-                self._committed.update(unit.batch_next)
+            if sender.commit(None, unit, self._build, early, partial(self._positions_records, extra=unwritten)):
+                self._committed(unit)
                 return [rec[0] for rec in unit.records]
             return []
         # Group mode: one transaction per owned source partition, so the whole batch is built first.
@@ -290,11 +360,15 @@ class KafkaTarget:
             source = rec[0].source
             if source not in sender.lost:
                 units.setdefault(sender.key(source), []).append(rec)
+        for sp in unwritten:
+            if sp not in sender.lost:
+                units.setdefault(sender.key(sp), [])
         acked: list[Message] = []
         for key, unit_records in units.items():
-            if sender.commit(key, Unit((), unit_records), self._build, False):
-                sources = {rec[0].source for rec in unit_records}
-                self._committed.update((sp, off) for sp, off in whole.batch_next.items() if sp in sources)
+            unit = Unit((), unit_records)
+            own = {sp: e for sp, e in unwritten.items() if sender.key(sp) == key}
+            if sender.commit(key, unit, self._build, False, partial(self._positions_records, extra=own)):
+                self._committed(unit)
                 acked.extend(rec[0] for rec in unit_records)
         return acked
 

@@ -8,11 +8,17 @@ from typing import Any
 
 import structlog
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    ConfigResource,
+    NewTopic,
+    ResourceType,
+)
 
 from relay.logs import librdkafka_logger
 from relay.settings import ClusterConfig, TopicConfig
 from relay.target import TargetError
+from targets.kafka import positions
 
 log = structlog.get_logger("kafka_lfs_relay.target")
 
@@ -30,6 +36,7 @@ class TopicPreparer:
         self,
         cluster: ClusterConfig,
         create: bool,
+        positions_topic: str,
         on_client_error: Callable[[KafkaError], None],
         raise_if_fatal: Callable[[str], None],
     ) -> None:
@@ -37,6 +44,8 @@ class TopicPreparer:
         self._create = create
         self._on_client_error = on_client_error
         self._raise_if_fatal = raise_if_fatal
+        self._positions_topic = positions_topic
+        self._positions_checked = False
         self.partitions: dict[str, int] = {}
         """Partition count of every prepared topic."""
 
@@ -55,6 +64,8 @@ class TopicPreparer:
 
         ``source_partitions`` is each source topic's partition count. Under ``preserve`` a
         target topic with fewer partitions than its source is an error that names both.
+        The positions topic is created if missing, whatever ``create_topics`` says: it is the
+        relay's own.
         """
         name = self._cluster.name
         admin = self._admin()
@@ -72,8 +83,15 @@ class TopicPreparer:
         missing = [t for t in wanted if t not in md.topics]
         if missing and not self._create:
             raise TargetError(f"target topic {missing[0]!r} does not exist on {name} and target.create_topics is false")
+        if self._positions_topic not in md.topics:
+            missing.append(self._positions_topic)
         if missing:
-            new = [NewTopic(t, wanted[t]) for t in missing]
+            new = [
+                NewTopic(t, 1, config=dict(positions.TOPIC_CONFIG))
+                if t == self._positions_topic
+                else NewTopic(t, wanted[t])
+                for t in missing
+            ]
             for topic, fut in admin.create_topics(new, operation_timeout=30).items():
                 try:
                     fut.result(timeout=60)
@@ -86,7 +104,7 @@ class TopicPreparer:
         # leaders for a short while; writing then fails, so wait for leaders before giving up.
         deadline = time.monotonic() + _TOPIC_READY_TIMEOUT
         while True:
-            unready = [t for t in wanted if not _has_leaders(md.topics.get(t))]
+            unready = [t for t in [*wanted, self._positions_topic] if not _has_leaders(md.topics.get(t))]
             if not unready or time.monotonic() >= deadline:
                 break
             time.sleep(0.25)
@@ -98,6 +116,8 @@ class TopicPreparer:
             )
         for topic in wanted:
             self.partitions[topic] = len(md.topics[topic].partitions)
+        if not self._positions_checked:
+            self._check_positions_topic(admin)
         for route in routes:
             count = self.partitions[route.target]
             have = source_partitions.get(route.source, 0)
@@ -111,6 +131,25 @@ class TopicPreparer:
                     f"topics: partition {route.partition} does not exist in target topic "
                     f"{route.target!r} ({count} partitions)"
                 )
+
+    def _check_positions_topic(self, admin: AdminClient) -> None:
+        """Refuse a positions topic that is not compacted: its entries would expire and be lost."""
+        resource = ConfigResource(ResourceType.TOPIC, self._positions_topic)
+        try:
+            configs = admin.describe_configs([resource])[resource].result(timeout=30)
+        except KafkaException as exc:
+            raise TargetError(
+                f"target {self._cluster.name}: reading the config of positions topic {self._positions_topic!r}: "
+                f"{exc.args[0].str()}"
+            ) from None
+        policy = configs.get("cleanup.policy")
+        if policy is None or "compact" not in str(policy.value).split(","):
+            raise TargetError(
+                f"target {self._cluster.name}: positions topic {self._positions_topic!r} has cleanup.policy="
+                f"{policy.value if policy is not None else '?'}; it must be compact, or positions would expire "
+                "(set cleanup.policy=compact on it)"
+            )
+        self._positions_checked = True
 
 
 def _has_leaders(tmd: Any) -> bool:

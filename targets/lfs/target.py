@@ -68,7 +68,6 @@ _Coordinates = tuple[str, int, int]  # source topic, partition, offset
 _HEADROOM = 1024 * 1024
 
 
-
 @dataclass(frozen=True, slots=True)
 class _Offloaded(Message):
     """An offloaded record as the Kafka target holds it until its envelope is committed: no value.

@@ -6,7 +6,6 @@ import pytest
 
 from relay.message import Message
 from relay.settings import TopicConfig
-from targets.kafka import positions
 from targets.kafka.batches import BatchBuilder, Record, Unit
 
 
@@ -28,20 +27,16 @@ def builder(transform: object = None) -> BatchBuilder:
     return BatchBuilder([TopicConfig("in", "out", "preserve")], {"out": 2}, transform)  # type: ignore[arg-type]
 
 
-def has_position(rec: Record) -> bool:
-    return any(name == positions.HEADER for name, _ in rec[3] or ())
-
-
 def test_records_superseded_in_their_partition_are_given_early_in_order() -> None:
     """Every record but the last of its target partition goes to ``early`` as soon as a later one lands there."""
     batch = [message(0, 10), message(1, 20), message(0, 11), message(0, 12), message(1, 21)]
     early: list[tuple[int, int]] = []
     records, batch_next, last = builder().build(
-        Unit(batch), {}, lambda rec: early.append((rec[0].source_partition, rec[0].source_offset))
+        Unit(batch), lambda rec: early.append((rec[0].source_partition, rec[0].source_offset))
     )
     assert early == [(0, 10), (0, 11), (1, 20)]
     assert [(records[i][0].source_partition, records[i][0].source_offset) for i in last] == [(0, 12), (1, 21)]
-    assert [has_position(rec) for rec in records] == [False, False, False, True, True]
+    assert not any(rec[3] for rec in records)  # no header is added: positions go to the positions topic
     assert {(sp.partition, off) for sp, off in batch_next.items()} == {(0, 13), (1, 22)}
 
 
@@ -60,7 +55,7 @@ def test_a_rebuild_never_transforms_a_record_twice() -> None:
         raise RuntimeError("the producer refused a record")
 
     with pytest.raises(RuntimeError):
-        b.build(unit, {}, fail_early)
-    records, _, last = b.build(unit, {})
+        b.build(unit, fail_early)
+    records, _, last = b.build(unit)
     assert calls == [0, 1, 2]
     assert [rec[0].source_offset for rec in records] == [0, 1, 2] and last == [2]

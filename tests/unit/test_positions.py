@@ -1,4 +1,4 @@
-"""Unit tests of targets.kafka.positions: the ``kfr-pos`` header's wire format, strict decoding and merging."""
+"""Unit tests of targets.kafka.positions: entries, their wire format, the bounded offset map and translation."""
 
 from __future__ import annotations
 
@@ -7,103 +7,109 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from relay.message import SourcePartition
-from targets.kafka.positions import HEADER, PositionFormatError, decode, encode, merge
-
-TOPICS = st.from_regex(r"[A-Za-z0-9._-]{1,50}", fullmatch=True)
-POSITIONS = st.dictionaries(st.integers(0, 100_000), st.integers(0, 2**63 - 1), max_size=20)
-VECTORS = st.lists(
-    st.dictionaries(
-        st.builds(SourcePartition, st.sampled_from(["a", "b"]), st.integers(0, 5)),
-        st.integers(0, 1_000),
-        max_size=8,
-    ),
-    max_size=6,
+from targets.kafka.positions import (
+    DENSE,
+    MAX_OFFSET,
+    Entry,
+    PositionError,
+    decode,
+    encode,
+    key,
+    parse_key,
+    thin,
+    translate,
 )
 
-
-def test_header_name_is_kfr_pos() -> None:
-    """The header the positions travel in is called ``kfr-pos``."""
-    assert HEADER == "kfr-pos"
+OFFSETS = st.integers(0, MAX_OFFSET)
 
 
-def test_encode_writes_the_documented_wire_format() -> None:
-    """encode renders ``v1 <topic> <p>:<next>,...`` in ASCII with partitions in ascending order."""
-    assert encode("orders", {2: 30, 0: 7, 1: 5}) == b"v1 orders 0:7,1:5,2:30"
+@st.composite
+def maps(draw: st.DrawFn) -> tuple[tuple[int, int], ...]:
+    """Offset maps as the relay builds them: source and target offsets that grow."""
+    steps = draw(st.lists(st.tuples(st.integers(1, 10_000), st.integers(0, 10_000)), max_size=40))
+    points, s, t = [], 0, 0
+    for ds, dt in steps:
+        s, t = s + ds, t + dt
+        points.append((s, t))
+    return tuple(points)
 
 
-@given(TOPICS, POSITIONS)
-def test_encode_decode_round_trip(topic: str, positions: dict[int, int]) -> None:
-    """decode(encode(topic, positions)) gives every partition of that topic with its next offset."""
-    assert decode(encode(topic, positions)) == {SourcePartition(topic, p): o for p, o in positions.items()}
+def test_value_is_the_documented_json() -> None:
+    """An entry is written as compact JSON with its version, next offset and map."""
+    assert encode(Entry(1234, ((1000, 980), (1234, 1214)))) == b'{"v":1,"next":1234,"map":[[1000,980],[1234,1214]]}'
+    assert encode(Entry(-1)) == b'{"v":1,"next":-1}'
 
 
-def test_empty_body_decodes_to_empty_dict() -> None:
-    """A header with a version and topic but no positions decodes to an empty mapping."""
-    assert decode(b"v1 orders ") == {}
-
-
-def test_encoding_no_positions_round_trips_to_empty_dict() -> None:
-    """Encoding an empty positions mapping yields a header that decodes to an empty mapping."""
-    assert decode(encode("orders", {})) == {}
+@given(st.integers(-1, MAX_OFFSET), maps())
+def test_encode_decode_round_trip(next_offset: int, points: tuple[tuple[int, int], ...]) -> None:
+    """decode(encode(entry)) is the entry."""
+    entry = Entry(max(next_offset, points[-1][0] if points else -1), points)
+    assert decode(encode(entry)) == entry
 
 
 @pytest.mark.parametrize(
     "value",
     [
-        pytest.param(b"v2 orders 0:1", id="unknown-version"),
-        pytest.param(b"V1 orders 0:1", id="version-case"),
         pytest.param(b"", id="empty"),
-        pytest.param(b"v1", id="only-version"),
-        pytest.param(b"v1 orders", id="no-body-separator"),
-        pytest.param(b"v1 0:1", id="no-topic"),
-        pytest.param(b"v1 orders 0:1 extra", id="extra-part"),
-        pytest.param(b"v1 orders 0", id="no-offset"),
-        pytest.param(b"v1 orders 0:1:2", id="too-many-colons"),
-        pytest.param(b"v1 orders 0:1,", id="trailing-comma"),
-        pytest.param(b"v1 orders 0:", id="empty-offset"),
-        pytest.param(b"v1 orders x:1", id="non-int-partition"),
-        pytest.param(b"v1 orders 0:ten", id="non-int-offset"),
-        pytest.param(b"v1 orders 0:1.5", id="fractional-offset"),
-        pytest.param(b"v1 ord\xc3\xa9rs 0:1", id="non-ascii-utf8"),
-        pytest.param(b"v1 orders 0:\xff", id="invalid-byte"),
-        pytest.param(b"v1  0:1", id="empty-topic"),
-        pytest.param(b"v1 orders 0:+5", id="signed-offset"),
-        pytest.param(b"v1 orders 0:-5", id="negative-offset"),
-        pytest.param(b"v1 orders 0:1_0", id="underscore-digits"),
-        pytest.param(b"v1 orders 0:1,0:2", id="partition-twice"),
+        pytest.param(b"\xff", id="not-utf8"),
+        pytest.param(b"[1]", id="not-an-object"),
+        pytest.param(b'{"next":5}', id="no-version"),
+        pytest.param(b'{"v":2,"next":5}', id="newer-version"),
+        pytest.param(b'{"v":1}', id="no-next"),
+        pytest.param(b'{"v":1,"next":"5"}', id="next-a-string"),
+        pytest.param(b'{"v":1,"next":true}', id="next-a-bool"),
+        pytest.param(b'{"v":1,"next":-2}', id="next-below-minus-one"),
+        pytest.param(b'{"v":1,"next":9999999999999999999}', id="next-beyond-any-offset"),
+        pytest.param(b'{"v":1,"next":5,"map":{}}', id="map-not-a-list"),
+        pytest.param(b'{"v":1,"next":5,"map":[[1]]}', id="point-not-a-pair"),
+        pytest.param(b'{"v":1,"next":5,"map":[[2,1],[1,2]]}', id="source-offsets-shrink"),
+        pytest.param(b'{"v":1,"next":5,"map":[[1,2],[2,1]]}', id="target-offsets-shrink"),
+        pytest.param(b'{"v":1,"next":5,"map":[[6,1]]}', id="map-past-position"),
+        pytest.param(b'{"v":1,"next":5,"map":[[-1,1]]}', id="negative-point"),
     ],
 )
-def test_malformed_value_raises_position_format_error(value: bytes) -> None:
-    """Any value outside the v1 wire format raises PositionFormatError, never another exception."""
-    with pytest.raises(PositionFormatError):
+def test_anything_this_version_did_not_write_is_refused(value: bytes) -> None:
+    """A value outside the v1 format, or with an absurd offset, raises PositionError, never another exception."""
+    with pytest.raises(PositionError):
         decode(value)
 
 
-def test_unknown_version_error_names_the_version() -> None:
-    """The error for a header of an unknown version names that version."""
-    with pytest.raises(PositionFormatError, match="'v9'"):
-        decode(b"v9 orders 0:1")
+def test_key_names_relay_topic_and_partition_and_parses_back() -> None:
+    """The key is ``<relay>/<topic>/<partition>``; a relay name with a slash still parses from the right."""
+    assert key("mirror", SourcePartition("orders", 3)) == b"mirror/orders/3"
+    assert parse_key(b"dc/a/mirror/orders/3") == ("dc/a/mirror", SourcePartition("orders", 3))
+    assert parse_key(b"no-partition") is None
+    assert parse_key(b"mirror/orders/x") is None
 
 
-@given(VECTORS)
-def test_merge_is_element_wise_max(vectors: list[dict[SourcePartition, int]]) -> None:
-    """merge keeps every source partition seen in any vector, at the largest offset seen for it."""
-    expected: dict[SourcePartition, int] = {}
-    for vector in vectors:
-        for sp, offset in vector.items():
-            expected[sp] = max(expected.get(sp, offset), offset)
-    assert merge(vectors) == expected
+@given(maps())
+def test_thin_keeps_the_newest_points_and_a_bounded_number(points: tuple[tuple[int, int], ...]) -> None:
+    """Thinning keeps the newest DENSE points as they are, keeps order, and never holds more than DENSE + 64."""
+    thinned = thin(points)
+    assert thinned[-DENSE:] == points[-DENSE:]
+    assert list(thinned) == sorted(set(thinned)) and set(thinned) <= set(points)
+    assert len(thinned) <= DENSE + 64
 
 
-@given(VECTORS.flatmap(lambda vs: st.tuples(st.just(vs), st.permutations(vs))))
-def test_merge_is_order_independent(
-    pair: tuple[list[dict[SourcePartition, int]], list[dict[SourcePartition, int]]],
-) -> None:
-    """merge gives the same result whatever order the vectors are found in."""
-    vectors, shuffled = pair
-    assert merge(vectors) == merge(shuffled)
+def test_thin_keeps_one_point_per_power_of_two_distance() -> None:
+    """Behind the dense window, at most one point stays per power-of-two distance from the newest."""
+    points = tuple((s, s) for s in range(1, 1001))
+    older = thin(points)[:-DENSE]
+    distances = [(1000 - s).bit_length() for s, _ in older]
+    assert len(distances) == len(set(distances)) and len(older) < 12
 
 
-def test_merge_of_nothing_is_empty() -> None:
-    """Merging no vectors at all gives an empty resume point."""
-    assert merge([]) == {}
+@given(maps(), st.integers(0, 500_000))
+def test_translation_rounds_down_and_never_skips(points: tuple[tuple[int, int], ...], committed: int) -> None:
+    """The translated point is the newest one at or before the committed offset; none before it is skipped."""
+    found = translate(points, committed)
+    before = [p for p in points if p[0] <= committed]
+    assert found == (before[-1] if before else None)
+
+
+def test_advancing_adds_a_point_or_repeats_the_last_target_offset() -> None:
+    """An entry moves on with a map point; without a target offset it reuses the last one (still never past)."""
+    entry = Entry(-1).advanced(100, 90)
+    assert entry == Entry(100, ((100, 90),))
+    assert entry.advanced(150, None) == Entry(150, ((100, 90), (150, 90)))
+    assert Entry(-1).advanced(10, None) == Entry(10)
