@@ -30,7 +30,8 @@ typecheck: $(BIN)/.installed
 
 # Every benchmark scenario on fresh sandbox clusters, each a separate step (a: small-record throughput,
 # b: latency, c/d: LFS offload/hydrate, e: failover with the relay's default health checks (request_timeout
-# 1s) and again with request_timeout 2s), then docs/benchmarks.md + .png.
+# 1s) and again with request_timeout 2s, f: start-up on a target holding 1M foreign records), then
+# docs/benchmarks.md + .png.
 # BENCH_ARGS="--runs 1" for a quick pass; one scenario alone: .venv/bin/python -m bench.latency --help.
 bench: $(BIN)/.installed
 	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install --quiet -e '.[test,bench]'
@@ -41,6 +42,7 @@ bench: $(BIN)/.installed
 	$(BIN)/python -m bench.hydrate
 	$(BIN)/python -m bench.failover $(BENCH_ARGS)
 	$(BIN)/python -m bench.failover --request-timeout 2 --name e_failover_rt2 $(BENCH_ARGS)
+	$(BIN)/python -m bench.startup $(BENCH_ARGS)
 	$(BIN)/python -m bench.report
 
 clean:

@@ -194,11 +194,19 @@ def proc_sample(pid: int) -> tuple[float, int]:
 class Child:
     """A measured child process in its own process group, logging to a file."""
 
-    def __init__(self, name: str, argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
         self.name = name
         self.argv = list(argv)
         self.log_path = log_path
         self.env = env
+        self.cwd = cwd
         self.popen: subprocess.Popen[bytes] | None = None
         self.started = 0.0
         self.stats: ProcStats | None = None
@@ -221,6 +229,7 @@ class Child:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=self.env,
+                cwd=self.cwd,
                 start_new_session=True,
             )
         return self

@@ -27,6 +27,7 @@ ORDER = {
     "hydrate": "d",
     "e_failover": "e",
     "e_failover_rt2": "e2",
+    "f_startup": "f",
 }
 
 

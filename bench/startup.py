@@ -1,0 +1,158 @@
+"""Scenario f: start-up on a target topic that holds a million records of another producer.
+
+The release that kept positions in ``kfr-pos`` headers had to read a target partition back to
+its start when none of its records were there, at every start-up. Positions now live in the
+positions topic, so a restart reads only that. Contenders, alternated run by run, each a
+``run --stop-at-end`` with nothing left to relay, so the whole run is start-up:
+
+* ``release``: the header release (``git archive`` of :data:`RELEASE` from this repository);
+* ``first-start``: this relay under a new name, so no positions entry exists yet and the one-time
+  header import (``target.import_header_positions``) reads the target back, as the release did;
+* ``restart``: this relay under a name whose entries exist (every start after the first);
+* ``no-import``: this relay under a new name with the header import off.
+
+``python -m bench.startup [--records 1000000] [--runs 3]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tarfile
+import uuid
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    ROOT,
+    WORK,
+    Child,
+    Result,
+    cluster_entry,
+    common_args,
+    create_topic,
+    exit_on_sigterm,
+    fill_topic,
+    fresh_clusters,
+    log,
+    machine_info,
+    median,
+    now_text,
+    relay_argv,
+    relay_env,
+    write_result,
+    write_yaml,
+)
+
+RELEASE = "92ab6cf"
+CONTENDERS = ("release", "first-start", "restart", "no-import")
+PARTITIONS = 6
+
+
+def release_tree() -> Path:
+    """The header release's packages, unpacked once into the bench's work folder."""
+    out = WORK / f"release-{RELEASE}"
+    if not (out / "relay" / "cli.py").exists():
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", RELEASE, "relay", "targets", "filters"], capture_output=True, check=True
+        )
+        with tarfile.open(fileobj=BytesIO(archive.stdout)) as tar:
+            tar.extractall(out, filter="data")
+    return out
+
+
+def main() -> None:
+    exit_on_sigterm()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=1_000_000, help="foreign records in the target topic")
+    common_args(parser, runs=3)
+    args = parser.parse_args()
+    started = now_text()
+    runs: list[dict[str, Any]] = []
+    work = WORK / f"startup-{uuid.uuid4().hex[:6]}"
+    with fresh_clusters(["src", "dst"], "startup") as clusters:
+        src, dst = clusters["src"], clusters["dst"]
+        create_topic(src, "orders", PARTITIONS)
+        create_topic(dst, "orders", PARTITIONS)
+        log(f"filling the target topic with {args.records:,} records of another producer")
+        fill_topic([dst], "orders", args.records, PARTITIONS, size=200, with_header=False)
+        release = release_tree()
+
+        def config(name: str, **target: Any) -> Path:
+            body = {
+                "name": name,
+                "sources": [cluster_entry(src, "src")],
+                "topics": [{"source": "orders"}],
+                "target": {**cluster_entry(dst, "dst"), **target},
+                "log": {"format": "json"},
+            }
+            return write_yaml(work / f"{name}.yml", body)
+
+        def run(contender: str, round_no: int) -> dict[str, Any]:
+            name = f"{contender}-{round_no}-{uuid.uuid4().hex[:6]}"
+            if contender == "release":
+                # python -m puts the working directory first on the path: run from the release's tree.
+                argv = [sys.executable, "-m", "relay.cli", "run", "--config", str(config(name)), "--stop-at-end"]
+                env = {**relay_env(), "PYTHONPATH": str(release)}
+                return _timed(Child(name, argv, work / f"{name}.log", env, cwd=release))
+            if contender == "restart":
+                path = config("restart")
+            elif contender == "no-import":
+                path = config(name, import_header_positions=False)
+            else:
+                path = config(name)
+            return _timed(Child(name, [*relay_argv(path), "--stop-at-end"], work / f"{name}.log", relay_env()))
+
+        _timed(Child("warm-up", [*relay_argv(config("restart")), "--stop-at-end"], work / "warm.log", relay_env()))
+        for round_no in range(args.runs):
+            for contender in CONTENDERS:
+                row = run(contender, round_no)
+                row["contender"] = contender
+                log(f"{contender}: {row['seconds']:.2f} s")
+                runs.append(row)
+    rows = []
+    for contender in CONTENDERS:
+        mine = [r for r in runs if r["contender"] == contender]
+        rows.append(
+            {
+                "contender": contender,
+                "start-up s": median([r["seconds"] for r in mine]),
+                "CPU s": median([r["cpu"] for r in mine]),
+                "runs": len(mine),
+            }
+        )
+    base = rows[0]["start-up s"]
+    notes = [
+        f"{r['contender']}: {r['start-up s'] / base:.2f}x the release's start-up" for r in rows[1:] if base > 0
+    ] + [
+        "Each run is `run --stop-at-end` with nothing to relay: its whole wall time is start-up (process start, "
+        "metadata, fencing, reading positions back).",
+    ]
+    write_result(
+        Result(
+            name="f_startup",
+            title=f"f. Start-up on a target topic holding {args.records:,} records of another producer",
+            columns=["contender", "start-up s", "CPU s", "runs"],
+            rows=rows,
+            settings={"foreign records": args.records, "partitions": PARTITIONS, "release": RELEASE},
+            notes=notes,
+            runs=runs,
+            machine=machine_info(),
+            started=started,
+            finished=now_text(),
+        )
+    )
+
+
+def _timed(child: Child) -> dict[str, Any]:
+    """Run ``child`` to its end: wall seconds and CPU seconds."""
+    stats = child.start().wait(600)
+    if stats.returncode != 0:
+        raise RuntimeError(f"{child.name} exited {stats.returncode}; see {child.log_path}:\n{child.log_tail()}")
+    return {"seconds": stats.wall, "cpu": stats.cpu}
+
+
+if __name__ == "__main__":
+    main()
