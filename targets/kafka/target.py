@@ -363,6 +363,9 @@ class KafkaTarget:
         for sp in unwritten:
             if sp not in sender.lost:
                 units.setdefault(sender.key(sp), [])
+        with self._cond:
+            for sp in unwritten.keys() & sender.lost:  # fenced: their new owner writes them
+                self._unwritten.pop(sp, None)
         acked: list[Message] = []
         for key, unit_records in units.items():
             unit = Unit((), unit_records)
