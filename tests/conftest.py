@@ -6,9 +6,13 @@ ever skipped for want of infrastructure.
 
 from __future__ import annotations
 
+import fcntl
+import sys
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -19,6 +23,28 @@ pytest_plugins = ["tests.fixtures_s3"]
 
 ClusterFactory = Callable[..., KafkaCluster]
 TopicFactory = Callable[..., str]
+
+# Held for the whole session once an integration test is collected (see below).
+_MACHINE_LOCK: list[IO[str]] = []
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Integration sessions on one machine run one at a time.
+
+    Each starts Kafka brokers and an S3 server, and relays with timeouts sized for one session:
+    two sessions at once (two checkouts, two terminals) starve each other's brokers and fail on
+    timeouts that say nothing about the code. The lock is taken before the first test, so the
+    wait does not count against any test's timeout, and is let go when the process exits.
+    """
+    if _MACHINE_LOCK or not any(item.get_closest_marker("integration") for item in items):
+        return
+    handle = (Path(tempfile.gettempdir()) / "kafka-lfs-relay-integration.lock").open("w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print("waiting for another integration test session on this machine to finish", file=sys.stderr, flush=True)
+        fcntl.flock(handle, fcntl.LOCK_EX)
+    _MACHINE_LOCK.append(handle)
 
 
 @pytest.fixture(scope="session")
