@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -79,6 +79,27 @@ class Entry:
         if target_next is None:
             return Entry(next_offset, self.map)
         return Entry(next_offset, thin((*self.map, (next_offset, target_next))))
+
+
+def advance(
+    current: Mapping[SourcePartition, Entry],
+    batch_next: Mapping[SourcePartition, int],
+    mirror: Callable[[SourcePartition], tuple[str, int] | None],
+    offsets: Mapping[tuple[str, int], int],
+) -> dict[SourcePartition, Entry]:
+    """The entries after a transaction that moves each source partition to ``batch_next``.
+
+    ``mirror`` names the target partition that mirrors a source partition (``partition:
+    preserve``), or None (no offset map); ``offsets`` holds the offset the transaction's last
+    record in each target partition got.
+    """
+    out: dict[SourcePartition, Entry] = {}
+    for sp, next_offset in batch_next.items():
+        where = mirror(sp)
+        last = offsets.get(where) if where is not None else None
+        entry = current.get(sp, Entry(-1))
+        out[sp] = entry.advanced(next_offset, None if last is None else last + 1) if where else Entry(next_offset)
+    return out
 
 
 def key(name: str, sp: SourcePartition) -> bytes:

@@ -314,17 +314,14 @@ class KafkaTarget:
         """The positions records of ``unit`` (with ``extra`` entries to write alongside); ``offsets``
         holds the offset the last record of each target partition got. Runs in every attempt."""
         with self._cond:
-            current = {sp: self._entries.get(sp, Entry(-1)) for sp in unit.batch_next}
-        entries = dict(extra)
-        for sp, next_offset in unit.batch_next.items():
-            route = self._routes[sp.topic]
-            target_next = None
-            if route.partition == "preserve":
-                last = offsets.get((route.target, sp.partition))
-                target_next = None if last is None else last + 1
-            entries[sp] = current[sp].advanced(next_offset, target_next)
-        unit.entries = entries
-        return positions.records(self._name, entries)
+            current = {sp: self._entries[sp] for sp in unit.batch_next if sp in self._entries}
+        unit.entries = {**extra, **positions.advance(current, unit.batch_next, self._mirror, offsets)}
+        return positions.records(self._name, unit.entries)
+
+    def _mirror(self, sp: SourcePartition) -> tuple[str, int] | None:
+        """The target partition that mirrors ``sp`` (under ``partition: preserve``), else None."""
+        route = self._routes[sp.topic]
+        return (route.target, sp.partition) if route.partition == "preserve" else None
 
     def _committed(self, unit: Unit) -> None:
         """``unit`` committed: its entries are the current ones now."""

@@ -12,6 +12,7 @@ from targets.kafka.positions import (
     MAX_OFFSET,
     Entry,
     PositionError,
+    advance,
     decode,
     encode,
     key,
@@ -113,3 +114,17 @@ def test_advancing_adds_a_point_or_repeats_the_last_target_offset() -> None:
     assert entry == Entry(100, ((100, 90),))
     assert entry.advanced(150, None) == Entry(150, ((100, 90), (150, 90)))
     assert Entry(-1).advanced(10, None) == Entry(10)
+
+
+def test_advance_maps_mirrored_partitions_and_only_those() -> None:
+    """A transaction adds a map point where a target partition mirrors the source one, and none elsewhere."""
+    a, b = SourcePartition("orders", 0), SourcePartition("events", 1)
+    current = {a: Entry(100, ((100, 90),))}
+
+    def mirror(sp: SourcePartition) -> tuple[str, int] | None:
+        return ("orders", 0) if sp == a else None
+
+    after = advance(current, {a: 150, b: 7}, mirror, {("orders", 0): 139})
+    assert after == {a: Entry(150, ((100, 90), (150, 140))), b: Entry(7)}
+    # The mirrored partition got no record this time (all of them went elsewhere): the last target offset holds.
+    assert advance(after, {a: 160}, mirror, {})[a] == Entry(160, ((100, 90), (150, 140), (160, 140)))
