@@ -10,7 +10,6 @@ from typing import Any
 
 from kafka_lfs_relay.sandbox import FeedProducer, KafkaCluster, S3Server
 from lfs import Envelope, checksum
-from targets.kafka import positions
 from tests.integration.harness import RelayProcess, relay_config, write_config
 from tests.readback import read_to_end
 
@@ -19,7 +18,7 @@ Headers = tuple[tuple[str, bytes | None], ...]
 
 @dataclasses.dataclass(frozen=True)
 class Rec:
-    """A record as the tests compare it: everything but the offset (and the relay's ``kfr-pos``)."""
+    """A record as the tests compare it: everything but the offset."""
 
     partition: int
     key: bytes | None
@@ -137,14 +136,13 @@ def produce_records(cluster: KafkaCluster, topic: str, records: Iterable[Rec], *
 
 
 def read_records(cluster: KafkaCluster, topic: str, partitions: int, timeout: float = 120) -> list[Rec]:
-    """Every committed record of ``topic``, partition by partition in log order, ``kfr-pos`` left out."""
+    """Every committed record of ``topic``, partition by partition in log order."""
     found = read_to_end(cluster.client_config(), topic, partitions, batch=500, timeout=timeout)
     return [
-        Rec(p, msg.key(), msg.value(), tuple((k, v) for k, v in (msg.headers() or []) if k != positions.HEADER),
-            msg.timestamp()[1])
+        Rec(p, msg.key(), msg.value(), tuple(msg.headers() or ()), msg.timestamp()[1])
         for p in range(partitions)
         for msg in found[p]
-    ]  # fmt: skip
+    ]
 
 
 def by_partition(records: Sequence[Rec]) -> dict[int, list[Rec]]:

@@ -131,11 +131,6 @@ def count_target(cluster: KafkaCluster, topic: str, partitions: int) -> int:
     return sum(len(v) for v in read_target(cluster, topic, partitions).values())
 
 
-def user_headers(headers: Headers) -> Headers:
-    """Headers without the relay's own resume header."""
-    return [(k, v) for k, v in headers if k != "kfr-pos"]
-
-
 def object_bytes(client: S3Client, bucket: str, key: str) -> bytes:
     """The whole object."""
     return client.get_object(Bucket=bucket, Key=key)["Body"].read()
@@ -174,7 +169,7 @@ def assert_mirrored(
         for i, (src, rec) in enumerate(zip(want, have, strict=True)):
             where = f"partition {partition} index {i} ({src.size} bytes)"
             assert rec.key == src.key, f"{where}: key {rec.key!r} != {src.key!r}"
-            assert user_headers(rec.headers) == src.headers, f"{where}: headers changed"
+            assert rec.headers == src.headers, f"{where}: headers changed"
             assert rec.timestamp_ms == src.timestamp_ms, f"{where}: timestamp changed"
             assert rec.value is not None
             if src.size <= threshold:
