@@ -29,9 +29,10 @@ typecheck: $(BIN)/.installed
 	$(BIN)/mypy
 
 # Every benchmark scenario on fresh sandbox clusters, each a separate step (a: small-record throughput,
-# b: latency, c/d: LFS offload/hydrate, e: failover with the relay's default health checks (request_timeout
-# 1s) and again with request_timeout 2s, f: start-up on a target holding 1M foreign records), then
-# docs/benchmarks.md + .png.
+# with the Go baseline bench/gorelay, which `go build` makes on first use (Go 1.26+, franz-go from the Go
+# module proxy); b: latency, c/d: LFS offload/hydrate, e: failover with the relay's default health checks
+# (request_timeout 1s) and again with request_timeout 2s, f: start-up on a target holding 1M foreign
+# records), then docs/benchmarks.md + .png.
 # BENCH_ARGS="--runs 1" for a quick pass; one scenario alone: .venv/bin/python -m bench.latency --help.
 bench: $(BIN)/.installed
 	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install --quiet -e '.[test,bench]'

@@ -19,7 +19,8 @@ Rates
 
 Results
   A scenario writes ``build/bench/results/<name>.json`` with :func:`write_result`: a title, column
-  names, rows (dicts keyed by column), settings, notes and goals. ``bench/report.py`` renders every
+  names, rows (dicts keyed by column), settings, notes, goals and optional further sections (a
+  title, columns, rows and notes each, rendered under the main table). ``bench/report.py`` renders every
   such file, so other scenarios (the LFS ones) only need to write the same shape.
 """
 
@@ -546,6 +547,8 @@ class Result:
     settings: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     goals: list[dict[str, Any]] = field(default_factory=list)
+    # Further tables under the main one: each {"title", "columns", "rows", "notes"}.
+    sections: list[dict[str, Any]] = field(default_factory=list)
     runs: list[dict[str, Any]] = field(default_factory=list)
     machine: dict[str, Any] = field(default_factory=dict)
     started: str = ""

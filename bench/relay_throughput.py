@@ -10,8 +10,16 @@ Two fresh sandbox clusters, ``src`` and ``dst``. The source topic is filled once
   record passes, so the output is the same and the difference is the cost of the filter;
 * ``mm2``: a dedicated MirrorMaker 2 (see ``bench/mirrormaker.py``);
 * ``plain``: a plain confluent-kafka consume -> produce loop (``bench/plain_loop.py``);
+* ``go`` / ``go-txn``: a minimal consume -> produce loop in Go with franz-go (``bench/gorelay``, built
+  on first use, see ``bench/go_loop.py``), without and with one transaction per batch: what a
+  compiled relay does on this machine;
 * ``raw-produce`` / ``raw-consume``: Kafka's ``ProducerPerformance`` writing ``--records`` 1 KiB
   records to ``dst`` and ``ConsumerPerformance`` reading the source topic: the raw limit.
+
+And the cost of our guarantees (issue 17): ``relay-nocompress`` is our relay with the target
+producer's ``compression.type: none``; ``relay-batch-N`` our relay with ``target.batch.max_records: N``
+(``max_bytes`` raised where it would cut the batch first). Beside ``go`` vs ``go-txn`` they show how
+much of the gap to a compiled relay is exactly-once and how much is Python.
 
 Run alone: ``python -m bench.relay_throughput --records 100000 --runs 1``.
 """
@@ -28,7 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import plain_loop
+from bench import go_loop, plain_loop
 from bench.common import (
     CONSUMER_FETCH,
     HEADER_NAME,
@@ -65,11 +73,16 @@ from bench.common import (
 )
 from bench.mirrormaker import MirrorMaker, describe, mm2_properties
 from kafka_lfs_relay.sandbox import KafkaCluster
+from relay.units import parse_size
 
 TOPIC = "small"
-ALL = ("relay", "relay+header", "relay+json", "mm2", "plain", "raw-produce", "raw-consume")
+ALL = ("relay", "relay+header", "relay+json", "mm2", "plain", "go", "go-txn", "raw-produce", "raw-consume")
+# The cost of our guarantees: run by default too (about 4 minutes of a 3-run scenario at 1M records).
+# Any relay-batch-N can be named; these are the default ones.
+COST = ("relay-nocompress", "relay-batch-2000", "relay-batch-100000")
 # Not run unless named: MirrorMaker 2 with exactly-once source support, and a candidate relay build.
 OPTIONAL = ("mm2-eos", "candidate")
+BATCH_CONTENDER = re.compile(r"relay-batch-(\d+)")
 FILTERS: dict[str, list[dict[str, Any]]] = {
     "relay": [],
     "relay+header": [{"name": "header", "type": "header", "config": {"header": HEADER_NAME, "equals": HEADER_VALUE}}],
@@ -122,22 +135,34 @@ class Bench:
         self.work = WORK / f"throughput-runs-{uuid.uuid4().hex[:6]}"
         self.children: list[Child] = []
         self.mm2_props = mm2_properties(src, dst, TOPIC, self.partitions)
+        self.target_offsets = 0  # the target's offsets after the last run (records + transaction markers)
 
-    def relay_settings(self) -> dict[str, Any]:
-        return {
+    def relay_settings(self, contender: str = "relay") -> dict[str, Any]:
+        batch: dict[str, Any] = {
+            "max_records": self.args.batch_records,
+            "max_bytes": self.args.batch_bytes,
+            "linger": self.args.linger,
+        }
+        settings: dict[str, Any] = {
             "mode": "single",
             "stop_at_end": True,
-            "target": {
-                "type": "kafka",
-                "batch": {
-                    "max_records": self.args.batch_records,
-                    "max_bytes": self.args.batch_bytes,
-                    "linger": self.args.linger,
-                },
-            },
+            "target": {"type": "kafka", "batch": batch},
             "max_in_flight": self.args.max_in_flight,
             "log": {"level": "info", "format": "json"},
         }
+        if contender == "relay-nocompress":
+            settings["target"]["kafka"] = {"compression.type": "none"}
+        match = BATCH_CONTENDER.fullmatch(contender)
+        if match:
+            records = int(match.group(1))
+            batch["max_records"] = records
+            # Only the record count may cut a batch: room for 1.25 KiB a record, twice that in flight.
+            need = -(-records * 1280 // MIB) * MIB
+            if need > parse_size(self.args.batch_bytes, "--batch-bytes"):
+                batch["max_bytes"] = f"{need // MIB}MiB"
+                if 2 * need > parse_size(self.args.max_in_flight, "--max-in-flight"):
+                    settings["max_in_flight"] = f"{2 * need // MIB}MiB"
+        return settings
 
     def fresh_target(self) -> None:
         delete_topics(self.dst)
@@ -149,16 +174,22 @@ class Bench:
             "mm2": self.run_mm2,
             "mm2-eos": self.run_mm2,
             "plain": self.run_plain,
+            "go": self.run_go,
+            "go-txn": self.run_go,
             "raw-produce": self.run_raw_produce,
-            "raw-consume": self.run_raw_consume,
         }
         workdir = self.work / f"{round_no}-{contender.replace('+', '-')}"
         workdir.mkdir(parents=True, exist_ok=True)
-        if contender != "raw-consume":
-            self.fresh_target()
+        if contender == "raw-consume":
+            return self.run_raw_consume(workdir)
+        self.fresh_target()
         if contender.startswith("relay") or contender == "candidate":
-            return self.run_relay(contender, workdir)
-        return runner[contender](workdir)
+            run = self.run_relay(contender, workdir)
+        else:
+            run = runner[contender](workdir)
+        # Each committed transaction leaves a marker in every partition it wrote: one offset each.
+        run.extra["target_offsets"] = self.target_offsets
+        return run
 
     def _check_target(self, what: str) -> tuple[float, float]:
         watcher = OffsetWatcher(self.dst, TOPIC, self.partitions)
@@ -168,12 +199,13 @@ class Bench:
             watcher.close()
         if total < self.records:
             raise RuntimeError(f"{what}: target holds {total} offsets, expected at least {self.records}")
+        self.target_offsets = total
         return append_span(self.dst, TOPIC, self.partitions)
 
     def run_relay(self, contender: str, workdir: Path) -> Run:
         config = {
             "name": "bench",
-            **self.relay_settings(),
+            **self.relay_settings(contender),
             "sources": [cluster_entry(self.src, "src")],
             "topics": [{"source": TOPIC, "target": TOPIC}],
         }
@@ -240,6 +272,24 @@ class Bench:
             raise RuntimeError(f"plain loop exited with {stats.returncode}:\n{child.log_tail()}")
         return Run("plain", self.records).fill(stats, self._check_target("plain"))
 
+    def run_go(self, workdir: Path) -> Run:
+        name = workdir.name.split("-", 1)[1]
+        argv = go_loop.argv(
+            self.src.bootstrap_servers, self.dst.bootstrap_servers, TOPIC, TOPIC, transactions=name == "go-txn"
+        )
+        child = Child(name, argv, workdir / "gorelay.log")
+        self.children.append(child)
+        stats = child.start().wait(self.timeout)
+        if stats.returncode != 0:
+            raise RuntimeError(f"{name} exited with {stats.returncode}:\n{child.log_tail()}")
+        copied, txns = go_loop.copied(child.log_path.read_text(errors="replace"))
+        if copied != self.records:
+            raise RuntimeError(f"{name} copied {copied} records, expected {self.records}")
+        run = Run(name, self.records).fill(stats, self._check_target(name))
+        if txns:
+            run.extra["transactions"] = txns
+        return run
+
     def run_raw_produce(self, workdir: Path) -> Run:
         props = [f"bootstrap.servers={self.dst.bootstrap_servers}", *self.perf_producer_props()]
         args = ["--topic", TOPIC, "--num-records", str(self.records), "--record-size", str(RECORD_SIZE)]
@@ -297,7 +347,7 @@ class Bench:
 
 
 def summarize(contenders: list[str], runs: list[Run]) -> list[dict[str, Any]]:
-    """One row per contender: medians over its runs."""
+    """One row per contender: medians over its runs (and, off the table, records per transaction)."""
     rows = []
     for name in contenders:
         mine = [r for r in runs if r.contender == name]
@@ -311,11 +361,94 @@ def summarize(contenders: list[str], runs: list[Run]) -> list[dict[str, Any]]:
                 "MiB/s": rate * RECORD_SIZE / MIB,
                 "records/s incl. start-up": median([r.wall_rate for r in mine]),
                 "CPU s": median([r.cpu for r in mine]),
+                "CPU s per 1M records": median([r.cpu * 1e6 / r.records for r in mine]),
                 "peak RSS MiB": median([r.peak_rss / MIB for r in mine]),
                 "runs": len(mine),
             }
         )
+        # Commit markers on the target (offsets beyond the records): one in each partition a
+        # transaction wrote, so records / markers is how many records a transaction wrote to a partition.
+        markers = median([r.extra.get("target_offsets", r.records) - r.records for r in mine])
+        if markers > 0:
+            rows[-1]["records per partition per transaction"] = mine[0].records / markers
+        txns = [r.extra["transactions"] for r in mine if r.extra.get("transactions")]
+        if txns:
+            rows[-1]["records per transaction"] = mine[0].records / median(txns)
     return rows
+
+
+# (A, B, what A vs B isolates): the cost-of-guarantees comparisons, each shown when both ran.
+COMPARISONS = (
+    ("relay", "go-txn", "same guarantees (a transaction per batch, idempotent, acks=all, lz4, partition kept): "
+     "Python, librdkafka and our relay's own work vs a compiled loop"),
+    ("go-txn", "go", "exactly-once in a compiled loop: one transaction per batch vs none"),
+    ("plain", "go", "the bare loop (no transactions) in Python with confluent-kafka vs Go with franz-go"),
+    ("relay", "plain", "what our relay adds in Python: transactions, resume positions, batching, metrics"),
+    ("relay", "relay-nocompress", "lz4 compression of the target batches"),
+)  # fmt: skip
+
+
+def guarantees(rows: list[dict[str, Any]], batch_records: int) -> dict[str, Any] | None:
+    """The cost-of-guarantees section: ratios of contenders of this same run (None if nothing to compare)."""
+    by = {r["contender"]: r for r in rows}
+    pairs = [(a, b, what) for a, b, what in COMPARISONS if a in by and b in by]
+    for row in rows:
+        match = BATCH_CONTENDER.fullmatch(row["contender"])
+        if match and "relay" in by:
+            size = int(match.group(1))
+            pairs.append((row["contender"], "relay", f"transactions of {size:,} records instead of {batch_records:,}"))
+    if not pairs:
+        return None
+    cpu = "CPU s per 1M records"
+    table = [
+        {
+            "A vs B": f"{a} vs {b}",
+            "records/s A / B": by[a]["records/s"] / by[b]["records/s"],
+            "CPU s per 1M, A": by[a][cpu],
+            "CPU s per 1M, B": by[b][cpu],
+            "CPU per record A / B": by[a][cpu] / by[b][cpu],
+            "what the difference is": what,
+        }
+        for a, b, what in pairs
+    ]
+    notes = []
+    if {"relay", "go", "go-txn"} <= by.keys():
+        relay, go, txn = by["relay"][cpu], by["go"][cpu], by["go-txn"][cpu]
+        notes.append(
+            f"Of the CPU gap between our relay and the plain Go loop ({relay:.1f} vs {go:.1f} CPU s per 1M records, "
+            f"{relay - go:+.1f}), exactly-once in Go costs {txn - go:+.1f} (go-txn vs go) and the rest, "
+            f"{relay - txn:+.1f}, is Python and our relay's own work (relay vs go-txn). Throughput: relay reaches "
+            f"{by['relay']['records/s'] / by['go-txn']['records/s']:.0%} of go-txn's records/s and go-txn "
+            f"{by['go-txn']['records/s'] / by['go']['records/s']:.0%} of go's."
+        )
+    if {"relay", "relay-nocompress"} <= by.keys():
+        saved = by["relay"][cpu] - by["relay-nocompress"][cpu]
+        notes.append(
+            f"lz4 costs our relay {saved:+.1f} CPU s per 1M records (relay vs relay-nocompress), on values "
+            "whose random padding compresses little (see bench.common.make_values)."
+        )
+    key = "records per partition per transaction"
+    sizes = [f"{r['contender']} {r[key]:,.0f}" for r in rows if key in r]
+    if sizes:
+        txn = "records per transaction"
+        counted = [f"{r['contender']} {r[txn]:,.0f}" for r in rows if txn in r]
+        notes.append(
+            "How big the transactions were: records per partition per transaction (records / commit markers "
+            "on the target, a transaction leaving one in each partition it wrote): "
+            + ", ".join(sizes)
+            + "."
+            + (f" Records per transaction, as counted by the Go loop: {', '.join(counted)}." if counted else "")
+        )
+    notes.append(
+        "CPU s are the contender's own process only: what transactions cost the brokers (markers, the "
+        "transaction coordinator) is not in them, but it is in records/s, since the brokers share these 2 cores."
+    )
+    return {
+        "title": "The cost of our guarantees",
+        "columns": list(table[0]),
+        "rows": table,
+        "notes": notes,
+    }
 
 
 def goals(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
@@ -374,7 +507,12 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--partitions", type=int, default=6)
     common_args(parser, runs=3)
-    parser.add_argument("--contenders", default=",".join(ALL), help=f"comma-separated, of {','.join(ALL + OPTIONAL)}")
+    parser.add_argument(
+        "--contenders",
+        default=",".join(ALL + COST),
+        help=f"comma-separated, of {','.join(ALL + COST + OPTIONAL)} and any relay-batch-N (default: all but "
+        f"{','.join(OPTIONAL)})",
+    )
     parser.add_argument("--batch-records", type=int, default=20_000, help="relay target.batch.max_records")
     parser.add_argument("--batch-bytes", default="64MiB", help="relay target.batch.max_bytes (its default: 64MiB)")
     parser.add_argument("--linger", default="50ms", help="relay target.batch.linger")
@@ -395,9 +533,11 @@ def main() -> None:
     contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
     if args.candidate_module and "candidate" not in contenders:
         contenders.insert(contenders.index("relay") + 1 if "relay" in contenders else 0, "candidate")
-    unknown = set(contenders) - {*ALL, *OPTIONAL}
+    unknown = {c for c in contenders if c not in {*ALL, *COST, *OPTIONAL} and not BATCH_CONTENDER.fullmatch(c)}
     if unknown:
         parser.error(f"unknown contenders: {sorted(unknown)}")
+    if {"go", "go-txn"} & set(contenders):
+        go_loop.binary()  # built (or found missing) before any cluster starts
     machine = machine_info()
     started = now_text()
     runs: list[Run] = []
@@ -421,6 +561,7 @@ def main() -> None:
             bench.cleanup()
     rows = summarize(contenders, runs)
     goal_rows, notes = goals(rows)
+    cost = guarantees(rows, args.batch_records)
     notes = [
         *notes,
         "records/s: from the first to the last record appended to the target (broker LogAppendTime); "
@@ -432,7 +573,16 @@ def main() -> None:
     result = Result(
         name=args.name,
         title=f"a. Small records: {args.records:,} x 1 KiB records on {args.partitions} partitions, source -> target",
-        columns=["contender", "records/s", "MiB/s", "records/s incl. start-up", "CPU s", "peak RSS MiB", "runs"],
+        columns=[
+            "contender",
+            "records/s",
+            "MiB/s",
+            "records/s incl. start-up",
+            "CPU s",
+            "CPU s per 1M records",
+            "peak RSS MiB",
+            "runs",
+        ],
         rows=rows,
         settings={
             "records": args.records,
@@ -445,8 +595,14 @@ def main() -> None:
                 "target producer": "transactional (one transaction per batch), idempotent, acks=all, linger.ms=5, "
                 "batch.size=1000000, compression lz4",
                 "filters": {k: v for k, v in FILTERS.items() if v},
+                "cost-of-guarantees runs": {
+                    c: _changed(bench.relay_settings(), bench.relay_settings(c))
+                    for c in contenders
+                    if c == "relay-nocompress" or BATCH_CONTENDER.fullmatch(c)
+                },
             },
             "plain loop": plain_loop.SETTINGS,
+            "go loop (bench/gorelay)": go_loop.SETTINGS,
             "mm2 (mm2.properties)": describe(bench.mm2_props),
             "mm2 JVM": "-Xms256M -Xmx2G + kafka-run-class.sh performance options (as connect-mirror-maker.sh)",
             "mm2 exactly-once": "mm2: off (dst.exactly.once.source.support=disabled, the default), at-least-once; "
@@ -462,6 +618,7 @@ def main() -> None:
         },
         notes=notes,
         goals=goal_rows,
+        sections=[cost] if cost else [],
         runs=[r.as_dict() for r in runs],
         machine=machine,
         started=started,
@@ -476,6 +633,21 @@ def main() -> None:
         print(f"- {'MET' if goal['met'] else 'MISSED'}: {goal['goal']}: {goal['measured']}")
     for note in notes:
         print(f"- {note}")
+    if cost:
+        print(f"\n{cost['title']}:\n" + markdown_table(cost["columns"], cost["rows"]))
+        for note in cost["notes"]:
+            print(f"- {note}")
+
+
+def _changed(base: dict[str, Any], other: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The settings of ``other`` that differ from ``base``, as dotted keys."""
+    out: dict[str, Any] = {}
+    for key, value in other.items():
+        if isinstance(value, dict):
+            out.update(_changed(base.get(key) or {}, value, f"{prefix}{key}."))
+        elif base.get(key) != value:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 if __name__ == "__main__":

@@ -135,6 +135,11 @@ def render_markdown(results: list[dict[str, Any]], chart: Path | None) -> str:
             out.append(f"- {note}")
         if result.get("notes"):
             out.append("")
+        for section in result.get("sections", []):
+            out += [f"### {section['title']}", "", markdown_table(section["columns"], section["rows"]), ""]
+            out += [f"- {note}" for note in section.get("notes", [])]
+            if section.get("notes"):
+                out.append("")
         if result.get("settings"):
             out += ["Settings:", "", *_settings_lines(result["settings"]), ""]
         out += [f"Run {result.get('started', '')} to {result.get('finished', '')}.", ""]
