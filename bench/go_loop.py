@@ -4,7 +4,8 @@
 the beginning (no group), each record (key, value, headers, timestamp) produced to the same target
 partition by an idempotent, acks=all, lz4 producer with our relay's batching; it stops at the end
 offsets seen at start. ``-txn`` makes each poll (at most ``-batch`` records) one transaction, as
-our relay commits one transaction per batch. It is "what a compiled relay does on this machine".
+our relay commits one transaction per batch; ``-compression none`` leaves out lz4. It is "what a
+compiled relay does on this machine".
 
 :func:`binary` runs ``go build`` into ``build/bench/gorelay/`` when the binary is missing or older
 than its sources; the Go module proxy serves franz-go on the first build.
@@ -35,6 +36,7 @@ SETTINGS = {
     },
     "go": f"no transactions; polls of at most {BATCH:,} records",
     "go-txn": f"one transaction per poll of at most {BATCH:,} records (Flush, then EndTransaction(TryCommit))",
+    "go-nocompress": "go with -compression none",
 }
 
 
@@ -71,10 +73,10 @@ def binary() -> Path:
     return BINARY
 
 
-def argv(source: str, target: str, topic: str, out: str, transactions: bool) -> list[str]:
+def argv(source: str, target: str, topic: str, out: str, transactions: bool, compress: bool = True) -> list[str]:
     """The command line of one run."""
     args = [str(binary()), "-source", source, "-target", target, "-topic", topic, "-out", out]
-    args += ["-batch", str(BATCH)]
+    args += ["-batch", str(BATCH), "-compression", "lz4" if compress else "none"]
     return [*args, "-txn"] if transactions else args
 
 

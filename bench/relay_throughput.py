@@ -17,9 +17,10 @@ Two fresh sandbox clusters, ``src`` and ``dst``. The source topic is filled once
   records to ``dst`` and ``ConsumerPerformance`` reading the source topic: the raw limit.
 
 And the cost of our guarantees (issue 17): ``relay-nocompress`` is our relay with the target
-producer's ``compression.type: none``; ``relay-batch-N`` our relay with ``target.batch.max_records: N``
-(``max_bytes`` raised where it would cut the batch first). Beside ``go`` vs ``go-txn`` they show how
-much of the gap to a compiled relay is exactly-once and how much is Python.
+producer's ``compression.type: none`` (``go-nocompress``: the Go loop without lz4);
+``relay-batch-N`` our relay with ``target.batch.max_records: N`` (``max_bytes`` raised where it
+would cut the batch first). Beside ``go`` vs ``go-txn`` they show how much of the gap to a
+compiled relay is exactly-once and how much is Python.
 
 Run alone: ``python -m bench.relay_throughput --records 100000 --runs 1``.
 """
@@ -79,7 +80,7 @@ TOPIC = "small"
 ALL = ("relay", "relay+header", "relay+json", "mm2", "plain", "go", "go-txn", "raw-produce", "raw-consume")
 # The cost of our guarantees: run by default too (about 4 minutes of a 3-run scenario at 1M records).
 # Any relay-batch-N can be named; these are the default ones.
-COST = ("relay-nocompress", "relay-batch-2000", "relay-batch-100000")
+COST = ("relay-nocompress", "go-nocompress", "relay-batch-2000", "relay-batch-100000")
 # Not run unless named: MirrorMaker 2 with exactly-once source support, and a candidate relay build.
 OPTIONAL = ("mm2-eos", "candidate")
 BATCH_CONTENDER = re.compile(r"relay-batch-(\d+)")
@@ -176,6 +177,7 @@ class Bench:
             "plain": self.run_plain,
             "go": self.run_go,
             "go-txn": self.run_go,
+            "go-nocompress": self.run_go,
             "raw-produce": self.run_raw_produce,
         }
         workdir = self.work / f"{round_no}-{contender.replace('+', '-')}"
@@ -275,7 +277,12 @@ class Bench:
     def run_go(self, workdir: Path) -> Run:
         name = workdir.name.split("-", 1)[1]
         argv = go_loop.argv(
-            self.src.bootstrap_servers, self.dst.bootstrap_servers, TOPIC, TOPIC, transactions=name == "go-txn"
+            self.src.bootstrap_servers,
+            self.dst.bootstrap_servers,
+            TOPIC,
+            TOPIC,
+            transactions=name == "go-txn",
+            compress=name != "go-nocompress",
         )
         child = Child(name, argv, workdir / "gorelay.log")
         self.children.append(child)
@@ -384,7 +391,8 @@ COMPARISONS = (
     ("go-txn", "go", "exactly-once in a compiled loop: one transaction per batch vs none"),
     ("plain", "go", "the bare loop (no transactions) in Python with confluent-kafka vs Go with franz-go"),
     ("relay", "plain", "what our relay adds in Python: transactions, resume positions, batching, metrics"),
-    ("relay", "relay-nocompress", "lz4 compression of the target batches"),
+    ("relay", "relay-nocompress", "lz4 compression of the target batches (librdkafka, C)"),
+    ("go", "go-nocompress", "lz4 compression of the target batches (franz-go, pure Go)"),
 )  # fmt: skip
 
 
@@ -421,11 +429,17 @@ def guarantees(rows: list[dict[str, Any]], batch_records: int) -> dict[str, Any]
             f"{by['relay']['records/s'] / by['go-txn']['records/s']:.0%} of go-txn's records/s and go-txn "
             f"{by['go-txn']['records/s'] / by['go']['records/s']:.0%} of go's."
         )
-    if {"relay", "relay-nocompress"} <= by.keys():
-        saved = by["relay"][cpu] - by["relay-nocompress"][cpu]
+    lz4 = [
+        f"{by[a][cpu] - by[b][cpu]:+.1f} to {who} ({a} vs {b})"
+        for a, b, who in (("relay", "relay-nocompress", "our relay"), ("go", "go-nocompress", "the Go loop"))
+        if a in by and b in by
+    ]
+    if lz4:
         notes.append(
-            f"lz4 costs our relay {saved:+.1f} CPU s per 1M records (relay vs relay-nocompress), on values "
-            "whose random padding compresses little (see bench.common.make_values)."
+            "lz4 adds, in CPU s per 1M records, " + " and ".join(lz4) + ", on values "
+            "whose random padding compresses little (see bench.common.make_values): librdkafka compresses in C, "
+            "franz-go in pure Go. go-nocompress is the closest to a relay without our guarantees (no transactions, "
+            "no compression), though it keeps the partitions."
         )
     key = "records per partition per transaction"
     sizes = [f"{r['contender']} {r[key]:,.0f}" for r in rows if key in r]
@@ -536,7 +550,7 @@ def main() -> None:
     unknown = {c for c in contenders if c not in {*ALL, *COST, *OPTIONAL} and not BATCH_CONTENDER.fullmatch(c)}
     if unknown:
         parser.error(f"unknown contenders: {sorted(unknown)}")
-    if {"go", "go-txn"} & set(contenders):
+    if {"go", "go-txn", "go-nocompress"} & set(contenders):
         go_loop.binary()  # built (or found missing) before any cluster starts
     machine = machine_info()
     started = now_text()

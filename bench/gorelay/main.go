@@ -1,12 +1,12 @@
 // Command gorelay is the benchmark's compiled baseline: a minimal consume -> produce loop with franz-go.
 //
-//	gorelay -source HOST:PORT -target HOST:PORT -topic T -out T2 [-txn] [-batch 20000]
+//	gorelay -source HOST:PORT -target HOST:PORT -topic T -out T2 [-txn] [-batch 20000] [-compression none]
 //
 // It assigns every partition of T from the beginning (no consumer group), copies each record (key,
-// value, headers, timestamp) to the same partition of T2 with an idempotent, acks=all, lz4 producer,
-// and stops once it has copied every record below the end offsets it saw at start. With -txn each
-// poll (at most -batch records) is one transaction, committed before the next poll is produced, as
-// our relay commits one transaction per batch. No filters, no resume positions, no retries: any error
+// value, headers, timestamp) to the same partition of T2 with an idempotent, acks=all, lz4 (or
+// uncompressed) producer, and stops once it has copied every record below the end offsets it saw
+// at start. With -txn each poll (at most -batch records) is one transaction, committed before the
+// next poll is produced, as our relay commits one transaction per batch. No filters, no resume positions, no retries: any error
 // ends the run with exit status 1. The last line on stdout is "copied N records in T transactions".
 package main
 
@@ -23,20 +23,35 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
+// config is what the command line sets.
+type config struct {
+	source, target string // bootstrap servers
+	topic, out     string // source and target topic
+	txn            bool
+	batch          int
+	txnID          string
+	codec          kgo.CompressionCodec
+}
+
 func main() {
-	source := flag.String("source", "", "source bootstrap servers")
-	target := flag.String("target", "", "target bootstrap servers")
-	topic := flag.String("topic", "", "source topic")
-	out := flag.String("out", "", "target topic (same partition count)")
-	txn := flag.Bool("txn", false, "one transaction per poll")
-	batch := flag.Int("batch", 20_000, "most records per poll (and so per transaction)")
-	txnID := flag.String("txn-id", fmt.Sprintf("gorelay-%d", os.Getpid()), "transactional.id with -txn")
+	var c config
+	flag.StringVar(&c.source, "source", "", "source bootstrap servers")
+	flag.StringVar(&c.target, "target", "", "target bootstrap servers")
+	flag.StringVar(&c.topic, "topic", "", "source topic")
+	flag.StringVar(&c.out, "out", "", "target topic (same partition count)")
+	flag.BoolVar(&c.txn, "txn", false, "one transaction per poll")
+	flag.IntVar(&c.batch, "batch", 20_000, "most records per poll (and so per transaction)")
+	flag.StringVar(&c.txnID, "txn-id", fmt.Sprintf("gorelay-%d", os.Getpid()), "transactional.id with -txn")
+	compression := flag.String("compression", "lz4", "target batch compression: lz4 or none")
 	flag.Parse()
-	if *source == "" || *target == "" || *topic == "" || *out == "" || *batch < 1 {
+	codecs := map[string]kgo.CompressionCodec{"lz4": kgo.Lz4Compression(), "none": kgo.NoCompression()}
+	codec, ok := codecs[*compression]
+	if c.source == "" || c.target == "" || c.topic == "" || c.out == "" || c.batch < 1 || !ok {
 		flag.Usage()
 		os.Exit(2)
 	}
-	copied, txns, err := run(*source, *target, *topic, *out, *txn, *batch, *txnID)
+	c.codec = codec
+	copied, txns, err := run(c)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "gorelay: %v (after %d records)\n", err, copied)
 		os.Exit(1)
@@ -44,9 +59,9 @@ func main() {
 	fmt.Printf("copied %d records in %d transactions\n", copied, txns)
 }
 
-func run(source, target, topic, out string, txn bool, batch int, txnID string) (int64, int, error) {
+func run(c config) (int64, int, error) {
 	ctx := context.Background()
-	ends, err := endOffsets(ctx, source, topic)
+	ends, err := endOffsets(ctx, c.source, c.topic)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -57,8 +72,8 @@ func run(source, target, topic, out string, txn bool, batch int, txnID string) (
 		}
 	}
 	consumer, err := kgo.NewClient(
-		kgo.SeedBrokers(source),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: assign}),
+		kgo.SeedBrokers(c.source),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{c.topic: assign}),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.FetchMaxBytes(64<<20),         // our relay's fetch.max.bytes
 		kgo.FetchMaxPartitionBytes(8<<20), // and max.partition.fetch.bytes
@@ -68,15 +83,15 @@ func run(source, target, topic, out string, txn bool, batch int, txnID string) (
 	}
 	defer consumer.Close()
 	opts := []kgo.Opt{
-		kgo.SeedBrokers(target),
+		kgo.SeedBrokers(c.target),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()), // partition preserved
 		kgo.RequiredAcks(kgo.AllISRAcks()),             // idempotence is franz-go's default
-		kgo.ProducerBatchCompression(kgo.Lz4Compression()),
+		kgo.ProducerBatchCompression(c.codec),
 		kgo.ProducerLinger(5 * time.Millisecond), // our relay's linger.ms
 		kgo.ProducerBatchMaxBytes(1_000_000),     // and batch.size
 	}
-	if txn {
-		opts = append(opts, kgo.TransactionalID(txnID))
+	if c.txn {
+		opts = append(opts, kgo.TransactionalID(c.txnID))
 	}
 	producer, err := kgo.NewClient(opts...)
 	if err != nil {
@@ -106,9 +121,9 @@ func run(source, target, topic, out string, txn bool, batch int, txnID string) (
 	var copied int64
 	txns := 0
 	left := len(assign)
-	records := make([]*kgo.Record, 0, batch)
+	records := make([]*kgo.Record, 0, c.batch)
 	for left > 0 {
-		fetches := consumer.PollRecords(ctx, batch)
+		fetches := consumer.PollRecords(ctx, c.batch)
 		if err := fetches.Err(); err != nil {
 			return copied, txns, fmt.Errorf("fetch: %w", err)
 		}
@@ -120,7 +135,7 @@ func run(source, target, topic, out string, txn bool, batch int, txnID string) (
 					break
 				}
 				records = append(records, &kgo.Record{
-					Topic:     out,
+					Topic:     c.out,
 					Partition: r.Partition,
 					Key:       r.Key,
 					Value:     r.Value,
@@ -135,7 +150,7 @@ func run(source, target, topic, out string, txn bool, batch int, txnID string) (
 		if len(records) == 0 {
 			continue
 		}
-		if txn {
+		if c.txn {
 			if err := producer.BeginTransaction(); err != nil {
 				return copied, txns, err
 			}
@@ -144,7 +159,7 @@ func run(source, target, topic, out string, txn bool, batch int, txnID string) (
 			producer.Produce(ctx, r, promise)
 		}
 		copied += int64(len(records))
-		if txn {
+		if c.txn {
 			if err := commit(ctx, producer, failed); err != nil {
 				return copied, txns, err
 			}
