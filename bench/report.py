@@ -165,7 +165,10 @@ def render_chart(results: list[dict[str, Any]], path: Path) -> Path | None:
         if spec["type"] == "bar":
             names = [str(r[key]) for r in result["rows"]]
             values = [float(r[spec["value"]]) for r in result["rows"]]
-            bars = ax.barh(names, values, color=["#d62728" if n.startswith("relay") else "#1f77b4" for n in names])
+            colors = [
+                "#d62728" if n.startswith("relay") else "#2ca02c" if n.startswith("go") else "#1f77b4" for n in names
+            ]
+            bars = ax.barh(names, values, color=colors)
             ax.invert_yaxis()
             ax.bar_label(bars, labels=[f"{v:,.0f}" for v in values], fontsize=8, padding=2)
             ax.set_xlabel(spec.get("label", spec["value"]))
