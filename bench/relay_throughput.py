@@ -28,6 +28,7 @@ Run alone: ``python -m bench.relay_throughput --records 100000 --runs 1``.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import sys
@@ -560,6 +561,7 @@ def main() -> None:
     if {"go", "go-txn", "go-nocompress"} & set(contenders):
         go_loop.binary()  # built (or found missing) before any cluster starts
     machine = machine_info()
+    peak_load = 0.0
     started = now_text()
     runs: list[Run] = []
     with fresh_clusters(["src", "dst"], "throughput") as clusters:
@@ -574,6 +576,8 @@ def main() -> None:
                     log(f"round {round_no}/{args.runs}: {contender}")
                     run = bench.run(contender, round_no)
                     runs.append(run)
+                    # Others' load shows here too (ours alone is about 3: two brokers and a contender).
+                    peak_load = max(peak_load, os.getloadavg()[0])
                     log(
                         f"  {contender}: {run.steady_rate:,.0f} records/s steady, {run.wall_rate:,.0f} incl. start-up, "
                         f"CPU {run.cpu:.1f}s, peak RSS {run.peak_rss / MIB:.0f} MiB"
@@ -641,7 +645,7 @@ def main() -> None:
         goals=goal_rows,
         sections=[cost] if cost else [],
         runs=[r.as_dict() for r in runs],
-        machine=machine,
+        machine={**machine, "loadavg_1m_peak": round(peak_load, 2)},
         started=started,
         finished=now_text(),
         chart={"type": "bar", "value": "records/s", "label": "records/s (median)"},

@@ -1,9 +1,11 @@
 """Render every result in ``build/bench/results/`` into ``docs/benchmarks.md`` and ``docs/benchmarks.png``.
 
-``python -m bench.report [--results DIR] [--only a_throughput,b_latency,...]``. Scenarios appear in
-the issue's order (a, b, c = ``lfs_offload``, d = ``hydrate``, e); each gets its table, its goals, its
-notes, and every setting it ran with; the machine and the versions come last. Needs matplotlib
-(the ``bench`` extra).
+``python -m bench.report [--results DIR] [--only a_throughput,b_latency,...] [--keep-others]``.
+Scenarios appear in the issue's order (a, b, c = ``lfs_offload``, d = ``hydrate``, e); each gets its
+table, its goals, its notes, and every setting it ran with; the machine and the versions come last.
+With ``--keep-others`` only the scenarios that have a result file are rendered anew: the sections and
+goal rows of the others stay in the page as they were, with the machine they were measured on (the
+chart then shows the new scenarios only). Needs matplotlib (the ``bench`` extra).
 """
 
 from __future__ import annotations
@@ -95,11 +97,17 @@ def _machine_lines(machines: list[dict[str, Any]]) -> list[str]:
         "- All servers and clients on 127.0.0.1, on this one machine: every contender shares the CPU with "
         "the two brokers it talks to.",
     ]
+    peaks = ", ".join(f"{x['loadavg_1m_peak']} ({x.get('name', '?')})" for x in machines if "loadavg_1m_peak" in x)
     if shared:
         lines.append(
             f"- **The machine was shared** with other work while these figures were taken (1-minute load "
             f"average at the start of each scenario: {loads}), so absolute figures are noisy; the "
             "contenders ran alternately so drift hits all of them, and the ratios are what to read."
+        )
+    if peaks:
+        lines.append(
+            f"- Highest 1-minute load average seen after a run, ours included (two brokers and a contender make "
+            f"about 3 on their own): {peaks}."
         )
     else:
         lines.append(f"- The machine was otherwise idle (1-minute load average at start: {loads}).")
@@ -143,7 +151,7 @@ def render_markdown(results: list[dict[str, Any]], chart: Path | None) -> str:
         if result.get("settings"):
             out += ["Settings:", "", *_settings_lines(result["settings"]), ""]
         out += [f"Run {result.get('started', '')} to {result.get('finished', '')}.", ""]
-    out += _machine_lines([r["machine"] for r in results if r.get("machine")])
+    out += _machine_lines([{**r["machine"], "name": r["name"]} for r in results if r.get("machine")])
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -201,11 +209,71 @@ def render_chart(results: list[dict[str, Any]], path: Path) -> Path | None:
     return path
 
 
+def _blocks(page: str) -> list[tuple[str, list[str]]]:
+    """A page cut at its ``## `` headings: (heading, lines with the heading line); the preamble's heading is ''."""
+    blocks: list[tuple[str, list[str]]] = [("", [])]
+    for line in page.splitlines():
+        if line.startswith("## "):
+            blocks.append((line[3:], []))
+        blocks[-1][1].append(line)
+    return blocks
+
+
+def _goal_rows(lines: list[str]) -> list[str]:
+    return [ln for ln in lines if ln.startswith("| ") and not ln.startswith("| goal |")]
+
+
+def keep_others(old_page: str, new_page: str) -> str:
+    """``new_page`` (some scenarios) merged into ``old_page``: every other scenario's section and goal rows kept."""
+    old, new = _blocks(old_page), dict(_blocks(new_page))
+    machine = "Machine and versions"
+    fresh = {h for h in new if h not in ("", "Goals", machine)}
+    out: list[list[str]] = [new[""]]
+    kept: list[str] = []
+    old_machine: list[str] = []
+    for heading, lines in old[1:]:
+        if heading == "Goals":
+            new_rows = _goal_rows(new.get("Goals", []))
+            names = {row.split(" | ")[0] for row in new_rows}
+            rows = _goal_rows(lines)
+            at = next((i for i, row in enumerate(rows) if row.split(" | ")[0] in names), 0)
+            rows = (
+                [row for row in rows[:at] if row.split(" | ")[0] not in names]
+                + new_rows
+                + [row for row in rows[at:] if row.split(" | ")[0] not in names]
+            )
+            out.append(["## Goals", "", "| goal | measured | status |", "|---|---|---|", *rows, ""])
+        elif heading == machine:
+            old_machine = lines
+        elif heading in fresh:
+            out.append(new[heading])
+            fresh.discard(heading)
+        else:
+            out.append(lines)
+            kept.append(heading)
+    out += [new[h] for h in new if h in fresh]
+    tail = list(new.get(machine, []))
+    while tail and not tail[-1].strip():
+        tail.pop()
+    if kept:
+        names = "; ".join(dict.fromkeys(h.split(":")[0] for h in kept))
+        tail += ["", f"Kept from the previous page, not re-run with the figures above: {names}. "]
+        tail[-1] += "Their own 'Run ...' line says when they ran; the machine and versions then:"
+        tail += ["", *(ln for ln in old_machine[1:] if ln.strip())]
+    out.append(tail)
+    return "\n".join(line for block in out for line in block).rstrip() + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="bench.report", description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--only", help="comma-separated result names (file stems) to include")
     parser.add_argument("--out", type=Path, default=DOCS / "benchmarks.md")
+    parser.add_argument(
+        "--keep-others",
+        action="store_true",
+        help="keep the sections and goals of scenarios with no result file from the existing page",
+    )
     args = parser.parse_args()
     only = [s for s in args.only.split(",") if s] if args.only else None
     results = load(args.results, only)
@@ -213,7 +281,10 @@ def main() -> None:
         raise SystemExit(f"no results in {args.results}; run a scenario first")
     chart = render_chart(results, args.out.with_suffix(".png"))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render_markdown(results, chart), encoding="utf-8")
+    page = render_markdown(results, chart)
+    if args.keep_others and args.out.exists():
+        page = keep_others(args.out.read_text(encoding="utf-8"), page)
+    args.out.write_text(page, encoding="utf-8")
     log(f"wrote {args.out}" + (f" and {chart}" if chart else ""))
 
 
