@@ -104,13 +104,13 @@ def _machine_lines(machines: list[dict[str, Any]]) -> list[str]:
             f"average at the start of each scenario: {loads}), so absolute figures are noisy; the "
             "contenders ran alternately so drift hits all of them, and the ratios are what to read."
         )
+    else:
+        lines.append(f"- The machine was otherwise idle (1-minute load average at start: {loads}).")
     if peaks:
         lines.append(
             f"- Highest 1-minute load average seen after a run, ours included (two brokers and a contender make "
             f"about 3 on their own): {peaks}."
         )
-    else:
-        lines.append(f"- The machine was otherwise idle (1-minute load average at start: {loads}).")
     return [*lines, ""]
 
 
