@@ -162,12 +162,20 @@ def render_chart(results: list[dict[str, Any]], path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    drawable = [r for r in results if r.get("chart") and r.get("rows")]
+    # A chart spec may ask for a second panel of the same rows: {"also": {"value": ..., "label": ...}}.
+    drawable = [
+        (result, panel)
+        for result in results
+        if result.get("chart") and result.get("rows")
+        for panel in (
+            result["chart"],
+            *([{**result["chart"], **result["chart"]["also"]}] if "also" in result["chart"] else []),
+        )
+    ]
     if not drawable:
         return None
     fig, axes = plt.subplots(len(drawable), 1, figsize=(9, 3.2 * len(drawable)), squeeze=False)
-    for ax, result in zip(axes[:, 0], drawable, strict=True):
-        spec = result["chart"]
+    for ax, (result, spec) in zip(axes[:, 0], drawable, strict=True):
         ax.set_title(textwrap.fill(result["title"], 100), fontsize=9)
         key = result["columns"][0]
         if spec["type"] == "bar":
@@ -178,7 +186,7 @@ def render_chart(results: list[dict[str, Any]], path: Path) -> Path | None:
             ]
             bars = ax.barh(names, values, color=colors)
             ax.invert_yaxis()
-            ax.bar_label(bars, labels=[f"{v:,.0f}" for v in values], fontsize=8, padding=2)
+            ax.bar_label(bars, labels=[f"{v:,.0f}" if v >= 100 else f"{v:.1f}" for v in values], fontsize=8, padding=2)
             ax.set_xlabel(spec.get("label", spec["value"]))
         elif spec["type"] == "bars":
             names = [str(r[key]) for r in result["rows"]]
