@@ -79,7 +79,7 @@ from relay.units import parse_size
 
 TOPIC = "small"
 ALL = ("relay", "relay+header", "relay+json", "mm2", "plain", "go", "go-txn", "raw-produce", "raw-consume")
-# The cost of our guarantees: run by default too (about 4 minutes of a 3-run scenario at 1M records).
+# The cost of our guarantees: run by default too (about 3 of the 9 minutes of a 3-run scenario at 1M records).
 # Any relay-batch-N can be named; these are the default ones.
 COST = ("relay-nocompress", "go-nocompress", "relay-batch-2000", "relay-batch-100000")
 # Not run unless named: MirrorMaker 2 with exactly-once source support, and a candidate relay build.
