@@ -44,8 +44,8 @@ def _go() -> str:
     go = shutil.which("go")
     if go is None:
         raise SystemExit(
-            "contenders go and go-txn need the Go toolchain (go 1.26 or newer, franz-go v1.22's minimum) on PATH "
-            "to build bench/gorelay; install Go, or leave them out with --contenders"
+            "contenders go, go-txn and go-nocompress need the Go toolchain (go 1.26 or newer, franz-go v1.22's "
+            "minimum) on PATH to build bench/gorelay; install Go, or leave them out with --contenders"
         )
     return go
 
