@@ -33,12 +33,17 @@ def configure(level: str = "info", fmt: str = "console") -> None:
 
 
 class _ToStructlog(logging.Handler):
-    """Forwards librdkafka's log records (which never carry credentials) to structlog."""
+    """Forwards librdkafka's log records (which never carry credentials) to structlog.
+
+    librdkafka's errors and warnings are warnings here (its "errors" are mostly transient, such as
+    a refused connection, which the relay handles and reports itself); notices and below are debug.
+    Warnings must not be demoted: an offset reset, for one, is a librdkafka warning.
+    """
 
     def emit(self, record: logging.LogRecord) -> None:
         log = structlog.get_logger("librdkafka")
         text = record.getMessage()
-        if record.levelno >= logging.ERROR:
+        if record.levelno >= logging.WARNING:
             log.warning("librdkafka", detail=text)
         else:
             log.debug("librdkafka", detail=text)
