@@ -27,6 +27,29 @@ def is_topic_name(name: str) -> bool:
 PartitionMode = Literal["preserve", "key"] | int
 """How a target partition is chosen: the source's, by key like the Java client, or a fixed one."""
 
+GapPolicy = Literal["fail", "skip"]
+"""What a resume position below the source log's start (records deleted before they were relayed) does:
+stop the relay, or go on from the log start and count what was lost."""
+
+GAP_POLICIES: Final = ("fail", "skip")
+
+SOURCE_MANAGED_PROPERTIES: Final[Mapping[str, str]] = {
+    "auto.offset.reset": (
+        "the relay never jumps to another offset on its own; a position outside the log is a gap, "
+        "handled by on_gap (topics[].on_gap or the top-level on_gap)"
+    ),
+    "enable.auto.commit": "the relay resumes from what the target committed, never from consumer offsets",
+    "enable.auto.offset.store": "the relay resumes from what the target committed, never from consumer offsets",
+    "isolation.level": "the relay reads read_committed so that records of aborted transactions are never relayed",
+    "enable.partition.eof": "the relay needs end-of-partition events to know where each partition is",
+    "group.id": "set group.id under group: for group mode; otherwise the relay uses a random one, never committed",
+    "partition.assignment.strategy": "group mode uses cooperative-sticky, which the relay's rebalance handling needs",
+    "session.timeout.ms": "set group.session_timeout instead",
+    "heartbeat.interval.ms": "the relay derives it from group.session_timeout",
+}
+"""librdkafka consumer properties the relay sets on its source consumers itself, and why a source's
+``kafka:`` map may not set them."""
+
 
 def _masked(props: Mapping[str, str]) -> dict[str, str]:
     return {k: (REDACTED if is_secret_path(k) else v) for k, v in props.items()}
@@ -76,11 +99,12 @@ class SourcePoolConfig:
 
 @dataclass(frozen=True)
 class TopicConfig:
-    """One source topic, the target topic it goes to, and how target partitions are chosen."""
+    """One source topic, the target topic it goes to, how target partitions are chosen, and what a gap does."""
 
     source: str
     target: str
     partition: PartitionMode = "preserve"
+    on_gap: GapPolicy = "fail"
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,16 @@ from kafka_lfs_relay.registry import CUSTOM_SECTION, SECTIONS, TARGETS
 from relay.errors import ConfigError
 from relay.options import Section, read_backoff, read_cluster
 from relay.plugins import is_dotted_path
-from relay.settings import ClusterConfig, GroupConfig, RelaySettings, SourcePoolConfig, TopicConfig
+from relay.settings import (
+    GAP_POLICIES,
+    SOURCE_MANAGED_PROPERTIES,
+    ClusterConfig,
+    GapPolicy,
+    GroupConfig,
+    RelaySettings,
+    SourcePoolConfig,
+    TopicConfig,
+)
 from targets.context import TargetContext
 from targets.kafka import KafkaTargetConfig
 
@@ -88,8 +97,16 @@ class RelayConfig:
 
 def _source(sec: Section, index: int) -> ClusterConfig:
     cluster = read_cluster(sec, f"source-{index + 1}")
+    for key in cluster.kafka:
+        why = SOURCE_MANAGED_PROPERTIES.get(key)
+        if why is not None:
+            raise ConfigError(sec.key_path(f"kafka.{key}"), f"is set by the relay and cannot be overridden: {why}")
     sec.finish()
     return cluster
+
+
+def _gap_policy(sec: Section, default: GapPolicy) -> GapPolicy:
+    return "skip" if sec.choice("on_gap", GAP_POLICIES, default) == "skip" else "fail"
 
 
 def _source_pool(sec: Section) -> SourcePoolConfig:
@@ -109,7 +126,7 @@ def _source_pool(sec: Section) -> SourcePoolConfig:
     return pool
 
 
-def _topic(sec: Section) -> TopicConfig:
+def _topic(sec: Section, on_gap: GapPolicy) -> TopicConfig:
     source = sec.topic("source")
     target = sec.topic("target", source)
     raw = sec.raw("partition", TopicConfig.partition)
@@ -118,8 +135,9 @@ def _topic(sec: Section) -> TopicConfig:
         partition = raw
     else:
         raise ConfigError(sec.key_path("partition"), "expected preserve, key or a partition number >= 0", raw)
+    policy = _gap_policy(sec, on_gap)
     sec.finish()
-    return TopicConfig(source, target, partition)
+    return TopicConfig(source, target, partition, policy)
 
 
 def _target(sec: Section, context: TargetContext) -> TargetConfig:
@@ -201,7 +219,8 @@ def parse_config(tree: object, asked: set[str] | None = None) -> RelayConfig:
             raise ConfigError(f"sources[{i}].name", "is used by another source", name)
     if mode == "single" and len(sources) != 1:
         raise ConfigError("sources", f"mode single takes exactly one source, got {len(sources)}; use mode: failover")
-    topics = tuple(_topic(s) for s in top.sections("topics", required=True))
+    on_gap = _gap_policy(top, TopicConfig.on_gap)
+    topics = tuple(_topic(s, on_gap) for s in top.sections("topics", required=True))
     seen: dict[str, str] = {}
     for i, t in enumerate(topics):
         if t.source in seen:
