@@ -13,7 +13,6 @@ import threading
 import time
 import uuid
 import zlib
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +24,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-d
 
 from relay.backoff import backoff_delay
 from relay.errors import RelayError
-from relay.failover import Decision, Health, decide
+from relay.failover import Decision, Health, RelayView, Switchboard
 from relay.kafkautil import client_error_text
 from relay.logs import librdkafka_logger
 from relay.message import SourcePartition
@@ -141,14 +140,16 @@ class SourcePool:
         self.config = config
         self.metrics = metrics
         self._probes = {s.name: ClusterProbe(s, config.request_timeout) for s in sources}
-        self._history: dict[str, deque[Health]] = {s.name: deque(maxlen=history) for s in sources}
-        self._lock = threading.Lock()
+        self.board = Switchboard(self.order, config, history)
+        self.board.start_on(self.order[0], time.monotonic())
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
-        self._pending: Decision | None = None
-        self.active = self.order[0]
-        self.active_since = time.monotonic()
+
+    @property
+    def active(self) -> str:
+        """The source the relay reads from."""
+        return self.board.active
 
     # -- choosing ------------------------------------------------------------------------------
     def choose_initial(self) -> str:
@@ -161,8 +162,7 @@ class SourcePool:
             reasons = "; ".join(f"{n}: {checks[n].error}" for n in self.order)
             raise SourceError(f"no source cluster is usable ({reasons})")
         # The first usable source in config order, so an operator knows where a relay starts.
-        self.active = random.choice(usable) if self.config.random_initial else usable[0]
-        self.active_since = time.monotonic()
+        self.board.start_on(random.choice(usable) if self.config.random_initial else usable[0], time.monotonic())
         self._publish_active()
         log.info("source selected", source=self.active, mode="failover" if len(self.order) > 1 else "single")
         return self.active
@@ -180,9 +180,7 @@ class SourcePool:
 
     def latest(self, name: str) -> Health | None:
         """The newest health check of source ``name``."""
-        with self._lock:
-            checks = self._history[name]
-            return checks[-1] if checks else None
+        return self.board.latest(name)
 
     # -- background checks -----------------------------------------------------------------------
     def start(self) -> None:
@@ -201,10 +199,10 @@ class SourcePool:
         """Ask for a health check before the interval is up (the reader saw its brokers go down)."""
         self._wake.set()
 
-    def _record(self, health: Health) -> None:
-        with self._lock:
-            self._history[health.source].append(health)
+    def _record(self, health: Health) -> Health | None:
+        previous = self.board.record(health)
         self.metrics.source_healthy.labels(source=health.source).set(1 if health.ok else 0)
+        return previous
 
     def _run(self) -> None:
         failures = 0
@@ -213,28 +211,21 @@ class SourcePool:
                 if self._stop.is_set():
                     return
                 health = self._probes[name].check(self.topics)
-                previous = self.latest(name)
-                self._record(health)
+                previous = self._record(health)
                 if previous is not None and previous.ok != health.ok:
                     log.warning("source health changed", source=name, healthy=health.ok, error=health.error)
-            with self._lock:
-                history = {n: list(h) for n, h in self._history.items()}
-                if self._pending is None:
-                    decision = decide(
-                        self.active, self.order, history, self.config, time.monotonic(), self.active_since
+            # The relay's thread takes (and so decides) switches itself; this is for the log and the backoff.
+            decision = self.board.assess(time.monotonic())
+            if decision.reason == "no_healthy_source":
+                failures += 1
+                if failures == 1 or failures % 10 == 0:
+                    log.error(
+                        "active source is down and no other is healthy; waiting",
+                        source=self.active,
+                        detail=decision.detail,
                     )
-                    if decision.to is not None:
-                        self._pending = decision
-                    elif decision.reason == "no_healthy_source":
-                        failures += 1
-                        if failures == 1 or failures % 10 == 0:
-                            log.error(
-                                "active source is down and no other is healthy; waiting",
-                                source=self.active,
-                                detail=decision.detail,
-                            )
-                    else:
-                        failures = 0
+            else:
+                failures = 0
             delay = self.config.healthcheck_interval
             if failures:
                 # Back off while nothing is healthy, so a dead fleet is not hammered every interval.
@@ -243,18 +234,17 @@ class SourcePool:
             self._wake.clear()
 
     def take_switch(self) -> Decision | None:
-        """A pending switch decision, handed over once to the relay's thread."""
-        with self._lock:
-            decision, self._pending = self._pending, None
-        return decision
+        """A switch to carry out now, decided at this moment from the active source (relay's thread)."""
+        return self.board.take(time.monotonic())
+
+    def publish(self, view: RelayView) -> None:
+        """The relay's positions and the partitions it waits on, for the failover decision (relay's thread)."""
+        self.board.publish(view)
 
     def switched(self, decision: Decision) -> None:
         """Record that the relay now reads from ``decision.to``."""
         assert decision.to is not None
-        previous = self.active
-        with self._lock:
-            self.active = decision.to
-            self.active_since = time.monotonic()
+        previous = self.board.switched(decision.to, time.monotonic())
         self.metrics.source_switches.labels(from_source=previous, to_source=decision.to, reason=decision.reason).inc()
         self._publish_active()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from itertools import pairwise
 
-from relay.failover import Decision, Health, decide, worst_lag
+from relay.failover import Decision, Health, RelayView, Switchboard, decide, worst_lag
 from relay.message import SourcePartition
 from relay.settings import Backoff, SourcePoolConfig
 
@@ -247,3 +247,157 @@ def test_sources_taking_turns_switch_at_most_once_per_min_dwell() -> None:
     assert switches, "the scenario should make the relay switch at least once"
     assert all(later - earlier >= 30.0 for earlier, later in pairwise(switches))
     assert len(switches) <= 600.0 / 30.0
+
+
+# --- behind the relay's position -------------------------------------------------------------
+
+
+def view(waiting: tuple[SourcePartition, ...] = (), **positions: int) -> RelayView:
+    """The relay's positions (``p0``/``p1`` to next offsets) and the partitions it waits on."""
+    at = {SourcePartition("orders", int(name[1:])): pos for name, pos in positions.items()}
+    return RelayView(at, frozenset(waiting))
+
+
+def test_waiting_on_the_active_switches_at_once_to_a_source_holding_every_position() -> None:
+    """The relay waits on p0 (the active ends below its position); a source holding every position is
+    switched to at once, within min_dwell, for reason behind_position."""
+    history = {
+        "a": [ok("a", 10.0, p0=500, p1=900), ok("a", 12.0, p0=500, p1=900)],
+        "b": [ok("b", 10.0, p0=800, p1=900), ok("b", 12.0, p0=800, p1=900)],
+    }
+    decision = decide(
+        "a", ["a", "b"], history, pool(min_dwell=3600.0), now=12.0, active_since=11.0,
+        view=view((P0,), p0=700, p1=900),
+    )  # fmt: skip
+    assert (decision.to, decision.reason) == ("b", "behind_position")
+    assert "orders/0 (end 500, position 700)" in decision.detail
+
+
+def test_waiting_with_no_source_holding_the_position_stays() -> None:
+    """If no healthy source reaches the position the relay waits on, it stays (and keeps waiting)."""
+    history = {"a": [ok("a", 12.0, p0=500)], "b": [ok("b", 12.0, p0=650)], "c": [failed("c", 12.0)]}
+    decision = decide("a", ORDER, history, pool(min_dwell=0.0), now=12.0, active_since=0.0, view=view((P0,), p0=700))
+    assert decision.to is None
+
+
+def test_behind_position_needs_every_position_not_only_the_waited_one() -> None:
+    """A source that holds the waited-on position but trails another position is not switched to:
+    it would only move the wait to the other partition (and back again)."""
+    history = {
+        "a": [ok("a", 12.0, p0=500, p1=900)],
+        "b": [ok("b", 12.0, p0=800, p1=600)],
+    }
+    config = pool(min_dwell=0.0, lag_threshold=10_000)
+    decision = decide("a", ["a", "b"], history, config, now=12.0, active_since=0.0, view=view((P0,), p0=700, p1=900))
+    assert decision.to is None
+
+
+def test_behind_position_is_not_taken_once_the_active_has_caught_up() -> None:
+    """If the active's newest check already reaches the waited-on position, the relay is about to go on: no switch."""
+    history = {"a": [ok("a", 12.0, p0=700)], "b": [ok("b", 12.0, p0=900)]}
+    decision = decide(
+        "a", ["a", "b"], history, pool(min_dwell=0.0), now=12.0, active_since=0.0, view=view((P0,), p0=700)
+    )
+    assert decision.to is None
+
+
+def test_behind_position_prefers_the_source_furthest_ahead_among_those_holding_the_positions() -> None:
+    """Among sources holding every position, the one that trails the others least is chosen."""
+    history = {"a": [ok("a", 12.0, p0=0)], "b": [ok("b", 12.0, p0=710)], "c": [ok("c", 12.0, p0=900)]}
+    decision = decide("a", ORDER, history, pool(), now=12.0, active_since=11.9, view=view((P0,), p0=700))
+    assert (decision.to, decision.reason) == ("c", "behind_position")
+
+
+def test_positions_from_the_beginning_are_held_by_every_source() -> None:
+    """A position of -1 (nothing relayed yet: read from the beginning) never disqualifies a source."""
+    history = {"a": [ok("a", 12.0, p0=5)], "b": [ok("b", 12.0, p0=20)]}
+    decision = decide("a", ["a", "b"], history, pool(), now=12.0, active_since=11.9, view=view((P0,), p0=10, p1=-1))
+    assert decision.to == "b"
+
+
+def test_unreachable_wins_over_behind_position() -> None:
+    """A dead active is left for the best healthy source even if none holds the relay's positions."""
+    history = {"a": [failed("a", 10.0), failed("a", 12.0)], "b": [ok("b", 12.0, p0=100)]}
+    decision = decide("a", ["a", "b"], history, pool(), now=12.0, active_since=0.0, view=view((P0,), p0=700))
+    assert (decision.to, decision.reason) == ("b", "unreachable")
+
+
+def test_without_waiting_partitions_positions_change_nothing() -> None:
+    """Positions alone (nothing waited on) never make the relay switch."""
+    history = {"a": [ok("a", 12.0, p0=500)], "b": [ok("b", 12.0, p0=900)]}
+    decision = decide("a", ["a", "b"], history, pool(), now=12.0, active_since=11.9, view=view((), p0=500))
+    assert decision.to is None
+
+
+# --- the switchboard: decisions taken by the relay's thread -----------------------------------
+
+
+def board(config: SourcePoolConfig, order: tuple[str, ...] = ("a", "b", "c")) -> Switchboard:
+    sb = Switchboard(list(order), config)
+    sb.start_on(order[0], 0.0)
+    return sb
+
+
+def test_a_decision_computed_during_a_switch_is_not_handed_over_after_it() -> None:
+    """a dies, the relay takes a->b; checks keep arriving while it switches; once on b nothing more is
+    taken: no b->b switch from a decision made while a was still active."""
+    sb = board(pool(unhealthy_after=2, min_dwell=30.0), ("a", "b"))
+    for at in (10.0, 12.0):
+        sb.record(failed("a", at))
+        sb.record(ok("b", at, p0=500))
+    decision = sb.take(12.0)
+    assert decision is not None and (decision.to, decision.reason) == ("b", "unreachable")
+    # The switch takes a while; the health thread records two more rounds meanwhile.
+    for at in (14.0, 16.0):
+        sb.record(failed("a", at))
+        sb.record(ok("b", at, p0=500))
+        assert sb.assess(at).to == "b"  # still "leave a": a is active until the relay says otherwise
+    sb.switched("b", 17.0)
+    assert sb.take(17.0) is None
+    assert sb.active == "b"
+
+
+def test_a_lag_switch_after_a_failover_waits_min_dwell_from_that_failover() -> None:
+    """Right after a failover to b, c being far ahead of b does not switch before min_dwell on b."""
+    sb = board(pool(unhealthy_after=1, lag_checks=1, lag_threshold=100, min_dwell=30.0))
+    sb.record(failed("a", 10.0))
+    sb.record(ok("b", 10.0, p0=500))
+    sb.record(ok("c", 10.0, p0=500))
+    decision = sb.take(10.0)
+    assert decision is not None and decision.to == "b"
+    sb.record(ok("c", 11.0, p0=5000))  # while switching, c runs ahead of b
+    sb.record(ok("b", 11.0, p0=500))
+    sb.switched("b", 12.0)
+    assert sb.take(12.0) is None
+    sb.record(ok("b", 30.0, p0=500))
+    sb.record(ok("c", 30.0, p0=5000))
+    assert sb.take(30.0) is None  # 18 s on b
+    sb.record(ok("b", 43.0, p0=500))
+    sb.record(ok("c", 43.0, p0=5000))
+    decision = sb.take(43.0)
+    assert decision is not None and (decision.to, decision.reason) == ("c", "lagging")
+
+
+def test_take_decides_again_only_when_something_changed() -> None:
+    """A decision not carried out is not handed over twice; a new check makes the board decide again."""
+    sb = board(pool(unhealthy_after=1), ("a", "b"))
+    sb.record(failed("a", 10.0))
+    sb.record(ok("b", 10.0, p0=1))
+    assert sb.take(10.0) is not None
+    assert sb.take(10.1) is None
+    sb.record(failed("a", 12.0))
+    decision = sb.take(12.0)
+    assert decision is not None and decision.to == "b"
+
+
+def test_publishing_a_wait_makes_the_board_switch_at_once() -> None:
+    """The relay's thread publishes that it waits on p0; the next take switches to the source holding it."""
+    sb = board(pool(min_dwell=3600.0), ("a", "b"))
+    sb.record(ok("a", 10.0, p0=500))
+    sb.record(ok("b", 10.0, p0=900))
+    assert sb.take(10.0) is None
+    sb.publish(view((P0,), p0=700))
+    decision = sb.take(10.5)
+    assert decision is not None and (decision.to, decision.reason) == ("b", "behind_position")
+    sb.switched("b", 11.0)
+    assert sb.take(11.0) is None  # the wait was about a; on b nothing is waited on yet
