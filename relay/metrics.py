@@ -48,6 +48,20 @@ class RelayMetrics:
         self.source_active = Gauge(
             f"{PREFIX}_source_active", "1 for the source cluster the relay reads from.", ["source"], registry=r
         )
+        self.source_catching_up = Gauge(
+            f"{PREFIX}_source_catching_up",
+            "Partitions the relay waits on because this source has not reached the relay's position there "
+            "(a standby that trails, a source that lost records already relayed).",
+            ["source"],
+            registry=r,
+        )
+        self.records_lost = Counter(
+            f"{PREFIX}_records_lost",
+            "Source offsets skipped because their records were deleted before they were relayed (on_gap: skip); "
+            "an upper bound when the range held transaction markers.",
+            ["reason", "topic", "partition"],
+            registry=r,
+        )
         self.produce_latency = Histogram(
             f"{PREFIX}_produce_latency_seconds",
             "Time to produce and commit one batch (one transaction).",

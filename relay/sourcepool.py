@@ -14,8 +14,8 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
 
 import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, IsolationLevel, KafkaError, KafkaException, TopicPartition
@@ -53,19 +53,29 @@ class SourceError(RelayError):
 
 @dataclass(frozen=True)
 class Fingerprint:
-    """What the relay last read from a partition, to check that another source holds the same record there."""
+    """What the relay last read from a partition, to check that another source holds the same record there.
+
+    ``source`` (where it was read) is for messages only; two fingerprints are equal when offset and digest are.
+    """
 
     offset: int
     digest: int
+    source: str = field(default="", compare=False)
 
 
-def fingerprint(offset: int, key: bytes | None, value: bytes | None) -> Fingerprint:
+def fingerprint(offset: int, key: bytes | None, value: bytes | None, source: str = "") -> Fingerprint:
     """A cheap identity of one record: its offset and a CRC of key and value.
 
     Timestamps are left out on purpose: clusters fed by dual-writing producers hold the same
     records with create times a few milliseconds apart.
     """
-    return Fingerprint(offset, zlib.crc32(value or b"", zlib.crc32(key or b"")))
+    return Fingerprint(offset, zlib.crc32(value or b"", zlib.crc32(key or b"")), source)
+
+
+OFFSET_ERRORS: Final = frozenset({KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE})
+"""Error events of a consumer whose position is outside the partition's log. Source consumers run
+with ``auto.offset.reset: error``: librdkafka then stops fetching the partition and reports
+``_AUTO_OFFSET_RESET`` (seen against Kafka 4.1) instead of jumping to either end of the log."""
 
 
 class ClusterProbe:
@@ -286,6 +296,9 @@ class SourceReader:
             "enable.auto.offset.store": False,
             "enable.partition.eof": True,
             "isolation.level": "read_committed",
+            # Never jump: a position outside the log becomes an error event the relay handles
+            # (a gap, a source that trails); see OFFSET_ERRORS and relay.settings.SOURCE_MANAGED_PROPERTIES.
+            "auto.offset.reset": "error",
             "queued.max.messages.kbytes": max(1024, queue_bytes // 1024),
             # Once the prefetch queue is over its limit, librdkafka waits this long before the next
             # fetch (default 1 s). With records as large as the queue (64 MiB records offloaded
@@ -332,38 +345,123 @@ class SourceReader:
             return []
         return [first, *self.consumer.consume(max_records - 1, 0)]
 
-    def verify(
-        self, fingerprints: Mapping[SourcePartition, Fingerprint], ends: Mapping[SourcePartition, int], timeout: float
-    ) -> tuple[list[str], list[str]]:
-        """Read the record at each fingerprint's offset here; return (mismatches, unverifiable) as text.
+    def reposition(self, positions: Mapping[SourcePartition, int]) -> None:
+        """Fetch ``positions`` from these offsets (-1: the beginning), assigned or not.
 
-        Run before :meth:`assign`; leaves the consumer unassigned.
+        After an offset error librdkafka stops fetching the partition and refuses to seek it
+        (``_STATE``), so an assigned partition is unassigned and assigned again (also allowed
+        outside a rebalance callback in group mode).
         """
-        todo = {sp: fp for sp, fp in fingerprints.items() if ends.get(sp, 0) > fp.offset}
-        unverifiable = [f"{sp.topic}/{sp.partition}@{fp.offset}" for sp, fp in fingerprints.items() if sp not in todo]
-        mismatches: list[str] = []
-        if todo:
-            self.consumer.assign([TopicPartition(sp.topic, sp.partition, fp.offset) for sp, fp in todo.items()])
-            deadline = time.monotonic() + timeout
-            while todo and time.monotonic() < deadline:
-                for msg in self.consumer.consume(len(todo), 0.5):
-                    if msg.error() is not None:
-                        continue
-                    sp = SourcePartition(msg.topic() or "", msg.partition() or 0)
-                    expected = todo.pop(sp, None)
-                    if expected is None:
-                        continue
-                    got = fingerprint(msg.offset() or 0, msg.key(), msg.value())
-                    if got != expected:
-                        where = f"{sp.topic}/{sp.partition}@{expected.offset}"
-                        if got.offset != expected.offset:
-                            where += f" (found offset {got.offset}: the record there was removed)"
-                        mismatches.append(where)
-            unverifiable += [f"{sp.topic}/{sp.partition}@{fp.offset}" for sp, fp in todo.items()]
-            self.consumer.unassign()
-        return mismatches, unverifiable
+        if not positions:
+            return
+        current = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+        again = [TopicPartition(sp.topic, sp.partition) for sp in positions if (sp.topic, sp.partition) in current]
+        if again:
+            self.consumer.incremental_unassign(again)
+        self.assign(positions)
+
+    def watermarks(self, sp: SourcePartition, timeout: float) -> tuple[int, int]:
+        """(log start, high watermark) of ``sp`` asked from the broker now; raises KafkaException."""
+        low, high = self.consumer.get_watermark_offsets(TopicPartition(sp.topic, sp.partition), timeout, False)
+        return low, high
 
     def close(self) -> None:
         """Close the consumer; in group mode this leaves the group (its partitions are revoked first)."""
         with contextlib.suppress(KafkaException, RuntimeError):
             self.consumer.close()
+
+
+@dataclass(frozen=True)
+class Verified:
+    """What a :class:`Verification` found at one fingerprint's offset.
+
+    ``match``: the same record; ``mismatch``: another record (``detail`` says where); ``gone``: the
+    offset is below this source's log start, nothing left to compare; ``pending``: not found in
+    time, or not on this source yet: try again later.
+    """
+
+    kind: Literal["match", "mismatch", "gone", "pending"]
+    detail: str = ""
+
+
+class Verification:
+    """Reads, on a short-lived consumer of its own and in a thread of its own, the record at each
+    fingerprint's offset on one source, so the relay's reader keeps flowing meanwhile.
+
+    The relay's thread polls :meth:`done` and then reads :attr:`outcomes`.
+    """
+
+    def __init__(self, cluster: ClusterConfig, fingerprints: Mapping[SourcePartition, Fingerprint], timeout: float):
+        self.source = cluster.name
+        self.fingerprints = dict(fingerprints)
+        self.outcomes: dict[SourcePartition, Verified] = {}
+        self._cluster = cluster
+        self._timeout = timeout
+        self._cancel = threading.Event()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"verify-{cluster.name}", daemon=True)
+        self._thread.start()
+
+    def done(self) -> bool:
+        """Whether :attr:`outcomes` is complete."""
+        return self._done.is_set()
+
+    def cancel(self) -> None:
+        """Stop early (a switch made the outcome moot); the thread closes its consumer itself."""
+        self._cancel.set()
+
+    def _run(self) -> None:
+        todo = dict(self.fingerprints)
+        outcomes: dict[SourcePartition, Verified] = {}
+        consumer: Consumer | None = None
+        why = "not found in time"
+        try:
+            consumer = Consumer(
+                {
+                    **self._cluster.client_config(),
+                    "group.id": f"kafka-lfs-relay-verify-{uuid.uuid4().hex[:8]}",
+                    "enable.auto.commit": False,
+                    "enable.auto.offset.store": False,
+                    "enable.partition.eof": False,
+                    "isolation.level": "read_committed",
+                    "auto.offset.reset": "error",
+                    "queued.max.messages.kbytes": 16 * 1024,
+                    "logger": librdkafka_logger(),
+                }
+            )
+            consumer.assign([TopicPartition(sp.topic, sp.partition, fp.offset) for sp, fp in todo.items()])
+            deadline = time.monotonic() + self._timeout
+            while todo and not self._cancel.is_set() and time.monotonic() < deadline:
+                for msg in consumer.consume(len(todo), 0.5):
+                    sp = SourcePartition(msg.topic() or "", msg.partition() or 0)
+                    expected = todo.pop(sp, None)
+                    if expected is None:
+                        continue
+                    outcomes[sp] = self._compare(consumer, sp, expected, msg)
+        except Exception as exc:  # the source went away meanwhile: what is left is tried again later
+            why = client_error_text(exc.args[0].str()) if isinstance(exc, KafkaException) else str(exc)
+        finally:
+            for sp in todo:
+                outcomes.setdefault(sp, Verified("pending", why))
+            self.outcomes = outcomes
+            if consumer is not None:
+                with contextlib.suppress(KafkaException, RuntimeError):
+                    consumer.close()
+            self._done.set()
+
+    def _compare(self, consumer: Consumer, sp: SourcePartition, expected: Fingerprint, msg: KafkaMessage) -> Verified:
+        where = f"{sp.topic}/{sp.partition}@{expected.offset}"
+        err = msg.error()
+        if err is not None:
+            if err.code() not in OFFSET_ERRORS:
+                return Verified("pending", client_error_text(err.str()))
+            low, _ = consumer.get_watermark_offsets(TopicPartition(sp.topic, sp.partition), self._timeout, False)
+            if expected.offset < low:
+                return Verified("gone", f"{where}: {self.source} starts that log at offset {low}")
+            return Verified("pending", f"{where} is not on {self.source} yet")
+        got = fingerprint(msg.offset() or 0, msg.key(), msg.value())
+        if got == expected:
+            return Verified("match")
+        if got.offset != expected.offset:
+            where += f" (found offset {got.offset}: the record there was removed)"
+        return Verified("mismatch", where)

@@ -53,13 +53,16 @@ def test_dashboard_names_only_exported_metrics() -> None:
 
 
 def test_alerts_cover_the_operational_failures() -> None:
-    """There is an alert for relay down, growing lag, a source switch, S3 errors and checksum failures."""
+    """There is an alert for relay down, growing lag, a source switch, lost records, a source catching up,
+    S3 errors and checksum failures."""
     rules = yaml.safe_load((DEPLOY / "prometheus-alerts.yml").read_text())
     names = {rule["alert"] for group in rules["groups"] for rule in group["rules"]}
     wanted = {
         "KafkaLfsRelayDown",
         "KafkaLfsRelayLagGrowing",
         "KafkaLfsRelaySourceSwitched",
+        "KafkaLfsRelayRecordsLost",
+        "KafkaLfsRelaySourceCatchingUp",
         "KafkaLfsRelayS3Errors",
         "KafkaLfsRelayChecksumFailures",
     }
