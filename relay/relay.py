@@ -49,7 +49,7 @@ from relay.sourcepool import (
     Verification,
     fingerprint,
 )
-from relay.target import PartitionOwner, Target, TargetRestart
+from relay.target import PartitionOwner, ProgressSink, Target, TargetRestart
 
 log = structlog.get_logger("kafka_lfs_relay.relay")
 
@@ -104,6 +104,7 @@ class Relay:
         self._ends: dict[SourcePartition, int] = {}
         self._done: set[SourcePartition] = set()
         self._reader: SourceReader | None = None
+        self._progress = target if isinstance(target, ProgressSink) else None
         # Partitions not read now (since when): the active source has not reached their position
         # (``_short``), or the record before it is still to be verified there (``_unverified``).
         self._waiting: dict[SourcePartition, float] = {}
@@ -243,11 +244,13 @@ class Relay:
         # fingerprints are kept per batch, not per record, and a SourcePartition per record cost
         # about as much as the rest of this loop.
         last: dict[tuple[str, int], KafkaMessage] = {}
+        events: set[tuple[str, int]] = set()
         total = 0
         for raw in batch:
             topic, partition = raw.topic() or "", raw.partition() or 0
             err = raw.error()
             if err is not None:
+                events.add((topic, partition))
                 newest = last.pop((topic, partition), None)
                 if newest is not None:
                     self._read_up_to(SourcePartition(topic, partition), newest, cluster)
@@ -281,13 +284,17 @@ class Relay:
             total += size
         for (topic, partition), raw in last.items():
             self._read_up_to(SourcePartition(topic, partition), raw, cluster)
-        if not messages:
-            return
-        if not self.budget.acquire(total, self.stopping):
-            return
-        self.ownership.written(messages)
-        for msg in messages:
-            self.target.write(msg)
+        if messages:
+            if not self.budget.acquire(total, self.stopping):
+                return
+            self.ownership.written(messages)
+            for msg in messages:
+                self.target.write(msg)
+        if self._progress is not None:
+            # After the writes: everything kept below these positions is written by now.
+            nxt = self._next
+            read = [SourcePartition(t, p) for t, p in last.keys() | events]
+            self._progress.progress({sp: nxt[sp] for sp in read if nxt.get(sp, -1) >= 0})
 
     def _read_up_to(self, sp: SourcePartition, raw: KafkaMessage, cluster: str) -> None:
         """``raw`` is the newest record read from ``sp`` on ``cluster``: advance the read position past it."""

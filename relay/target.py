@@ -16,7 +16,7 @@ called from any thread the target owns, but never after ``close`` returns.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from relay.errors import RelayError
@@ -82,6 +82,23 @@ class Target(Protocol):
         Records not acknowledged by then are abandoned: they were never reported as written, so
         the next start reads them again from the source.
         """
+        ...
+
+
+@runtime_checkable
+class ProgressSink(Protocol):
+    """What a target adds to remember read positions that no written record carries (optional).
+
+    The relay reads records a filter drops, transaction markers and gaps it skips (``on_gap:
+    skip``); none of these reach ``write``, so without this their partition's position stays at
+    the last record written, and they are read (and a skipped gap reported) again after a
+    restart.
+    """
+
+    def progress(self, positions: Mapping[SourcePartition, int]) -> None:
+        """The relay has read each partition up to (not including) its offset here, and has written
+        every record it keeps below it. The target may store these positions with what it commits
+        next (never before the records written before this call); it need not store them at all."""
         ...
 
 

@@ -66,7 +66,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Final
@@ -254,6 +254,10 @@ class HydrateTarget:
         except TargetRestart:
             self._drop_pending()
             raise
+
+    def progress(self, positions: Mapping[SourcePartition, int]) -> None:
+        """As the Kafka target: read positions no record carries go with its next transaction."""
+        self.kafka.progress(positions)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every record written so far is committed (fetches included)."""

@@ -44,6 +44,8 @@ from targets.kafka.topics import TopicPreparer
 
 log = structlog.get_logger("kafka_lfs_relay.target")
 
+_PROGRESS_INTERVAL = 1.0
+
 
 @dataclass(frozen=True)
 class Hooks:
@@ -112,6 +114,10 @@ class KafkaTarget:
         # partitions found later, group assignments): always under _lock.
         self._entries: dict[SourcePartition, Entry] = {}
         self._unwritten: dict[SourcePartition, Entry] = {}
+        # Read positions no record carries (see progress()), bound to the batch being filled: the
+        # sender takes both together, so a position never commits before the records below it.
+        self._progress: dict[SourcePartition, int] = {}
+        self._progress_since = 0.0
 
     # -- Target protocol -----------------------------------------------------------------------
     def high_watermarks(self, partitions: Sequence[SourcePartition]) -> Offsets:
@@ -188,6 +194,7 @@ class KafkaTarget:
             for sp in gone:
                 self._entries.pop(sp, None)
                 self._unwritten.pop(sp, None)
+                self._progress.pop(sp, None)
 
     def start(self, on_ack: AckCallback) -> None:
         """Start the sender thread."""
@@ -223,13 +230,24 @@ class KafkaTarget:
             if len(self._current) >= conf.max_records or self._current_bytes >= conf.max_bytes:
                 self._cond.notify_all()
 
+    def progress(self, positions: Mapping[SourcePartition, int]) -> None:
+        """Remember read positions beyond the last record written (filtered records, markers, a
+        skipped gap); they go with the next transaction, or on their own after a second."""
+        with self._lock:
+            pending = self._progress
+            for sp, offset in positions.items():
+                if offset > pending.get(sp, -1):
+                    pending[sp] = offset
+            if pending and not self._progress_since:
+                self._progress_since = time.monotonic()
+
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every written record is committed; raises what the sender raised."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             self._flush_requested = True
             self._cond.notify_all()
-            while self._failure is None and (self._current or self._sending or self._unwritten):
+            while self._failure is None and (self._current or self._sending or self._unwritten or self._progress):
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
@@ -261,32 +279,61 @@ class KafkaTarget:
             self._failure = None
         raise failure
 
-    def _take_batch(self) -> list[Message] | None:
-        conf = self._batch_conf
+    def _take_batch(self) -> tuple[list[Message], dict[SourcePartition, int]] | None:
+        """The next batch and the progress bound to it, once due; None when closing."""
         with self._cond:
             while True:
                 if self._closing:
                     return None
-                if (self._current or self._unwritten) and self._failure is None:
-                    full = len(self._current) >= conf.max_records or self._current_bytes >= conf.max_bytes
-                    waited = time.monotonic() - self._current_since if self._current else conf.linger
-                    if full or self._flush_requested or waited >= conf.linger:
-                        batch = self._current
-                        self._current, self._current_bytes = [], 0
+                if self._failure is None:
+                    self._drop_stale_progress()
+                    due_in = self._due_in()
+                    if due_in <= 0:
+                        batch, progress = self._current, self._progress
+                        self._current, self._current_bytes, self._progress = [], 0, {}
+                        self._progress_since = 0.0
                         self._sending = True
                         self._cond.notify_all()
-                        return batch
-                    self._cond.wait(conf.linger - waited)
+                        return batch, progress
+                    self._cond.wait(min(due_in, 0.5))
                 else:
                     self._cond.wait(0.5)
 
+    def _due_in(self) -> float:
+        """Seconds until what is pending must be sent (0 or less: now). Under ``_cond``."""
+        conf = self._batch_conf
+        now = time.monotonic()
+        if self._current:
+            full = len(self._current) >= conf.max_records or self._current_bytes >= conf.max_bytes
+            return 0.0 if full or self._flush_requested else conf.linger - (now - self._current_since)
+        if self._unwritten or (self._progress and self._flush_requested):
+            return 0.0
+        if self._progress:
+            # Progress alone waits: a relay whose filter drops everything must not commit a
+            # transaction per poll.
+            return _PROGRESS_INTERVAL - (now - self._progress_since)
+        return 0.5
+
+    def _drop_stale_progress(self) -> None:
+        """Forget progress the committed entries have reached already. Under ``_cond``, sender idle."""
+        if not self._progress:
+            return
+        entries = self._entries
+        stale = [sp for sp, offset in self._progress.items() if sp in entries and entries[sp].next >= offset]
+        for sp in stale:
+            del self._progress[sp]
+        if stale and not self._progress:
+            self._progress_since = 0.0
+            self._cond.notify_all()
+
     def _run(self) -> None:
         while True:
-            batch = self._take_batch()
-            if batch is None:
+            taken = self._take_batch()
+            if taken is None:
                 return
+            batch, progress = taken
             try:
-                acked = self._commit(batch)
+                acked = self._commit(batch, progress)
                 del batch  # acknowledged records must not stay alive while the next batch is awaited
                 assert self._on_ack is not None
                 if acked:
@@ -294,7 +341,7 @@ class KafkaTarget:
                 del acked
             except TargetRestart as exc:
                 with self._cond:
-                    self._current, self._current_bytes = [], 0
+                    self._current, self._current_bytes, self._progress = [], 0, {}
                     self._failure = exc
             except BaseException as exc:  # handed to the relay's thread, which stops the relay
                 with self._cond:
@@ -309,13 +356,22 @@ class KafkaTarget:
         unit.built = True
 
     def _positions_records(
-        self, unit: Unit, offsets: Mapping[tuple[str, int], int], extra: Mapping[SourcePartition, Entry]
+        self,
+        unit: Unit,
+        offsets: Mapping[tuple[str, int], int],
+        extra: Mapping[SourcePartition, Entry],
+        progress: Mapping[SourcePartition, int],
     ) -> list[tuple[bytes, bytes]]:
-        """The positions records of ``unit`` (with ``extra`` entries to write alongside); ``offsets``
-        holds the offset the last record of each target partition got. Runs in every attempt."""
+        """The positions records of ``unit``, with ``extra`` entries to write alongside and the
+        ``progress`` bound to it; ``offsets`` holds the offset the last record of each target
+        partition got. Runs in every attempt."""
         with self._cond:
-            current = {sp: self._entries[sp] for sp in unit.batch_next if sp in self._entries}
-        unit.entries = {**extra, **positions.advance(current, unit.batch_next, self._mirror, offsets)}
+            current = {sp: self._entries[sp] for sp in unit.batch_next.keys() | progress.keys() if sp in self._entries}
+        moved = dict(unit.batch_next)
+        for sp, offset in progress.items():
+            if offset > max(moved.get(sp, -1), current[sp].next if sp in current else -1):
+                moved[sp] = offset
+        unit.entries = {**extra, **positions.advance(current, moved, self._mirror, offsets)}
         return positions.records(self._name, unit.entries)
 
     def _mirror(self, sp: SourcePartition) -> tuple[str, int] | None:
@@ -331,8 +387,9 @@ class KafkaTarget:
                 if self._unwritten.get(sp) is entry:
                     del self._unwritten[sp]
 
-    def _commit(self, batch: Sequence[Message]) -> list[Message]:
-        """Commit ``batch`` (and entries still unwritten), one transaction per producer, each retried whole.
+    def _commit(self, batch: Sequence[Message], progress: Mapping[SourcePartition, int]) -> list[Message]:
+        """Commit ``batch`` (with its ``progress``, and entries still unwritten), one transaction per
+        producer, each retried whole.
 
         Returns the records now durable. Only in group mode can that be fewer than the batch:
         records of partitions this instance lost (fenced by their new owner) are abandoned.
@@ -345,7 +402,8 @@ class KafkaTarget:
         early = self._hooks.transform is not None
         if not sender.per_partition and not sender.lost:
             unit = Unit(batch)
-            if sender.commit(None, unit, self._build, early, partial(self._positions_records, extra=unwritten)):
+            records = partial(self._positions_records, extra=unwritten, progress=progress)
+            if sender.commit(None, unit, self._build, early, records):
                 self._committed(unit)
                 return [rec[0] for rec in unit.records]
             return []
@@ -357,7 +415,7 @@ class KafkaTarget:
             source = rec[0].source
             if source not in sender.lost:
                 units.setdefault(sender.key(source), []).append(rec)
-        for sp in unwritten:
+        for sp in unwritten.keys() | progress.keys():
             if sp not in sender.lost:
                 units.setdefault(sender.key(sp), [])
         with self._cond:
@@ -367,7 +425,10 @@ class KafkaTarget:
         for key, unit_records in units.items():
             unit = Unit((), unit_records)
             own = {sp: e for sp, e in unwritten.items() if sender.key(sp) == key}
-            if sender.commit(key, unit, self._build, False, partial(self._positions_records, extra=own)):
+            moved = {sp: off for sp, off in progress.items() if sender.key(sp) == key}
+            if sender.commit(
+                key, unit, self._build, False, partial(self._positions_records, extra=own, progress=moved)
+            ):
                 self._committed(unit)
                 acked.extend(rec[0] for rec in unit_records)
         return acked

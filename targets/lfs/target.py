@@ -149,6 +149,10 @@ class LfsTarget:
             self._drop_pending()
             raise
 
+    def progress(self, positions: Mapping[SourcePartition, int]) -> None:
+        """As the Kafka target: read positions no record carries go with its next transaction."""
+        self.kafka.progress(positions)
+
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every record written so far is committed (uploads included)."""
         try:

@@ -17,7 +17,9 @@ from confluent_kafka import Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewPartitions
 
 from kafka_lfs_relay.sandbox import KafkaCluster
-from targets.kafka.positions import DEFAULT_TOPIC
+from relay.message import SourcePartition
+from relay.settings import ClusterConfig
+from targets.kafka.positions import DEFAULT_TOPIC, PositionsTopic
 from tests.conftest import ClusterFactory, TopicFactory
 from tests.integration.harness import (
     RelayProcess,
@@ -293,3 +295,53 @@ def test_a_positions_topic_that_is_not_compacted_is_refused(
     relay = RelayProcess(config, "--stop-at-end")
     assert relay.start().wait(120) == 1, relay.log_tail()
     assert "cleanup.policy=delete" in relay.log_text() and positions_topic in relay.log_text()
+
+
+def _entries(cluster: KafkaCluster, name: str, topic: str, partitions: int) -> dict[int, int]:
+    """The relay's committed next offset per source partition, read from its positions topic."""
+    wanted = [SourcePartition(topic, p) for p in range(partitions)]
+    props = cluster.client_config()
+    target = ClusterConfig("target", props.pop("bootstrap.servers"), props)
+    found = PositionsTopic(target, DEFAULT_TOPIC, name, 60).read(wanted)
+    return {sp.partition: entry.next for sp, entry in found.items()}
+
+
+def test_records_a_filter_drops_at_the_end_still_move_the_position(
+    tmp_path: Path, kafka_cluster: KafkaCluster, topic_factory: TopicFactory
+) -> None:
+    """When a filter drops the last records of a partition, the position still moves past them: not read again."""
+    topic = topic_factory(kafka_cluster, partitions=1)
+    records = numbered(1_000, 1)
+    produce([kafka_cluster], topic, records)
+    name = f"filtered-{topic}"
+    drop_tail = [{"name": "no-9xx", "type": "key", "config": {"matches": r"^key-9\d\d$", "invert": True}}]
+    routes = [{"source": topic, "target": f"{topic}-copy"}]
+    config = write_config(
+        tmp_path / "relay.yml", relay_config([kafka_cluster], kafka_cluster, routes, name=name, filters=drop_tail)
+    )
+    _stop_at_end(config)
+    assert _entries(kafka_cluster, name, topic, 1) == {0: 1_000}
+    kept = [(k, v) for _, k, v in records if not (k or b"").startswith(b"key-9") or len(k or b"") != 7]
+    assert read_all(kafka_cluster, f"{topic}-copy", 1)[0] == kept and len(kept) == 900
+
+
+def test_a_skipped_gap_with_nothing_after_it_is_reported_once(
+    tmp_path: Path, kafka_cluster: KafkaCluster, topic_factory: TopicFactory
+) -> None:
+    """A gap skipped under on_gap: skip moves the stored position past it, so a restart does not report it again."""
+    topic = topic_factory(kafka_cluster, partitions=1)
+    produce([kafka_cluster], topic, numbered(1_000, 1))
+    name = f"skipped-{topic}"
+    routes = [{"source": topic, "target": f"{topic}-copy", "on_gap": "skip"}]
+    config = write_config(tmp_path / "relay.yml", relay_config([kafka_cluster], kafka_cluster, routes, name=name))
+    relay = RelayProcess(config, "--stop-at-end")
+    assert relay.start().wait(120) == 0, relay.log_tail()
+    produce([kafka_cluster], topic, numbered(500, 1, start=1_000))
+    admin = AdminClient(kafka_cluster.client_config())
+    for fut in admin.delete_records([TopicPartition(topic, 0, 1_500)]).values():
+        fut.result(30)
+    for _ in range(2):
+        assert relay.start().wait(120) == 0, relay.log_tail()
+    assert relay.log_text().count("records deleted before they were relayed are skipped") == 1, relay.log_tail()
+    assert _entries(kafka_cluster, name, topic, 1) == {0: 1_500}
+    assert committed_count(kafka_cluster, f"{topic}-copy", 1) == 1_000
