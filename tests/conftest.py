@@ -36,7 +36,9 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     timeouts that say nothing about the code. The lock is taken before the first test, so the
     wait does not count against any test's timeout, and is let go when the process exits.
     """
-    if _MACHINE_LOCK or not any(item.get_closest_marker("integration") for item in items):
+    if _MACHINE_LOCK or config.option.collectonly:
+        return
+    if not any(item.get_closest_marker("integration") for item in items):
         return
     handle = (Path(tempfile.gettempdir()) / "kafka-lfs-relay-integration.lock").open("w")
     try:
