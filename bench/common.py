@@ -35,10 +35,12 @@ import signal
 import statistics
 import subprocess
 import sys
+import tarfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -519,6 +521,33 @@ def relay_argv(config_path: Path, *extra: str) -> list[str]:
     line, to measure a candidate change to the relay against the same scenario.
     """
     module = os.environ.get("BENCH_RELAY_MODULE", "kafka_lfs_relay.cli")
+    return [sys.executable, "-m", module, "run", "--config", str(config_path), *extra]
+
+
+def revision_tree(rev: str) -> Path:
+    """The relay's packages as they were at git revision ``rev``, unpacked once into the work folder.
+
+    For A/B runs against an earlier release in one invocation (``git archive``, so the revision
+    must be in this clone's history).
+    """
+    out = WORK / f"rev-{rev}"
+    if not out.exists():
+        names = subprocess.run(
+            ["git", "-C", str(ROOT), "ls-tree", "--name-only", rev], capture_output=True, text=True, check=True
+        ).stdout.split()
+        packages = [n for n in ("relay", "lfs", "targets", "filters", "kafka_lfs_relay") if n in names]
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, *packages], capture_output=True, check=True)
+        with tarfile.open(fileobj=BytesIO(archive.stdout)) as tar:
+            tar.extractall(out, filter="data")
+    return out
+
+
+def revision_argv(tree: Path, config_path: Path, *extra: str) -> list[str]:
+    """The ``run`` command line of the relay unpacked in ``tree`` (its CLI module moved between releases).
+
+    Run it with ``cwd=tree``: ``python -m`` puts the working directory first on the path.
+    """
+    module = "kafka_lfs_relay.cli" if (tree / "kafka_lfs_relay" / "cli.py").exists() else "relay.cli"
     return [sys.executable, "-m", module, "run", "--config", str(config_path), *extra]
 
 

@@ -69,6 +69,8 @@ from bench.common import (
     now_text,
     relay_argv,
     relay_env,
+    revision_argv,
+    revision_tree,
     write_log4j,
     write_result,
     write_yaml,
@@ -217,7 +219,12 @@ class Bench:
             config["filters"] = FILTERS[contender]
         path = write_yaml(workdir / "relay.yml", config)
         argv = relay_argv(path, "--stop-at-end")
-        if contender == "candidate":
+        env, cwd = relay_env(), None
+        if contender == "candidate" and self.args.candidate_rev:
+            # An earlier revision's relay, same config as "relay": A/B in one invocation.
+            cwd = revision_tree(self.args.candidate_rev)
+            argv, env = revision_argv(cwd, path, "--stop-at-end"), {**env, "PYTHONPATH": str(cwd)}
+        elif contender == "candidate":
             # The same CLI from another module (a candidate change), same config as "relay".
             argv[2] = self.args.candidate_module
         if self.args.profile and contender == "relay":
@@ -228,7 +235,7 @@ class Bench:
                 raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
             argv = [spy, "record", "--nonblocking", "--threads", "--format", "raw", "--rate", "200",
                     "-o", str(workdir / "profile.txt"), "--", *argv]  # fmt: skip
-        child = Child(contender, argv, workdir / "relay.log", env=relay_env())
+        child = Child(contender, argv, workdir / "relay.log", env=env, cwd=cwd)
         self.children.append(child)
         child.start()
         stats = child.wait(self.timeout)
@@ -548,12 +555,16 @@ def main() -> None:
         "--candidate-module",
         help="also run contender 'candidate': our relay's CLI from this module (a candidate change to A/B)",
     )
+    parser.add_argument(
+        "--candidate-rev",
+        help="also run contender 'candidate': the relay of this git revision (e.g. the last release), A/B",
+    )
     parser.add_argument("--keep-logs", action="store_true", help="keep build/bench/work/throughput-runs-*")
     parser.add_argument("--name", default="a_throughput", help="result file name")
     args = parser.parse_args()
     exit_on_sigterm()
     contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
-    if args.candidate_module and "candidate" not in contenders:
+    if (args.candidate_module or args.candidate_rev) and "candidate" not in contenders:
         contenders.insert(contenders.index("relay") + 1 if "relay" in contenders else 0, "candidate")
     unknown = {c for c in contenders if c not in {*ALL, *COST, *OPTIONAL} and not BATCH_CONTENDER.fullmatch(c)}
     if unknown:

@@ -17,16 +17,11 @@ positions topic, so a restart reads only that. Contenders, alternated run by run
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
-import tarfile
 import uuid
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 from bench.common import (
-    ROOT,
     WORK,
     Child,
     Result,
@@ -42,6 +37,8 @@ from bench.common import (
     now_text,
     relay_argv,
     relay_env,
+    revision_argv,
+    revision_tree,
     write_result,
     write_yaml,
 )
@@ -49,18 +46,6 @@ from bench.common import (
 RELEASE = "92ab6cf"
 CONTENDERS = ("release", "first-start", "restart", "no-import")
 PARTITIONS = 6
-
-
-def release_tree() -> Path:
-    """The header release's packages, unpacked once into the bench's work folder."""
-    out = WORK / f"release-{RELEASE}"
-    if not (out / "relay" / "cli.py").exists():
-        archive = subprocess.run(
-            ["git", "-C", str(ROOT), "archive", RELEASE, "relay", "targets", "filters"], capture_output=True, check=True
-        )
-        with tarfile.open(fileobj=BytesIO(archive.stdout)) as tar:
-            tar.extractall(out, filter="data")
-    return out
 
 
 def main() -> None:
@@ -78,7 +63,7 @@ def main() -> None:
         create_topic(dst, "orders", PARTITIONS)
         log(f"filling the target topic with {args.records:,} records of another producer")
         fill_topic([dst], "orders", args.records, PARTITIONS, size=200, with_header=False)
-        release = release_tree()
+        release = revision_tree(RELEASE)
 
         def config(name: str, **target: Any) -> Path:
             body = {
@@ -94,7 +79,7 @@ def main() -> None:
             name = f"{contender}-{round_no}-{uuid.uuid4().hex[:6]}"
             if contender == "release":
                 # python -m puts the working directory first on the path: run from the release's tree.
-                argv = [sys.executable, "-m", "relay.cli", "run", "--config", str(config(name)), "--stop-at-end"]
+                argv = revision_argv(release, config(name), "--stop-at-end")
                 env = {**relay_env(), "PYTHONPATH": str(release)}
                 return _timed(Child(name, argv, work / f"{name}.log", env, cwd=release))
             if contender == "restart":
