@@ -2,8 +2,8 @@
 
 As Kafka Connect's exactly-once source connectors (KIP-618) and MirrorMaker 2 keep theirs: every
 transaction the Kafka target commits also writes, for each source partition it carries records
-of, one record to the positions topic (``target.positions_topic``, default
-``kafka-lfs-relay-positions``, ``cleanup.policy=compact``). Its key names the relay and the source
+of, one record to the positions topic (``target.positions_topic``, by default the relay's name +
+``-positions``, see :func:`default_topic`; ``cleanup.policy=compact``). Its key names the relay and the source
 partition, ``<relay name>/<source topic>/<partition>``; its value is an :class:`Entry`: the next
 source offset to read and, under ``partition: preserve``, the offset map (next source offset ->
 next target offset) that consumer groups are translated with. Because the entry commits or
@@ -47,7 +47,20 @@ from relay.target import TargetError
 
 log = structlog.get_logger("kafka_lfs_relay.target")
 
-DEFAULT_TOPIC: Final = "kafka-lfs-relay-positions"
+TOPIC_SUFFIX: Final = "-positions"
+
+
+def default_topic(name: str) -> str:
+    """The positions topic of the relay called ``name`` unless configured: its name + ``-positions``.
+
+    One topic per relay name: a relay that died inside a transaction holds back what a
+    ``read_committed`` reader of its positions topic sees until that transaction is aborted, which
+    its own restart (or, in group mode, the partition's new owner) does at once; another relay's
+    start-up would have to wait for the transaction timeout.
+    """
+    return f"{name}{TOPIC_SUFFIX}"
+
+
 VERSION: Final = 1
 MAX_OFFSET: Final = 2**63 - 1
 DENSE: Final = 16

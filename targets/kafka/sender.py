@@ -71,12 +71,13 @@ class TransactionalSender:
         self,
         config: KafkaTargetConfig,
         transactional_id: str,
+        positions_topic: str,
         metrics: RelayMetrics,
         per_partition: bool,
         map_offsets: bool,
     ) -> None:
         self._cluster: ClusterConfig = config.cluster
-        self.positions_topic = config.positions_topic
+        self.positions_topic = positions_topic
         self.map_offsets = map_offsets
         """Whether positions need the offsets records got (the offset map, under partition: preserve)."""
         self._retry = config.retry

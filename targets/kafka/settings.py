@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from relay.errors import ConfigError
 from relay.options import Section, read_backoff, read_cluster
-from relay.settings import MIB, Backoff, ClusterConfig
+from relay.settings import MIB, Backoff, ClusterConfig, is_topic_name
 from targets.context import TargetContext
-from targets.kafka.positions import DEFAULT_TOPIC
+from targets.kafka.positions import default_topic
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,8 @@ class KafkaTargetConfig:
     """Validated ``target`` section of a Kafka-writing target (``kafka``, ``lfs``, ``hydrate``).
 
     ``transactional_id`` None means the relay's name. ``positions_topic`` is the compacted topic
-    the relay keeps its resume positions in (see :mod:`targets.kafka.positions`);
+    the relay keeps its resume positions in (see :mod:`targets.kafka.positions`; None means the
+    relay's name + ``-positions``, see :meth:`positions_topic_for`);
     ``import_header_positions`` takes the ``kfr-pos`` headers of earlier releases once, for a
     source partition that has no entry there yet (see :mod:`targets.kafka.legacy`).
     """
@@ -41,8 +42,12 @@ class KafkaTargetConfig:
     transactional_id: str | None = None
     transaction_timeout: float = 60.0
     create_topics: bool = True
-    positions_topic: str = DEFAULT_TOPIC
+    positions_topic: str | None = None
     import_header_positions: bool = True
+
+    def positions_topic_for(self, name: str) -> str:
+        """The positions topic of the relay called ``name``."""
+        return self.positions_topic or default_topic(name)
 
 
 def parse_kafka_target(sec: Section, context: TargetContext) -> KafkaTargetConfig:
@@ -62,8 +67,14 @@ def parse_kafka_target(sec: Section, context: TargetContext) -> KafkaTargetConfi
         raise ConfigError(
             "max_in_flight", f"must be at least target.batch.max_bytes ({batch.max_bytes} bytes)", context.max_in_flight
         )
-    positions_topic = sec.topic("positions_topic", d.positions_topic)
-    if positions_topic in {t.source for t in context.topics} | {t.target for t in context.topics}:
+    positions_topic = sec.opt_topic("positions_topic")
+    resolved = positions_topic or default_topic(context.name)
+    if not is_topic_name(resolved):
+        raise ConfigError(
+            sec.key_path("positions_topic"),
+            f"is not set and the default, the relay's name + '-positions' ({resolved!r}), is not a legal topic name",
+        )
+    if resolved in {t.source for t in context.topics} | {t.target for t in context.topics}:
         raise ConfigError(sec.key_path("positions_topic"), "must be a topic of its own, not a source or target topic")
     return KafkaTargetConfig(
         positions_topic=positions_topic,

@@ -79,20 +79,21 @@ class KafkaTarget:
         self._hooks = hooks
         self._weigh = hooks.weigh
         self._name = context.name
+        positions_topic = config.positions_topic_for(context.name)
         # The offset map is kept only where a target partition mirrors one source partition.
         mapped = any(t.partition == "preserve" for t in context.topics)
         self._sender = TransactionalSender(
-            config, config.transactional_id or context.name, metrics, context.group, map_offsets=mapped
+            config, config.transactional_id or context.name, positions_topic, metrics, context.group, mapped
         )
         self._topics = TopicPreparer(
             config.cluster,
             config.create_topics,
-            config.positions_topic,
+            positions_topic,
             self._sender.on_client_error,
             self._sender.raise_if_fatal,
         )
         self._positions = PositionsTopic(
-            config.cluster, config.positions_topic, context.name, timeout=config.transaction_timeout + 30
+            config.cluster, positions_topic, context.name, timeout=config.transaction_timeout + 30
         )
         self._builder = BatchBuilder(context.topics, self._topics.partitions, hooks.transform)
         # Shared between the relay thread (write/flush) and the sender thread, under _cond.
@@ -171,7 +172,7 @@ class KafkaTarget:
                 "took resume positions from the kfr-pos headers of an earlier release, once; they go to the "
                 "positions topic now (set target.import_header_positions: false if something else wrote them)",
                 target_topics=sorted({t for t, _ in scan}),
-                positions_topic=self._config.positions_topic,
+                positions_topic=self._positions.topic,
                 partitions=taken,
             )
         return imported

@@ -19,7 +19,7 @@ from confluent_kafka.admin import AdminClient, NewPartitions
 from kafka_lfs_relay.sandbox import KafkaCluster
 from relay.message import SourcePartition
 from relay.settings import ClusterConfig
-from targets.kafka.positions import DEFAULT_TOPIC, PositionsTopic
+from targets.kafka.positions import PositionsTopic, default_topic
 from tests.conftest import ClusterFactory, TopicFactory
 from tests.integration.harness import (
     RelayProcess,
@@ -215,7 +215,7 @@ def test_upgrade_takes_the_kfr_pos_headers_of_the_old_release_once(
     relay = RelayProcess(config, "--stop-at-end")
     assert relay.start().wait(180) == 0, relay.log_tail()
     taken = [line for line in relay.log_text().splitlines() if "kfr-pos headers of an earlier release" in line]
-    assert len(taken) == 1 and target_topic in taken[0] and DEFAULT_TOPIC in taken[0], relay.log_tail()
+    assert len(taken) == 1 and target_topic in taken[0] and default_topic(name) in taken[0], relay.log_tail()
     produce([kafka_cluster], topic, third)
     assert relay.start().wait(180) == 0, relay.log_tail()
     assert relay.log_text().count("kfr-pos headers of an earlier release") == 1, "the headers were read twice"
@@ -302,7 +302,7 @@ def _entries(cluster: KafkaCluster, name: str, topic: str, partitions: int) -> d
     wanted = [SourcePartition(topic, p) for p in range(partitions)]
     props = cluster.client_config()
     target = ClusterConfig("target", props.pop("bootstrap.servers"), props)
-    found = PositionsTopic(target, DEFAULT_TOPIC, name, 60).read(wanted)
+    found = PositionsTopic(target, default_topic(name), name, 60).read(wanted)
     return {sp.partition: entry.next for sp, entry in found.items()}
 
 

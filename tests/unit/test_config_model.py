@@ -447,3 +447,21 @@ def test_section_string_map_renders_scalars_as_strings() -> None:
     """string_map renders booleans and numbers the way librdkafka expects them."""
     sec = Section({"kafka": {"enable.idempotence": True, "linger.ms": 5, "acks": "all"}}, "target")
     assert sec.string_map("kafka") == {"enable.idempotence": "true", "linger.ms": "5", "acks": "all"}
+
+
+def test_positions_topic_defaults_to_the_relays_name() -> None:
+    """Without target.positions_topic a relay keeps its positions in '<name>-positions'."""
+    tree = minimal()
+    tree["name"] = "orders-mirror"
+    kafka = parse_config(tree).target.kafka
+    assert kafka is not None and kafka.positions_topic_for("orders-mirror") == "orders-mirror-positions"
+
+
+def test_a_name_that_makes_no_topic_name_needs_an_explicit_positions_topic() -> None:
+    """A relay name that is no legal topic name is refused unless target.positions_topic is set."""
+    tree = minimal()
+    tree["name"] = "orders mirror"
+    error = config_error(tree)
+    assert error.path == "target.positions_topic" and "'orders mirror-positions'" in str(error)
+    tree["target"]["positions_topic"] = "orders-positions"
+    assert parse_config(tree).target.settings.positions_topic == "orders-positions"
