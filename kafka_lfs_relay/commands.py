@@ -127,6 +127,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"kafka-lfs-relay: {exc}", file=sys.stderr)
         return exc.exit_code
+    # check reports every unreachable cluster in its own line, with librdkafka's reason; the
+    # clients' own lines about it (a warning per client) would only repeat that, so they show
+    # with log.level: debug alone.
+    logs.configure("debug" if config.log.level == "debug" else "error", config.log.format)
     problems = run_checks(config, print)
     if problems:
         print(f"{problems} problem(s) found", file=sys.stderr)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
+import time
 from typing import Any
 
 import structlog
@@ -32,28 +34,56 @@ def configure(level: str = "info", fmt: str = "console") -> None:
     )
 
 
+# What differs between two otherwise identical librdkafka lines: how long the failed attempt took.
+_VOLATILE = re.compile(r" ?\(after \d+ms in state [A-Z_]+(?:, \d+ identical error\(s\) suppressed)?\)")
+_REPEAT_SECONDS = 60.0
+
+
 class _ToStructlog(logging.Handler):
     """Forwards librdkafka's log records (which never carry credentials) to structlog.
 
-    librdkafka's errors and warnings are warnings here (its "errors" are mostly transient, such as
-    a refused connection, which the relay handles and reports itself); notices and below are debug.
-    Warnings must not be demoted: an offset reset, for one, is a librdkafka warning.
+    librdkafka's errors (``%3``: a refused connection, a broker that went away) become warnings,
+    everything else debug lines. A client whose broker is down repeats the same error at every
+    reconnect, several times a second at first; the relay reports that state in its own words
+    (a failed health check, a switch, a target error), so a repeat of the same line from the
+    same client within a minute is logged at debug. ``quiet`` logs everything at debug: for
+    clients that expect failures, such as a readiness probe polling a broker that is starting.
     """
+
+    def __init__(self, quiet: bool) -> None:
+        super().__init__()
+        self.quiet = quiet
+        self._warned: dict[str, float] = {}
 
     def emit(self, record: logging.LogRecord) -> None:
         log = structlog.get_logger("librdkafka")
         text = record.getMessage()
-        if record.levelno >= logging.WARNING:
-            log.warning("librdkafka", detail=text)
-        else:
+        if self.quiet or record.levelno < logging.ERROR:
             log.debug("librdkafka", detail=text)
+            return
+        # Called with the handler's lock held (logging.Handler.handle), so the dict is safe.
+        key = _VOLATILE.sub("", text)
+        now = time.monotonic()
+        last = self._warned.get(key)
+        if last is not None and now - last < _REPEAT_SECONDS:
+            log.debug("librdkafka", detail=text, repeated=True)
+            return
+        if len(self._warned) >= 1000:
+            self._warned.clear()
+        self._warned[key] = now
+        log.warning("librdkafka", detail=text)
 
 
-def librdkafka_logger() -> logging.Logger:
-    """The stdlib logger handed to every confluent-kafka client as ``logger``."""
-    logger = logging.getLogger("kafka_lfs_relay.librdkafka")
+def librdkafka_logger(quiet: bool = False) -> logging.Logger:
+    """The stdlib logger handed to every confluent-kafka client as ``logger``.
+
+    Every client the project creates (the relay's, ``check``'s, the sandbox's, the demo's, the
+    benchmarks' and the tests') takes one, so librdkafka never writes its own ``%N|...`` lines
+    to stderr. ``quiet``: every line at debug (see :class:`_ToStructlog`).
+    """
+    logger = logging.getLogger("kafka_lfs_relay.librdkafka" + (".quiet" if quiet else ""))
     if not logger.handlers:
-        logger.addHandler(_ToStructlog())
+        logger.addHandler(_ToStructlog(quiet))
         logger.setLevel(logging.DEBUG)
         logger.propagate = False
     return logger

@@ -27,6 +27,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from relay.backoff import backoff_delay
 from relay.kafkautil import headers_of
+from relay.logs import librdkafka_logger
 from relay.message import SourcePartition
 
 HEADER = "kfr-pos"
@@ -157,6 +158,7 @@ def newest_positions(
         "enable.partition.eof": True,
         "isolation.level": "read_committed",
         "auto.offset.reset": "earliest",
+        "logger": librdkafka_logger(),
     }
     consumer = Consumer(conf)
     found: list[dict[SourcePartition, int]] = []
