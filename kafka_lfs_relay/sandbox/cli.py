@@ -13,6 +13,7 @@ from typing import Any
 
 from kafka_lfs_relay.sandbox.process import SandboxError
 from kafka_lfs_relay.sandbox.sandbox import Sandbox
+from relay import logs
 
 
 def add_parser(sub: Any) -> None:
@@ -57,6 +58,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.clusters < 0 or (args.clusters == 0 and not args.auth and not args.s3):
         print("sandbox up: --clusters must be 1 or more (or ask for --auth/--s3)", file=sys.stderr)
         return 2
+    # Log lines (librdkafka's included) go to stderr, warnings and above: stdout is the table or JSON.
+    logs.configure("warning")
     root = args.dir or Path(tempfile.mkdtemp(prefix="kfr-sandbox-"))
     box = Sandbox(root.resolve(), clusters=args.clusters, s3=args.s3, auth=args.auth)
     stop = threading.Event()

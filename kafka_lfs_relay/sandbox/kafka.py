@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import logging
 import secrets
 import shutil
 import subprocess
@@ -14,6 +13,7 @@ from typing import Any
 
 from kafka_lfs_relay.sandbox.distribution import KafkaDistribution, java_executable
 from kafka_lfs_relay.sandbox.process import ManagedProcess, SandboxError, free_port, log_tail, port_open, wait_until
+from relay.logs import librdkafka_logger
 
 HOST = "127.0.0.1"
 
@@ -153,6 +153,15 @@ class KafkaCluster:
                 }
             )
         return conf
+
+    def client_conf(self) -> dict[str, Any]:
+        """:meth:`client_config` plus ``logger``, for a confluent-kafka client made in this process.
+
+        librdkafka's lines then go through structlog (:func:`relay.logs.librdkafka_logger`)
+        instead of straight to stderr, where they would interleave with a test's, the demo's or
+        a benchmark's output once this cluster is stopped or killed.
+        """
+        return {**self.client_config(), "logger": librdkafka_logger()}
 
     def info(self) -> dict[str, Any]:
         """The endpoint as printed by ``sandbox up --json``."""
@@ -380,7 +389,12 @@ class KafkaCluster:
             return False
         from confluent_kafka.admin import AdminClient
 
-        conf: dict[str, Any] = {**self.client_config(), "socket.timeout.ms": 2000, "logger": _quiet_logger()}
+        # A starting broker refuses or drops connections: expected here, so every line is debug.
+        conf: dict[str, Any] = {
+            **self.client_config(),
+            "socket.timeout.ms": 2000,
+            "logger": librdkafka_logger(quiet=True),
+        }
         try:
             md = AdminClient(conf).list_topics(timeout=2)
         except Exception:
@@ -417,11 +431,3 @@ class KafkaCluster:
     def alive(self) -> bool:
         """True while the broker process runs."""
         return self._proc is not None and self._proc.alive()
-
-
-def _quiet_logger() -> logging.Logger:
-    """A logger that swallows librdkafka's connection-refused chatter during readiness polling."""
-    logger = logging.getLogger("kafka_lfs_relay.sandbox.probe")
-    logger.addHandler(logging.NullHandler())
-    logger.propagate = False
-    return logger

@@ -8,6 +8,7 @@ from typing import Any
 from confluent_kafka import KafkaError, Producer
 
 from kafka_lfs_relay.sandbox.process import SandboxError
+from relay.logs import librdkafka_logger
 
 
 class FeedProducer(Producer):
@@ -16,15 +17,23 @@ class FeedProducer(Producer):
     ``flush() == 0`` alone only says the queue is empty: a record whose delivery failed (timed
     out, refused by the broker) leaves the queue too. Tests, the benchmarks and the demo feed
     topics through this class so that such a record fails them instead of going missing.
+
+    librdkafka's lines go through structlog (:func:`relay.logs.librdkafka_logger`) unless
+    ``conf`` names another ``logger``. The producer holds no reference to itself (its delivery
+    callback is a closure over :attr:`failures`, not a bound method), so dropping the last
+    reference destroys it at once: a feeder that is done does not linger, reconnecting to a
+    cluster that a test or the demo kills afterwards, until the next garbage collection.
     """
 
     def __init__(self, conf: Mapping[str, Any]) -> None:
-        self.failures: list[str] = []
-        super().__init__({**conf, "on_delivery": self._delivered})
+        failures: list[str] = []
 
-    def _delivered(self, err: KafkaError | None, msg: Any) -> None:
-        if err is not None:
-            self.failures.append(f"{msg.topic()}/{msg.partition()}: {err.str()}")
+        def delivered(err: KafkaError | None, msg: Any) -> None:
+            if err is not None:
+                failures.append(f"{msg.topic()}/{msg.partition()}: {err.str()}")
+
+        self.failures = failures
+        super().__init__({"logger": librdkafka_logger(), **conf, "on_delivery": delivered})
 
     def send(self, topic: str, value: bytes | None, key: bytes | None = None, **kwargs: Any) -> None:
         """``produce()``, waiting while the client's queue is full."""
