@@ -114,7 +114,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"kafka-lfs-relay: internal error: {type(exc).__name__}: {exc} (a bug; please report it)", file=sys.stderr
         )
         return 70
-    log.info("relay stopped cleanly")
+    records, bytes_ = metrics.relayed()
+    log.info("relay stopped cleanly", records=records, bytes=bytes_)
     return 0
 
 

@@ -89,6 +89,14 @@ class RelayMetrics:
             registry=r,
         )
 
+    def relayed(self) -> tuple[int, int]:
+        """Records and bytes the target committed so far, summed over every partition."""
+
+        def total(counter: Counter) -> int:
+            return int(sum(s.value for m in counter.collect() for s in m.samples if s.name.endswith("_total")))
+
+        return total(self.records_relayed), total(self.bytes_relayed)
+
     def watch_filters(self, stats: Callable[[], Mapping[str, FilterCounts]]) -> None:
         """Export the filter chain's own counters, read at scrape time (no work per record)."""
         self.registry.register(_FilterCollector(stats))
