@@ -363,7 +363,7 @@ def fresh_clusters(names: Sequence[str], scenario: str) -> Iterator[dict[str, Ka
 
 def admin(cluster: KafkaCluster) -> AdminClient:
     """An AdminClient for ``cluster``."""
-    return AdminClient(cluster.client_config())
+    return AdminClient(cluster.client_conf())
 
 
 def create_topic(cluster: KafkaCluster, name: str, partitions: int, config: dict[str, str] | None = None) -> None:
@@ -396,7 +396,7 @@ def delete_topics(cluster: KafkaCluster, keep: Sequence[str] = ()) -> None:
 
 def end_offsets(cluster: KafkaCluster, topic: str, partitions: int) -> list[int]:
     """High watermarks of every partition."""
-    consumer = Consumer({**cluster.client_config(), "group.id": "bench-offsets"})
+    consumer = Consumer({**cluster.client_conf(), "group.id": "bench-offsets"})
     try:
         return [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)]
     finally:
@@ -407,7 +407,7 @@ class OffsetWatcher:
     """Polls the sum of a topic's end offsets (a cheap way to see a copy finish)."""
 
     def __init__(self, cluster: KafkaCluster, topic: str, partitions: int) -> None:
-        self.consumer = Consumer({**cluster.client_config(), "group.id": "bench-watch"})
+        self.consumer = Consumer({**cluster.client_conf(), "group.id": "bench-watch"})
         self.tps = [TopicPartition(topic, p) for p in range(partitions)]
 
     def total(self) -> int:
@@ -477,7 +477,7 @@ def fill_topic(
     producers = [
         Producer(
             {
-                **c.client_config(),
+                **c.client_conf(),
                 **PRODUCER_BATCHING,
                 "linger.ms": 20,
                 "enable.idempotence": True,

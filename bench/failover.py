@@ -49,6 +49,7 @@ from bench.common import (
     write_yaml,
 )
 from kafka_lfs_relay.sandbox import KafkaCluster
+from relay import logs
 
 SEQ = "bench-seq"
 
@@ -58,8 +59,8 @@ class DualProducer:
 
     def __init__(self, east: KafkaCluster, west: KafkaCluster, topic: str, partitions: int, rate: int) -> None:
         conf = {"linger.ms": 5, "compression.type": "lz4", "acks": "all", "enable.idempotence": True}
-        self.east: Producer | None = Producer({**east.client_config(), **conf})
-        self.west = Producer({**west.client_config(), **conf})
+        self.east: Producer | None = Producer({**east.client_conf(), **conf})
+        self.west = Producer({**west.client_conf(), **conf})
         self.topic = topic
         self.partitions = partitions
         self.rate = rate
@@ -118,7 +119,7 @@ class Arrivals:
     def __init__(self, dst: KafkaCluster, topic: str, partitions: int) -> None:
         self.consumer = Consumer(
             {
-                **dst.client_config(),
+                **dst.client_conf(),
                 "group.id": f"fo-{uuid.uuid4().hex[:6]}",
                 "enable.auto.commit": False,
                 "isolation.level": "read_committed",
@@ -244,6 +245,7 @@ def main() -> None:
     parser.add_argument("--keep-logs", action="store_true")
     parser.add_argument("--name", default="e_failover")
     args = parser.parse_args()
+    logs.configure("warning")  # log lines (librdkafka's, through structlog) from warning up, on stderr
     exit_on_sigterm()
     machine = machine_info()
     started = now_text()

@@ -29,12 +29,13 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from kafka_lfs_relay.sandbox import KafkaCluster, Sandbox
+from relay import logs
 
 
 def _feed(cluster: KafkaCluster, topic: str, records: int, partitions: int, size: int) -> None:
-    admin = AdminClient(dict[str, Any](cluster.client_config()))
+    admin = AdminClient(cluster.client_conf())
     admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(60)
-    producer = Producer({**cluster.client_config(), "linger.ms": 20, "compression.type": "lz4"})
+    producer = Producer({**cluster.client_conf(), "linger.ms": 20, "compression.type": "lz4"})
     value = b"x" * size
     for i in range(records):
         while True:
@@ -68,7 +69,7 @@ def _run(
         config["group"] = {"id": out_topic, "session_timeout": "6s"}
     path = root / f"{out_topic}.yml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    admin = AdminClient(dict[str, Any](target.client_config()))
+    admin = AdminClient(target.client_conf())
     admin.create_topics([NewTopic(out_topic, partitions, 1)])[out_topic].result(60)
     start = time.monotonic()
     procs = [
@@ -81,7 +82,7 @@ def _run(
     ]
     # End offsets would count transaction markers too, so the records themselves are counted,
     # read_committed, as they arrive; the reader costs every contender the same.
-    reader = Consumer({**target.client_config(), "group.id": "bench-count", "isolation.level": "read_committed"})
+    reader = Consumer({**target.client_conf(), "group.id": "bench-count", "isolation.level": "read_committed"})
     reader.assign([TopicPartition(out_topic, p, 0) for p in range(partitions)])
     seen = 0
     try:
@@ -106,6 +107,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    logs.configure("warning")  # log lines (librdkafka's, through structlog) from warning up, on stderr
     root = Path(tempfile.mkdtemp(prefix="kfr-bench-group-"))
     box = Sandbox(root / "sandbox", clusters=2)
     box.up()

@@ -73,6 +73,7 @@ from bench.common import (
 from kafka_lfs_relay.sandbox import FeedProducer, KafkaCluster, S3Server, kafka_distribution
 from lfs import Envelope, Resolver, checksum
 from lfs.s3 import S3Settings, make_client
+from relay import logs
 
 BIG_TOPIC = {"max.message.bytes": str(100 * MIB)}
 COLUMNS = [
@@ -154,7 +155,7 @@ class Bench:
     def source_topic(self, envelopes: list[Envelope]) -> str:
         topic = f"envelopes-{uuid.uuid4().hex[:8]}"
         create_topic(self.kafka, topic, self.args.partitions)
-        producer = Producer({**self.kafka.client_config(), "linger.ms": 5, "enable.idempotence": True})
+        producer = Producer({**self.kafka.client_conf(), "linger.ms": 5, "enable.idempotence": True})
         now = int(time.time() * 1000)
         for i, env in enumerate(envelopes):
             producer.produce(topic, env.encode(), f"k{i}".encode(), partition=i % self.args.partitions, timestamp=now)
@@ -444,6 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-max-bytes", default="64MiB", help="target.batch.max_bytes (relay default 64MiB)")
     parser.add_argument("--runs", type=int, default=3, help="runs per size; figures are medians")
     args = parser.parse_args(argv)
+    logs.configure("warning")  # log lines (librdkafka's, through structlog) from warning up, on stderr
     result = run(args)
     print(markdown_table(result.columns, result.rows))
     print(f"\nbase RSS (one 1 KiB payload): {result.settings['base_rss_mib']} MiB")

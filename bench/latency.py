@@ -50,6 +50,7 @@ from bench.common import (
 )
 from bench.mirrormaker import MirrorMaker, describe, mm2_properties
 from kafka_lfs_relay.sandbox import KafkaCluster
+from relay import logs
 
 TOPIC = "lat"
 # mm2-eos: MirrorMaker 2 with exactly-once source support, as our relay is exactly-once.
@@ -64,10 +65,10 @@ class Probe:
     def __init__(self, src: KafkaCluster, dst: KafkaCluster, partitions: int, rate: int) -> None:
         self.partitions = partitions
         self.rate = rate
-        self.producer = Producer({**src.client_config(), **LOAD_PRODUCER})
+        self.producer = Producer({**src.client_conf(), **LOAD_PRODUCER})
         self.consumer = Consumer(
             {
-                **dst.client_config(),
+                **dst.client_conf(),
                 "group.id": f"lat-{uuid.uuid4().hex[:6]}",
                 "enable.auto.commit": False,
                 "isolation.level": "read_committed",
@@ -249,6 +250,7 @@ def main() -> None:
     parser.add_argument("--keep-logs", action="store_true")
     parser.add_argument("--name", default="b_latency")
     args = parser.parse_args()
+    logs.configure("warning")  # log lines (librdkafka's, through structlog) from warning up, on stderr
     exit_on_sigterm()
     contenders = [c for c in args.contenders.split(",") if c]
     if args.candidate_module and "candidate" not in contenders:

@@ -61,6 +61,7 @@ from kafka_lfs_relay.sandbox import FeedProducer, KafkaCluster, kafka_distributi
 from kafka_lfs_relay.sandbox.s3 import S3Server
 from lfs import decode_envelope, is_lfs_envelope
 from lfs.s3 import S3Settings, make_client
+from relay import logs
 from relay.units import parse_size
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -150,7 +151,7 @@ class Bench:
         config = {"max.message.bytes": str(MAX_MESSAGE)}
         if log_append_time:
             config["message.timestamp.type"] = "LogAppendTime"
-        admin = AdminClient(dict(self._cluster().client_config()))
+        admin = AdminClient(self._cluster().client_conf())
         admin.create_topics([NewTopic(name, 1, 1, config=config)])[name].result(60)
         return name
 
@@ -246,7 +247,7 @@ class Bench:
         """(records, payload bytes, first and last append time in ms) of a target topic."""
         consumer = Consumer(
             {
-                **self._cluster().client_config(),
+                **self._cluster().client_conf(),
                 "group.id": "lfs-bench",
                 "enable.partition.eof": True,
                 "isolation.level": "read_committed",
@@ -429,6 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, help="sandbox directory (default: a fresh one under build/bench/work)")
     parser.add_argument("--keep", action="store_true", help="keep the sandbox's data (several GiB) afterwards")
     args = parser.parse_args(argv)
+    logs.configure("warning")  # log lines (librdkafka's, through structlog) from warning up, on stderr
 
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     workdir = args.workdir or ROOT / "build" / "bench" / "work" / f"lfs-{uuid.uuid4().hex[:6]}"

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
 from bench.common import CONSUMER_FETCH, PRODUCER_BATCHING
+from relay import logs
+from relay.logs import librdkafka_logger
 
 SETTINGS = {
     "consumer": {**CONSUMER_FETCH, "assignment": "every partition from the beginning", "batch": "consume(2000)"},
@@ -31,6 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--topic", required=True)
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
+    logs.configure("warning")
     consumer = Consumer(
         {
             "bootstrap.servers": args.source,
@@ -38,6 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "enable.auto.commit": False,
             "enable.partition.eof": True,
             **CONSUMER_FETCH,
+            "logger": librdkafka_logger(),
         }
     )
     producer = Producer(
@@ -47,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "enable.idempotence": True,
             "queue.buffering.max.messages": 1_000_000,
             "queue.buffering.max.kbytes": 1_048_576,
+            "logger": librdkafka_logger(),
         }
     )
     partitions = len(consumer.list_topics(args.topic, timeout=10).topics[args.topic].partitions)

@@ -77,6 +77,7 @@ from bench.common import (
 )
 from bench.mirrormaker import MirrorMaker, describe, mm2_properties
 from kafka_lfs_relay.sandbox import KafkaCluster
+from relay import logs
 from relay.units import parse_size
 
 TOPIC = "small"
@@ -562,6 +563,7 @@ def main() -> None:
     parser.add_argument("--keep-logs", action="store_true", help="keep build/bench/work/throughput-runs-*")
     parser.add_argument("--name", default="a_throughput", help="result file name")
     args = parser.parse_args()
+    logs.configure("warning")  # log lines (librdkafka's, through structlog) from warning up, on stderr
     exit_on_sigterm()
     contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
     if (args.candidate_module or args.candidate_rev) and "candidate" not in contenders:

@@ -89,7 +89,7 @@ def cluster_factory(tmp_path: Path, kafka_dist: KafkaDistribution) -> Iterator[C
 
 def create_topic(cluster: KafkaCluster, name: str, partitions: int = 1, config: dict[str, str] | None = None) -> str:
     """Create ``name`` on ``cluster`` and wait until the creation is acknowledged."""
-    admin = AdminClient(cluster.client_config())
+    admin = AdminClient(cluster.client_conf())
     futures = admin.create_topics([NewTopic(name, partitions, 1, config=config or {})], operation_timeout=30)
     futures[name].result(timeout=60)
     return name

@@ -10,6 +10,8 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from confluent_kafka import Message as KafkaMessage
 
+from relay.logs import librdkafka_logger
+
 
 def read_to_end(
     client_config: Mapping[str, Any],
@@ -34,6 +36,7 @@ def read_to_end(
             "enable.partition.eof": True,
             "isolation.level": "read_committed" if committed else "read_uncommitted",
             "auto.offset.reset": "error",
+            "logger": librdkafka_logger(),
         }
     )
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])

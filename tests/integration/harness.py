@@ -201,7 +201,7 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float, relay: RelayP
 
 def end_offsets(cluster: KafkaCluster, topic: str, partitions: int) -> list[int]:
     """High watermarks of each partition."""
-    consumer = Consumer({**cluster.client_config(), "group.id": "test-offsets"})
+    consumer = Consumer({**cluster.client_conf(), "group.id": "test-offsets"})
     try:
         return [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)]
     finally:

@@ -122,7 +122,7 @@ def test_partitions_added_while_running_are_relayed(
     )
     relay = RelayProcess(config).start()
     wait_for("the first records", lambda: committed_count(kafka_cluster, target_topic, 3) >= 1_000, 60, relay)
-    admin = AdminClient(kafka_cluster.client_config())
+    admin = AdminClient(kafka_cluster.client_conf())
     admin.create_partitions([NewPartitions(topic, 3)])[topic].result(30)
     extra = [(2, f"new-{i}".encode(), f"new-value-{i}".encode()) for i in range(300)]
     produce([kafka_cluster], topic, extra)

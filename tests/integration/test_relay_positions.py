@@ -85,7 +85,7 @@ def test_target_topic_emptied_by_retention_then_restart_relays_only_new_records(
     _stop_at_end(config)
     assert committed_count(kafka_cluster, target_topic, 2) == 3_000
     ends = end_offsets(kafka_cluster, target_topic, 2)
-    admin = AdminClient(kafka_cluster.client_config())
+    admin = AdminClient(kafka_cluster.client_conf())
     for fut in admin.delete_records([TopicPartition(target_topic, p, ends[p]) for p in range(2)]).values():
         fut.result(30)
     assert committed_count(kafka_cluster, target_topic, 2) == 0
@@ -108,7 +108,7 @@ def test_partitions_added_under_key_partitioning_then_kill9_is_exactly_once(
     )
     relay = RelayProcess(config).start()
     wait_for("the first records", lambda: committed_count(target, topic, 2) >= 4_000, 90, relay)
-    admin = AdminClient(source.client_config())
+    admin = AdminClient(source.client_conf())
     admin.create_partitions([NewPartitions(topic, 4)])[topic].result(30)
     later = numbered(8_000, 4, start=4_000)
     produce([source], topic, later)
@@ -262,7 +262,7 @@ def test_an_entry_that_cannot_be_read_stops_the_relay_with_one_line(
     positions_topic = topic_factory(kafka_cluster, partitions=1, config={"cleanup.policy": "compact"})
     produce([kafka_cluster], topic, numbered(10, 1))
     name = f"bad-{positions_topic}"
-    producer = Producer(kafka_cluster.client_config())
+    producer = Producer(kafka_cluster.client_conf())
     producer.produce(positions_topic, value, f"{name}/{topic}/0".encode(), partition=0)
     assert producer.flush(30) == 0
     config = write_config(

@@ -61,7 +61,7 @@ def test_gapped_log_with_aborted_transactions_and_deleted_head_terminates(
 ) -> None:
     """A log that starts past 0, holds aborted transactions and ends in a marker is relayed exactly and ends."""
     topic = topic_factory(kafka_cluster, partitions=1)
-    producer = Producer({**kafka_cluster.client_config(), "transactional.id": f"gaps-{topic}"})
+    producer = Producer({**kafka_cluster.client_conf(), "transactional.id": f"gaps-{topic}"})
     producer.init_transactions(30)
     committed: list[tuple[int, bytes, bytes]] = []
     for round_ in range(6):
@@ -78,7 +78,7 @@ def test_gapped_log_with_aborted_transactions_and_deleted_head_terminates(
         else:
             producer.commit_transaction(30)
             committed.extend(batch)
-    admin = AdminClient(kafka_cluster.client_config())
+    admin = AdminClient(kafka_cluster.client_conf())
     deleted = admin.delete_records([TopicPartition(topic, 0, 50)])
     for fut in deleted.values():
         fut.result(30)

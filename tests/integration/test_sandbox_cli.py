@@ -15,6 +15,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from kafka_lfs_relay.sandbox import FeedProducer
 from kafka_lfs_relay.sandbox.process import pid_alive
+from relay.logs import librdkafka_logger
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +35,7 @@ def test_detached_sandbox_serves_clients_and_down_leaves_no_process(tmp_path: Pa
     try:
         assert [c["name"] for c in info["clusters"]] == ["cluster-1", "cluster-2"]
         cluster = info["clusters"][1]
-        conf = {"bootstrap.servers": cluster["bootstrap_servers"], **cluster["kafka"]}
+        conf = {"bootstrap.servers": cluster["bootstrap_servers"], **cluster["kafka"], "logger": librdkafka_logger()}
         admin = AdminClient(conf)
         admin.create_topics([NewTopic("cli-check", 1, 1)])["cli-check"].result(30)
         producer = FeedProducer(conf)
