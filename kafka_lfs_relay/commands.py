@@ -16,6 +16,7 @@ from kafka_lfs_relay.config import RelayConfig, load_config, validate
 from kafka_lfs_relay.wiring import build_relay
 from relay import logs
 from relay.errors import ConfigError, RelayError
+from relay.health import RelayHealth
 from relay.metrics import RelayMetrics
 from relay.relay import Progress
 
@@ -76,7 +77,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return exc.exit_code
     logs.configure(config.log.level, config.log.format)
     log = structlog.get_logger("kafka_lfs_relay")
-    metrics = RelayMetrics()
+    metrics = RelayMetrics(health=RelayHealth(config.stall_timeout))
     try:
         bar = _ProgressBar() if config.stop_at_end and sys.stderr.isatty() else None
         relay = build_relay(config, metrics, on_progress=bar)
@@ -86,7 +87,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                 metrics.serve(host, port)
             except OSError as exc:
                 raise ConfigError("metrics.listen", f"cannot listen there ({exc.strerror})", f"{host}:{port}") from None
-            log.info("metrics endpoint", url=f"http://{host}:{port}/metrics")
+            log.info(
+                "metrics and health endpoints",
+                metrics=f"http://{host}:{port}/metrics",
+                liveness=f"http://{host}:{port}/healthz",
+                readiness=f"http://{host}:{port}/readyz",
+            )
 
         def on_signal(signum: int, _frame: object) -> None:
             # Only sets a flag: the relay's own thread drains and returns, so nothing is half-written.

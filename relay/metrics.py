@@ -1,13 +1,24 @@
-"""Prometheus metrics of one relay, in a registry of its own (no global state)."""
+"""Prometheus metrics of one relay, in a registry of its own (no global state), and its HTTP listener.
+
+The listener serves ``/metrics`` (Prometheus), ``/healthz`` (liveness) and ``/readyz``
+(readiness, see :mod:`relay.health`) on one port.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from typing import Protocol
+import json
+import socket
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from socketserver import ThreadingMixIn
+from typing import Any, Protocol
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from relay.health import RelayHealth
 
 PREFIX = "kafka_lfs_relay"
 
@@ -15,8 +26,9 @@ PREFIX = "kafka_lfs_relay"
 class RelayMetrics:
     """Every metric the relay exports. Created once per relay and passed to whoever updates it."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, health: RelayHealth | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        self.health = health or RelayHealth()
         r = self.registry
         self.records_relayed = Counter(
             f"{PREFIX}_records_relayed",
@@ -101,9 +113,14 @@ class RelayMetrics:
         """Export the filter chain's own counters, read at scrape time (no work per record)."""
         self.registry.register(_FilterCollector(stats))
 
-    def serve(self, host: str, port: int) -> None:
-        """Serve ``/metrics`` on ``host:port`` from a daemon thread."""
-        start_http_server(port, addr=host, registry=self.registry)
+    def serve(self, host: str, port: int) -> int:
+        """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on ``host:port`` from daemon threads; the bound port."""
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+        server_class = type("_Listener", (_Listener,), {"address_family": family})
+        app = _health_app(make_wsgi_app(self.registry), self.health)
+        server: WSGIServer = make_server(host, port, app, server_class=server_class, handler_class=_QuietHandler)
+        threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+        return int(server.server_address[1])
 
 
 class FilterCounts(Protocol):
@@ -136,3 +153,44 @@ class _FilterCollector(Collector):
             errors.add_metric([name], st.errors)
             seconds.add_metric([name], st.seconds)
         yield from (kept, dropped, errors, seconds)
+
+
+class _Listener(ThreadingMixIn, WSGIServer):
+    """One thread per request, none of them keeping the process alive."""
+
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log: an orchestrator probes every few seconds."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+_WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def _health_app(metrics_app: _WsgiApp, health: RelayHealth) -> _WsgiApp:
+    """``/healthz`` and ``/readyz`` as JSON (200 or 503); every other path is the Prometheus app's."""
+    probes = {"/healthz": health.liveness, "/readyz": health.readiness}
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        probe = probes.get(environ.get("PATH_INFO", ""))
+        if probe is None:
+            return metrics_app(environ, start_response)
+        try:
+            ok, body = probe()
+            status = "200 OK" if ok else "503 Service Unavailable"
+        except Exception as exc:  # a probe must answer; a bug here is not the relay's health
+            status, body = "500 Internal Server Error", {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
+        data = (json.dumps(body) + "\n").encode()
+        headers = [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(data))),
+            ("Cache-Control", "no-store"),
+        ]
+        start_response(status, headers)
+        return [data]
+
+    return app

@@ -172,10 +172,13 @@ class GroupShare:
         sps = [SourcePartition(tp.topic, tp.partition) for tp in partitions]
         self._metrics.rebalances.labels(kind="assigned").inc()
         if not sps:
+            # Joined with nothing to own (more instances than partitions): a standby, and ready.
+            self._metrics.health.owns(len(self._positions.owned()))
             return
         # The target fences the partitions' previous owners, then reads their positions back.
         self._positions.resume(sps)
         self._metrics.partitions_owned.set(len(self._positions.owned()))
+        self._metrics.health.owns(len(self._positions.owned()))
         log.info("partitions assigned", partitions=_names(sps), owned=len(self._positions.owned()))
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -207,6 +210,7 @@ class GroupShare:
             self._acked.pop(sp, None)
             self._committed.pop(sp, None)
         self._metrics.partitions_owned.set(len(self._positions.owned()))
+        self._metrics.health.owns(len(self._positions.owned()))
 
     def _commit(self, asynchronous: bool) -> None:
         """Write acknowledged positions to the group, so standard lag tooling shows the relay's lag."""

@@ -117,6 +117,9 @@ class Relay:
         # The end offset a partition's watermarks showed when it was found outside the log, and
         # when: health checks older than that do not let it go (they may predate a truncation).
         self._seen_end: dict[SourcePartition, tuple[float, int]] = {}
+        # /healthz and /readyz (relay.health): the loop, the acks and the ownership report to it.
+        self.health = metrics.health
+        self.health.watch_source(lambda: (pool.active, pool.latest(pool.active)))
         self.ownership: Ownership
         if settings.group is None:
             self.ownership = AllPartitions(pool, self)
@@ -124,6 +127,7 @@ class Relay:
             if not isinstance(target, PartitionOwner):
                 raise TypeError("group mode needs a target that implements relay.target.PartitionOwner")
             self.ownership = GroupShare(settings.group, list(self.routes), target, self, self.budget, metrics)
+            self.health.in_group(settings.group.id)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -148,11 +152,13 @@ class Relay:
                 self._done = {sp for sp, end in self._ends.items() if self._next.get(sp, -1) == max(end, 0)}
             self.target.start(self._on_ack)
             self.pool.start()
+            self.health.running()
             self._loop()
             self._drain()
             self.ownership.end()
         finally:
             self._cancel_verification()
+            self.health.stopped()
             self.pool.stop()
             if self._reader is not None:
                 # In group mode, leaving the group revokes what this instance owns; drained by now.
@@ -190,6 +196,7 @@ class Relay:
         return list(self._next)
 
     def _drain(self) -> None:
+        self.health.draining()
         log.info("draining: waiting for the target to acknowledge what is in flight", bytes=self.budget.used)
         if not self.stopping.is_set():
             self.target.flush()  # stop_at_end: the run is only done once everything is acknowledged
@@ -222,6 +229,7 @@ class Relay:
             if reader.fatal:
                 raise SourceError(reader.fatal)
             batch = reader.consume(_POLL_RECORDS, _POLL_TIMEOUT)
+            self.health.polled()
             if batch:
                 try:
                     self._handle(batch)
@@ -549,6 +557,7 @@ class Relay:
             c[1] += msg.size
             total += msg.size
         self.ownership.acked(messages)
+        self.health.acked()
         for (cluster, topic, partition), (n, size) in counts.items():
             self.metrics.records_relayed.labels(source_cluster=cluster, topic=topic, partition=str(partition)).inc(n)
             self.metrics.bytes_relayed.labels(source_cluster=cluster, topic=topic, partition=str(partition)).inc(size)

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from kafka_lfs_relay.registry import CUSTOM_SECTION, SECTIONS, TARGETS
 from relay.errors import ConfigError
+from relay.health import STALL_TIMEOUT
 from relay.options import Section, read_backoff, read_cluster
 from relay.plugins import is_dotted_path
 from relay.settings import (
@@ -87,6 +88,7 @@ class RelayConfig:
     stop_at_end: bool = RelaySettings.stop_at_end
     max_in_flight: int = RelaySettings.max_in_flight
     metrics_listen: tuple[str, int] | None = None
+    stall_timeout: float = STALL_TIMEOUT
     log: LogConfig = LogConfig()
     group: GroupConfig | None = None
 
@@ -172,6 +174,12 @@ def _filter(sec: Section, index: int) -> FilterConfig:
     return flt
 
 
+def _metrics(sec: Section) -> tuple[tuple[str, int] | None, float]:
+    """``metrics.listen`` (host, port) or None, and ``metrics.stall_timeout`` (liveness, ``/healthz``)."""
+    stall = sec.duration("stall_timeout", STALL_TIMEOUT, positive=True)
+    return _listen(sec), stall
+
+
 def _listen(sec: Section) -> tuple[str, int] | None:
     value = sec.opt_text("listen")
     sec.finish()
@@ -237,6 +245,7 @@ def parse_config(tree: object, asked: set[str] | None = None) -> RelayConfig:
     max_in_flight = top.size("max_in_flight", d.max_in_flight, positive=True)
     group = _group(top.section("group")) if top.has("group") else None
     context = TargetContext(name, topics, max_in_flight, group is not None)
+    metrics_listen, stall_timeout = _metrics(top.section("metrics"))
     config = RelayConfig(
         name=name,
         mode=mode,
@@ -247,7 +256,8 @@ def parse_config(tree: object, asked: set[str] | None = None) -> RelayConfig:
         filters=tuple(_filter(s, i) for i, s in enumerate(top.sections("filters"))),
         stop_at_end=top.flag("stop_at_end", d.stop_at_end),
         max_in_flight=max_in_flight,
-        metrics_listen=_listen(top.section("metrics")),
+        metrics_listen=metrics_listen,
+        stall_timeout=stall_timeout,
         log=log,
         group=group,
     )

@@ -314,6 +314,16 @@ def test_metrics_listen_with_non_ascii_digit_port() -> None:
     assert config_error(tree).path == "metrics.listen"
 
 
+def test_metrics_stall_timeout_defaults_and_parses() -> None:
+    """metrics.stall_timeout (liveness) is 2 minutes unless set; it is a positive duration."""
+    assert parse_config(minimal()).stall_timeout == 120.0
+    tree = minimal()
+    tree["metrics"] = {"listen": "0.0.0.0:9464", "stall_timeout": "45s"}
+    assert parse_config(tree).stall_timeout == 45.0
+    tree["metrics"]["stall_timeout"] = "0s"
+    assert config_error(tree).path == "metrics.stall_timeout"
+
+
 def test_bootstrap_servers_inside_kafka_map() -> None:
     """bootstrap.servers in a cluster's kafka map is rejected by its path, pointing to bootstrap_servers."""
     tree = minimal()
