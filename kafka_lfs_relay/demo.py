@@ -21,10 +21,12 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -34,6 +36,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from kafka_lfs_relay.sandbox import FeedProducer, KafkaCluster, Sandbox, SandboxError
 from kafka_lfs_relay.sandbox.process import free_port
+from relay import logs
 from relay.kafkautil import headers_of
 
 TOPIC = "events"
@@ -54,6 +57,41 @@ def add_parser(sub: Any) -> None:
 
 def _say(text: str) -> None:
     print(text, flush=True)
+
+
+class _ProgressLine:
+    """One progress line: redrawn in place on a terminal, printed once (its final state) elsewhere.
+
+    :meth:`note` prints a line of its own above it, so events (a killed cluster, a switch) read
+    as the demo's lines between the steps, not mixed into the progress.
+    """
+
+    def __init__(self) -> None:
+        self.tty = sys.stdout.isatty()
+        self.text = ""
+
+    def draw(self, text: str) -> None:
+        if self.tty and text != self.text:
+            sys.stdout.write("\r\x1b[K" + text)
+            sys.stdout.flush()
+        self.text = text
+
+    def note(self, text: str) -> None:
+        if self.tty and self.text:
+            sys.stdout.write("\r\x1b[K")
+        sys.stdout.write(text + "\n")
+        if self.tty and self.text:
+            sys.stdout.write(self.text)
+        sys.stdout.flush()
+
+    def finish(self, text: str) -> None:
+        if self.tty:
+            self.draw(text)
+            sys.stdout.write("\n")
+        else:
+            sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+        self.text = ""
 
 
 @dataclass
@@ -92,17 +130,24 @@ def _dataset(events: int, large: int, seed: int = 7) -> list[tuple[int, bytes, b
 
 
 def _feed(clusters: list[KafkaCluster], rows: list[tuple[int, bytes, bytes, list[tuple[str, bytes]]]]) -> None:
+    """Write ``rows`` to every cluster; each producer is destroyed before this returns.
+
+    A feeder must not outlive its work: the demo kills east afterwards, and a live client of a
+    dead cluster keeps reconnecting (FeedProducer holds no reference cycle, so dropping it is
+    enough; ``del`` makes that explicit).
+    """
     for cluster in clusters:
         producer = FeedProducer(
-            {**cluster.client_config(), "enable.idempotence": True, "linger.ms": 10, "message.max.bytes": BIG}
+            {**cluster.client_conf(), "enable.idempotence": True, "linger.ms": 10, "message.max.bytes": BIG}
         )
         for partition, key, value, headers in rows:
             producer.send(TOPIC, value, key, partition=partition, headers=cast(Any, headers))
         producer.flush_all(120)
+        del producer
 
 
 def _create(cluster: KafkaCluster, topic: str) -> None:
-    admin = AdminClient(dict[str, Any](cluster.client_config()))
+    admin = AdminClient(cluster.client_conf())
     futures = admin.create_topics([NewTopic(topic, PARTITIONS, 1, config={"max.message.bytes": str(BIG)})])
     futures[topic].result(60)
 
@@ -143,6 +188,19 @@ def _relayed(port: int) -> tuple[int, int]:
     return int(records), int(bytes_)
 
 
+def _log_events(log: Path, event: str) -> list[dict[str, Any]]:
+    """The JSON log lines of a relay whose ``event`` is ``event``."""
+    found: list[dict[str, Any]] = []
+    if not log.exists():
+        return found
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith("{") and f'"{event}"' in line:
+            parsed: dict[str, Any] = json.loads(line)
+            if parsed.get("event") == event:
+                found.append(parsed)
+    return found
+
+
 def _run_relay(
     config: Path,
     log: Path,
@@ -150,41 +208,51 @@ def _run_relay(
     env: dict[str, str],
     expect: int,
     label: str,
-    midway: Callable[[], None] | None = None,
+    watch: Callable[[_ProgressLine, int], None] | None = None,
 ) -> Phase:
     """Run one relay with the real CLI and show its progress from its metrics endpoint.
 
-    With ``midway``, the relay runs until stopped: ``midway`` is called once a third of the
-    records are through (it kills the active source and feeds the rest to the other one), and
-    the relay gets SIGTERM (a drained, clean stop) once every record is through. Without it the
-    relay runs with ``--stop-at-end``.
+    With ``watch``, the relay runs until stopped: ``watch`` is called every half second with
+    the progress line and the records through so far (the failover scenario kills a source and
+    reports the switch from there), and the relay gets SIGTERM (a drained, clean stop) once
+    every record is through. Without it the relay runs with ``--stop-at-end``. The final count
+    is the relay's own, from the last line it logs ("relay stopped cleanly"): its metrics
+    endpoint is gone once it has exited.
     """
     argv = [sys.executable, "-m", "kafka_lfs_relay", "run", "--config", str(config)]
-    if midway is None:
+    if watch is None:
         argv.append("--stop-at-end")
     start = time.monotonic()
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
-    fired = False
+    line = _ProgressLine()
     records = bytes_ = 0
     while proc.poll() is None:
         time.sleep(0.5)
         records, bytes_ = max((records, bytes_), _relayed(port))
-        sys.stdout.write(f"\r  {label}: {records:>7,}/{expect:,} records ")
-        sys.stdout.flush()
-        if midway is not None and not fired and records >= expect // 3:
-            fired = True
-            midway()
-        if midway is not None and records >= expect and proc.poll() is None:
+        line.draw(f"  {label}: {records:>7,}/{expect:,} records")
+        if watch is not None:
+            try:
+                watch(line, records)
+            except BaseException:
+                proc.kill()
+                proc.wait()
+                line.finish(line.text)
+                raise
+        if watch is not None and records >= expect and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             proc.wait(120)
         if time.monotonic() - start > 900:
             proc.kill()
-    sys.stdout.write("\n")
-    if proc.returncode != 0:
+    seconds = time.monotonic() - start
+    stopped = _log_events(log, "relay stopped cleanly")
+    if proc.returncode != 0 or not stopped:
+        line.finish(f"  {label}: {records:>7,}/{expect:,} records, then the relay failed")
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
         raise SandboxError(f"{label} relay failed (exit {proc.returncode}); see {log}:\n{tail}")
-    return Phase(time.monotonic() - start, records, bytes_, log)
+    records, bytes_ = int(stopped[-1]["records"]), int(stopped[-1]["bytes"])
+    line.finish(f"  {label}: {records:>7,}/{expect:,} records in {seconds:.1f} s")
+    return Phase(seconds, records, bytes_, log)
 
 
 def _digest_all(
@@ -192,7 +260,7 @@ def _digest_all(
 ) -> dict[int, list[tuple[bytes | None, str, list[tuple[str, bytes]]]]]:
     consumer = Consumer(
         {
-            **cluster.client_config(),
+            **cluster.client_conf(),
             "group.id": "demo-verify",
             "enable.partition.eof": True,
             "isolation.level": "read_committed",
@@ -217,16 +285,61 @@ def _digest_all(
     return out
 
 
+class _Failover:
+    """The failover scenario: kill east a third of the way through, feed the rest to west alone, report the switch.
+
+    Called every half second by :func:`_run_relay`. West is fed from a thread, so the progress
+    line keeps moving and the switch is reported when it happens.
+    """
+
+    def __init__(self, east: KafkaCluster, west: KafkaCluster, rest: list[Any], log: Path, expect: int) -> None:
+        self.east, self.west, self.rest, self.log, self.expect = east, west, rest, log, expect
+        self.killed_at: float | None = None
+        self.switched = False
+        self.error: BaseException | None = None
+        self.feeder = threading.Thread(target=self._feed_west, name="demo-feed-west", daemon=True)
+
+    def _feed_west(self) -> None:
+        try:
+            _feed([self.west], self.rest)
+        except BaseException as exc:  # raised again on the demo's thread
+            self.error = exc
+
+    def __call__(self, line: _ProgressLine, records: int) -> None:
+        if self.error is not None:
+            raise SandboxError(f"feeding west failed: {self.error}")
+        if self.killed_at is None and records >= self.expect // 3:
+            self.east.kill()
+            self.killed_at = time.time()
+            line.note(f"  east killed (kill -9) at {records:,} records; the rest of the data goes to west alone")
+            self.feeder.start()
+        if self.killed_at is not None and not self.switched:
+            switch = _switch_line(self.log)
+            if switch is not None:
+                self.switched = True
+                at = datetime.fromisoformat(str(switch["timestamp"]).replace("Z", "+00:00")).timestamp()
+                line.note(
+                    f"  the relay switched from {switch['from_source']} to {switch['to_source']} "
+                    f"{max(0.0, at - self.killed_at):.1f} s later (reason: {switch['reason']})"
+                )
+
+    def join(self) -> None:
+        """Wait for the feeder; raise what it raised."""
+        if self.feeder.is_alive():
+            self.feeder.join()
+        if self.error is not None:
+            raise SandboxError(f"feeding west failed: {self.error}")
+
+
 def _switch_line(log: Path) -> dict[str, Any] | None:
-    for line in log.read_text(errors="replace").splitlines():
-        if line.startswith("{") and '"switching source"' in line:
-            parsed: dict[str, Any] = json.loads(line)
-            return parsed
-    return None
+    switches = _log_events(log, "switching source")
+    return switches[0] if switches else None
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the demo; 0 when the plain cluster matches the source record for record and byte for byte."""
+    # The demo's own lines are its output; log lines (librdkafka's among them) only from warning up.
+    logs.configure("warning")
     root = (args.dir or Path(tempfile.mkdtemp(prefix="kfr-demo-"))).resolve()
     configs = root / "config"
     configs.mkdir(parents=True, exist_ok=True)
@@ -250,10 +363,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
         half = len(rows) // 2
         _feed([east, west], rows[:half])
         total_bytes = sum(len(v) for _, _, v, _ in rows)
-
-        def kill_east_and_feed_west() -> None:
-            east.kill()
-            _feed([west], rows[half:])
 
         offload_port, hydrate_port = free_port(), free_port()
         offload = _write(
@@ -297,9 +406,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"3/5 relaying east/west -> dr with LFS offload (metrics: http://127.0.0.1:{offload_port}/metrics); "
             "east is killed a third of the way through ..."
         )
-        phase1 = _run_relay(
-            offload, root / "offload.log", offload_port, env, len(rows), "offload", midway=kill_east_and_feed_west
-        )
+        failover = _Failover(east, west, rows[half:], root / "offload.log", len(rows))
+        phase1 = _run_relay(offload, root / "offload.log", offload_port, env, len(rows), "offload", watch=failover)
+        failover.join()
         switch = _switch_line(phase1.log)
         _say(f"4/5 hydrating dr -> plain (metrics: http://127.0.0.1:{hydrate_port}/metrics) ...")
         phase2 = _run_relay(hydrate, root / "hydrate.log", hydrate_port, env, len(rows), "hydrate")
@@ -333,13 +442,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 if not mismatched
                 else f"MISMATCH in partitions {mismatched}",
             ),
-            ("configs", str(configs)),
-            ("metrics endpoints", f"127.0.0.1:{offload_port} (offload), 127.0.0.1:{hydrate_port} (hydrate)"),
+            ("configs", f"{configs} (offload.yml, hydrate.yml)"),
+            ("relay logs", f"{phase1.log}, {phase2.log.name}"),
         ]
         width = max(len(k) for k, _ in rows_out)
         _say("")
         for key, value in rows_out:
             _say(f"  {key:<{width}}  {value}")
+        _say(
+            "\nYour own relay: copy a config from the folder above, set its bootstrap_servers to your clusters,\n"
+            "then `kafka-lfs-relay check --config FILE` and `kafka-lfs-relay run --config FILE`\n"
+            '(README: "From the demo to your clusters").'
+        )
         if args.keep:
             _say(f"\nThe sandbox keeps running; stop it with: kafka-lfs-relay sandbox down --dir {root / 'sandbox'}")
         return 0 if not mismatched and switch is not None else 1
