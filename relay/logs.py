@@ -42,27 +42,29 @@ _REPEAT_SECONDS = 60.0
 class _ToStructlog(logging.Handler):
     """Forwards librdkafka's log records (which never carry credentials) to structlog.
 
-    librdkafka's errors (``%3``: a refused connection, a broker that went away) become warnings,
-    everything else debug lines. A client whose broker is down repeats the same error at every
-    reconnect, several times a second at first; the relay reports that state in its own words
-    (a failed health check, a switch, a target error), so a repeat of the same line from the
-    same client within a minute is logged at debug. ``quiet`` logs everything at debug: for
-    clients that expect failures, such as a readiness probe polling a broker that is starting.
+    librdkafka's errors and warnings are warnings here; notices and below are debug lines.
+    Warnings must not be demoted: an offset reset, for one, is a librdkafka warning. Its errors
+    are mostly transient, such as a refused connection, and a client whose broker is down repeats
+    the same one at every reconnect, several times a second at first; the relay reports that
+    state in its own words (a failed health check, a switch, a target error), so a repeat of the
+    same line at the same level from the same client within a minute is a debug line. ``quiet``
+    logs everything at debug: for clients that expect failures, such as a readiness probe
+    polling a broker that is starting.
     """
 
     def __init__(self, quiet: bool) -> None:
         super().__init__()
         self.quiet = quiet
-        self._warned: dict[str, float] = {}
+        self._warned: dict[tuple[int, str], float] = {}
 
     def emit(self, record: logging.LogRecord) -> None:
         log = structlog.get_logger("librdkafka")
         text = record.getMessage()
-        if self.quiet or record.levelno < logging.ERROR:
+        if self.quiet or record.levelno < logging.WARNING:
             log.debug("librdkafka", detail=text)
             return
         # Called with the handler's lock held (logging.Handler.handle), so the dict is safe.
-        key = _VOLATILE.sub("", text)
+        key = (record.levelno, _VOLATILE.sub("", text))
         now = time.monotonic()
         last = self._warned.get(key)
         if last is not None and now - last < _REPEAT_SECONDS:

@@ -101,14 +101,6 @@ class RelayMetrics:
             registry=r,
         )
 
-    def relayed(self) -> tuple[int, int]:
-        """Records and bytes the target committed so far, summed over every partition."""
-
-        def total(counter: Counter) -> int:
-            return int(sum(s.value for m in counter.collect() for s in m.samples if s.name.endswith("_total")))
-
-        return total(self.records_relayed), total(self.bytes_relayed)
-
     def watch_filters(self, stats: Callable[[], Mapping[str, FilterCounts]]) -> None:
         """Export the filter chain's own counters, read at scrape time (no work per record)."""
         self.registry.register(_FilterCollector(stats))
@@ -121,6 +113,14 @@ class RelayMetrics:
         server: WSGIServer = make_server(host, port, app, server_class=server_class, handler_class=_QuietHandler)
         threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
         return int(server.server_address[1])
+
+    def relayed(self) -> tuple[int, int]:
+        """Records and bytes the target committed so far, summed over every partition."""
+
+        def total(counter: Counter) -> int:
+            return int(sum(s.value for m in counter.collect() for s in m.samples if s.name.endswith("_total")))
+
+        return total(self.records_relayed), total(self.bytes_relayed)
 
 
 class FilterCounts(Protocol):

@@ -45,9 +45,19 @@ def test_a_quiet_logger_logs_everything_at_debug() -> None:
     assert lines and {e["log_level"] for e in lines} == {"debug"}
 
 
-def test_warnings_below_error_are_debug_lines() -> None:
-    """librdkafka's own warnings (``%4``, e.g. a retried request) are debug lines, as before."""
-    logger = librdkafka_logger()
-    with structlog.testing.capture_logs() as logs:
-        logger.log(logging.WARNING, "%s [%s] %s", "GETPID", "rdkafka#producer-1", "retrying")
-    assert [(e["event"], e["log_level"]) for e in logs] == [("librdkafka", "debug")]
+def _forwarded(level: int) -> list[str]:
+    with structlog.testing.capture_logs() as captured:
+        librdkafka_logger().log(level, "OFFSET [rdkafka#consumer-1] t [0]: offset reset to offset END")
+    return [entry["log_level"] for entry in captured]
+
+
+def test_librdkafka_warnings_stay_warnings() -> None:
+    """A librdkafka warning (an offset reset is one) is logged as a warning, not demoted to debug."""
+    assert _forwarded(logging.WARNING) == ["warning"]
+
+
+def test_librdkafka_errors_are_warnings_and_notices_debug() -> None:
+    """librdkafka's (mostly transient) errors are warnings; its notices and debug lines are debug."""
+    assert _forwarded(logging.ERROR) == ["warning"]
+    assert _forwarded(logging.INFO) == ["debug"]
+    assert _forwarded(logging.DEBUG) == ["debug"]
