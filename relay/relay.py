@@ -98,6 +98,9 @@ class Relay:
         self.on_progress = on_progress
         self.budget = ByteBudget(settings.max_in_flight, metrics.in_flight_bytes.set)
         self.stopping = threading.Event()
+        # /healthz and /readyz (relay.health): the loop, the acks and the ownership report to it.
+        self.health = metrics.health
+        self.health.watch_source(lambda: (pool.active, pool.latest(pool.active)))
         self._queue_bytes = max(1 << 20, settings.max_in_flight // 4)
         self._next: dict[SourcePartition, int] = {}
         self._fingerprints: dict[SourcePartition, Fingerprint] = {}
@@ -117,9 +120,6 @@ class Relay:
         # The end offset a partition's watermarks showed when it was found outside the log, and
         # when: health checks older than that do not let it go (they may predate a truncation).
         self._seen_end: dict[SourcePartition, tuple[float, int]] = {}
-        # /healthz and /readyz (relay.health): the loop, the acks and the ownership report to it.
-        self.health = metrics.health
-        self.health.watch_source(lambda: (pool.active, pool.latest(pool.active)))
         self.ownership: Ownership
         if settings.group is None:
             self.ownership = AllPartitions(pool, self)
@@ -158,12 +158,12 @@ class Relay:
             self.ownership.end()
         finally:
             self._cancel_verification()
-            self.health.stopped()
             self.pool.stop()
             if self._reader is not None:
                 # In group mode, leaving the group revokes what this instance owns; drained by now.
                 self._reader.close()
             self.target.close()
+            self.health.stopped()
 
     # -- positions (the ownership's view of the relay) -------------------------------------------
     def resume(self, partitions: Sequence[SourcePartition]) -> None:
