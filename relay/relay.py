@@ -472,6 +472,7 @@ class Relay:
         new = set(short) - self._short
         self._short = set(short)
         self.metrics.source_catching_up.labels(source=source).set(len(short))
+        self.health.catching_up(f"{len(short)} partition(s) wait for source {source} to reach the relay's position")
         self.pool.publish(RelayView(dict(self._next), frozenset(short)))
         where = sorted(
             f"{sp.topic}/{sp.partition}: end {end}, position {self._next.get(sp, -1)}" for sp, end in short.items()
@@ -504,6 +505,7 @@ class Relay:
         self._short = set()
         self._wait_log_at, self._wait_log_every = 0.0, _WAIT_LOG_FIRST
         self.metrics.source_catching_up.labels(source=source).set(0)
+        self.health.catching_up(None)
         self.pool.publish(RelayView())
 
     def _verified(self) -> None:
@@ -578,6 +580,7 @@ class Relay:
         old.close()
         self._reader = None
         self.metrics.source_catching_up.labels(source=old.cluster.name).set(0)
+        self.health.catching_up(None)
         self._reader = self.pool.reader(to, self._queue_bytes)
         self.pool.switched(decision)
         # Every partition waits until the new source holds its position and, where the relay read

@@ -337,7 +337,7 @@ def test_a_skipped_gap_with_nothing_after_it_is_reported_once(
     relay = RelayProcess(config, "--stop-at-end")
     assert relay.start().wait(120) == 0, relay.log_tail()
     produce([kafka_cluster], topic, numbered(500, 1, start=1_000))
-    admin = AdminClient(kafka_cluster.client_config())
+    admin = AdminClient(kafka_cluster.client_conf())
     for fut in admin.delete_records([TopicPartition(topic, 0, 1_500)]).values():
         fut.result(30)
     for _ in range(2):

@@ -167,7 +167,7 @@ def test_a_standby_that_never_catches_up_is_left_when_the_old_source_is_back(
 
 
 def _delete_below(cluster: KafkaCluster, topic: str, partition: int, offset: int) -> None:
-    admin = AdminClient(cluster.client_config())
+    admin = AdminClient(cluster.client_conf())
     for fut in admin.delete_records([TopicPartition(topic, partition, offset)]).values():
         fut.result(30)
 
@@ -249,7 +249,7 @@ def test_a_retention_gap_under_on_gap_skip_goes_on_from_the_log_start_and_counts
 
 def _recreate(cluster: KafkaCluster, topic: str, partitions: int) -> None:
     """Delete ``topic`` and create it again, empty (deletion completes in the background: retried)."""
-    admin = AdminClient(cluster.client_config())
+    admin = AdminClient(cluster.client_conf())
     admin.delete_topics([topic], operation_timeout=30)[topic].result(60)
     deadline = time.monotonic() + 60
     while True:
