@@ -101,7 +101,7 @@ class Relay:
         # /healthz and /readyz (relay.health): the loop, the acks and the ownership report to it.
         self.health = metrics.health
         self.health.watch_source(lambda: (pool.active, pool.latest(pool.active)))
-        self._queue_bytes = max(1 << 20, settings.max_in_flight // 4)
+        self._queue_bytes = settings.queue_bytes
         self._next: dict[SourcePartition, int] = {}
         self._fingerprints: dict[SourcePartition, Fingerprint] = {}
         self._ends: dict[SourcePartition, int] = {}

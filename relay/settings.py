@@ -123,3 +123,8 @@ class RelaySettings:
     max_in_flight: int = 256 * MIB
     stop_at_end: bool = False
     group: GroupConfig | None = None
+
+    @property
+    def queue_bytes(self) -> int:
+        """How much the source consumer may prefetch: a quarter of ``max_in_flight``, at least 1 MiB."""
+        return max(1 << 20, self.max_in_flight // 4)

@@ -78,6 +78,11 @@ with ``auto.offset.reset: error``: librdkafka then stops fetching the partition 
 ``_AUTO_OFFSET_RESET`` (seen against Kafka 4.1) instead of jumping to either end of the log."""
 
 
+def probe_config(cluster: ClusterConfig, timeout: float) -> dict[str, Any]:
+    """The librdkafka properties of a :class:`ClusterProbe`'s AdminClient, without its callbacks."""
+    return {**cluster.client_config(), "socket.timeout.ms": max(1000, int(timeout * 1000))}
+
+
 class ClusterProbe:
     """Health checks of one cluster through an AdminClient that lives as long as the pool."""
 
@@ -85,12 +90,7 @@ class ClusterProbe:
         self.cluster = cluster
         self.timeout = timeout
         self.auth_error: str | None = None
-        conf: dict[str, Any] = {
-            **cluster.client_config(),
-            "socket.timeout.ms": max(1000, int(timeout * 1000)),
-            "error_cb": self._error_cb,
-            "logger": librdkafka_logger(),
-        }
+        conf = {**probe_config(cluster, timeout), "error_cb": self._error_cb, "logger": librdkafka_logger()}
         self.admin = AdminClient(conf)
 
     def _error_cb(self, err: KafkaError) -> None:
@@ -267,6 +267,36 @@ class SourcePool:
         return SourceReader(self.sources[name], queue_bytes, self.check_now, group)
 
 
+def reader_config(cluster: ClusterConfig, queue_bytes: int, group: GroupConfig | None = None) -> dict[str, Any]:
+    """The librdkafka properties of a :class:`SourceReader`'s consumer, without its callbacks."""
+    membership: dict[str, Any] = {"group.id": f"kafka-lfs-relay-{uuid.uuid4().hex[:8]}"}
+    if group is not None:
+        membership = {
+            "group.id": group.id,
+            "partition.assignment.strategy": "cooperative-sticky",
+            "session.timeout.ms": int(group.session_timeout * 1000),
+            "heartbeat.interval.ms": max(100, int(group.session_timeout * 1000) // 4),
+        }
+    return {
+        "fetch.max.bytes": 64 * 1024 * 1024,
+        "max.partition.fetch.bytes": 8 * 1024 * 1024,
+        **cluster.client_config(),
+        **membership,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "enable.partition.eof": True,
+        "isolation.level": "read_committed",
+        # Never jump: a position outside the log becomes an error event the relay handles
+        # (a gap, a source that trails); see OFFSET_ERRORS and relay.settings.SOURCE_MANAGED_PROPERTIES.
+        "auto.offset.reset": "error",
+        "queued.max.messages.kbytes": max(1024, queue_bytes // 1024),
+        # Once the prefetch queue is over its limit, librdkafka waits this long before the next
+        # fetch (default 1 s). With records as large as the queue (64 MiB records offloaded
+        # to S3) that paced the relay to one record per second.
+        "fetch.queue.backoff.ms": 10,
+    }
+
+
 class SourceReader:
     """A consumer on one source cluster: assigned partitions at exact offsets, or (group mode) a member of the group.
 
@@ -279,34 +309,7 @@ class SourceReader:
         self.cluster = cluster
         self.fatal: str | None = None
         self._on_down = on_down
-        membership: dict[str, Any] = {"group.id": f"kafka-lfs-relay-{uuid.uuid4().hex[:8]}"}
-        if group is not None:
-            membership = {
-                "group.id": group.id,
-                "partition.assignment.strategy": "cooperative-sticky",
-                "session.timeout.ms": int(group.session_timeout * 1000),
-                "heartbeat.interval.ms": max(100, int(group.session_timeout * 1000) // 4),
-            }
-        conf: dict[str, Any] = {
-            "fetch.max.bytes": 64 * 1024 * 1024,
-            "max.partition.fetch.bytes": 8 * 1024 * 1024,
-            **cluster.client_config(),
-            **membership,
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "enable.partition.eof": True,
-            "isolation.level": "read_committed",
-            # Never jump: a position outside the log becomes an error event the relay handles
-            # (a gap, a source that trails); see OFFSET_ERRORS and relay.settings.SOURCE_MANAGED_PROPERTIES.
-            "auto.offset.reset": "error",
-            "queued.max.messages.kbytes": max(1024, queue_bytes // 1024),
-            # Once the prefetch queue is over its limit, librdkafka waits this long before the next
-            # fetch (default 1 s). With records as large as the queue (64 MiB records offloaded
-            # to S3) that paced the relay to one record per second.
-            "fetch.queue.backoff.ms": 10,
-            "error_cb": self._error_cb,
-            "logger": librdkafka_logger(),
-        }
+        conf = {**reader_config(cluster, queue_bytes, group), "error_cb": self._error_cb, "logger": librdkafka_logger()}
         self.consumer = Consumer(conf)
         self.assigned: set[SourcePartition] = set()
 

@@ -195,6 +195,18 @@ def translate(points: Sequence[Point], committed: int) -> Point | None:
     return found
 
 
+def reader_config(cluster: ClusterConfig) -> dict[str, Any]:
+    """The librdkafka properties of the consumer that reads the positions topic back, without its logger."""
+    return {
+        **cluster.client_config(),
+        "group.id": f"kafka-lfs-relay-positions-{uuid.uuid4().hex[:12]}",
+        "enable.auto.commit": False,
+        "enable.partition.eof": True,
+        "isolation.level": "read_committed",
+        "auto.offset.reset": "error",
+    }
+
+
 class PositionsTopic:
     """The positions topic of one target cluster, seen by the relay called ``name``."""
 
@@ -213,17 +225,7 @@ class PositionsTopic:
         found: dict[SourcePartition, Entry] = {}
         if not any(ends.values()):
             return found
-        consumer = Consumer(
-            {
-                **self.cluster.client_config(),
-                "group.id": f"kafka-lfs-relay-positions-{uuid.uuid4().hex[:12]}",
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-                "isolation.level": "read_committed",
-                "auto.offset.reset": "error",
-                "logger": librdkafka_logger(),
-            }
-        )
+        consumer = Consumer({**reader_config(self.cluster), "logger": librdkafka_logger()})
         todo = {p: end for p, end in ends.items() if end > 0}
         prefix = f"{self.name}/".encode()
         deadline = time.monotonic() + self.timeout

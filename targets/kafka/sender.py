@@ -64,6 +64,23 @@ PositionsFn = Callable[[Unit, Mapping[tuple[str, int], int]], Sequence[tuple[byt
 target partition (topic, partition) it wrote."""
 
 
+def producer_config(cluster: ClusterConfig, transactional_id: str, transaction_timeout: float) -> dict[str, Any]:
+    """The librdkafka properties of a transactional producer, without its callbacks: the relay's
+    defaults, then the cluster's own properties, then what transactions need."""
+    return {
+        "compression.type": "lz4",
+        "linger.ms": 5,
+        "batch.size": 1_000_000,
+        "queue.buffering.max.kbytes": 1_048_576,
+        "queue.buffering.max.messages": 1_000_000,
+        **cluster.client_config(),
+        "enable.idempotence": True,
+        "acks": "all",
+        "transactional.id": transactional_id,
+        "transaction.timeout.ms": int(transaction_timeout * 1000),
+    }
+
+
 class TransactionalSender:
     """Commits units of records as Kafka transactions, each retried whole until durable."""
 
@@ -119,17 +136,8 @@ class TransactionalSender:
 
     def _new_producer(self, key: Key) -> Producer:
         txn_id = self._txn_id_for(key)
-        conf: dict[str, Any] = {
-            "compression.type": "lz4",
-            "linger.ms": 5,
-            "batch.size": 1_000_000,
-            "queue.buffering.max.kbytes": 1_048_576,
-            "queue.buffering.max.messages": 1_000_000,
-            **self._cluster.client_config(),
-            "enable.idempotence": True,
-            "acks": "all",
-            "transactional.id": txn_id,
-            "transaction.timeout.ms": int(self._txn_timeout * 1000),
+        conf = {
+            **producer_config(self._cluster, txn_id, self._txn_timeout),
             "error_cb": self.on_client_error,
             "logger": librdkafka_logger(),
         }
