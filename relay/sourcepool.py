@@ -267,6 +267,11 @@ class SourcePool:
         return SourceReader(self.sources[name], queue_bytes, self.check_now, group)
 
 
+_MAX_QUEUE_KBYTES = 2_097_151
+"""librdkafka's upper bound for ``queued.max.messages.kbytes`` (2 GiB): a larger ``max_in_flight`` made the
+consumer refuse its own configuration."""
+
+
 def reader_config(cluster: ClusterConfig, queue_bytes: int, group: GroupConfig | None = None) -> dict[str, Any]:
     """The librdkafka properties of a :class:`SourceReader`'s consumer, without its callbacks."""
     membership: dict[str, Any] = {"group.id": f"kafka-lfs-relay-{uuid.uuid4().hex[:8]}"}
@@ -289,7 +294,7 @@ def reader_config(cluster: ClusterConfig, queue_bytes: int, group: GroupConfig |
         # Never jump: a position outside the log becomes an error event the relay handles
         # (a gap, a source that trails); see OFFSET_ERRORS and relay.settings.SOURCE_MANAGED_PROPERTIES.
         "auto.offset.reset": "error",
-        "queued.max.messages.kbytes": max(1024, queue_bytes // 1024),
+        "queued.max.messages.kbytes": min(_MAX_QUEUE_KBYTES, max(1024, queue_bytes // 1024)),
         # Once the prefetch queue is over its limit, librdkafka waits this long before the next
         # fetch (default 1 s). With records as large as the queue (64 MiB records offloaded
         # to S3) that paced the relay to one record per second.
