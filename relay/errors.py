@@ -14,11 +14,27 @@ should end with something other than 1, ``exit_code``. (The LFS SDK keeps its ow
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Iterable
 from typing import Any, Final
 
-SECRET_WORDS: Final = ("password", "secret", "token", "credentials", "sasl.jaas", "key.pem", "private")
-"""Words that mark a config key path as secret: its value is never shown in a message."""
+SECRET_WORDS: Final = (
+    "password",
+    "passphrase",
+    "secret",
+    "token",
+    "credentials",
+    "sasl.jaas",
+    "oauthbearer.config",
+    "key.pem",
+    "private",
+)
+"""Words that mark a config key path as secret: its value is never shown in a message.
+
+``oauthbearer.config`` is librdkafka's free-form OAUTHBEARER settings string, which an
+implementation may fill with a client secret.
+"""
 
 REDACTED: Final = "***"
 
@@ -112,3 +128,43 @@ class ConfigError(RelayError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.path, self.message, self.value))
+
+
+class SecretMasker:
+    """Scrubs known secret values out of any text: the last line of defence for what the CLI prints.
+
+    A :class:`ConfigError` already hides the value of a secret key; this catches what a message
+    can carry without knowing it is a secret: an exception from a plugin that quotes its
+    password, librdkafka echoing a value, a traceback. The application adds every secret of the
+    loaded config (:meth:`add`) and passes every line it prints, and the log renderer, through it.
+
+    A secret is replaced wherever it appears, also as it looks inside a Python ``repr`` or a JSON
+    string (escaped quotes and backslashes). Values shorter than :attr:`MIN_LENGTH` are not
+    scrubbed from free text: they cannot be told apart from ordinary words and digits, and
+    replacing every ``1`` or ``ab`` in a log would garble it (such a value is no secret anyway).
+    """
+
+    MIN_LENGTH: Final = 4
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._secrets: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
+        for secret in secrets:
+            self.add(secret)
+
+    def add(self, secret: str) -> None:
+        """Remember ``secret``; from now on it is scrubbed."""
+        if len(secret) < self.MIN_LENGTH or secret in self._secrets:
+            return
+        self._secrets.add(secret)
+        forms = {
+            form
+            for s in self._secrets
+            for form in (s, repr(s)[1:-1], json.dumps(s)[1:-1], json.dumps(s, ensure_ascii=False)[1:-1])
+        }
+        # Longest first, so a secret that contains another one is replaced whole.
+        self._pattern = re.compile("|".join(re.escape(form) for form in sorted(forms, key=len, reverse=True)))
+
+    def __call__(self, text: str) -> str:
+        """``text`` with every known secret replaced by ``***``."""
+        return text if self._pattern is None else self._pattern.sub(REDACTED, text)

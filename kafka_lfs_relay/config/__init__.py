@@ -6,13 +6,27 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from kafka_lfs_relay.config.env import join_index, join_key, load_yaml, substitute_env
+from kafka_lfs_relay.config.env import join_index, join_key, load_yaml, secret_values, substitute_env
 from kafka_lfs_relay.config.model import FilterConfig, LogConfig, RelayConfig, TargetConfig, parse_config, validate
+from relay.errors import SecretMasker
 
 
-def load_config(path: Path, env: Mapping[str, str] | None = None) -> RelayConfig:
-    """Read, substitute ``${VAR}`` and validate a YAML config file."""
-    tree = substitute_env(load_yaml(path), os.environ if env is None else env)
+def load_config(path: Path, env: Mapping[str, str] | None = None, masker: SecretMasker | None = None) -> RelayConfig:
+    """Read, substitute ``${VAR}`` and validate a YAML config file.
+
+    ``masker``, if given, learns every secret of the file before anything is validated (the values
+    under secret keys and the secret ``${VAR}`` values, see :func:`substitute_env`), so that any
+    error, even one about the file itself, can be printed through it.
+    """
+    raw = load_yaml(path)
+    secrets = secret_values(raw)
+    try:
+        tree = substitute_env(raw, os.environ if env is None else env, secrets=secrets)
+        secrets |= secret_values(tree)
+    finally:
+        if masker is not None:
+            for secret in secrets:
+                masker.add(secret)
     return parse_config(tree)
 
 
@@ -26,6 +40,7 @@ __all__ = [
     "load_config",
     "load_yaml",
     "parse_config",
+    "secret_values",
     "substitute_env",
     "validate",
 ]

@@ -17,7 +17,7 @@ import yaml
 from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode
 
-from relay.errors import ConfigError
+from relay.errors import ConfigError, is_secret_path
 
 _REFERENCE_RE: Final = re.compile(r"\$\$\{|\$\{(?P<body>[^}]*)\}|\$\{")
 _BODY_RE: Final = re.compile(r"(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>.*))?", re.ASCII | re.DOTALL)
@@ -37,7 +37,7 @@ def join_index(path: str, index: int) -> str:
     return f"{path}[{index}]"
 
 
-def _substitute_string(text: str, env: Mapping[str, str], path: str) -> str:
+def _substitute_string(text: str, env: Mapping[str, str], path: str, secrets: set[str] | None) -> str:
     def replace(match: re.Match[str]) -> str:
         if match.group(0) == "$${":
             return "${"
@@ -47,29 +47,32 @@ def _substitute_string(text: str, env: Mapping[str, str], path: str) -> str:
             raise ConfigError(path, _MALFORMED, text)
         name, default = parsed.group("name"), parsed.group("default")
         current = env.get(name)
-        if default is not None and not current:
-            return default
-        if current is None:
+        value = default if default is not None and not current else current
+        if value is None:
             raise ConfigError(path, f"environment variable {name} is not set")
-        return current
+        if secrets is not None and (is_secret_path(path) or is_secret_path(name)):
+            secrets.add(value)
+        return value
 
     return _REFERENCE_RE.sub(replace, text)
 
 
-def _substitute(tree: object, env: Mapping[str, str], path: str, ancestors: frozenset[int]) -> object:
+def _substitute(
+    tree: object, env: Mapping[str, str], path: str, ancestors: frozenset[int], secrets: set[str] | None
+) -> object:
     if isinstance(tree, str):
-        return _substitute_string(tree, env, path)
+        return _substitute_string(tree, env, path, secrets)
     if isinstance(tree, dict | list):
         if id(tree) in ancestors:
             raise ConfigError(path, "a YAML alias refers to a node that contains it")
         inner = ancestors | {id(tree)}
         if isinstance(tree, dict):
-            return {key: _substitute(item, env, join_key(path, key), inner) for key, item in tree.items()}
-        return [_substitute(item, env, join_index(path, index), inner) for index, item in enumerate(tree)]
+            return {key: _substitute(item, env, join_key(path, key), inner, secrets) for key, item in tree.items()}
+        return [_substitute(item, env, join_index(path, index), inner, secrets) for index, item in enumerate(tree)]
     return tree
 
 
-def substitute_env(tree: object, env: Mapping[str, str], path: str = "") -> object:
+def substitute_env(tree: object, env: Mapping[str, str], path: str = "", secrets: set[str] | None = None) -> object:
     """A copy of a YAML-loaded ``tree`` with environment references in its strings replaced.
 
     Only string values are rewritten (not mapping keys, not other scalars, and a result stays a
@@ -84,11 +87,30 @@ def substitute_env(tree: object, env: Mapping[str, str], path: str = "") -> obje
     References may be embedded (``"${HOST}:9092"``) and several per string. Substituted text is
     not scanned again. The input is not modified. ``path`` is the key path of ``tree`` itself.
 
+    ``secrets``, if given, collects every substituted value that is a secret: one substituted into
+    a secret key path, or taken from a variable whose name looks secret (``${KAFKA_PASSWORD}``,
+    ``${OAUTH_SECRET}`` inside ``sasl.oauthbearer.config``), both as :func:`is_secret_path`
+    judges names. Other substituted values (``${BROKERS}``) are ordinary settings.
+
     Raises :class:`ConfigError` naming the key path: for a variable that is unset without a
     default (the message names the variable and never a value), for a malformed reference such
     as ``${1X}`` or an unclosed ``${``, and for a recursive YAML alias.
     """
-    return _substitute(tree, env, path, frozenset())
+    return _substitute(tree, env, path, frozenset(), secrets)
+
+
+def secret_values(tree: object, path: str = "") -> set[str]:
+    """Every value in a loaded ``tree`` that sits under a secret key path (:func:`is_secret_path`).
+
+    Strings and numbers count (``sasl.password: 12345678`` is a secret too); booleans do not.
+    """
+    if isinstance(tree, dict):
+        return {v for key, item in tree.items() for v in secret_values(item, join_key(path, key))}
+    if isinstance(tree, list):
+        return {v for index, item in enumerate(tree) for v in secret_values(item, join_index(path, index))}
+    if isinstance(tree, str | int | float) and not isinstance(tree, bool) and is_secret_path(path):
+        return {str(tree)}
+    return set()
 
 
 class _StrictSafeLoader(yaml.SafeLoader):
