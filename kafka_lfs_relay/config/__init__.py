@@ -6,13 +6,15 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from kafka_lfs_relay.config.clients import check_clients
 from kafka_lfs_relay.config.env import join_index, join_key, load_yaml, secret_values, substitute_env
 from kafka_lfs_relay.config.model import FilterConfig, LogConfig, RelayConfig, TargetConfig, parse_config, validate
 from relay.errors import SecretMasker
 
 
 def load_config(path: Path, env: Mapping[str, str] | None = None, masker: SecretMasker | None = None) -> RelayConfig:
-    """Read, substitute ``${VAR}`` and validate a YAML config file.
+    """Read, substitute ``${VAR}`` and validate a YAML config file, then check every librdkafka
+    property and the S3 client settings by creating the clients without connecting (:func:`check_clients`).
 
     ``masker``, if given, learns every secret of the file before anything is validated (the values
     under secret keys and the secret ``${VAR}`` values, see :func:`substitute_env`), so that any
@@ -27,7 +29,9 @@ def load_config(path: Path, env: Mapping[str, str] | None = None, masker: Secret
         if masker is not None:
             for secret in secrets:
                 masker.add(secret)
-    return parse_config(tree)
+    config = parse_config(tree)
+    check_clients(config)
+    return config
 
 
 __all__ = [
@@ -35,6 +39,7 @@ __all__ = [
     "LogConfig",
     "RelayConfig",
     "TargetConfig",
+    "check_clients",
     "join_index",
     "join_key",
     "load_config",

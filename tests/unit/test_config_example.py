@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from kafka_lfs_relay.config import RelayConfig, parse_config, substitute_env
+from kafka_lfs_relay.config import RelayConfig, check_clients, parse_config, substitute_env
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.yml"
 ENV = {"EAST_PASSWORD": "x", "S3_ACCESS_KEY": "a", "S3_SECRET_KEY": "s", "S3_SESSION_TOKEN": "t"}
@@ -53,6 +53,12 @@ def test_commented_hydrate_block_parses_when_uncommented() -> None:
     config = parse("hydrate")
     assert config.target.type == "hydrate"
     assert {rule.bucket for rule in config.target.settings.hydrate.policy.rules} == {"kafka-lfs", "shared-lfs"}
+
+
+def test_example_librdkafka_properties_and_s3_settings_are_accepted() -> None:
+    """Every client the example makes, for every target type, takes its properties (checked as at load time)."""
+    for kind in ("kafka", "lfs", "hydrate"):
+        check_clients(parse(kind))
 
 
 def test_example_config_shows_every_key() -> None:
