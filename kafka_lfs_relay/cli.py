@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from kafka_lfs_relay import commands, demo
 from kafka_lfs_relay.sandbox import cli as sandbox_cli
-from relay import __version__
+from relay import __version__, logs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     args = build_parser().parse_args(argv)
+    # structlog's own defaults render a traceback with rich, local variables (secrets) included.
+    logs.configure()
     code: int = args.func(args)
     return code
 

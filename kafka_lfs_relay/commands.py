@@ -15,7 +15,7 @@ import structlog
 from kafka_lfs_relay.config import RelayConfig, load_config, validate
 from kafka_lfs_relay.wiring import build_relay
 from relay import logs
-from relay.errors import ConfigError, RelayError
+from relay.errors import ConfigError, RelayError, SecretMasker
 from relay.health import RelayHealth
 from relay.metrics import RelayMetrics
 from relay.relay import Progress
@@ -33,8 +33,32 @@ def add_parsers(sub: Any) -> None:
     check.set_defaults(func=cmd_check)
 
 
-def _load(args: argparse.Namespace) -> RelayConfig:
-    config = load_config(args.config)
+INTERNAL_ERROR = 70
+"""Exit code of a run or check ended by a bug (EX_SOFTWARE), not by a user mistake."""
+
+
+def _say(masker: SecretMasker, text: str) -> None:
+    """One line to stderr, known secrets scrubbed."""
+    print(masker(f"kafka-lfs-relay: {text}"), file=sys.stderr)
+
+
+def internal_error(exc: BaseException) -> str:
+    """An exception that is a bug, for the one line the CLI prints: its type and message on one line.
+
+    The caller prints it through the config's :class:`SecretMasker`; the traceback, if any, goes
+    to the log.
+    """
+    kind = (
+        type(exc).__qualname__
+        if type(exc).__module__ == "builtins"
+        else f"{type(exc).__module__}.{type(exc).__qualname__}"
+    )
+    message = " ".join(str(exc).split())
+    return f"internal error: {kind}{': ' + message if message else ''} (a bug; please report it)"
+
+
+def _load(args: argparse.Namespace, masker: SecretMasker) -> RelayConfig:
+    config = load_config(args.config, masker=masker)
     changes: dict[str, Any] = {}
     if getattr(args, "mode", None):
         changes["mode"] = args.mode
@@ -69,14 +93,25 @@ class _ProgressBar:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Run the relay until stopped (SIGTERM/SIGINT drain and exit 0) or until the end with --stop-at-end."""
-    try:
-        config = _load(args)
-    except ConfigError as exc:
-        print(f"kafka-lfs-relay: {exc}", file=sys.stderr)
-        return exc.exit_code
-    logs.configure(config.log.level, config.log.format)
+    """Run the relay until stopped (SIGTERM/SIGINT drain and exit 0) or until the end with --stop-at-end.
+
+    A user mistake ends it with one line and the error's exit code; a bug with one line naming the
+    exception (exit 70) and its traceback in the log. Every line printed or logged is scrubbed of
+    the config's secrets, and no traceback shows local variables.
+    """
+    masker = SecretMasker()
+    logs.configure(mask=masker)  # until the config says otherwise: a bug while loading is logged too
     log = structlog.get_logger("kafka_lfs_relay")
+    try:
+        config = _load(args, masker)
+    except ConfigError as exc:
+        _say(masker, str(exc))
+        return exc.exit_code
+    except Exception as exc:  # a bug: keep the traceback in the log for the report
+        log.exception("config could not be loaded: internal error")
+        _say(masker, internal_error(exc))
+        return INTERNAL_ERROR
+    logs.configure(config.log.level, config.log.format, mask=masker)
     metrics = RelayMetrics(health=RelayHealth(config.stall_timeout))
     try:
         bar = _ProgressBar() if config.stop_at_end and sys.stderr.isatty() else None
@@ -112,33 +147,41 @@ def cmd_run(args: argparse.Namespace) -> int:
         if sys.stderr.isatty():
             sys.stderr.write("\n")
         log.error("relay stopped", error=str(exc), code=exc.code)
-        print(f"kafka-lfs-relay: {exc}", file=sys.stderr)
+        _say(masker, str(exc))
         return exc.exit_code
     except Exception as exc:  # a bug, not a user mistake: keep the traceback in the log for the report
         log.exception("relay stopped by an internal error")
-        print(
-            f"kafka-lfs-relay: internal error: {type(exc).__name__}: {exc} (a bug; please report it)", file=sys.stderr
-        )
-        return 70
+        _say(masker, internal_error(exc))
+        return INTERNAL_ERROR
     records, bytes_ = metrics.relayed()
     log.info("relay stopped cleanly", records=records, bytes=bytes_)
     return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    """Validate the config, then report reachability and partitions of every cluster and topic."""
+    """Validate the config, then report reachability and partitions of every cluster and topic.
+
+    Prints findings to stdout and never a traceback: a bug is one line naming the exception
+    (exit 70), scrubbed of the config's secrets like every other line.
+    """
     from kafka_lfs_relay.checks import run_checks
 
+    masker = SecretMasker()
+    logs.configure(mask=masker)
     try:
-        config = _load(args)
-    except ConfigError as exc:
-        print(f"kafka-lfs-relay: {exc}", file=sys.stderr)
+        config = _load(args, masker)
+        # check reports every unreachable cluster in its own line, with librdkafka's reason; the
+        # clients' own lines about it (a warning per client) would only repeat that, so they show
+        # with log.level: debug alone.
+        level = "debug" if config.log.level == "debug" else "error"
+        logs.configure(level, config.log.format, mask=masker)
+        problems = run_checks(config, lambda line: print(masker(line)))
+    except RelayError as exc:
+        _say(masker, str(exc))
         return exc.exit_code
-    # check reports every unreachable cluster in its own line, with librdkafka's reason; the
-    # clients' own lines about it (a warning per client) would only repeat that, so they show
-    # with log.level: debug alone.
-    logs.configure("debug" if config.log.level == "debug" else "error", config.log.format)
-    problems = run_checks(config, print)
+    except Exception as exc:  # a bug; check reports it in one line, without a traceback
+        _say(masker, internal_error(exc))
+        return INTERNAL_ERROR
     if problems:
         print(f"{problems} problem(s) found", file=sys.stderr)
         return 1

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -13,12 +15,31 @@ import structlog
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
-def configure(level: str = "info", fmt: str = "console") -> None:
-    """Configure structlog once for the process: console lines on a terminal, or JSON lines."""
+class _Masked:
+    """A renderer whose every line goes through ``mask`` (a :class:`relay.errors.SecretMasker`)."""
+
+    def __init__(self, renderer: Callable[..., Any], mask: Callable[[str], str]) -> None:
+        self._renderer = renderer
+        self._mask = mask
+
+    def __call__(self, logger: Any, method_name: str, event_dict: Any) -> str:
+        return self._mask(str(self._renderer(logger, method_name, event_dict)))
+
+
+def configure(level: str = "info", fmt: str = "console", mask: Callable[[str], str] | None = None) -> None:
+    """Configure structlog for the process: console lines on a terminal, or JSON lines.
+
+    A traceback (``log.exception``, or an exception that ends a thread) is rendered plain, as
+    Python prints it, and never with local variables: structlog's console renderer would use
+    ``rich`` or ``better-exceptions`` when installed, which show every frame's locals, secrets
+    included. ``mask``, if given, scrubs every rendered line (known secret values become ``***``).
+    """
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        else structlog.dev.ConsoleRenderer(
+            colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
     )
     structlog.configure(
         processors=[
@@ -26,11 +47,24 @@ def configure(level: str = "info", fmt: str = "console") -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             *([structlog.processors.format_exc_info] if fmt == "json" else []),
-            renderer,
+            renderer if mask is None else _Masked(renderer, mask),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
+    )
+    threading.excepthook = _log_thread_exception
+
+
+def _log_thread_exception(args: threading.ExceptHookArgs) -> None:
+    """An exception that ends a thread, logged like any other line (plain traceback, masked)."""
+    if args.exc_type is SystemExit or args.exc_value is None:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    structlog.get_logger("kafka_lfs_relay").error(
+        "thread stopped by an exception",
+        thread=name,
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
     )
 
 
