@@ -96,7 +96,7 @@ def _fetches_a_token(conf: Mapping[str, Any]) -> bool:
 def _refusal(kind: Kind, conf: Mapping[str, Any]) -> str | None:
     """librdkafka's (or confluent-kafka's) reason for refusing to create this client, or None."""
     conf = {**conf, "logger": _quiet_logger()}
-    if _fetches_a_token(conf):
+    if _fetches_a_token(conf) and "oauth_cb" not in conf:
         conf["oauth_cb"] = _placeholder_token
     try:
         if kind == "consumer":
