@@ -157,10 +157,13 @@ def _refused(client: _Client, reason: str) -> ConfigError:
         )
     path = f"{client.where}.kafka.{key}"
     value = client.cluster.kafka[key]
-    if is_secret_path(path) and value:
+    # The value is shown once: in librdkafka's reason if it quotes it, else after it (a secret as
+    # '***'); never for a property librdkafka does not know (it may be a misspelled secret).
+    shown = bool(value) and value in reason
+    if shown and is_secret_path(path):
         reason = reason.replace(value, REDACTED)
     message = f"librdkafka refuses it for {client.role}: {reason}"
-    if reason.startswith("No such configuration property") or value in reason:
+    if shown or reason.startswith("No such configuration property"):
         return ConfigError(path, message)
     return ConfigError(path, message, value)
 

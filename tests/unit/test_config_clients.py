@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from kafka_lfs_relay.config import RelayConfig, check_clients, parse_config
+from kafka_lfs_relay.config import RelayConfig, check_clients, clients, parse_config
 from relay.errors import ConfigError
+from relay.settings import ClusterConfig
 
 
 def _tree(
@@ -210,3 +211,19 @@ def test_s3_settings_boto3_refuses_are_named(s3: dict[str, Any], path: str, frag
 def test_s3_settings_are_checked_without_looking_for_credentials() -> None:
     """No keys in the config (the standard AWS chain): the check builds its client with placeholders, asks nothing."""
     check_clients(_lfs({"endpoint_url": "http://127.0.0.1:1", "region": "us-east-1"}))
+
+
+def test_a_secret_librdkafka_quotes_is_shown_masked_and_once() -> None:
+    """If librdkafka's reason quotes the value of a secret key, the line shows '***' there and nowhere else."""
+    client = clients._Client(
+        "sources[0]",
+        "the consumer of source east",
+        "consumer",
+        ClusterConfig("east", "", {"ssl.key.password": "quoted-secret-1"}),
+        ClusterConfig.client_config,
+    )
+    error = clients._refused(client, 'Invalid value "quoted-secret-1" for configuration property "ssl.key.password"')
+    assert str(error) == (
+        "config key 'sources[0].kafka.ssl.key.password': librdkafka refuses it for the consumer of source east: "
+        'Invalid value "***" for configuration property "ssl.key.password"'
+    )
