@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO
 
 import pytest
+import structlog
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from kafka_lfs_relay.sandbox import KafkaCluster, KafkaDistribution, kafka_distribution
@@ -53,6 +54,14 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 def kafka_dist() -> KafkaDistribution:
     """The Kafka jars (resolved from Maven Central once, then cached)."""
     return kafka_distribution()
+
+
+@pytest.fixture(autouse=True)
+def _structlog_defaults() -> Iterator[None]:
+    """Every test starts from structlog's defaults: one that configures logging (a level, a masker,
+    a stream that pytest closes afterwards) must not decide what the tests after it see."""
+    yield
+    structlog.reset_defaults()
 
 
 def _factory(root: Path, dist: KafkaDistribution) -> tuple[ClusterFactory, list[KafkaCluster]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from confluent_kafka import Consumer
 
+from relay.logs import librdkafka_logger
 from relay.settings import MIB, ClusterConfig, RelaySettings
 from relay.sourcepool import reader_config
 from targets.kafka.sender import producer_config
@@ -17,7 +18,7 @@ def test_a_huge_max_in_flight_still_makes_a_consumer_librdkafka_accepts() -> Non
     conf = reader_config(ClusterConfig("east", ""), queue_bytes)
     assert conf["queued.max.messages.kbytes"] == 2_097_151
     conf.pop("bootstrap.servers")
-    Consumer(conf).close()
+    Consumer({**conf, "logger": librdkafka_logger()}).close()
 
 
 def test_the_producer_keeps_what_transactions_need_over_the_clusters_properties() -> None:
