@@ -62,6 +62,20 @@ def relay_config(
     return config
 
 
+# Every relay process a test started, so that one a failed test left running is killed (see
+# stop_leftover_relays): a relay outliving its test keeps writing and takes the next test's CPU.
+_STARTED: list[subprocess.Popen[bytes]] = []
+
+
+def stop_leftover_relays() -> None:
+    """Kill every relay process still running that a test started."""
+    while _STARTED:
+        proc = _STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
 class RelayProcess:
     """``kafka-lfs-relay run`` as a child process, so it can be killed for real."""
 
@@ -83,6 +97,7 @@ class RelayProcess:
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
+        _STARTED.append(self.proc)
         return self
 
     def wait(self, timeout: float) -> int:
