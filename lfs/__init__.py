@@ -5,8 +5,10 @@ it: KafScale's ``kfs_lfs`` v1 shape, ``{"kfs_lfs":1,"bucket":...,"key":...,"size
 "sha256":...}`` plus optional ``checksum``/``checksum_alg`` (sha256, md5, crc32, none),
 ``content_type``, ``original_headers``, ``created_at`` and ``proxy_id``. Readers detect it with
 a prefix test (:func:`is_lfs_envelope`; :func:`detect` also finds the legacy ``lfs_version``
-shape), decode it strictly (:func:`decode_envelope`, both shapes), fetch the object and verify it
-against :meth:`Envelope.expected_checksum` using a :class:`Hasher`. Writers always emit
+shape), decode it (:func:`decode_envelope`, both shapes: strict about the fields it knows, and,
+as KafScale's Go reader, ignoring others, kept in :attr:`Envelope.unknown_fields`), fetch the
+object and verify it against every digest of :meth:`Envelope.digests` using a :class:`Hasher`.
+A value longer than :data:`MAX_ENVELOPE_SIZE` (64 KiB) is never an envelope. Writers always emit
 ``kfs_lfs`` first and no other fields (:meth:`Envelope.encode`). An envelope is untrusted input.
 
 Pure part (no I/O): :class:`Envelope`, :func:`decode_envelope`, :func:`detect`,
@@ -24,7 +26,7 @@ it at its end. Every failure is an :class:`LfsError` with a ``kind``::
 """
 
 from lfs._checksum import Hasher, checksum, normalize_alg
-from lfs._envelope import Envelope, decode_envelope, is_lfs_envelope, looks_like_legacy_envelope
+from lfs._envelope import MAX_ENVELOPE_SIZE, Envelope, decode_envelope, is_lfs_envelope, looks_like_legacy_envelope
 from lfs._errors import (
     ChecksumError,
     EnvelopeError,
@@ -40,6 +42,7 @@ from lfs._record import Record
 from lfs._resolver import BucketPolicy, BucketRule, PayloadStream, Resolver, detect
 
 __all__ = [
+    "MAX_ENVELOPE_SIZE",
     "BucketPolicy",
     "BucketRule",
     "ChecksumError",

@@ -5,8 +5,12 @@ Contracts:
 * :class:`Envelope` validates and normalizes itself on construction, so every instance obeys the
   invariants listed on the class, whether it was decoded or built by hand.
 * :meth:`Envelope.encode` writes only KafScale's fields, ``kfs_lfs`` first, compact JSON.
-* :func:`decode_envelope` is strict and total: for any input it returns an :class:`Envelope` or
-  raises :class:`EnvelopeError`, never another exception type, and never quotes the value.
+* :func:`decode_envelope` is total: for any input it returns an :class:`Envelope` or raises
+  :class:`EnvelopeError`, never another exception type, and never quotes the value. It is strict
+  about the fields it knows and, as KafScale's Go reader, ignores the fields it does not (they are
+  kept in :attr:`Envelope.unknown_fields`), so a field a later KafScale adds does not stop a reader.
+* A value longer than :data:`MAX_ENVELOPE_SIZE` is never an envelope: the prefix tests say no and
+  :func:`decode_envelope` refuses it without parsing, so a large record value costs no parse.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Final, Literal
 
 from lfs._checksum import HEX_LENGTHS, SUPPORTED_ALGS
@@ -22,13 +27,18 @@ from lfs._errors import EnvelopeError
 EnvelopeShape = Literal["kfs_lfs", "lfs_version"]
 """Which JSON shape an envelope was read from: KafScale's ``kfs_lfs`` or the legacy one."""
 
+MAX_ENVELOPE_SIZE: Final = 64 * 1024
+"""The longest record value taken for an envelope (64 KiB). A real envelope is a few hundred bytes
+(bucket, key of at most 1 KiB, digests, a few allow-listed headers); anything longer is plain data,
+so detection never parses a large value."""
+
 _MAX_SIZE: Final = 2**63 - 1  # KafScale's size is an int64
 _SCAN_KFS: Final = 50  # KafScale's readers look for "kfs_lfs" in the first 50 bytes
 _SCAN_LEGACY: Final = 64
 _MIN_KFS_LEN: Final = 15
 _ALG_LIST: Final = ", ".join(sorted(SUPPORTED_ALGS))
 
-# JSON field name -> Envelope attribute, per shape. Anything else in a value is rejected.
+# JSON field name -> Envelope attribute, per shape. Any other field is kept in unknown_fields.
 _KFS_FIELDS: Final[Mapping[str, str]] = {
     "kfs_lfs": "version",
     "bucket": "bucket",
@@ -122,6 +132,10 @@ class Envelope:
     * All strings are valid Unicode (no lone surrogates), so :meth:`encode` cannot fail on them.
     * ``shape`` records where the envelope came from; it is not compared (a legacy envelope and
       its ``kfs_lfs`` re-encoding are equal) and :meth:`encode` always writes ``kfs_lfs``.
+    * ``unknown_fields`` holds the fields of the decoded value that its shape does not define
+      (name -> JSON value), read-only, or ``None``. They are ignored for verification, not
+      compared, not hashed, and never written: KafScale's Python and Java readers refuse
+      unknown fields, so :meth:`encode` writes KafScale's fields only.
     """
 
     bucket: str
@@ -136,6 +150,7 @@ class Envelope:
     proxy_id: str | None = None
     version: int = 1
     shape: EnvelopeShape = field(default="kfs_lfs", compare=False)
+    unknown_fields: Mapping[str, Any] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -154,13 +169,26 @@ class Envelope:
             raise EnvelopeError(f"no {alg} checksum to verify", field="checksum", op="verify envelope")
         return (alg, expected)
 
+    def digests(self) -> tuple[tuple[str, str], ...]:
+        """Every ``(alg, hex)`` the payload must match: what a reader verifies, and all it can verify.
+
+        :meth:`expected_checksum` unless its algorithm is ``none``, and ``sha256`` whenever it is
+        set (KafScale writes it whatever ``checksum_alg`` says, ``none`` included). Empty only
+        when nothing can be checked: a legacy envelope with ``checksum_algo`` none.
+        """
+        alg, expected = self.expected_checksum()
+        out: list[tuple[str, str]] = [] if alg == "none" else [(alg, expected)]
+        if self.sha256 is not None and alg != "sha256":
+            out.append(("sha256", self.sha256))
+        return tuple(out)
+
     def encode(self, shape: EnvelopeShape = "kfs_lfs") -> bytes:
         """Serialize as a record value (UTF-8 compact JSON), by default KafScale's ``kfs_lfs`` v1.
 
         ``kfs_lfs``: the value starts with ``{"kfs_lfs":1,``, then bucket, key, size, sha256,
         then checksum, checksum_alg, content_type, original_headers, created_at, proxy_id when
-        set; no other fields. Raises :class:`EnvelopeError` when ``sha256`` is unknown (legacy
-        envelopes). Write this shape; ``lfs_version`` exists for readers and tests.
+        set; no other fields (``unknown_fields`` are not written). Raises :class:`EnvelopeError`
+        when ``sha256`` is unknown (legacy envelopes). Write this shape; ``lfs_version`` exists for readers and tests.
 
         ``lfs_version`` (the legacy, documented-only shape): lfs_version, s3_bucket, s3_key,
         content_type, content_length, checksum_algo (always written), checksum (the digest
@@ -300,22 +328,40 @@ def _validate(env: Envelope) -> None:
                 raise fail("original_headers", "is not valid Unicode") from None
         set_("original_headers", _FrozenHeaders(headers) if headers else None)
 
+    unknown = env.unknown_fields
+    if unknown is not None:
+        if not isinstance(unknown, Mapping) or not all(isinstance(name, str) for name in unknown):
+            raise EnvelopeError(
+                "unknown_fields must map field names to values", field="unknown_fields", op="validate envelope"
+            )
+        known = _KFS_FIELDS if env.shape == "kfs_lfs" else _LEGACY_FIELDS
+        clash = next((name for name in unknown if name in known), None)
+        if clash is not None:
+            raise EnvelopeError(
+                f"unknown_fields must not hold the {env.shape} field {_quote(clash)}",
+                field="unknown_fields",
+                op="validate envelope",
+            )
+        set_("unknown_fields", MappingProxyType(dict(unknown)) if unknown else None)
+
 
 def is_lfs_envelope(value: bytes | bytearray | memoryview | None) -> bool:
-    """KafScale's detection test, exactly: ``{`` first, >= 15 bytes, ``"kfs_lfs"`` in 50 bytes.
+    """KafScale's detection test: ``{`` first, >= 15 bytes, ``"kfs_lfs"`` in 50 bytes; and at most
+    :data:`MAX_ENVELOPE_SIZE` bytes (ours: a longer value is plain data, never parsed).
 
     A prefix test, not a parse: a value that passes but does not decode is an invalid envelope
     (:func:`decode_envelope` raises), not plain data.
     """
-    if value is None or len(value) < _MIN_KFS_LEN:
+    if value is None or not _MIN_KFS_LEN <= len(value) <= MAX_ENVELOPE_SIZE:
         return False
     head = bytes(value[:_SCAN_KFS])
     return head.startswith(b"{") and b'"kfs_lfs"' in head
 
 
 def looks_like_legacy_envelope(value: bytes | bytearray | memoryview | None) -> bool:
-    """Cheap prefix test for the legacy shape: ``{`` first and ``"lfs_version"`` in 64 bytes."""
-    if value is None:
+    """Cheap prefix test for the legacy shape: ``{`` first, ``"lfs_version"`` in 64 bytes, and at
+    most :data:`MAX_ENVELOPE_SIZE` bytes."""
+    if value is None or len(value) > MAX_ENVELOPE_SIZE:
         return False
     head = bytes(value[:_SCAN_LEGACY])
     return head.startswith(b"{") and b'"lfs_version"' in head
@@ -349,6 +395,9 @@ def _parse(value: object) -> dict[str, Any]:
     """UTF-8 + JSON parse of a record value into an object; every failure is an EnvelopeError."""
     if not isinstance(value, bytes | bytearray | memoryview):
         raise EnvelopeError("value must be bytes")
+    length = value.nbytes if isinstance(value, memoryview) else len(value)
+    if length > MAX_ENVELOPE_SIZE:
+        raise EnvelopeError(f"value is {length} bytes, longer than any envelope ({MAX_ENVELOPE_SIZE} bytes at most)")
     problem: str
     try:
         doc = json.loads(bytes(value).decode("utf-8"), object_pairs_hook=_object_hook, parse_constant=_reject_constant)
@@ -372,15 +421,17 @@ def _parse(value: object) -> dict[str, Any]:
 
 
 def decode_envelope(value: bytes | bytearray | memoryview) -> Envelope:
-    """Strictly decode a record value in the ``kfs_lfs`` v1 or legacy ``lfs_version`` shape.
+    """Decode a record value in the ``kfs_lfs`` v1 or legacy ``lfs_version`` shape.
 
-    Rejects, with an :class:`EnvelopeError` naming the problem: non-UTF-8, non-JSON or non-object
-    values, duplicate or unknown fields, versions other than 1, missing required fields (null
-    counts as missing; null optional fields count as absent), and any value breaking the
-    :class:`Envelope` invariants. Legacy fields map as s3_bucket->bucket, s3_key->key,
-    content_length->size, checksum_algo->checksum_alg; ``sha256`` is the legacy ``checksum``
-    when the algorithm is sha256 (or absent), else ``None``. The legacy shape requires
-    ``checksum`` unless its algorithm is ``none``.
+    Rejects, with an :class:`EnvelopeError` naming the problem: values longer than
+    :data:`MAX_ENVELOPE_SIZE`, non-UTF-8, non-JSON or non-object values, duplicate fields,
+    versions other than 1 (the message names the version), missing required fields (null counts
+    as missing; null optional fields count as absent), and any value breaking the
+    :class:`Envelope` invariants. Fields the shape does not define are accepted and ignored, as
+    KafScale's Go reader does, and kept in :attr:`Envelope.unknown_fields`. Legacy fields map as
+    s3_bucket->bucket, s3_key->key, content_length->size, checksum_algo->checksum_alg; ``sha256``
+    is the legacy ``checksum`` when the algorithm is sha256 (or absent), else ``None``. The legacy
+    shape requires ``checksum`` unless its algorithm is ``none``.
     """
     doc = _parse(value)
     shape: EnvelopeShape
@@ -397,14 +448,12 @@ def decode_envelope(value: bytes | bytearray | memoryview) -> Envelope:
     if version != 1:
         shown = str(version) if abs(version) < 10**9 else "(out of range)"
         raise EnvelopeError(f"unsupported {shape} version {shown}; only version 1 is supported", field=shape)
-    for name in doc:
-        if name not in names:
-            raise EnvelopeError(f"unknown field {_quote(name)}", field=name[:40])
     for name in _REQUIRED[shape]:
         if doc.get(name) is None:
             raise EnvelopeError(f"missing required field '{name}'", field=name)
 
-    kwargs: dict[str, Any] = {names[name]: item for name, item in doc.items() if item is not None}
+    kwargs: dict[str, Any] = {names[name]: item for name, item in doc.items() if name in names and item is not None}
+    kwargs["unknown_fields"] = {name: item for name, item in doc.items() if name not in names} or None
     if shape == "lfs_version":
         alg = kwargs.get("checksum_alg")
         is_sha256 = alg is None or (isinstance(alg, str) and alg.strip().lower() in ("", "sha256"))

@@ -11,7 +11,7 @@ kind                   raised as                               meaning
 ``envelope_invalid``   :class:`EnvelopeError`                  looks like an envelope, does not decode
 ``bucket_not_allowed`` :class:`ObjectNotAllowedError`          bucket/key outside the reader's allow-list
 ``too_large``          :class:`ObjectTooLargeError`            claimed size over the reader's maximum
-``unverified``         :class:`UnverifiedError`                no checksum to verify, and none allowed
+``unverified``         :class:`UnverifiedError`                nothing to verify, and that not allowed
 ``missing_object``     :class:`ObjectNotFoundError`            the object (or its bucket) does not exist
 ``size_mismatch``      :class:`SizeError`                      the object is not as long as claimed
 ``checksum_mismatch``  :class:`ChecksumError`                  the payload's digest differs
@@ -133,30 +133,35 @@ class ObjectNotAllowedError(LfsError):
 
 
 class ObjectTooLargeError(LfsError):
-    """The envelope claims a payload larger than the reader accepts; nothing was fetched."""
+    """The envelope claims a payload larger than the reader accepts; nothing was fetched.
+
+    ``limit`` is the largest claim accepted; ``why`` optionally says where that limit comes from.
+    """
 
     kind = "too_large"
 
-    def __init__(self, bucket: str, key: str, size: int, limit: int) -> None:
+    def __init__(self, bucket: str, key: str, size: int, limit: int, why: str = "") -> None:
+        reason = f" ({why})" if why else ""
         super().__init__(
-            "check size", f"{_where(bucket, key)} claims {size} bytes, more than the maximum of {limit} bytes"
+            "check size", f"{_where(bucket, key)} claims {size} bytes, more than the maximum of {limit} bytes{reason}"
         )
         self.bucket = bucket
         self.key = key
         self.size = size
         self.limit = limit
+        self.why = why
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.bucket, self.key, self.size, self.limit))
+        return (type(self), (self.bucket, self.key, self.size, self.limit, self.why))
 
 
 class UnverifiedError(LfsError):
-    """The envelope gives no checksum to verify (``none``) and the reader does not allow that."""
+    """The envelope gives nothing to verify (algorithm ``none``, no ``sha256``) and the reader does not allow that."""
 
     kind = "unverified"
 
     def __init__(self, bucket: str, key: str) -> None:
-        reason = "has checksum algorithm none and unverified payloads are not allowed"
+        reason = "gives nothing to verify (checksum algorithm none, no sha256) and unverified payloads are not allowed"
         super().__init__("check checksum", f"{_where(bucket, key)} {reason}")
         self.bucket = bucket
         self.key = key

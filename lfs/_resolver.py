@@ -1,15 +1,22 @@
 """Reading LFS payloads back: detection, the allow-list, ranged concurrent GETs and verification.
 
-An envelope is untrusted input. Before any request, :meth:`Resolver.check` refuses an envelope
+An envelope is untrusted input. Detection (:func:`detect`) never parses a value longer than
+:data:`~lfs.MAX_ENVELOPE_SIZE`. Before any request, :meth:`Resolver.check` refuses an envelope
 whose bucket (or key prefix) is not in the reader's :class:`BucketPolicy`, whose claimed
-``size`` is over ``max_object_size``, or that gives nothing to verify (checksum algorithm
-``none``) unless ``allow_unverified``. The object is then read in ranged GETs of ``part_size``
-bytes, up to ``concurrency`` of them in flight, never more than ``size`` + 1 bytes in all (the
-extra byte, and the object length S3 reports in ``Content-Range``, reveal an object longer than
-claimed without reading it). Parts are hashed in order as they arrive, while later parts are
-still downloading, with :class:`lfs.Hasher`. The payload is used only after its size, its
-``checksum`` (sha256, md5 or crc32, see :meth:`Envelope.expected_checksum`) and, whenever the
-envelope has one, its ``sha256`` all match.
+``size`` is over ``max_object_size``, or that gives nothing at all to verify (a legacy envelope
+with checksum ``none``; KafScale's ``none`` envelopes carry ``sha256``, which is verified) unless
+``allow_unverified``. The object is then read in ranged GETs of ``part_size`` bytes, up to
+``concurrency`` of them in flight, never more than ``size`` + 1 bytes in all (the extra byte, and
+the object length S3 reports in ``Content-Range``, reveal an object longer or shorter than
+claimed before its body is read). Parts are hashed in order as they arrive, while later parts
+are still downloading, with :class:`lfs.Hasher`. The payload is used only after its size and
+every digest of :meth:`Envelope.digests` (its ``checksum``, sha256, md5 or crc32, and its
+``sha256`` whenever it has one) match.
+
+Memory grows with the bytes received, never with the size an envelope claims: nothing is
+allocated up front; a part is kept as the chunks that arrived, and :meth:`Resolver.fetch` appends
+them, in order, to a buffer that grows as they come. A forged envelope claiming gigabytes that
+points at a small object costs the few bytes of that object.
 
 Errors are :class:`~lfs.LfsError` subclasses, each with a ``kind`` (see
 :mod:`lfs._errors`). A failing request is retried when S3 is unavailable or throttling
@@ -39,7 +46,7 @@ from botocore.exceptions import (
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from lfs._checksum import Hasher
-from lfs._envelope import Envelope, decode_envelope, is_lfs_envelope, looks_like_legacy_envelope
+from lfs._envelope import MAX_ENVELOPE_SIZE, Envelope, decode_envelope, is_lfs_envelope, looks_like_legacy_envelope
 from lfs._errors import (
     ChecksumError,
     LfsError,
@@ -61,7 +68,7 @@ DEFAULT_PART_SIZE: Final = 8 * MIB
 """Bytes per ranged GET."""
 DEFAULT_MAX_OBJECT_SIZE: Final = 5 * 1024 * MIB
 """Largest payload a :class:`Resolver` fetches unless told otherwise (S3's single-PUT limit)."""
-LEGACY_PARSE_LIMIT: Final = MIB
+LEGACY_PARSE_LIMIT: Final = MAX_ENVELOPE_SIZE
 """Values up to this size that mention ``"lfs_version"`` are parsed to see whether they are envelopes."""
 _CHUNK: Final = 1 * MIB  # bytes read from a response at a time
 
@@ -72,13 +79,14 @@ _CHUNK: Final = 1 * MIB  # bytes read from a response at a time
 def detect(value: _Bytes | None) -> Envelope | None:
     """The envelope a record value holds, or None if the value is plain data.
 
-    A value is an envelope when it passes KafScale's prefix test (:func:`is_lfs_envelope`), the
-    legacy prefix test (:func:`looks_like_legacy_envelope`), or is a JSON object (of at most
-    :data:`LEGACY_PARSE_LIMIT` bytes) with a top-level ``lfs_version`` field. Such a value that
-    does not decode raises :class:`~lfs.EnvelopeError`: it is an invalid envelope, not
-    plain data. Never does I/O; raises nothing but ``EnvelopeError``.
+    A value longer than :data:`~lfs.MAX_ENVELOPE_SIZE` (64 KiB) is plain data, without a parse.
+    A shorter value is an envelope when it passes KafScale's prefix test
+    (:func:`is_lfs_envelope`), the legacy prefix test (:func:`looks_like_legacy_envelope`), or is
+    a JSON object with a top-level ``lfs_version`` field. Such a value that does not decode
+    raises :class:`~lfs.EnvelopeError`: it is an invalid envelope, not plain data. Never does
+    I/O; raises nothing but ``EnvelopeError``.
     """
-    if value is None:
+    if value is None or len(value) > MAX_ENVELOPE_SIZE:
         return None
     if is_lfs_envelope(value) or looks_like_legacy_envelope(value) or _has_legacy_field(value):
         return decode_envelope(value)
@@ -183,11 +191,11 @@ def _rule(item: RuleLike) -> BucketRule:
 
 
 class _Verifier:
-    """Hashes a payload as it streams by and checks it against the envelope at the end."""
+    """Hashes a payload as it streams by and checks it against every digest of the envelope at the end."""
 
     def __init__(self, envelope: Envelope) -> None:
         self.envelope = envelope
-        self.alg, self.expected = envelope.expected_checksum()
+        self.alg = envelope.expected_checksum()[0]
         self.hasher = Hasher(self.alg)
 
     def update(self, data: _Bytes) -> None:
@@ -197,14 +205,10 @@ class _Verifier:
         env, hasher = self.envelope, self.hasher
         if hasher.size != env.size:
             raise SizeError(env.size, hasher.size, _where(env.bucket, env.key))
-        if self.alg != "none":
-            actual = hasher.hexdigest()
-            if actual != self.expected:
-                raise ChecksumError(self.expected, actual, self.alg)
-        if env.sha256 is not None and self.alg != "sha256":
-            actual = hasher.sha256_hex()
-            if actual != env.sha256:
-                raise ChecksumError(env.sha256, actual, "sha256")
+        for alg, expected in env.digests():
+            actual = hasher.sha256_hex() if alg == "sha256" else hasher.hexdigest()
+            if actual != expected:
+                raise ChecksumError(expected, actual, alg)
 
 
 # -- the resolver --------------------------------------------------------------------------------
@@ -282,7 +286,7 @@ class Resolver:
         self.policy.check(envelope.bucket, envelope.key)
         if envelope.size > self.max_object_size:
             raise ObjectTooLargeError(envelope.bucket, envelope.key, envelope.size, self.max_object_size)
-        if envelope.expected_checksum()[0] == "none" and not self.allow_unverified:
+        if not envelope.digests() and not self.allow_unverified:
             raise UnverifiedError(envelope.bucket, envelope.key)
 
     @overload
@@ -304,26 +308,22 @@ class Resolver:
     def fetch(self, envelope: Envelope) -> bytes:
         """The payload ``envelope`` points at, after checking its size and checksums.
 
-        Parts are fetched concurrently straight into one buffer of the claimed size, hashed in
-        order as they arrive, and the buffer becomes the returned bytes without a copy: a fetch
-        holds the payload once, plus one read chunk per part in flight. Raises
-        :class:`LfsError` (see the module docstring); nothing unverified is ever returned.
+        Parts are fetched concurrently and hashed in order as they arrive; their chunks are
+        appended, in order, to one buffer that grows with the bytes received (never sized by the
+        claim) and becomes the returned bytes without a copy. A fetch holds what it received,
+        at most ``concurrency`` parts of it not yet in order. Raises :class:`LfsError` (see the
+        module docstring); nothing unverified is ever returned.
         """
         self.check(envelope)
         verifier = _Verifier(envelope)
         buffer = io.BytesIO()
-        if envelope.size:
-            buffer.seek(envelope.size - 1)
-            buffer.write(b"\0")
-        whole = buffer.getbuffer()
-        try:
-            for part in self._parts(envelope, lambda start, length: whole[start : start + length]):
-                verifier.update(part)
-                part.release()
-        finally:
-            whole.release()
+        for part in self._parts(envelope):
+            for chunk in part:
+                verifier.update(chunk)
+                buffer.write(chunk)
+            part.clear()
         verifier.finish()
-        # With every view of it released, CPython hands over the buffer itself rather than a copy.
+        # Nothing else refers to the buffer, so CPython hands it over (trimmed) rather than a copy.
         return buffer.getvalue()
 
     def open(self, envelope: Envelope) -> PayloadStream:
@@ -333,8 +333,7 @@ class Resolver:
         see :class:`PayloadStream`.
         """
         self.check(envelope)
-        parts = self._parts(envelope, lambda _start, length: memoryview(bytearray(length)))
-        return PayloadStream(parts, _Verifier(envelope), envelope.size)
+        return PayloadStream(_chunks(self._parts(envelope)), _Verifier(envelope), envelope.size)
 
     def close(self) -> None:
         """Stop the worker threads; a fetch still retrying ends with an :class:`LfsError`."""
@@ -366,22 +365,22 @@ class Resolver:
         starts = range(0, size, self.part_size)
         return [(a, min(a + self.part_size, size) - 1) for a in starts[:-1]] + [(starts[-1], size)]
 
-    def _parts(self, envelope: Envelope, sink_for: Callable[[int, int], memoryview]) -> Iterator[memoryview]:
-        """The payload in order, one filled part at a time, with up to ``concurrency`` parts in flight.
+    def _parts(self, envelope: Envelope) -> Iterator[list[bytes]]:
+        """The payload in order, one part (the chunks received) at a time, up to ``concurrency`` in flight.
 
-        ``sink_for(start, length)`` gives the memory a part is read into. Closing the iterator
-        early cancels the parts not started and stops those running at their next chunk.
+        Closing the iterator early cancels the parts not started and stops those running at
+        their next chunk.
         """
         size = envelope.size
         ranges = deque(self._ranges(size))
-        pending: deque[Future[memoryview]] = deque()
+        pending: deque[Future[list[bytes]]] = deque()
         abandoned = threading.Event()
         pool = self._executor()
 
         def submit() -> None:
             start, end = ranges.popleft()
-            sink = sink_for(start, min(end, size - 1) - start + 1)
-            pending.append(pool.submit(self._get_part, envelope, start, end, sink, abandoned))
+            length = min(end, size - 1) - start + 1 if size else 0
+            pending.append(pool.submit(self._get_part, envelope, start, end, length, abandoned))
 
         try:
             while ranges and len(pending) < self.concurrency:
@@ -401,14 +400,14 @@ class Resolver:
                 fut.cancel()
 
     def _get_part(
-        self, envelope: Envelope, start: int, end: int, sink: memoryview, abandoned: threading.Event
-    ) -> memoryview:
-        """Fill ``sink`` with bytes ``start..end`` (``end`` may be one past the payload), retried per policy."""
+        self, envelope: Envelope, start: int, end: int, length: int, abandoned: threading.Event
+    ) -> list[bytes]:
+        """The ``length`` bytes from ``start`` (asking up to ``end``, one past the payload for the last part),
+        as the chunks received; retried per policy."""
         attempt = 0
         while True:
             try:
-                self._request_part(envelope, start, end, sink, abandoned)
-                return sink
+                return self._request_part(envelope, start, end, length, abandoned)
             except StorageError as err:
                 if not err.retriable or (self.retries is not None and attempt >= self.retries):
                     raise
@@ -420,11 +419,14 @@ class Resolver:
                     raise LfsError("fetch", "the resolver was closed while retrying") from None
 
     def _request_part(
-        self, envelope: Envelope, start: int, end: int, sink: memoryview, abandoned: threading.Event
-    ) -> None:
-        """One ranged GET into ``sink``; never reads more than ``end - start + 1`` bytes."""
+        self, envelope: Envelope, start: int, end: int, length: int, abandoned: threading.Event
+    ) -> list[bytes]:
+        """One ranged GET of ``length`` bytes; never reads more than ``end - start + 1`` bytes, and
+        keeps only what arrives (no buffer is sized in advance)."""
         bucket, key, size = envelope.bucket, envelope.key, envelope.size
         where = _where(bucket, key)
+        chunks: list[bytes] = []
+        filled = 0
         try:
             if size == 0:
                 resp = self._s3.get_object(Bucket=bucket, Key=key)
@@ -442,14 +444,14 @@ class Resolver:
             try:
                 if total is not None and total != size:
                     raise SizeError(size, total, where)
-                filled, limit = 0, end - start + 1
+                limit = end - start + 1
                 while filled < limit and not abandoned.is_set():
                     chunk = body.read(min(_CHUNK, limit - filled))
                     if not chunk:
                         break
-                    if filled + len(chunk) > len(sink):  # the byte past the claimed size arrived
+                    if filled + len(chunk) > length:  # the byte past the claimed size arrived
                         raise SizeError(size, None, where)
-                    sink[filled : filled + len(chunk)] = chunk
+                    chunks.append(chunk)
                     filled += len(chunk)
             finally:
                 body.close()
@@ -457,8 +459,20 @@ class Resolver:
             raise _client_error(exc, envelope) from None
         except (BotoCoreError, OSError, Urllib3Error) as exc:
             raise StorageError(_transport_kind(exc), bucket, key, describe(exc)) from None
-        if filled < len(sink) and not abandoned.is_set():
-            raise StorageError("unavailable", bucket, key, f"the response ended after {filled} of {len(sink)} bytes")
+        if filled < length and not abandoned.is_set():
+            raise StorageError("unavailable", bucket, key, f"the response ended after {filled} of {length} bytes")
+        return chunks
+
+
+def _chunks(parts: Iterator[list[bytes]]) -> Iterator[bytes]:
+    """The chunks of ``parts`` one by one; closing this closes ``parts`` (which stops their GETs)."""
+    try:
+        for part in parts:
+            yield from part
+    finally:
+        close = getattr(parts, "close", None)
+        if close is not None:
+            close()
 
 
 def _content_range_total(header: object) -> int | None:

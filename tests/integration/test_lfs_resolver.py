@@ -9,10 +9,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+import tracemalloc
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 
 from kafka_lfs_relay.sandbox import KafkaCluster, S3Server
 from lfs import (
@@ -145,7 +149,7 @@ def test_refusals_happen_before_any_request(s3_server: S3Server) -> None:
         with pytest.raises(ObjectTooLargeError):
             res.fetch(dataclasses.replace(env, size=1001))
         with pytest.raises(UnverifiedError):
-            res.fetch(dataclasses.replace(env, checksum_alg="none"))
+            res.fetch(dataclasses.replace(env, sha256=None, checksum_alg="none", shape="lfs_version"))
         with pytest.raises(LfsError) as info:  # the one envelope that passes the checks does reach S3
             res.fetch(env)
         assert info.value.kind == "unavailable"
@@ -162,6 +166,70 @@ def test_unverified_payload_is_returned_only_when_allowed(s3_server: S3Server) -
         assert res.fetch(legacy) == data
     with Resolver(settings(s3_server), [s3_server.bucket]) as res, pytest.raises(UnverifiedError):
         res.fetch(legacy)
+
+
+def test_checksum_none_envelopes_are_verified_by_their_sha256(resolver: Resolver, s3_server: S3Server) -> None:
+    """KafScale's checksum_alg none envelopes carry sha256: fetched without allow_unverified, and verified by it."""
+    data = os.urandom(200 * KIB)
+    env = envelope_for(s3_server, f"{unique_prefix()}/o", data, alg="none")
+    assert env.checksum_alg == "none" and env.sha256 is not None
+    assert resolver.fetch(env) == data
+    s3_server.client().put_object(Bucket=env.bucket, Key=env.key, Body=data[:-1] + bytes([data[-1] ^ 1]))
+    with pytest.raises(ChecksumError) as info:
+        resolver.fetch(env)
+    assert (info.value.alg, info.value.expected) == ("sha256", env.sha256)
+
+
+def traced_peak(call: Callable[[], object]) -> tuple[object, int]:
+    """What ``call`` returned (or raised) and the peak bytes Python allocated meanwhile (tracemalloc)."""
+    tracemalloc.start()
+    try:
+        try:
+            result: object = call()
+        except LfsError as exc:
+            result = exc
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("claim", [1024**3, 4 * 1024**3, 2**62])
+def test_a_forged_claim_costs_the_bytes_received_not_the_bytes_claimed(claim: int, s3_server: S3Server) -> None:
+    """A claim of up to exabytes on a 4-byte object allocates next to nothing and fails with SizeError."""
+    env = envelope_for(s3_server, f"{unique_prefix()}/tiny", b"four", size=claim)
+    with Resolver(settings(s3_server), [s3_server.bucket], max_object_size=2**63 - 1) as res:
+        for via in (res.fetch, lambda e: res.open(e).read()):
+            result, peak = traced_peak(lambda via=via: via(env))  # type: ignore[misc]
+            assert isinstance(result, SizeError) and result.actual == 4, result
+            assert peak < 4 * 1024**2, f"{peak} bytes allocated for a 4-byte object claiming {claim}"
+
+
+SIZES = st.sampled_from([0, 1, 4, 64 * KIB - 1, 64 * KIB, 64 * KIB + 1, 200 * KIB + 3])
+
+
+@hyp_settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    actual=SIZES,
+    claim=st.one_of(SIZES, st.integers(0, 2**40), st.integers(0, 2**63 - 1)),
+    data=st.data(),
+)
+def test_fuzz_size_claims_against_real_objects(
+    actual: int, claim: int, data: st.DataObject, s3_server: S3Server
+) -> None:
+    """For any claim against any object: the payload iff the sizes agree, else SizeError; memory follows the object."""
+    payload = data.draw(st.binary(min_size=actual, max_size=actual)) if actual < 64 else os.urandom(actual)
+    env = envelope_for(s3_server, f"{unique_prefix()}/o", payload, size=claim)
+    part, concurrency = 64 * KIB, 3
+    with Resolver(
+        settings(s3_server), [s3_server.bucket], max_object_size=2**63 - 1, part_size=part, concurrency=concurrency
+    ) as res:
+        result, peak = traced_peak(lambda: res.fetch(env))
+    if claim == actual:
+        assert result == payload
+    else:
+        assert isinstance(result, SizeError), result
+    # The payload once (the growing buffer over-allocates by at most an eighth), the parts in flight, slack.
+    assert peak < actual * 9 // 8 + concurrency * part + 2 * 1024**2, (actual, claim, peak)
 
 
 def test_record_caches_its_payload_but_not_a_failed_fetch(resolver: Resolver, s3_server: S3Server) -> None:

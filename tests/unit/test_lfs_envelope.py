@@ -1,4 +1,4 @@
-"""Unit tests of the lfs envelope: encoding, detection, strict decoding and fuzzing."""
+"""Unit tests of the lfs envelope: encoding, detection, decoding (strict on known fields, keeping others), fuzzing."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lfs import (
+    MAX_ENVELOPE_SIZE,
     Envelope,
     EnvelopeError,
     checksum,
@@ -239,6 +240,15 @@ def test_expected_checksum_none_skips() -> None:
     assert minimal(checksum_alg="none").expected_checksum() == ("none", "")
 
 
+def test_digests_include_sha256_whatever_the_algorithm() -> None:
+    """digests() is everything a reader verifies: the checksum unless none, and sha256 whenever it is set."""
+    assert minimal().digests() == (("sha256", SHA),)
+    assert minimal(checksum_alg="md5", checksum=MD5).digests() == (("md5", MD5), ("sha256", SHA))
+    assert minimal(checksum_alg="none").digests() == (("sha256", SHA),)
+    unverifiable = Envelope(bucket="b", key="k", size=3, sha256=None, checksum_alg="none", shape="lfs_version")
+    assert unverifiable.digests() == ()
+
+
 def test_expected_checksum_legacy_crc32() -> None:
     """A legacy crc32 envelope verifies against its checksum."""
     assert decode_envelope(legacy(checksum_algo="crc32", checksum=CRC)).expected_checksum() == ("crc32", CRC)
@@ -373,9 +383,11 @@ def test_decode_legacy_requires_checksum() -> None:
     assert decode_error(legacy(checksum=None)).field == "checksum"
 
 
-def test_decode_legacy_rejects_unknown_field() -> None:
-    """The legacy shape is as strict about unknown fields as kfs_lfs."""
-    assert decode_error(legacy(bucket="b")).field == "bucket"
+def test_decode_legacy_ignores_and_keeps_unknown_fields() -> None:
+    """The legacy shape ignores unknown fields as kfs_lfs does, and keeps them (kfs_lfs names count as unknown)."""
+    env = decode_envelope(legacy(bucket="b", ttl_days=7))
+    assert (env.bucket, env.key) == ("kafscale", "lfs/default/demo-topic/0/42-abc123.bin")
+    assert env.unknown_fields == {"bucket": "b", "ttl_days": 7}
 
 
 def test_decode_legacy_names_legacy_field() -> None:
@@ -407,10 +419,32 @@ def test_decode_accepts_largest_size() -> None:
 # --- decoding: rejections -------------------------------------------------------------------
 
 
-def test_decode_rejects_unknown_field() -> None:
-    """An unknown field is rejected and the error names it."""
-    err = decode_error(doc(compression="gzip"))
-    assert (err.field, "'compression'" in str(err)) == ("compression", True)
+def test_decode_rejects_value_longer_than_any_envelope() -> None:
+    """A value over MAX_ENVELOPE_SIZE is refused without a parse, naming its length, and is never detected."""
+    value = doc(pad="x" * MAX_ENVELOPE_SIZE)
+    assert value.startswith(b'{"kfs_lfs": 1,') and len(value) > MAX_ENVELOPE_SIZE
+    assert f"{len(value)} bytes" in str(decode_error(value))
+    assert not is_lfs_envelope(value) and not looks_like_legacy_envelope(legacy(pad="x" * MAX_ENVELOPE_SIZE))
+    at_limit = doc(pad="x" * (MAX_ENVELOPE_SIZE - len(doc(pad=""))))
+    assert len(at_limit) == MAX_ENVELOPE_SIZE and is_lfs_envelope(at_limit)
+    assert decode_envelope(at_limit).unknown_fields is not None
+
+
+def test_decode_ignores_and_keeps_unknown_fields() -> None:
+    """As KafScale's Go reader: an unknown field is ignored, kept on the Envelope, not compared, never written."""
+    env = decode_envelope(doc(compression="gzip", chunks=[1, {"a": None}], content_type="text/plain"))
+    assert env.unknown_fields == {"compression": "gzip", "chunks": [1, {"a": None}]}
+    assert env == minimal(content_type="text/plain") and hash(env) == hash(minimal(content_type="text/plain"))
+    assert set(json.loads(env.encode())) == {"kfs_lfs", "bucket", "key", "size", "sha256", "content_type"}
+    with pytest.raises(TypeError):
+        env.unknown_fields["x"] = 1  # type: ignore[index]
+
+
+def test_unknown_fields_must_not_hold_known_ones() -> None:
+    """An Envelope built by hand cannot hide a field of its shape among the unknown ones."""
+    with pytest.raises(EnvelopeError, match="'bucket'"):
+        minimal(unknown_fields={"bucket": "other"})
+    assert minimal(unknown_fields={}).unknown_fields is None
 
 
 def test_decode_rejects_other_version() -> None:
@@ -667,3 +701,31 @@ def test_fuzz_mutated_envelopes(env: Envelope, name: str, replacement: Any, dele
     else:
         obj[name] = replacement
     must_be_total(json.dumps(obj).encode())
+
+
+UNKNOWN_NAMES = st.text(max_size=12).filter(lambda name: name not in KFS_FIELDS)
+
+
+@settings(max_examples=200)
+@given(env=envelopes(), extra=st.dictionaries(UNKNOWN_NAMES, JSON_VALUES, max_size=5))
+def test_property_unknown_fields_are_kept_and_ignored(env: Envelope, extra: dict[str, Any]) -> None:
+    """Any envelope with any added fields decodes to the same envelope, the added fields kept as they were."""
+    obj = json.loads(env.encode())
+    obj.update(extra)
+    try:
+        value = json.dumps(obj, allow_nan=False).encode()
+    except ValueError:  # NaN or infinity: not JSON, not an envelope's business
+        return
+    back = decode_envelope(value)
+    assert back == env and back.encode() == env.encode()
+    assert dict(back.unknown_fields or {}) == json.loads(json.dumps(extra))
+
+
+@settings(max_examples=50)
+@given(extra=st.integers(1, 4 * MAX_ENVELOPE_SIZE), head=st.sampled_from([b'{"kfs_lfs":1,', b'{"lfs_version":1,']))
+def test_property_no_value_longer_than_an_envelope_is_one(extra: int, head: bytes) -> None:
+    """Whatever it starts with, a value over MAX_ENVELOPE_SIZE passes no prefix test and does not decode."""
+    value = head + b" " * (MAX_ENVELOPE_SIZE - len(head) + extra)
+    assert not is_lfs_envelope(value) and not looks_like_legacy_envelope(value)
+    with pytest.raises(EnvelopeError, match="longer than any envelope"):
+        decode_envelope(value)

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lfs import (
+    MAX_ENVELOPE_SIZE,
     BucketPolicy,
     BucketRule,
     ChecksumError,
@@ -102,10 +103,24 @@ def test_a_value_that_looks_like_an_envelope_but_does_not_decode_is_an_error() -
         b'{"kfs_lfs":2,"bucket":"b","key":"k","size":1,"sha256":"' + SHA.encode() + b'"}',
         b'{"lfs_version":1,"s3_bucket":"b"}',
         b'{"s3_key":"k","lfs_version":"1"}',
-        envelope().encode()[:-1] + b',"extra":1}',
     ):
         with pytest.raises(EnvelopeError):
             detect(value)
+
+
+def test_an_envelope_with_a_field_of_a_later_kafscale_is_detected_and_the_field_kept() -> None:
+    """Forward compatibility as KafScale's Go reader has it: an unknown field does not make an envelope invalid."""
+    found = detect(envelope().encode()[:-1] + b',"extra":1}')
+    assert found == envelope() and found is not None and found.unknown_fields == {"extra": 1}
+
+
+def test_a_value_longer_than_any_envelope_is_plain_data_without_a_parse() -> None:
+    """An 8 MiB value that passes KafScale's prefix test is plain data; detection does not read past its length."""
+    value = b'{"kfs_lfs":1,"bucket":"b","key":"k","pad":"' + b"x" * (8 * 1024 * 1024) + b'"}'
+    assert detect(value) is None and detect(memoryview(value)) is None
+    at_limit = value[: MAX_ENVELOPE_SIZE - 2] + b'"}'
+    with pytest.raises(EnvelopeError, match="missing required field 'size'"):  # parsed: it is not longer
+        detect(at_limit)
 
 
 # -- the allow-list --------------------------------------------------------------------------------
@@ -139,15 +154,22 @@ def test_policy_fails_closed() -> None:
 
 
 def test_check_refuses_without_io(resolver: Resolver) -> None:
-    """Untrusted location, oversize claim and checksum none are refused by check(); a good envelope passes."""
+    """Untrusted location, oversize claim and nothing to verify are refused by check(); a good envelope passes."""
     resolver.check(envelope(key="k/1"))
     with pytest.raises(ObjectNotAllowedError):
         resolver.check(envelope(bucket="c", key="k/1"))
     with pytest.raises(ObjectTooLargeError) as too_large:
         resolver.check(envelope(key="k/1", size=1001))
     assert (too_large.value.size, too_large.value.limit) == (1001, 1000)
-    with pytest.raises(UnverifiedError):
-        resolver.check(envelope(key="k/1", checksum_alg="none"))
+    unverifiable = envelope(key="k/1", sha256=None, checksum_alg="none", shape="lfs_version")
+    with pytest.raises(UnverifiedError, match="nothing to verify"):
+        resolver.check(unverifiable)
+
+
+def test_checksum_none_with_sha256_is_verified_not_refused(resolver: Resolver) -> None:
+    """KafScale's none envelopes (ours included) carry sha256: check() passes them and the fetch verifies sha256."""
+    resolver.check(envelope(key="k/1", checksum_alg="none"))
+    assert envelope(checksum_alg="none").digests() == (("sha256", SHA),)
 
 
 def test_unwrap_of_plain_values_needs_no_s3(resolver: Resolver) -> None:
@@ -362,3 +384,48 @@ def test_fuzz_mutated_envelopes(resolver: Resolver, data: st.DataObject) -> None
         else:
             value[at:at] = data.draw(st.binary(min_size=1, max_size=5))
     must_only_raise_lfs_errors(resolver, bytes(value))
+
+
+# -- size claims ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def nowhere_client() -> Any:
+    """One client for the unreachable endpoint, shared by many resolvers."""
+    from lfs.s3 import make_client
+
+    return make_client(NOWHERE)
+
+
+@settings(max_examples=300, deadline=None)
+@given(size=st.integers(0, 2**63 - 1), limit=st.integers(0, 2**40), via=st.sampled_from(["check", "fetch", "open"]))
+def test_fuzz_a_claim_over_the_maximum_is_refused_before_any_request(
+    nowhere_client: Any, size: int, limit: int, via: str
+) -> None:
+    """Whatever size an envelope claims, one over max_object_size is refused with no request and nothing allocated."""
+    with Resolver(nowhere_client, ["b"], max_object_size=limit, retries=0) as res:
+        env = envelope(size=size)
+        if size <= limit:
+            res.check(env)
+            return
+        with pytest.raises(ObjectTooLargeError) as info:
+            {"check": res.check, "fetch": res.fetch, "open": res.open}[via](env)
+        assert (info.value.size, info.value.limit) == (size, limit)
+        assert res._pool is None, "a worker pool was started: something was about to be fetched"
+
+
+@settings(max_examples=100, deadline=None)
+@given(size=st.integers(0, 2**63 - 1), value_size=st.sampled_from(["claim", "tiny"]))
+def test_fuzz_a_decoded_claim_is_only_a_number(size: int, value_size: str) -> None:
+    """Decoding an envelope claiming any size costs what its JSON costs: the claim allocates nothing."""
+    import tracemalloc
+
+    value = envelope(size=size, key="k" if value_size == "tiny" else "k" * 100).encode()
+    tracemalloc.start()
+    try:
+        found = detect(value)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert found is not None and found.size == size
+    assert peak < 64 * 1024
