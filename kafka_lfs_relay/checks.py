@@ -10,6 +10,7 @@ from lfs.s3 import S3Settings, describe, error_kind, make_client
 from relay.settings import ClusterConfig
 from relay.sourcepool import ClusterProbe
 from targets.hydrate import HydrateTargetConfig
+from targets.hydrate.target import claim_report
 from targets.lfs import LfsTargetConfig
 
 
@@ -145,6 +146,10 @@ def run_checks(config: RelayConfig, out: Callable[[str], None]) -> int:
             problems += 1
         else:
             out(f"ok      target topic {route.target!r} has {have} partitions (partition: {route.partition})")
+    if isinstance(config.target.settings, HydrateTargetConfig):
+        targets = [route.target for route in config.topics]
+        for line in claim_report(config.target.settings, config.max_in_flight, targets, timeout):
+            out(line)
     return problems
 
 

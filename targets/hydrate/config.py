@@ -26,7 +26,8 @@ class HydrateConfig:
 
     policy: BucketPolicy
     s3: S3Settings
-    max_object_size: int
+    max_object_size: int | None = None
+    """The configured cap on claims; None: what can be produced to the target (see :mod:`targets.hydrate.limits`)."""
     allow_unverified: bool = False
     fetch_concurrency: int = 4
     part_size: int = 8 * MIB
@@ -38,9 +39,11 @@ def parse_hydrate(sec: Section, context: TargetContext) -> HydrateConfig:
     """Validate ``target.hydrate``; raises one :class:`ConfigError` naming the key path.
 
     ``allowed_buckets`` (required, non-empty): bucket names, or ``{bucket, prefixes: [...]}`` to
-    trust only keys under those prefixes. ``max_object_size`` (default ``s3.max_object_size``,
-    5GiB): the largest claimed size fetched. ``allow_unverified`` (false): accept checksum
-    ``none``. ``fetch_concurrency`` (4): records fetched, and ranged GETs in flight, at once.
+    trust only keys under those prefixes. ``max_object_size`` (default ``s3.max_object_size``
+    if set, else None: what can be produced to the target topic, see
+    :mod:`targets.hydrate.limits`): the largest claimed size fetched. ``allow_unverified``
+    (false): accept envelopes that give nothing to verify (checksum ``none`` and no ``sha256``,
+    a legacy shape). ``fetch_concurrency`` (4): records fetched, and ranged GETs in flight, at once.
     ``part_size`` (8MiB): bytes per ranged GET. ``on_error`` (fail | dead-letter | passthrough)
     and ``dead_letter_topic`` (required with dead-letter). ``s3``: connection settings as in
     :func:`lfs.s3.parse_s3`; the writer-only keys (bucket, prefix, sse, kms_key_id, tags) are
@@ -55,8 +58,11 @@ def parse_hydrate(sec: Section, context: TargetContext) -> HydrateConfig:
             raise ConfigError(
                 s3_sec.key_path(key), f"applies to writing (the lfs target) only: the hydrate target reads{hint}"
             )
+    s3_cap = s3_sec.raw("max_object_size", None) is not None
     s3 = parse_s3(s3_sec, require_bucket=False)
-    max_object_size = sec.size("max_object_size", s3.max_object_size, positive=True)
+    max_object_size: int | None = s3.max_object_size if s3_cap else None
+    if sec.raw("max_object_size", None) is not None:
+        max_object_size = sec.size("max_object_size", positive=True)
     allow_unverified = sec.flag("allow_unverified", d.allow_unverified)
     fetch_concurrency = sec.integer("fetch_concurrency", d.fetch_concurrency, minimum=1)
     if fetch_concurrency > 256:

@@ -4,9 +4,11 @@ It is the Kafka target (:class:`targets.kafka.KafkaTarget`: one transaction per 
 positions in ``kfr-pos`` headers) with a ``transform`` in front, mirroring the ``lfs`` target:
 
 * ``write`` (the relay's thread) detects an envelope (:func:`lfs.detect`: KafScale's
-  prefix test for ``kfs_lfs``, a parse for the legacy ``lfs_version`` shape), checks it against
-  the allow-list, ``max_object_size`` and ``allow_unverified`` without any I/O, and starts its
-  fetch at once on a pool of ``fetch_concurrency`` threads; then it queues the record.
+  prefix test for ``kfs_lfs``, a parse for the legacy ``lfs_version`` shape; a value over
+  :data:`lfs.MAX_ENVELOPE_SIZE`, 64 KiB, is plain data and never parsed), checks it against the
+  allow-list, the bounds on its claimed size (:mod:`targets.hydrate.limits`) and
+  ``allow_unverified`` without any I/O, and starts its fetch at once on a pool of
+  ``fetch_concurrency`` threads; then it queues the record.
 * the Kafka target's sender calls ``transform`` once per record, in source order, just before
   it is produced: it waits for that record's fetch and returns the plain record: the verified
   payload as value, the envelope record's key, timestamp, partition and headers, then each of
@@ -16,11 +18,15 @@ positions in ``kfr-pos`` headers) with a ``transform`` in front, mirroring the `
   that wrote the envelope topic; they are dropped (this relay adds its own), or a resumption
   could read the upstream relay's positions as this one's.
 
-Per-record errors (``on_error``): an envelope that does not decode (``envelope_invalid``), a
-bucket or key outside ``allowed_buckets`` (``bucket_not_allowed``), a claimed size over
-``max_object_size`` (``too_large``), checksum ``none`` without ``allow_unverified``
-(``unverified``), a missing object (``missing_object``), and a size or checksum mismatch
-(``size_mismatch``, ``checksum_mismatch``). ``fail`` (default) stops the relay with a
+Per-record errors (``on_error``): an envelope that does not decode, or whose ``kfs_lfs`` version
+is not 1 (``envelope_invalid``, the line names the version), a bucket or key outside
+``allowed_buckets`` (``bucket_not_allowed``), a claimed size that could never be produced to the
+target topic, is over ``max_object_size`` or would hold more than the payload window
+(``too_large``, before any fetch), nothing to verify without ``allow_unverified``
+(``unverified``: checksum ``none`` and no ``sha256``; KafScale's and our own ``none`` envelopes
+carry ``sha256`` and are verified by it), a missing object (``missing_object``), and a size or
+checksum mismatch (``size_mismatch``, ``checksum_mismatch``). Fields a later KafScale may add are
+ignored, as KafScale's Go reader ignores them. ``fail`` (default) stops the relay with a
 :class:`TargetError` naming the record, the object and the kind; the batch holding the record is
 never committed, so no offset moves. ``dead-letter`` writes the envelope record unchanged to
 ``dead_letter_topic`` with a ``kfr-hydrate-error: <kind>: <sentence>`` header; ``passthrough``
@@ -37,8 +43,11 @@ Memory
   * a fetch starts, in source order, once what its payload will cost fits in the window, and
     reserves it until the transaction holding the record commits: three times its claimed
     ``size`` (twice without compression), for the record value, librdkafka's copy and the
-    compressed batch, which all live until then. The parts are read straight into one buffer
-    that becomes the record value without a copy (plus a 1 MiB read chunk per GET in flight);
+    compressed batch, which all live until then. No envelope may claim more than the whole
+    window (``max_in_flight / 3``, or ``/ 2``); a larger claim is refused before its fetch. The
+    window is accounting only: the fetch appends the chunks it receives to a buffer that grows
+    with them and becomes the record value without a copy, so memory follows the bytes
+    received, never the bytes claimed;
   * each envelope record enters the Kafka target counted at its claimed payload size, so
     ``target.batch.max_bytes`` cuts batches by payload bytes (the relay is still told the
     envelope's own size on acknowledgement);
@@ -47,9 +56,9 @@ Memory
     next one. With a batch as large as the window, the next batch's fetches waited for each
     commit and the producer then waited for them: 30% of the sender's time in the benchmark.
 
-  A fetch may always start when no other fetch is ahead of the producer, so a payload larger
-  than the whole window still passes, a batch can always be completed, and fetching one record
-  always overlaps producing the one before; the window is then exceeded by at most one batch.
+  A fetch may always start when no other fetch is ahead of the producer, so a batch can always
+  be completed, and fetching one record always overlaps producing the one before; the window is
+  then exceeded by at most one batch.
   Peak payload memory is therefore about ``max(max_in_flight, 3 * (batch.max_bytes + largest
   record) + largest record)``. Fetching ahead is also bounded by the Kafka target's double
   buffering: at most one batch of payload is fetched while the previous one is produced, so a
@@ -57,8 +66,13 @@ Memory
 
 Kafka limits
   Unless ``target.kafka`` sets ``message.max.bytes``, the producer accepts records up to
-  ``max_object_size`` plus 1 MiB (librdkafka's ceiling is 1,000,000,000 bytes). The target
-  topic's ``max.message.bytes`` (and the broker's) must allow the largest payload too.
+  ``max_object_size`` plus 1 MiB, or librdkafka's ceiling of 1,000,000,000 bytes when
+  ``max_object_size`` is not set. At start-up (each ``high_watermarks``) the target reads each
+  target topic's ``max.message.bytes``; a claim whose record (payload, key and headers) could not
+  be produced under it or under the producer's ``message.max.bytes`` is refused through
+  ``on_error`` before any fetch, instead of failing the produce on every restart. When the topic's
+  config cannot be read (no ``DescribeConfigs`` permission) the producer's limit alone applies,
+  and a warning says so.
 """
 
 from __future__ import annotations
@@ -74,7 +88,7 @@ from typing import Final
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from lfs import Envelope, EnvelopeError, LfsError, Resolver, StorageError, detect
+from lfs import Envelope, EnvelopeError, LfsError, ObjectTooLargeError, Resolver, StorageError, detect
 from relay.message import Message, Offsets, SourcePartition
 from relay.metrics import PREFIX, RelayMetrics
 from relay.settings import MIB, ClusterConfig
@@ -82,6 +96,7 @@ from relay.target import AckCallback, TargetError, TargetRestart
 from targets import kafka
 from targets.context import TargetContext
 from targets.hydrate.config import HydrateTargetConfig
+from targets.hydrate.limits import ClaimLimits, producer_message_max, read_topic_limits, record_overhead
 from targets.hydrate.window import Abandoned, PayloadWindow
 from targets.kafka import Hooks, KafkaTargetConfig, legacy
 
@@ -203,10 +218,18 @@ class HydrateTarget:
         self.hydrate = hydrate = config.hydrate
         kafka_settings = kafka_config(config, context.max_in_flight)
         self.metrics = HydrateMetrics(metrics.registry)
+        copies = payload_copies(kafka_settings.cluster)
+        self.limits = ClaimLimits(
+            hydrate.max_object_size, producer_message_max(kafka_settings.cluster), context.max_in_flight, copies
+        )
+        self._cluster = kafka_settings.cluster
+        self._target_topics = tuple(dict.fromkeys(t.target for t in context.topics))
+        self._limits_logged: dict[str, int] | None = None
         self.resolver = Resolver(
             hydrate.s3,
             hydrate.policy,
-            max_object_size=hydrate.max_object_size,
+            # A backstop: _begin refuses a claim over any of self.limits before it gets here.
+            max_object_size=min(hydrate.max_object_size or _MESSAGE_MAX_BYTES_CEILING, self.limits.window.limit),
             allow_unverified=hydrate.allow_unverified,
             concurrency=hydrate.fetch_concurrency,
             part_size=hydrate.part_size,
@@ -214,7 +237,7 @@ class HydrateTarget:
             backoff=(kafka_settings.retry.min, kafka_settings.retry.max),
             on_retry=self._on_retry,
         )
-        self.window = PayloadWindow(context.max_in_flight, payload_copies(kafka_settings.cluster))
+        self.window = PayloadWindow(context.max_in_flight, copies)
         self.metrics.in_flight_bytes.set_function(lambda: self.window.used)
         self._pool = ThreadPoolExecutor(hydrate.fetch_concurrency, thread_name_prefix="hydrate")
         hooks = Hooks(
@@ -233,8 +256,13 @@ class HydrateTarget:
 
     # -- Target protocol ---------------------------------------------------------------------------
     def high_watermarks(self, partitions: Sequence[SourcePartition]) -> Offsets:
-        """As the Kafka target: positions read back from the target (and dead-letter) topics."""
-        return self.kafka.high_watermarks(partitions)
+        """As the Kafka target: positions read back from the target (and dead-letter) topics.
+
+        The target topics exist from here on: their ``max.message.bytes`` is read, to bound claims.
+        """
+        offsets = self.kafka.high_watermarks(partitions)
+        self._read_topic_limits()
+        return offsets
 
     def start(self, on_ack: AckCallback) -> None:
         """Start the Kafka target's sender."""
@@ -284,6 +312,24 @@ class HydrateTarget:
         finally:
             self.kafka.close()
 
+    def _read_topic_limits(self) -> None:
+        """Learn each target topic's ``max.message.bytes``; keep the producer's limit for those unreadable."""
+        found, failed = read_topic_limits(self._cluster, self._target_topics, timeout=30)
+        self.limits.set_topic_limits(found)
+        for topic, reason in failed.items():
+            log.warning(
+                "cannot read max.message.bytes of a target topic; envelope claims are bounded by the producer's "
+                "message.max.bytes only",
+                topic=topic,
+                error=reason,
+            )
+        bounds = {topic: self.limits.smallest(topic) for topic in self._target_topics}
+        current = {topic: bound.limit for topic, bound in bounds.items()}
+        if current != self._limits_logged:
+            self._limits_logged = current
+            for topic, bound in bounds.items():
+                log.info("envelope claims bounded", topic=topic, max_claim=bound.limit, because=bound.why)
+
     def _weight(self, msg: Message) -> int:
         """What ``msg`` counts toward ``batch.max_bytes``: the envelope record plus its claimed payload."""
         # Called by the Kafka target's write (under its lock), after our write stored the job.
@@ -302,6 +348,11 @@ class HydrateTarget:
         if envelope is None:
             return None
         try:
+            self.resolver.policy.check(envelope.bucket, envelope.key)
+            overhead = record_overhead(msg.key, restored_headers(strip_positions(msg.headers), envelope))
+            bound = self.limits.refusal(msg.topic, envelope.size, overhead)
+            if bound is not None:
+                raise ObjectTooLargeError(envelope.bucket, envelope.key, envelope.size, bound.limit, bound.why)
             self.resolver.check(envelope)
         except LfsError as exc:
             return _Job(envelope, exc)
@@ -453,15 +504,42 @@ def payload_copies(cluster: ClusterConfig) -> int:
 
 
 def kafka_config(config: HydrateTargetConfig, max_in_flight: int) -> KafkaTargetConfig:
-    """The Kafka target's settings for hydration: records up to ``max_object_size`` (+1 MiB) accepted,
-    and ``batch.max_bytes`` at most half of what the payload window holds (see the module docstring)."""
+    """The Kafka target's settings for hydration: records up to ``max_object_size`` (+1 MiB, or
+    librdkafka's ceiling when it is not set) accepted, and ``batch.max_bytes`` at most half of what
+    the payload window holds (see the module docstring)."""
     kafka, hydrate = config.kafka, config.hydrate
     batch = kafka.batch
     half_window = max(1, max_in_flight // (2 * payload_copies(kafka.cluster)))
     if batch.max_bytes > half_window:
         batch = dataclasses.replace(batch, max_bytes=half_window)
-    cluster = _with_message_limit(kafka.cluster, hydrate.max_object_size + MIB)
+    cluster = _with_message_limit(kafka.cluster, (hydrate.max_object_size or _MESSAGE_MAX_BYTES_CEILING) + MIB)
     return dataclasses.replace(kafka, cluster=cluster, batch=batch)
+
+
+def claim_report(config: HydrateTargetConfig, max_in_flight: int, topics: Sequence[str], timeout: float) -> list[str]:
+    """For ``check``: one line per target topic saying how large a claim is accepted, and why.
+
+    Reads each topic's ``max.message.bytes`` as the target does at start-up.
+    """
+    settings = kafka_config(config, max_in_flight)
+    limits = ClaimLimits(
+        config.hydrate.max_object_size,
+        producer_message_max(settings.cluster),
+        max_in_flight,
+        payload_copies(settings.cluster),
+    )
+    found, failed = read_topic_limits(settings.cluster, topics, timeout)
+    limits.set_topic_limits(found)
+    policy = config.hydrate.on_error
+    lines = []
+    for topic in dict.fromkeys(topics):
+        bound = limits.smallest(topic)
+        claim = f"envelopes for target topic {topic!r} may claim at most {bound.limit} bytes ({bound.why})"
+        if topic in failed:
+            lines.append(f"warn    hydrate: cannot read max.message.bytes of {topic!r} ({failed[topic]}); {claim}")
+        else:
+            lines.append(f"ok      hydrate: {claim}; a larger claim is refused before any fetch (on_error: {policy})")
+    return lines
 
 
 def build(config: HydrateTargetConfig, context: TargetContext, metrics: RelayMetrics) -> HydrateTarget:

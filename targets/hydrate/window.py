@@ -18,10 +18,12 @@ class PayloadWindow:
     reservation back when that transaction commits, or when the fetch fails. Until
     :meth:`handed_over` the fetch is *ahead* of the producer.
 
-    A fetch is granted when it is its turn and its reservation fits under ``limit``, or when
-    nothing is ahead: then everything held belongs to records already handed to the producer,
-    which may be waiting for this very record to complete their batch. That exception is what
-    makes the window deadlock-free (and lets a payload larger than ``limit`` pass); since the
+    No single fetch may reserve more than ``limit``: :attr:`max_payload` (``limit // copies``)
+    is the largest payload the window takes, and the target refuses a larger claim before it
+    asks (:meth:`acquire` raises ``ValueError`` for one). A fetch is granted when it is its turn
+    and its reservation fits beside what is held, or when nothing is ahead: then everything held
+    belongs to records already handed to the producer, which may be waiting for this very record
+    to complete their batch. That exception is what makes the window deadlock-free; since the
     Kafka target cuts batches at ``batch.max_bytes`` of claimed payload, it overshoots by at
     most one batch. ``reset`` forgets everything (a new generation); calls about older
     generations are ignored.
@@ -37,6 +39,11 @@ class PayloadWindow:
         self._used = 0
         self._ahead = 0
         self._closed = False
+
+    @property
+    def max_payload(self) -> int:
+        """The largest payload one fetch may reserve room for: the whole window, divided by ``copies``."""
+        return self.limit // self.copies
 
     @property
     def used(self) -> int:
@@ -56,13 +63,22 @@ class PayloadWindow:
             return ticket
 
     def acquire(self, ticket: tuple[int, int], n: int) -> None:
-        """Wait for ``ticket``'s turn and room for a payload of ``n`` bytes; :class:`Abandoned` after reset."""
+        """Wait for ``ticket``'s turn and room for a payload of ``n`` bytes; :class:`Abandoned` after reset.
+
+        ``ValueError`` at its turn if ``n`` is over :attr:`max_payload` (the turn then passes on).
+        """
         generation, seq = ticket
         need = self.copies * n
         with self._cond:
             while True:
                 if self._closed or generation != self._generation:
                     raise Abandoned
+                if seq == self._serving and n > self.max_payload:
+                    self._serving += 1  # refused at its turn; the next ticket's turn comes
+                    self._cond.notify_all()
+                    raise ValueError(
+                        f"a payload of {n} bytes does not fit in a window of {self.limit} bytes ({self.copies} copies)"
+                    )
                 if seq == self._serving and (self._ahead == 0 or self._used + need <= self.limit):
                     break
                 self._cond.wait()

@@ -1,4 +1,4 @@
-"""`kafka-lfs-relay check` on an lfs target: the S3 bucket is probed against the real S3 server."""
+"""`kafka-lfs-relay check` on lfs and hydrate targets: S3 buckets probed, claim bounds read, on the real servers."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import pytest
 
 from kafka_lfs_relay.sandbox import KafkaCluster
 from kafka_lfs_relay.sandbox.s3 import S3Server
+from tests.conftest import TopicFactory
+from tests.integration.hydrate_support import hydrate_relay
 from tests.integration.lfs_harness import lfs_config, s3_section, topic_pair
 
 pytestmark = pytest.mark.integration
@@ -60,3 +62,19 @@ def test_check_reports_a_missing_bucket(tmp_path: Path, kafka_cluster: KafkaClus
     assert result.returncode == 1, result.stdout + result.stderr
     assert "PROBLEM S3 bucket 'no-such-bucket-kfr'" in result.stdout
     assert "the bucket does not exist" in result.stdout
+
+
+def test_check_says_how_large_a_claim_a_hydrate_target_accepts(
+    tmp_path: Path, kafka_cluster: KafkaCluster, s3_server: S3Server, topic_factory: TopicFactory
+) -> None:
+    """For a hydrate target, check prints each target topic's bound on claimed sizes and where it comes from."""
+    source = topic_factory(kafka_cluster)
+    target = topic_factory(kafka_cluster, config={"max.message.bytes": str(3 * 1024 * 1024)})
+    relay = hydrate_relay(tmp_path, kafka_cluster, source, target, s3_server)
+    result = _check(relay.config_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    expected = (
+        f"ok      hydrate: envelopes for target topic {target!r} may claim at most {3 * 1024 * 1024 - 512} bytes "
+        f"(target topic {target!r} has max.message.bytes={3 * 1024 * 1024})"
+    )
+    assert expected in result.stdout, result.stdout

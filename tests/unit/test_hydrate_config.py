@@ -14,6 +14,7 @@ from relay.metrics import RelayMetrics
 from relay.settings import MIB, ClusterConfig
 from relay.target import Target
 from targets.hydrate import HydrateConfig, HydrateTarget
+from targets.hydrate.limits import FRAMING
 from targets.hydrate.target import _with_message_limit, kafka_config
 
 
@@ -48,10 +49,11 @@ def error(**hydrate: Any) -> ConfigError:
 
 
 def test_defaults() -> None:
-    """Only allowed_buckets given: 5 GiB cap, verified payloads only, 4 fetches of 8 MiB parts, fail on errors."""
+    """Only allowed_buckets given: no cap but what can be produced, verified payloads only, 4 fetches of 8 MiB
+    parts, fail on errors."""
     cfg = parsed()
     assert cfg.policy.rules == (BucketRule("payloads"),)
-    assert (cfg.max_object_size, cfg.allow_unverified) == (5 * 1024**3, False)
+    assert (cfg.max_object_size, cfg.allow_unverified) == (None, False)
     assert (cfg.fetch_concurrency, cfg.part_size) == (4, 8 * MIB)
     assert (cfg.on_error, cfg.dead_letter_topic) == ("fail", None)
     assert cfg.s3.bucket is None
@@ -164,6 +166,24 @@ def test_build_target_wires_a_hydrate_target() -> None:
     try:
         assert isinstance(target, HydrateTarget) and isinstance(target, Target)
         assert (target.window.limit, target.window.copies) == (256 * MIB, 3)
+    finally:
+        target.close()
+
+
+def test_without_max_object_size_the_producer_takes_what_librdkafka_allows_and_topics_bound_claims() -> None:
+    """With no max_object_size the producer accepts up to librdkafka's ceiling; what can be produced bounds claims."""
+    config = relay_config({"allowed_buckets": ["a"]})
+    assert kafka_config(config.target.settings, config.max_in_flight).cluster.kafka["message.max.bytes"] == str(
+        1_000_000_000
+    )
+    target = build_target(config, RelayMetrics())
+    assert isinstance(target, HydrateTarget)
+    try:
+        assert target.limits.max_object_size is None and target.limits.producer_max == 1_000_000_000
+        assert target.limits.smallest("plain").limit == 256 * MIB // 3  # the window, until a topic limit is read
+        target.limits.set_topic_limits({"plain": 1_048_588})
+        assert target.limits.smallest("plain").limit == 1_048_588 - FRAMING
+        assert target.resolver.max_object_size == 256 * MIB // 3
     finally:
         target.close()
 

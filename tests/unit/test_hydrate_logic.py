@@ -8,6 +8,7 @@ import time
 import pytest
 
 from lfs import Envelope, ObjectNotFoundError, checksum
+from targets.hydrate.limits import FRAMING, HEADER_OVERHEAD, Bound, ClaimLimits, record_overhead
 from targets.hydrate.target import error_header, restored_headers, strip_positions
 from targets.hydrate.window import Abandoned, PayloadWindow
 
@@ -121,14 +122,25 @@ def test_window_grants_when_nothing_is_ahead_even_beyond_the_limit() -> None:
     a, b, c = window.ticket(), window.ticket(), window.ticket()
     window.acquire(a, 30)
     window.handed_over(a[0], 30)  # 90 reserved, nothing ahead
-    window.acquire(b, 500)  # larger than the whole window: granted, since nothing is ahead
-    assert (window.used, window.ahead) == (1590, 500)
+    window.acquire(b, 33)  # does not fit beside the 90 held: granted, since nothing is ahead
+    assert (window.used, window.ahead) == (189, 33)
     thread, result = acquire_in_thread(window, c, 1)
     time.sleep(0.1)
     assert result == [], "with b ahead and the window full, c must wait"
-    window.handed_over(b[0], 500)
+    window.handed_over(b[0], 33)
     thread.join(2)
     assert result == ["ok"]
+
+
+def test_no_single_payload_may_hold_more_than_the_whole_window() -> None:
+    """A payload whose copies exceed the window is refused at once, whatever is held or ahead."""
+    window = PayloadWindow(100, copies=3)
+    assert window.max_payload == 33
+    with pytest.raises(ValueError, match="34 bytes"):
+        window.acquire(window.ticket(), 34)
+    assert (window.used, window.ahead) == (0, 0)
+    window.acquire(window.ticket(), 33)  # the refused ticket passed its turn on
+    assert (window.used, window.ahead) == (99, 33)
 
 
 def test_window_reset_abandons_waiters_and_ignores_old_releases() -> None:
@@ -154,3 +166,28 @@ def test_window_close_refuses_everyone() -> None:
     window.close()
     with pytest.raises(Abandoned):
         window.acquire(ticket, 1)
+
+
+# -- bounds on claimed sizes ------------------------------------------------------------------------
+
+
+def test_a_claim_is_bounded_by_the_smallest_of_topic_producer_cap_and_window() -> None:
+    """Each bound applies on its own, and the one that refuses a claim is the one named."""
+    limits = ClaimLimits(max_object_size=None, producer_max=10_000_000, max_in_flight=90_000_000, copies=3)
+    assert limits.smallest("t") == Bound(10_000_000 - FRAMING, "the producer's message.max.bytes is 10000000")
+    limits.set_topic_limits({"t": 1_048_588})
+    assert limits.smallest("t").limit == 1_048_588 - FRAMING and "max.message.bytes=1048588" in limits.smallest("t").why
+    assert limits.smallest("other").limit == 10_000_000 - FRAMING  # no topic limit read: the producer's
+    assert limits.refusal("t", 1_048_588 - FRAMING - 100, overhead=100) is None
+    refused = limits.refusal("t", 1_048_588 - FRAMING - 99, overhead=100)
+    assert refused is not None and "key and headers included" in refused.why
+    capped = ClaimLimits(max_object_size=1000, producer_max=10_000_000, max_in_flight=90_000_000, copies=3)
+    assert capped.smallest("t") == Bound(1000, "target.hydrate.max_object_size")
+    small_window = ClaimLimits(max_object_size=None, producer_max=10_000_000, max_in_flight=3000, copies=3)
+    assert small_window.smallest("t").limit == 1000 and "max_in_flight" in small_window.smallest("t").why
+
+
+def test_record_overhead_counts_key_names_values_and_framing_per_header() -> None:
+    """What a record adds to its payload: its key, and each header's name and value plus a few bytes."""
+    assert record_overhead(None, ()) == 0
+    assert record_overhead(b"key", (("n", b"vv"), ("é", None))) == 3 + (1 + 2 + HEADER_OVERHEAD) + (2 + HEADER_OVERHEAD)
