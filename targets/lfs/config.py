@@ -4,7 +4,8 @@ Nothing here does I/O, so every rule can be unit-tested on its own:
 
 * :func:`parse_lfs` validates ``target.lfs`` into an :class:`LfsConfig` (one :class:`ConfigError`
   naming the key path on any mistake).
-* :class:`KeyTemplate` renders deterministic object keys from a record's source coordinates.
+* :class:`KeyTemplate` renders deterministic object keys from a record's source coordinates, the
+  relay's name and the payload's SHA-256.
 * :func:`offload_reason` decides whether a record goes to S3.
 * :func:`expected_checksum` reads the ``LFS_BLOB``/``LFS_BLOB_ALG`` headers.
 * :func:`build_envelope` chooses the ``kfs_lfs`` fields.
@@ -12,11 +13,13 @@ Nothing here does I/O, so every rule can be unit-tested on its own:
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Final, Literal
+from urllib.parse import quote
 
 from lfs import Envelope, EnvelopeError, LfsError, decode_envelope, is_lfs_envelope, normalize_alg
 from lfs.s3 import S3Settings
@@ -37,17 +40,39 @@ LFS_BLOB_ALG: Final = "LFS_BLOB_ALG"
 ERROR_HEADER: Final = "kfr-lfs-error"
 """Header added to a dead-lettered record: why it could not be offloaded."""
 
-DEFAULT_KEY_TEMPLATE: Final = "{prefix}/{topic}/{partition}/{offset}"
+DEFAULT_KEY_TEMPLATE: Final = "{prefix}/{relay}/{topic}/{partition}/{offset}-{sha256}"
 
 KEY_VARIABLES: Final[Mapping[str, str]] = {
     "prefix": "target.lfs.s3.prefix (without surrounding slashes; may be empty)",
+    "relay": "the relay's name (percent-encoded outside A-Z a-z 0-9 . _ ~ -)",
     "topic": "the source topic",
     "target_topic": "the target topic the envelope goes to",
     "partition": "the source partition",
     "offset": "the source offset",
+    "sha256": "the payload's SHA-256, 64 lowercase hex digits",
 }
-"""Variables a key template may use. Only source coordinates, so a key never depends on which
-source cluster (failover) or which attempt (retry, restart) uploaded it."""
+"""Variables a key template may use. None depends on which source cluster (failover) or which
+attempt (retry, restart) uploaded a record, so a repeated upload lands on the same key with the
+same bytes. ``{relay}`` keeps independent relays sharing a bucket apart, and ``{sha256}`` keeps
+apart records at the same coordinates with other bytes: a source topic deleted and recreated,
+whose offsets start again. Kafka's topic ids would tell incarnations apart too, but differ
+between the clusters of a failover pair, so keys would change on failover."""
+
+REQUIRED_KEY_VARIABLES: Final = ("relay", "partition", "offset", "sha256")
+"""Variables every template must name (besides ``{topic}`` or ``{target_topic}``)."""
+
+# The characters each variable's value can hold; a separator between two variables must hold one
+# that neither can, so that a key can be split back into its values (no two records share a key).
+_TOPIC_CHARS: Final = frozenset(string.ascii_letters + string.digits + "._-")
+_KEY_ALPHABETS: Final[Mapping[str, frozenset[str]]] = {
+    "relay": frozenset(string.ascii_letters + string.digits + "._~-%"),
+    "topic": _TOPIC_CHARS,
+    "target_topic": _TOPIC_CHARS,
+    "partition": frozenset(string.digits),
+    "offset": frozenset(string.digits),
+    "sha256": frozenset("0123456789abcdef"),
+}
+_INT_SPEC: Final = re.compile(r"(0[0-9]+)?d?")  # zero padding only: {offset:012d}
 
 DEFAULT_HEADER_ALLOWLIST: Final = (
     "content-type",
@@ -76,6 +101,8 @@ class LfsConfig:
     s3: S3Settings
     key_template: KeyTemplate
     proxy_id: str
+    relay: str = "kafka-lfs-relay"
+    """The relay's name, as configured: ``{relay}`` in object keys."""
     threshold: int = MIB
     always_offload_topics: frozenset[str] = frozenset()
     checksum_alg: str = "sha256"
@@ -109,12 +136,17 @@ def parse(sec: Section, context: TargetContext) -> LfsTargetConfig:
 
 
 class KeyTemplate:
-    """A validated object-key template such as ``{prefix}/{topic}/{partition}/{offset}``.
+    """A validated object-key template such as ``{prefix}/{relay}/{topic}/{partition}/{offset}-{sha256}``.
 
-    Variables are those of :data:`KEY_VARIABLES`, with an optional format spec
-    (``{offset:020d}``). A template must name ``{partition}``, ``{offset}`` and ``{topic}`` or
-    ``{target_topic}``, so two records never share a key. Rendering drops empty path segments,
-    so an empty prefix gives ``orders/0/42``, not ``/orders/0/42``.
+    Variables are those of :data:`KEY_VARIABLES`; ``{partition}`` and ``{offset}`` may be
+    zero-padded (``{offset:020d}``), no other format spec is allowed (``{topic:.5}`` would cut
+    names short and merge keys). A template must name ``{relay}``, ``{partition}``, ``{offset}``,
+    ``{sha256}`` and ``{topic}`` or ``{target_topic}``, and put between any two variables a
+    separator holding a character neither variable's values can hold (``/`` always works;
+    ``{offset}-{sha256}`` too), so that two records, two relays or two incarnations of a topic
+    never share a key: ``{topic}{partition}{offset}`` would give ``a123`` for both ``a,1,23``
+    and ``a,12,3``. Rendering drops empty path segments, so an empty prefix gives
+    ``relay/orders/0/42-…``, not ``/relay/orders/0/42-…``.
     """
 
     def __init__(self, template: str, key_path: str = "target.lfs.key_template") -> None:
@@ -133,27 +165,51 @@ class KeyTemplate:
             if conversion is not None:
                 raise ConfigError(key_path, f"variable {{{name}}} must not use a !conversion", template)
             names.add(name)
-        missing = [v for v in ("partition", "offset") if v not in names]
+        try:
+            self.render("prefix", "topic", "target", 0, 0, "relay", "0" * 64)
+        except (ValueError, TypeError, IndexError, KeyError) as exc:
+            raise ConfigError(key_path, f"cannot be rendered ({exc})", template) from None
+        for _literal, name, spec, _conversion in parsed:
+            if name is None or not spec:
+                continue
+            if name not in ("partition", "offset") or not _INT_SPEC.fullmatch(spec):
+                raise ConfigError(
+                    key_path,
+                    f"variable {{{name}:{spec}}} may not use that format spec (only zero padding of "
+                    "{partition} and {offset}, such as {offset:012d}, keeps keys apart)",
+                    template,
+                )
+        missing = [v for v in REQUIRED_KEY_VARIABLES if v not in names]
         if not names & {"topic", "target_topic"}:
             missing.insert(0, "topic")
         if missing:
             shown = ", ".join("{" + v + "}" for v in missing)
-            raise ConfigError(key_path, f"must contain {shown} so that every record gets its own key", template)
-        try:
-            self.render("prefix", "topic", "target", 0, 0)
-        except (ValueError, TypeError, IndexError, KeyError) as exc:
-            raise ConfigError(key_path, f"cannot be rendered ({exc})", template) from None
+            raise ConfigError(
+                key_path,
+                f"must contain {shown} so that every record, every relay and every incarnation of a topic "
+                "gets its own key",
+                template,
+            )
+        _check_separators(parsed, key_path, template)
 
-    def render(self, prefix: str, topic: str, target_topic: str, partition: int, offset: int) -> str:
-        """The object key for one record."""
+    def render(
+        self, prefix: str, topic: str, target_topic: str, partition: int, offset: int, relay: str, sha256: str
+    ) -> str:
+        """The object key for one record; ``relay`` as configured (it is percent-encoded here)."""
         text = self.template.format(
-            prefix=prefix, topic=topic, target_topic=target_topic, partition=partition, offset=offset
+            prefix=prefix,
+            relay=quote(relay, safe=""),
+            topic=topic,
+            target_topic=target_topic,
+            partition=partition,
+            offset=offset,
+            sha256=sha256,
         )
         return "/".join(segment for segment in text.split("/") if segment)
 
-    def key_for(self, msg: Message, prefix: str) -> str:
-        """The object key for ``msg``, from its source coordinates."""
-        return self.render(prefix, msg.source_topic, msg.topic, msg.source_partition, msg.source_offset)
+    def key_for(self, msg: Message, prefix: str, relay: str, sha256: str) -> str:
+        """The object key for ``msg``, from its source coordinates, the relay's name and its payload's SHA-256."""
+        return self.render(prefix, msg.source_topic, msg.topic, msg.source_partition, msg.source_offset, relay, sha256)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, KeyTemplate) and other.template == self.template
@@ -163,6 +219,31 @@ class KeyTemplate:
 
     def __repr__(self) -> str:
         return f"KeyTemplate({self.template!r})"
+
+
+def _check_separators(
+    parsed: Sequence[tuple[str, str | None, str | None, str | None]], key_path: str, template: str
+) -> None:
+    """Refuse two variables without a separator between them that neither variable's values can hold.
+
+    ``{prefix}`` is constant (and may be empty), so it neither needs nor makes a separator.
+    """
+    previous: str | None = None
+    between = ""
+    for literal, name, _spec, _conversion in parsed:
+        between += literal
+        if name is None or name == "prefix":
+            continue
+        if previous is not None:
+            taken = _KEY_ALPHABETS[previous] | _KEY_ALPHABETS[name]
+            if all(char in taken for char in between):
+                raise ConfigError(
+                    key_path,
+                    f"needs a separator between {{{previous}}} and {{{name}}} that neither can contain, such as "
+                    "'/', or two records could get the same key",
+                    template,
+                )
+        previous, between = name, ""
 
 
 def _string_list(sec: Section, key: str, default: Sequence[str]) -> tuple[str, ...]:
@@ -184,7 +265,7 @@ def parse_lfs(sec: Section, context: TargetContext) -> LfsConfig:
 
     ``threshold`` (size, 1MiB): values larger than this are offloaded.
     ``always_offload_topics`` (list of source topics): every record of these is offloaded.
-    ``key_template`` (``{prefix}/{topic}/{partition}/{offset}``): see :class:`KeyTemplate`.
+    ``key_template`` (``{prefix}/{relay}/{topic}/{partition}/{offset}-{sha256}``): see :class:`KeyTemplate`.
     ``checksum_alg`` (sha256): sha256, md5, crc32 or none; the envelope's ``sha256`` is always set.
     ``content_type_default`` (application/octet-stream): when a record has no ``content-type`` header.
     ``header_allowlist`` (KafScale's list): headers copied into ``original_headers``; ``[]`` for none.
@@ -240,6 +321,7 @@ def parse_lfs(sec: Section, context: TargetContext) -> LfsConfig:
         s3=s3,
         key_template=template,
         proxy_id=proxy_id,
+        relay=context.name,
         threshold=threshold,
         always_offload_topics=frozenset(always),
         checksum_alg=alg,

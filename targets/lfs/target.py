@@ -18,8 +18,11 @@ positions in ``kfr-pos`` headers) with a ``transform`` in front:
 
 Exactly once: a source offset is acknowledged only when the transaction holding its envelope is
 committed, and that transaction is only begun once its objects are stored. Object keys come from
-source coordinates (``key_template``), so the upload a crash or a retry repeats overwrites the
-same object instead of leaving an orphan.
+the relay's name, the source coordinates and the payload's SHA-256 (``key_template``), so the
+upload a crash or a retry repeats finds the same object with the same bytes instead of leaving an
+orphan, while another relay, or a recreated source topic, gets keys of its own. A key is only
+written when it is free or holds the same payload already: an object a committed envelope
+points to is never overwritten with other bytes (see :mod:`targets.lfs.upload`).
 
 Throughput: an upload starts when its record is written, and uploads run ahead of the envelopes
 as far as the relay's byte budget (``max_in_flight``, original record bytes) allows: in a Kafka
@@ -42,6 +45,8 @@ import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass
+from functools import partial
+from urllib.parse import quote
 
 import structlog
 
@@ -54,6 +59,7 @@ from targets.context import TargetContext
 from targets.kafka import Hooks
 from targets.lfs.config import (
     ERROR_HEADER,
+    KeyTemplate,
     LfsTargetConfig,
     RecordError,
     build_envelope,
@@ -75,6 +81,14 @@ class _Offloaded(Message):
     Everything the Kafka target and the relay's acknowledgement need (source coordinates, size,
     key, headers, timestamp) is kept; the value lives only as long as its upload needs it.
     """
+
+
+def _key_for(
+    template: KeyTemplate, prefix: str, relay: str, coords: _Coordinates, target_topic: str, sha256: str
+) -> str:
+    """The object key of the record at ``coords`` (source topic, partition, offset) whose payload has ``sha256``."""
+    topic, partition, offset = coords
+    return template.render(prefix, topic, target_topic, partition, offset, relay, sha256)
 
 
 def _replace_value(msg: Message, value: bytes | None, cls: type[Message] = Message) -> Message:
@@ -106,7 +120,10 @@ class LfsTarget:
     def __init__(self, config: LfsTargetConfig, context: TargetContext, metrics: RelayMetrics) -> None:
         self.lfs = lfs = config.lfs
         self.metrics = LfsMetrics(metrics.registry)
-        self.uploader = S3Uploader(lfs.s3, lfs.upload_concurrency, lfs.part_size, config.kafka.retry, self.metrics)
+        probe_prefix = "/".join(p for p in (lfs.s3.prefix, quote(lfs.relay, safe="")) if p) + "/"
+        self.uploader = S3Uploader(
+            lfs.s3, lfs.upload_concurrency, lfs.part_size, config.kafka.retry, self.metrics, probe_prefix
+        )
         hooks = Hooks(
             transform=self._transform,
             weigh=_batch_weight,
@@ -188,7 +205,7 @@ class LfsTarget:
         except RecordError as exc:
             return Upload.failed(exc)
         job = UploadJob(
-            key=lfs.key_template.key_for(msg, lfs.s3.prefix),
+            key_for=partial(_key_for, lfs.key_template, lfs.s3.prefix, lfs.relay, msg.coordinates_key(), msg.topic),
             data=msg.value,
             alg=alg,
             expected=expected,

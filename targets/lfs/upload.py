@@ -1,4 +1,5 @@
-"""S3 uploads for the offloading target: concurrent, one pass over the bytes, retried, never orphaned.
+"""S3 uploads for the offloading target: concurrent, one pass over the bytes, retried, never orphaned,
+and never over an object that holds other bytes.
 
 Shape
   A record's upload is run by a *coordinator* thread (pool ``lfs-upload``); every request that
@@ -7,17 +8,30 @@ Shape
   payload requests are on the wire at once whether records are small or large, and a
   coordinator waiting for its parts can never starve them.
 
-One pass, no copies
-  The coordinator hashes each part (:class:`lfs.Hasher`, which releases the GIL) right
-  before handing it to the part pool, so hashing overlaps the upload of the earlier parts; a
-  value at or under ``part_size`` is hashed while its single PUT is on the wire. Parts are
-  ``memoryview`` slices of the record's value, sent through :class:`_ViewReader`, so a value is
-  never copied whole.
+Hash first, then write
+  The coordinator hashes the whole value (:class:`lfs.Hasher`, which releases the GIL) before
+  the first request: the key names the payload's SHA-256 (``{sha256}``, see
+  ``targets.lfs.config.KeyTemplate``), each object carries it as ``x-amz-meta-kfr-sha256``, and a
+  value that does not match its ``LFS_BLOB`` checksum is refused (:class:`RecordError`) before
+  anything is written. Parts are ``memoryview`` slices of the record's value, sent through
+  :class:`_ViewReader`, so a value is never copied whole.
 
-Checksums
-  When the record's ``LFS_BLOB`` header names an expected checksum and the payload does not
-  match, a multipart upload is aborted before it completes and the key is deleted; a single PUT
-  is deleted once it has landed. Either way :class:`RecordError` says why.
+An object is new, or already holds the same bytes
+  A key is written only if nothing is there yet, or what is there is the same payload (a retry,
+  a restart, another instance of this relay): an object a committed envelope points to is never
+  overwritten with other bytes. :meth:`S3Uploader.start` probes once whether the server honours
+  conditional writes (``If-None-Match: *``, a PUT of a fresh probe key twice, then its delete):
+  * if it does (SeaweedFS 4.x does; AWS S3 documents it), PUT and CompleteMultipartUpload carry
+    ``If-None-Match: *``; a ``412 PreconditionFailed`` means the key exists, and it is compared;
+  * if not, the key is looked at first (HEAD) and written only if absent. A writer of the same
+    key between the HEAD and the write can only be another instance of this relay writing the
+    same bytes (keys name the relay and the payload's SHA-256).
+  A multipart upload looks first in either case, so a retry of a large record uploads nothing.
+  An existing object is the same payload when its length matches and its ``kfr-sha256``
+  metadata names our SHA-256 or, without that metadata, when its bytes hash to it (read back,
+  streamed). Another payload at the key stops the relay (:class:`TargetError`, naming bucket and
+  key): the key is taken by a writer the relay does not know, and no fresh key could be made
+  exactly-once.
 
 Retries (per request, by :func:`lfs.s3.error_kind`)
   ``throttled``/``unavailable``: forever, with capped exponential backoff and a log line per
@@ -26,24 +40,27 @@ Retries (per request, by :func:`lfs.s3.error_kind`)
   ``no_such_bucket``: :class:`TargetError` at once. Anything else: a few attempts, then
   :class:`TargetError`. A multipart upload that vanished (``NoSuchUpload``) is started again.
 
-Orphans
-  Keys are deterministic (see ``targets.lfs.config.KeyTemplate``), so a retry or a restart
-  rewrites the same object. Before a multipart upload starts, incomplete multipart uploads of
-  the same key left by a killed relay are aborted (best effort: it needs
-  ``s3:ListBucketMultipartUploads``; a lifecycle rule with ``AbortIncompleteMultipartUpload``
-  is the backstop).
+Orphans, and what is never touched
+  Keys are deterministic, so a retry or a restart rewrites (in fact: finds) the same object.
+  Before a multipart upload starts, incomplete multipart uploads of the same key that were
+  begun before this uploader started (left by a killed run of this relay: the key names it) are
+  aborted, best effort (it needs ``s3:ListBucketMultipartUploads``; a lifecycle rule with
+  ``AbortIncompleteMultipartUpload`` is the backstop). Uploads begun since, by anyone, are left
+  alone, and so is every object: the uploader deletes nothing but its own probe key.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+import uuid
+from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_all
 from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import structlog
 from botocore.exceptions import ClientError
@@ -63,6 +80,14 @@ T = TypeVar("T")
 
 _OTHER_ATTEMPTS = 5  # tries of a request failing for a reason that is neither transient nor fatal
 _LOST_ATTEMPTS = 3  # times a vanished multipart upload is started again
+_WRITE_ATTEMPTS = 3  # times a key found taken, then gone, is written again
+_READ_CHUNK = 1024 * 1024  # bytes read at a time when an existing object is hashed
+
+SHA256_METADATA: Final = "kfr-sha256"
+"""User metadata (``x-amz-meta-kfr-sha256``) every object carries: its payload's SHA-256."""
+
+PROBE_NAME: Final = ".kfr-conditional-write-probe-"
+"""Start of the probe key's last segment (under the prefix the target gives the uploader)."""
 
 
 class LfsMetrics:
@@ -107,14 +132,22 @@ class _UploadLost(Exception):
     """The multipart upload no longer exists on the server (``NoSuchUpload``)."""
 
 
+class _Expected(Exception):
+    """A request failed in a way its caller asked to handle itself: ``code`` is the S3 code or kind."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
 @dataclass(frozen=True)
 class UploadJob:
-    """What to store: the record's value under ``key``, and how to check it.
+    """What to store: the record's value under the key ``key_for(sha256 of the value)``, and how to check it.
 
     ``what`` names the record in logs and errors (its coordinates, never its bytes).
     """
 
-    key: str
+    key_for: Callable[[str], str]
     data: bytes
     alg: str
     expected: str | None
@@ -214,7 +247,12 @@ class _ViewReader:
 
 
 class S3Uploader:
-    """Stores record values in S3; see the module docstring. ``start`` before ``submit``; ``close`` last."""
+    """Stores record values in S3; see the module docstring. ``start`` before ``submit``; ``close`` last.
+
+    ``probe_prefix`` is where :meth:`start` writes (and deletes) its conditional-write probe: a
+    key prefix of this relay's own (the target gives ``{prefix}/{relay}/``). ``conditional``
+    forces the outcome of the probe (``None``: probe).
+    """
 
     def __init__(
         self,
@@ -223,6 +261,8 @@ class S3Uploader:
         part_size: int,
         retry: Backoff,
         metrics: LfsMetrics,
+        probe_prefix: str = "",
+        conditional: bool | None = None,
     ) -> None:
         assert settings.bucket is not None
         self.settings = settings
@@ -231,6 +271,10 @@ class S3Uploader:
         self.part_size = part_size
         self.retry = retry
         self.metrics = metrics
+        self.probe_prefix = probe_prefix
+        self.conditional = conditional
+        """Whether the server honours ``If-None-Match: *`` (known once :meth:`start` returned)."""
+        self.started_at = datetime.now(timezone.utc)
         self._extra = settings.put_extra_args()
         self._closed = threading.Event()
         self._client: Any = None
@@ -238,10 +282,13 @@ class S3Uploader:
         self._parts: ThreadPoolExecutor | None = None
 
     def start(self) -> None:
-        """Create the client and the two pools."""
+        """Create the client and the two pools; learn whether the server honours conditional writes."""
         # Coordinators issue small requests while the parts are on the wire: room for both.
         pool = max(self.settings.max_pool_connections, 2 * self.concurrency + 2)
         self._client = make_client(replace(self.settings, max_pool_connections=pool))
+        self.started_at = datetime.now(timezone.utc)
+        if self.conditional is None:
+            self.conditional = self._probe_conditional_writes()
         self._records = ThreadPoolExecutor(self.concurrency, thread_name_prefix="lfs-upload")
         self._parts = ThreadPoolExecutor(self.concurrency, thread_name_prefix="lfs-part")
 
@@ -260,65 +307,200 @@ class S3Uploader:
             if pool is not None:
                 pool.shutdown(wait=False, cancel_futures=True)
 
+    # -- conditional writes -------------------------------------------------------------------
+    def _probe_conditional_writes(self) -> bool:
+        """PUT a fresh key twice with ``If-None-Match: *``: the second is refused iff the server honours it.
+
+        The probe key is deleted afterwards (it was just written, by us). A server that refuses the
+        probe (access denied to that key, the header not implemented) is taken not to honour it:
+        the HEAD-then-write path is safe there too.
+        """
+        key = f"{self.probe_prefix}{PROBE_NAME}{uuid.uuid4().hex}"
+        what = "the conditional-write probe"
+        stop = _Stop(self._closed)
+
+        def put() -> None:
+            self._call(
+                "PutObject",
+                key,
+                what,
+                lambda: self._client.put_object(Bucket=self.bucket, Key=key, Body=b"", IfNoneMatch="*"),
+                stop,
+                expect=("PreconditionFailed", "access_denied", "other"),
+            )
+
+        try:
+            put()
+        except _Expected as exc:
+            log.warning(
+                "S3 refused the conditional-write probe; keys are looked at (HEAD) before they are written",
+                bucket=self.bucket,
+                key=key,
+                error=exc.code,
+            )
+            return False
+        try:
+            put()
+            honoured = False
+        except _Expected as exc:
+            honoured = exc.code == "PreconditionFailed"
+        try:
+            self._call(
+                "DeleteObject",
+                key,
+                what,
+                lambda: self._client.delete_object(Bucket=self.bucket, Key=key),
+                stop,
+                expect=("access_denied", "other"),
+            )
+        except _Expected as exc:
+            log.warning("could not delete the conditional-write probe", bucket=self.bucket, key=key, error=exc.code)
+        log.info(
+            "S3 conditional writes probed",
+            bucket=self.bucket,
+            honoured=honoured,
+            path="If-None-Match: *" if honoured else "HEAD, then write",
+        )
+        return honoured
+
+    def _existing(self, job: UploadJob, key: str, hasher: Hasher, stop: _Stop) -> bool:
+        """True if ``key`` holds this payload already, False if nothing is there; other bytes stop the relay."""
+        try:
+            head = self._call(
+                "HeadObject",
+                key,
+                job.what,
+                lambda: self._client.head_object(Bucket=self.bucket, Key=key),
+                stop,
+                expect=("no_such_key",),
+            )
+        except _Expected:
+            return False
+        size = int(head.get("ContentLength", -1))
+        sha256 = hasher.sha256_hex()
+        if size == hasher.size:
+            if str(head.get("Metadata", {}).get(SHA256_METADATA, "")).lower() == sha256:
+                return True
+            found = self._hash_object(job, key, stop)
+            if found is None:
+                return False  # deleted since the HEAD
+            if found == sha256:
+                return True
+            theirs = f"sha256 {found}"
+        else:
+            theirs = "another length"
+        raise TargetError(
+            f"S3 object s3://{self.bucket}/{key} already holds other bytes ({size} bytes, {theirs}) than record "
+            f"{job.what} ({hasher.size} bytes, sha256 {sha256}), so the relay stops rather than overwrite an object "
+            "an envelope may point to: another writer uses this key"
+        )
+
+    def _hash_object(self, job: UploadJob, key: str, stop: _Stop) -> str | None:
+        """The SHA-256 of what ``key`` holds, read back streamed; None if it is gone."""
+
+        def read() -> str:
+            body = self._client.get_object(Bucket=self.bucket, Key=key)["Body"]
+            hasher = Hasher("sha256")
+            try:
+                while chunk := body.read(_READ_CHUNK):
+                    stop.check()
+                    hasher.update(chunk)
+            finally:
+                body.close()
+            return hasher.sha256_hex()
+
+        try:
+            return self._call("GetObject", key, job.what, read, stop, expect=("no_such_key",))
+        except _Expected:
+            return None
+
     # -- one object ---------------------------------------------------------------------------
     def _store(self, job: UploadJob, stop: _Stop) -> Stored:
         started = time.monotonic()
         self.metrics.uploads_in_flight.inc()
         try:
-            single = len(job.data) <= self.part_size
-            stored = self._single(job, stop) if single else self._multipart(job, stop)
+            hasher = Hasher(job.alg)
+            hasher.update(job.data)  # before any request: the key and the metadata name the SHA-256
+            reason = self._mismatch(job, hasher)
+            if reason is not None:
+                self.metrics.checksum_mismatches.inc()
+                log.warning("payload does not match its LFS_BLOB checksum; nothing was written", record=job.what)
+                raise RecordError(reason, "checksum_mismatch")
+            key = job.key_for(hasher.sha256_hex())
+            if len(job.data) <= self.part_size:
+                self._single(job, key, hasher, stop)
+            else:
+                self._multipart(job, key, hasher, stop)
         finally:
             self.metrics.uploads_in_flight.dec()
-        self.metrics.bytes_uploaded.inc(stored.size)
+        self.metrics.bytes_uploaded.inc(hasher.size)
         self.metrics.upload_latency.observe(time.monotonic() - started)
-        return stored
+        return Stored(self.bucket, key, hasher.size, hasher.sha256_hex(), hasher.alg, hasher.hexdigest())
 
-    def _single(self, job: UploadJob, stop: _Stop) -> Stored:
+    def _metadata(self, hasher: Hasher) -> dict[str, Any]:
+        return {"Metadata": {SHA256_METADATA: hasher.sha256_hex()}, **self._extra}
+
+    def _single(self, job: UploadJob, key: str, hasher: Hasher, stop: _Stop) -> None:
+        """One PUT, unless ``key`` already holds the payload."""
         assert self._parts is not None
-        hasher = Hasher(job.alg)
-        put = self._parts.submit(self._put_object, job, stop)
-        hasher.update(job.data)  # while the PUT is on the wire
-        put.result()
-        self._verify(job, hasher, stop)
-        return self._stored(job, hasher)
+        for _ in range(_WRITE_ATTEMPTS):
+            if not self.conditional and self._existing(job, key, hasher, stop):
+                return
+            put = self._parts.submit(self._put_object, job, key, hasher, stop)
+            try:
+                put.result()
+                return
+            except _Expected:  # 412: the key exists
+                pass
+            if self._existing(job, key, hasher, stop):
+                return
+        raise TargetError(f"S3 object s3://{self.bucket}/{key} for record {job.what} kept appearing and vanishing")
 
-    def _multipart(self, job: UploadJob, stop: _Stop) -> Stored:
+    def _multipart(self, job: UploadJob, key: str, hasher: Hasher, stop: _Stop) -> None:
+        """A multipart upload, unless ``key`` already holds the payload."""
         data = memoryview(job.data)
         size = data.nbytes
         bounds = [(n + 1, lo, min(lo + self.part_size, size)) for n, lo in enumerate(range(0, size, self.part_size))]
-        hasher = Hasher(job.alg)
-        for _ in range(_LOST_ATTEMPTS):
+        self._abort_stale(job, key, stop)
+        lost = 0
+        for _ in range(_WRITE_ATTEMPTS + _LOST_ATTEMPTS):
+            if self._existing(job, key, hasher, stop):
+                return  # a retry, or a restart: the same payload is stored already
             try:
-                if self._multipart_once(job, data, bounds, hasher, stop):
-                    return self._stored(job, hasher)
-                break  # checksum mismatch: the upload was aborted before it completed
+                if self._multipart_once(job, key, data, bounds, hasher, stop):
+                    return
             except _UploadLost:
                 stop.check()
-                log.warning("multipart upload vanished on the server; uploading the object again", key=job.key)
-        else:
-            raise TargetError(
-                f"S3 lost the multipart upload of s3://{self.bucket}/{job.key} for record {job.what} "
-                f"{_LOST_ATTEMPTS} times in a row"
-            )
-        self._verify(job, hasher, stop)  # deletes whatever the key holds and raises RecordError
-        raise AssertionError("unreachable: a mismatch always raises")
+                lost += 1
+                if lost >= _LOST_ATTEMPTS:
+                    raise TargetError(
+                        f"S3 lost the multipart upload of s3://{self.bucket}/{key} for record {job.what} "
+                        f"{_LOST_ATTEMPTS} times in a row"
+                    ) from None
+                log.warning("multipart upload vanished on the server; uploading the object again", key=key)
+        raise TargetError(f"S3 object s3://{self.bucket}/{key} for record {job.what} kept appearing and vanishing")
 
     def _multipart_once(
-        self, job: UploadJob, data: memoryview, bounds: list[tuple[int, int, int]], hasher: Hasher, stop: _Stop
+        self,
+        job: UploadJob,
+        key: str,
+        data: memoryview,
+        bounds: list[tuple[int, int, int]],
+        hasher: Hasher,
+        stop: _Stop,
     ) -> bool:
-        """One multipart upload: True once completed, False if the checksum does not match (aborted)."""
+        """One multipart upload: True once completed, False if the key was taken meanwhile (412; aborted)."""
         assert self._parts is not None
-        hash_parts = hasher.size < data.nbytes  # a repeated upload does not hash again
-        self._abort_stale(job, stop)
         created = self._call(
             "CreateMultipartUpload",
-            job,
+            key,
+            job.what,
             partial(
                 self._client.create_multipart_upload,
                 Bucket=self.bucket,
-                Key=job.key,
+                Key=key,
                 **self._content_type(job),
-                **self._extra,
+                **self._metadata(hasher),
             ),
             stop,
         )
@@ -328,32 +510,29 @@ class S3Uploader:
         completed = False
         try:
             for number, lo, hi in bounds:
-                view = data[lo:hi]
-                if hash_parts:
-                    hasher.update(view)  # part N is hashed while the parts before it upload
-                futures.append(self._parts.submit(self._put_part, job, upload_id, number, view, parts_stop))
-            if self._mismatch(job, hasher) is not None:
-                return False
+                futures.append(self._parts.submit(self._put_part, job, key, upload_id, number, data[lo:hi], parts_stop))
             etags = [f.result() for f in futures]
             parts = [{"PartNumber": n, "ETag": etag} for (n, _, _), etag in zip(bounds, etags, strict=True)]
+            condition = {"IfNoneMatch": "*"} if self.conditional else {}
             complete = partial(
                 self._client.complete_multipart_upload,
                 Bucket=self.bucket,
-                Key=job.key,
+                Key=key,
                 UploadId=upload_id,
                 MultipartUpload={"Parts": parts},
+                **condition,
             )
-            self._call("CompleteMultipartUpload", job, complete, stop)
+            try:
+                self._call("CompleteMultipartUpload", key, job.what, complete, stop, expect=("PreconditionFailed",))
+            except _Expected:
+                return False
             completed = True
             return True
         finally:
             if not completed:
                 fail_parts.set()
                 wait_all(futures)
-                self._abort(job, upload_id)
-
-    def _stored(self, job: UploadJob, hasher: Hasher) -> Stored:
-        return Stored(self.bucket, job.key, hasher.size, hasher.sha256_hex(), hasher.alg, hasher.hexdigest())
+                self._abort(key, upload_id)
 
     @staticmethod
     def _content_type(job: UploadJob) -> dict[str, str]:
@@ -371,63 +550,76 @@ class S3Uploader:
             return None
         return (
             f"record {job.what}: payload {alg} is {actual} but its LFS_BLOB header expects "
-            f"{job.expected[:72]!r}; the object was not kept"
+            f"{job.expected[:72]!r}; nothing was written"
         )
-
-    def _verify(self, job: UploadJob, hasher: Hasher, stop: _Stop) -> None:
-        reason = self._mismatch(job, hasher)
-        if reason is None:
-            return
-        self.metrics.checksum_mismatches.inc()
-        self._call("DeleteObject", job, lambda: self._client.delete_object(Bucket=self.bucket, Key=job.key), stop)
-        log.warning("payload does not match its LFS_BLOB checksum; object deleted", record=job.what, key=job.key)
-        raise RecordError(reason, "checksum_mismatch")
 
     # -- requests ---------------------------------------------------------------------------------
-    def _put_object(self, job: UploadJob, stop: _Stop) -> None:
+    def _put_object(self, job: UploadJob, key: str, hasher: Hasher, stop: _Stop) -> None:
+        condition = {"IfNoneMatch": "*"} if self.conditional else {}
         self._call(
             "PutObject",
-            job,
+            key,
+            job.what,
             lambda: self._client.put_object(
-                Bucket=self.bucket, Key=job.key, Body=job.data, **self._content_type(job), **self._extra
+                Bucket=self.bucket,
+                Key=key,
+                Body=job.data,
+                **self._content_type(job),
+                **self._metadata(hasher),
+                **condition,
             ),
             stop,
+            expect=("PreconditionFailed",),
         )
 
-    def _put_part(self, job: UploadJob, upload_id: str, number: int, view: memoryview, stop: _Stop) -> str:
+    def _put_part(self, job: UploadJob, key: str, upload_id: str, number: int, view: memoryview, stop: _Stop) -> str:
         response = self._call(
             "UploadPart",
-            job,
+            key,
+            job.what,
             lambda: self._client.upload_part(
-                Bucket=self.bucket, Key=job.key, UploadId=upload_id, PartNumber=number, Body=_ViewReader(view)
+                Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=_ViewReader(view)
             ),
             stop,
         )
         return str(response["ETag"])
 
-    def _abort(self, job: UploadJob, upload_id: str) -> None:
-        """Abort a multipart upload, once, best effort (a later upload of the key aborts leftovers)."""
+    def _abort(self, key: str, upload_id: str) -> None:
+        """Abort a multipart upload this uploader created, once, best effort."""
         try:
-            self._client.abort_multipart_upload(Bucket=self.bucket, Key=job.key, UploadId=upload_id)
+            self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
         except Exception as exc:
             self.metrics.s3_errors.labels(kind=error_kind(exc), operation="AbortMultipartUpload").inc()
-            log.info("could not abort a multipart upload; it is retried with the key", key=job.key, error=describe(exc))
+            log.info("could not abort a multipart upload; a lifecycle rule must", key=key, error=describe(exc))
 
-    def _abort_stale(self, job: UploadJob, stop: _Stop) -> None:
-        """Abort incomplete multipart uploads of this exact key (left by a killed relay); best effort."""
+    def _abort_stale(self, job: UploadJob, key: str, stop: _Stop) -> None:
+        """Abort incomplete multipart uploads of this exact key begun before this uploader started; best effort.
+
+        The key names this relay, so those were left by an earlier run of it (killed mid-upload).
+        Uploads begun since (another instance of this relay, still at work) are left alone.
+        """
         stop.check()
         try:
-            listing = self._client.list_multipart_uploads(Bucket=self.bucket, Prefix=job.key)
-            stale = [u["UploadId"] for u in listing.get("Uploads", []) if u.get("Key") == job.key]
+            listing = self._client.list_multipart_uploads(Bucket=self.bucket, Prefix=key)
+            stale = [
+                u["UploadId"]
+                for u in listing.get("Uploads", [])
+                if u.get("Key") == key and _before(u.get("Initiated"), self.started_at)
+            ]
         except Exception as exc:
-            log.debug("cannot list incomplete multipart uploads", key=job.key, error=describe(exc))
+            log.debug("cannot list incomplete multipart uploads", key=key, error=describe(exc))
             return
         for upload_id in stale:
-            log.info("aborting an incomplete multipart upload of the same key", key=job.key)
-            self._abort(job, upload_id)
+            log.info("aborting an incomplete multipart upload an earlier run left", key=key, record=job.what)
+            self._abort(key, upload_id)
 
-    def _call(self, op: str, job: UploadJob, request: Callable[[], T], stop: _Stop) -> T:
-        """Run one S3 request with the retry policy of the module docstring."""
+    def _call(
+        self, op: str, key: str, what: str, request: Callable[[], T], stop: _Stop, expect: Collection[str] = ()
+    ) -> T:
+        """Run one S3 request with the retry policy of the module docstring.
+
+        A failure whose S3 error code or kind is in ``expect`` raises :class:`_Expected` at once.
+        """
         attempt = 0
         while True:
             stop.check()
@@ -435,36 +627,55 @@ class S3Uploader:
                 return request()
             except Exception as exc:
                 kind = error_kind(exc)
+                code = str(exc.response.get("Error", {}).get("Code", "")) if isinstance(exc, ClientError) else ""
+                if code == "412":
+                    code = "PreconditionFailed"
+                if code in expect or kind in expect:
+                    raise _Expected(code if code in expect else kind) from None
                 self.metrics.s3_errors.labels(kind=kind, operation=op).inc()
-                if isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") == "NoSuchUpload":
+                if code == "NoSuchUpload":
                     raise _UploadLost() from None
-                where = f"s3://{self.bucket}/{job.key}"
+                where = f"s3://{self.bucket}/{key}"
                 if kind == "access_denied":
                     raise TargetError(
-                        f"S3 denied {op} of {where} for record {job.what} ({describe(exc)}); check the "
+                        f"S3 denied {op} of {where} for {_named(what)} ({describe(exc)}); check the "
                         "credentials and the bucket policy for target.lfs.s3"
                     ) from None
                 if kind == "no_such_bucket":
                     raise TargetError(
-                        f"S3 bucket {self.bucket!r} does not exist ({op} of {where} for record {job.what}); "
+                        f"S3 bucket {self.bucket!r} does not exist ({op} of {where} for {_named(what)}); "
                         "check target.lfs.s3.bucket"
                     ) from None
                 attempt += 1
                 if kind not in ("throttled", "unavailable") and attempt >= _OTHER_ATTEMPTS:
                     raise TargetError(
-                        f"S3 {op} of {where} for record {job.what} failed {attempt} times: {describe(exc)}"
+                        f"S3 {op} of {where} for {_named(what)} failed {attempt} times: {describe(exc)}"
                     ) from None
                 delay = backoff_delay(self.retry.min, self.retry.max, attempt)
                 log.warning(
                     "S3 request failed; retrying",
                     operation=op,
-                    key=job.key,
+                    key=key,
                     kind=kind,
                     error=describe(exc),
                     attempt=attempt,
                     retry_in=round(delay, 2),
                 )
                 stop.wait(delay)
+
+
+def _named(what: str) -> str:
+    """``record <coordinates>``, or ``what`` itself when it names something else (the probe)."""
+    return what if what.startswith("the ") else f"record {what}"
+
+
+def _before(initiated: object, moment: datetime) -> bool:
+    """Whether an upload's ``Initiated`` time is before ``moment`` (an unknown time is not)."""
+    if not isinstance(initiated, datetime):
+        return False
+    if initiated.tzinfo is None:
+        initiated = initiated.replace(tzinfo=timezone.utc)
+    return initiated < moment
 
 
 def cancel_all(uploads: Iterable[Upload]) -> None:

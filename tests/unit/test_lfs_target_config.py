@@ -51,7 +51,8 @@ def test_defaults() -> None:
     """Only s3.bucket given: 1 MiB threshold, sha256, KafScale's allow-list, 8 uploads of 8 MiB parts, fail."""
     cfg = parsed()
     assert cfg.threshold == MIB
-    assert cfg.key_template == KeyTemplate("{prefix}/{topic}/{partition}/{offset}")
+    assert cfg.key_template == KeyTemplate("{prefix}/{relay}/{topic}/{partition}/{offset}-{sha256}")
+    assert cfg.relay == "edge"
     assert cfg.checksum_alg == "sha256"
     assert cfg.content_type_default == "application/octet-stream"
     assert cfg.header_allowlist == DEFAULT_HEADER_ALLOWLIST
@@ -67,7 +68,7 @@ def test_every_setting() -> None:
     cfg = parsed(
         threshold="256KiB",
         always_offload_topics=["images"],
-        key_template="{prefix}/{target_topic}/{partition}/{offset:012d}",
+        key_template="{prefix}/{target_topic}/{relay}/{partition}/{offset:012d}.{sha256}",
         checksum_alg="CRC32",
         content_type_default="image/png",
         header_allowlist=["X-Trace"],
@@ -108,8 +109,12 @@ def test_every_setting() -> None:
         ({"always_offload_topics": ["nope"]}, "target.lfs.always_offload_topics[0]", "source topics"),
         ({"always_offload_topics": "images"}, "target.lfs.always_offload_topics", "list"),
         ({"header_allowlist": [""]}, "target.lfs.header_allowlist[0]", "non-empty"),
-        ({"key_template": "{prefix}/{topic}/{offset}"}, "target.lfs.key_template", "{partition}"),
-        ({"key_template": "{partition}/{offset}"}, "target.lfs.key_template", "{topic}"),
+        ({"key_template": "{prefix}/{relay}/{topic}/{offset}-{sha256}"}, "target.lfs.key_template", "{partition}"),
+        ({"key_template": "{relay}/{partition}/{offset}-{sha256}"}, "target.lfs.key_template", "{topic}"),
+        ({"key_template": "{prefix}/{topic}/{partition}/{offset}"}, "target.lfs.key_template", "{relay}, {sha256}"),
+        ({"key_template": "{relay}/{topic}{partition}/{offset}-{sha256}"}, "target.lfs.key_template", "separator"),
+        ({"key_template": "{relay}/{topic}/{partition}/{offset:>9}-{sha256}"}, "target.lfs.key_template", "spec"),
+        ({"key_template": "{relay}/{topic:.4}/{partition}/{offset}-{sha256}"}, "target.lfs.key_template", "spec"),
         ({"key_template": "{topic}/{partition}/{offset}/{cluster}"}, "target.lfs.key_template", "unknown variable"),
         ({"key_template": "{topic!r}/{partition}/{offset}"}, "target.lfs.key_template", "conversion"),
         ({"key_template": "{topic:d}/{partition}/{offset}"}, "target.lfs.key_template", "cannot be rendered"),

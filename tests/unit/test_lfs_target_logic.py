@@ -21,6 +21,7 @@ from relay.settings import MIB
 from relay.target import TargetError
 from targets.lfs.config import (
     DEFAULT_HEADER_ALLOWLIST,
+    DEFAULT_KEY_TEMPLATE,
     KeyTemplate,
     RecordError,
     build_envelope,
@@ -39,22 +40,76 @@ def msg(value: bytes | None = b"v", headers: Headers = (), topic: str = "orders"
 # -- keys ------------------------------------------------------------------------------------------
 
 
-def test_default_key_is_prefix_source_topic_partition_offset() -> None:
-    """The default key names the source coordinates, not the target's."""
-    template = KeyTemplate("{prefix}/{topic}/{partition}/{offset}")
-    assert template.key_for(msg(), "lfs/prod") == "lfs/prod/orders/1/42"
+SHA = "ab" * 32
+
+
+def test_default_key_is_prefix_relay_source_topic_partition_offset_sha256() -> None:
+    """The default key names the relay, the source coordinates (not the target's) and the payload's SHA-256."""
+    template = KeyTemplate(DEFAULT_KEY_TEMPLATE)
+    assert template.key_for(msg(), "lfs/prod", "edge", SHA) == f"lfs/prod/edge/orders/1/42-{SHA}"
 
 
 def test_empty_prefix_leaves_no_leading_slash() -> None:
     """An empty prefix (and doubled slashes) leaves no empty path segment."""
-    template = KeyTemplate("{prefix}//{topic}/{partition}/{offset}/")
-    assert template.key_for(msg(), "") == "orders/1/42"
+    template = KeyTemplate("{prefix}//{relay}/{topic}/{partition}/{offset}/{sha256}/")
+    assert template.key_for(msg(), "", "edge", SHA) == f"edge/orders/1/42/{SHA}"
 
 
 def test_template_variables_and_format_specs() -> None:
     """target_topic and format specs such as zero padding are rendered."""
-    template = KeyTemplate("{target_topic}/p{partition:03d}/{offset:012d}.bin")
-    assert template.key_for(msg(offset=7), "x") == "orders-copy/p001/000000000007.bin"
+    template = KeyTemplate("{relay}/{target_topic}/p{partition:03d}/{offset:012d}.{sha256}.bin")
+    assert template.key_for(msg(offset=7), "x", "edge", SHA) == f"edge/orders-copy/p001/000000000007.{SHA}.bin"
+
+
+def test_the_relay_name_is_percent_encoded_in_keys() -> None:
+    """A name with spaces or slashes becomes one path segment that cannot meet another name's."""
+    template = KeyTemplate(DEFAULT_KEY_TEMPLATE)
+    assert template.key_for(msg(), "", "dr site/1", SHA) == f"dr%20site%2F1/orders/1/42-{SHA}"
+
+
+def test_keys_are_distinct_for_other_relays_payloads_and_coordinates() -> None:
+    """Two relays, two payloads at the same offset (a recreated topic), or two offsets never share a key."""
+    template = KeyTemplate(DEFAULT_KEY_TEMPLATE)
+    keys = {
+        template.key_for(msg(offset=offset), "p", relay, sha)
+        for offset in (1, 12)
+        for relay in ("a", "b")
+        for sha in (SHA, "cd" * 32)
+    }
+    assert len(keys) == 8
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{relay}/{topic}{partition}/{offset}-{sha256}",  # a,1 and a1... share
+        "{relay}/{topic}/{partition}{offset}-{sha256}",  # 1,23 and 12,3 share
+        "{relay}/{topic}/{partition}/{offset}{sha256}",
+        "{relay}{topic}/{partition}/{offset}-{sha256}",
+        "{relay}/{topic}/{partition}1{offset}-{sha256}",  # a digit is no separator between numbers
+        "{relay}/{topic}/{partition}/{offset}a{sha256}",  # nor a hex digit before a hash
+        "{relay}/{topic}{prefix}{partition}/{offset}-{sha256}",  # an empty prefix separates nothing
+        "{relay}/{topic}-{target_topic}/{partition}/{offset}-{sha256}",  # '-' can be in topic names
+    ],
+)
+def test_templates_need_a_separator_that_neither_neighbour_can_hold(template: str) -> None:
+    """{topic}{partition}{offset} gives a123 for a,1,23 and for a,12,3: refused, naming the two variables."""
+    with pytest.raises(ConfigError, match="separator between"):
+        KeyTemplate(template)
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{relay}/{topic}/{partition}/{offset}-{sha256}",
+        "{relay}/{topic}/{partition}_{offset}.{sha256}",
+        "{relay}:{target_topic}:{partition}:{offset}:{sha256}",
+        "{prefix}{relay}/{topic}/{partition}/{offset}/{sha256}",
+    ],
+)
+def test_templates_with_separators_are_accepted(template: str) -> None:
+    """A separator any character neither neighbour can hold (/, _, ., :) is enough."""
+    assert KeyTemplate(template).template == template
 
 
 def test_template_errors_are_config_errors() -> None:
