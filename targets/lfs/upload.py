@@ -58,7 +58,7 @@ from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_all
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from functools import partial
 from typing import Any, Final, TypeVar
 
@@ -625,6 +625,8 @@ class S3Uploader:
             stop.check()
             try:
                 return request()
+            except UploadCancelled:
+                raise
             except Exception as exc:
                 kind = error_kind(exc)
                 code = str(exc.response.get("Error", {}).get("Code", "")) if isinstance(exc, ClientError) else ""
@@ -670,12 +672,16 @@ def _named(what: str) -> str:
 
 
 def _before(initiated: object, moment: datetime) -> bool:
-    """Whether an upload's ``Initiated`` time is before ``moment`` (an unknown time is not)."""
+    """Whether an upload's ``Initiated`` time is surely before ``moment`` (an unknown time is not).
+
+    Servers report whole seconds (truncated), so a time within a second before ``moment`` may
+    belong to an upload begun just after it: only times a full second earlier count.
+    """
     if not isinstance(initiated, datetime):
         return False
     if initiated.tzinfo is None:
         initiated = initiated.replace(tzinfo=timezone.utc)
-    return initiated < moment
+    return initiated <= moment - timedelta(seconds=1)
 
 
 def cancel_all(uploads: Iterable[Upload]) -> None:

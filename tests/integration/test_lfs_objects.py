@@ -172,7 +172,7 @@ def test_only_uploads_an_earlier_run_left_are_aborted(s3_server: S3Server, condi
     key = key_of(prefix, data)
     stale = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
     neighbour = client.create_multipart_upload(Bucket=bucket, Key=key + "-other")["UploadId"]
-    time.sleep(1.1)  # S3 reports Initiated to the second
+    time.sleep(2.1)  # S3 reports Initiated in whole seconds: only a second or more before the start counts
     up = make_uploader(s3_server, conditional, prefix)
     up.start()
     try:
