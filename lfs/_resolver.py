@@ -358,12 +358,18 @@ class Resolver:
                 self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="lfs-fetch")
             return self._pool
 
-    def _ranges(self, size: int) -> list[tuple[int, int]]:
-        """Inclusive byte ranges covering the payload plus one byte, so an overlong object shows."""
+    def _ranges(self, size: int) -> Iterator[tuple[int, int]]:
+        """Inclusive byte ranges covering the payload plus one byte, so an overlong object shows.
+
+        Made one at a time, as the parts are requested: a list of them would be sized by the claim.
+        """
         if size == 0:
-            return [(0, 0)]
-        starts = range(0, size, self.part_size)
-        return [(a, min(a + self.part_size, size) - 1) for a in starts[:-1]] + [(starts[-1], size)]
+            yield (0, 0)
+            return
+        last = (size - 1) // self.part_size * self.part_size
+        for start in range(0, last, self.part_size):
+            yield (start, start + self.part_size - 1)
+        yield (last, size)
 
     def _parts(self, envelope: Envelope) -> Iterator[list[bytes]]:
         """The payload in order, one part (the chunks received) at a time, up to ``concurrency`` in flight.
@@ -372,23 +378,27 @@ class Resolver:
         their next chunk.
         """
         size = envelope.size
-        ranges = deque(self._ranges(size))
+        ranges = self._ranges(size)
         pending: deque[Future[list[bytes]]] = deque()
         abandoned = threading.Event()
         pool = self._executor()
 
-        def submit() -> None:
-            start, end = ranges.popleft()
+        def submit() -> bool:
+            """Request the next part, if there is one."""
+            span = next(ranges, None)
+            if span is None:
+                return False
+            start, end = span
             length = min(end, size - 1) - start + 1 if size else 0
             pending.append(pool.submit(self._get_part, envelope, start, end, length, abandoned))
+            return True
 
         try:
-            while ranges and len(pending) < self.concurrency:
-                submit()
+            while len(pending) < self.concurrency and submit():
+                pass
             while pending:
                 part = pending.popleft().result()
-                if ranges:
-                    submit()
+                submit()
                 yield part
         except (RuntimeError, CancelledError):  # close() shut the pool down under our feet
             if self._closed.is_set():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import itertools
 import json
 import pickle
 from typing import Any
@@ -189,10 +190,25 @@ def test_a_fetch_that_cannot_reach_s3_is_a_storage_error(resolver: Resolver) -> 
 def test_ranges_cover_the_payload_and_one_byte_more() -> None:
     """Parts are part_size long and the last one asks for one byte past the claimed size."""
     res = Resolver(NOWHERE, ["b"], part_size=10)
-    assert res._ranges(0) == [(0, 0)]
-    assert res._ranges(5) == [(0, 5)]
-    assert res._ranges(10) == [(0, 10)]
-    assert res._ranges(25) == [(0, 9), (10, 19), (20, 25)]
+    assert list(res._ranges(0)) == [(0, 0)]
+    assert list(res._ranges(5)) == [(0, 5)]
+    assert list(res._ranges(10)) == [(0, 10)]
+    assert list(res._ranges(11)) == [(0, 9), (10, 11)]
+    assert list(res._ranges(25)) == [(0, 9), (10, 19), (20, 25)]
+    assert list(res._ranges(30)) == [(0, 9), (10, 19), (20, 30)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(size=st.integers(0, 2**63 - 1), part=st.integers(1, 2**40))
+def test_ranges_are_made_as_they_are_asked_for_whatever_the_claim(nowhere_client: Any, size: int, part: int) -> None:
+    """Ranges are a lazy sequence: the first few of any claim come at once (a list of them is sized by the claim)."""
+    res = Resolver(nowhere_client, ["b"], part_size=part)
+    first = list(itertools.islice(res._ranges(size), 3))
+    assert first[0][0] == 0 and all(b[0] == a[1] + 1 for a, b in itertools.pairwise(first))
+    if size <= 3 * part:
+        assert list(res._ranges(size)) == first and first[-1][1] == size
+    else:
+        assert all(end - start + 1 == part for start, end in first)
 
 
 def test_content_range_total() -> None:
