@@ -9,6 +9,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+import yaml
 
 from kafka_lfs_relay.sandbox import FeedProducer, KafkaCluster
 from kafka_lfs_relay.sandbox.s3 import S3Server
@@ -70,7 +71,9 @@ def test_mixed_sizes_mirror_with_large_values_offloaded(
     assert len(keys) == sum(1 for s in sizes if s > MIB)
     assert list_keys(client, s3_server.bucket, prefix) == keys
     some = sorted(keys)[0]
-    assert re.fullmatch(rf"{prefix}/{src}/[01]/[0-9]+", some), some
+    name = yaml.safe_load(relay.config_path.read_text(encoding="utf-8"))["name"]
+    assert re.fullmatch(rf"{prefix}/{name}/{src}/[01]/[0-9]+-[0-9a-f]{{64}}", some), some
+    assert some.endswith(hashlib.sha256(object_bytes(client, s3_server.bucket, some)).hexdigest())
     tags = client.get_object_tagging(Bucket=s3_server.bucket, Key=some)["TagSet"]
     assert tags == [{"Key": "retention", "Value": "short"}]
     assert client.head_object(Bucket=s3_server.bucket, Key=some)["ContentType"] == "application/x-test"
