@@ -24,6 +24,7 @@ from typing import Any, Final
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType  # type: ignore[attr-defined]
 
+from relay.logs import librdkafka_logger
 from relay.settings import ClusterConfig
 
 FRAMING: Final = 512
@@ -116,7 +117,8 @@ def read_topic_limits(
     One ``DescribeConfigs`` request per topic (needs the ``DescribeConfigs`` ACL on the topic). A
     topic that does not exist, or whose config is not readable, is left out and explained.
     """
-    admin = AdminClient({**cluster.client_config(), **(conf or {})})
+    client: dict[str, Any] = {**cluster.client_config(), "logger": librdkafka_logger(), **(conf or {})}
+    admin = AdminClient(client)
     resources = {topic: ConfigResource(ResourceType.TOPIC, topic) for topic in dict.fromkeys(topics)}
     found: dict[str, int] = {}
     failed: dict[str, str] = {}

@@ -89,7 +89,6 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from lfs import Envelope, EnvelopeError, LfsError, ObjectTooLargeError, Resolver, StorageError, detect
-from relay.logs import librdkafka_logger
 from relay.message import Message, Offsets, SourcePartition
 from relay.metrics import PREFIX, RelayMetrics
 from relay.settings import MIB, ClusterConfig
@@ -315,9 +314,7 @@ class HydrateTarget:
 
     def _read_topic_limits(self) -> None:
         """Learn each target topic's ``max.message.bytes``; keep the producer's limit for those unreadable."""
-        found, failed = read_topic_limits(
-            self._cluster, self._target_topics, timeout=30, conf={"logger": librdkafka_logger()}
-        )
+        found, failed = read_topic_limits(self._cluster, self._target_topics, timeout=30)
         self.limits.set_topic_limits(found)
         for topic, reason in failed.items():
             log.warning(

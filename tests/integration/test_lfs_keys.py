@@ -89,7 +89,7 @@ def test_two_relays_with_the_same_topic_names_share_a_bucket_and_never_meet(
 
 def delete_topic(cluster: KafkaCluster, topic: str) -> None:
     """Delete ``topic`` and wait until the cluster no longer lists it."""
-    admin = AdminClient(cluster.client_config())
+    admin = AdminClient(cluster.client_conf())
     admin.delete_topics([topic], operation_timeout=30)[topic].result(timeout=60)
     wait_for(f"topic {topic} deleted", lambda: topic not in admin.list_topics(timeout=10).topics, 60)
 
