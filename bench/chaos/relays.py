@@ -1,0 +1,336 @@
+"""The relays under test: their configs, and each one as a supervised child process.
+
+A relay that exits by itself is restarted after a short pause, as a service manager would do,
+and the exit (code, the error line it printed, when) is kept for the checker, which must explain
+every one of them by a fault. A relay the nemesis holds (killed, paused, stopped for the gap) is
+left alone until the nemesis lets it go.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.chaos.model import GROUP_RELAY, HYDRATED, MIRROR, MIRROR_RELAY, ORDERS, THRESHOLD
+from kafka_lfs_relay.sandbox import KafkaCluster, S3Server
+
+ROOT = Path(__file__).resolve().parents[2]
+LFS_PREFIX = "chaos"
+
+
+def gap_policy_supported() -> bool:
+    """Whether this relay knows ``on_gap`` (issue 19); the harness runs against either version."""
+    from relay.settings import TopicConfig
+
+    return "on_gap" in {f.name for f in dataclasses.fields(TopicConfig)}
+
+
+def _cluster(cluster: KafkaCluster, name: str) -> dict[str, Any]:
+    return {"name": name, "bootstrap_servers": cluster.bootstrap_servers}
+
+
+def _common(name: str, metrics_port: int) -> dict[str, Any]:
+    return {
+        "name": name,
+        "metrics": {"listen": f"127.0.0.1:{metrics_port}"},
+        "log": {"level": "info", "format": "json"},
+        # Health checks as the failover tests run them: a dead source is left within ~3 s.
+        "source_pool": {"healthcheck_interval": "500ms", "request_timeout": "1s", "min_dwell": "5s"},
+        "max_in_flight": "96MiB",
+    }
+
+
+def _target(cluster: KafkaCluster, name: str, kind: str) -> dict[str, Any]:
+    return {
+        **_cluster(cluster, name),
+        "type": kind,
+        "batch": {"max_records": 2000, "linger": "20ms", "max_bytes": "32MiB"},
+        "retry": {"backoff": {"min": "100ms", "max": "2s"}},
+        "create_topics": False,
+    }
+
+
+def s3_connection(s3: S3Server) -> dict[str, Any]:
+    """The ``s3`` section for the sandbox's server."""
+    return {
+        "endpoint_url": s3.endpoint_url,
+        "region": s3.region,
+        "path_style": True,
+        "access_key_id": s3.access_key_id,
+        "secret_access_key": s3.secret_access_key,
+        "connect_timeout": "2s",
+        "read_timeout": "20s",
+    }
+
+
+def mirror_config(
+    east: KafkaCluster, west: KafkaCluster, dr: KafkaCluster, s3: S3Server, port: int, on_gap: str | None
+) -> dict[str, Any]:
+    """Failover between east and west into ``dr`` through the lfs target (large records to S3)."""
+    config = _common(MIRROR_RELAY, port)
+    target = _target(dr, "dr", "lfs")
+    target["lfs"] = {
+        "threshold": THRESHOLD,
+        "s3": {**s3_connection(s3), "bucket": s3.bucket, "prefix": LFS_PREFIX},
+    }
+    config.update(
+        {
+            "mode": "failover",
+            "sources": [_cluster(east, "east"), _cluster(west, "west")],
+            "topics": [{"source": MIRROR}],
+            "target": target,
+        }
+    )
+    if on_gap is not None:
+        config["on_gap"] = on_gap
+    return config
+
+
+def hydrate_config(dr: KafkaCluster, plain: KafkaCluster, s3: S3Server, port: int) -> dict[str, Any]:
+    """The envelope topic on ``dr`` hydrated into ``plain``."""
+    config = _common("chaos-hydrate", port)
+    target = _target(plain, "plain", "hydrate")
+    target["hydrate"] = {
+        "allowed_buckets": [{"bucket": s3.bucket, "prefixes": [f"{LFS_PREFIX}/"]}],
+        "s3": s3_connection(s3),
+    }
+    config.update(
+        {
+            "mode": "single",
+            "sources": [_cluster(dr, "dr")],
+            "topics": [{"source": MIRROR, "target": HYDRATED}],
+            "target": target,
+        }
+    )
+    return config
+
+
+def group_config(east: KafkaCluster, plain: KafkaCluster, port: int, session_timeout: float) -> dict[str, Any]:
+    """One of the instances sharing ``orders`` through a consumer group, into ``plain``."""
+    config = _common(GROUP_RELAY, port)
+    config.update(
+        {
+            "mode": "single",
+            "sources": [_cluster(east, "east")],
+            "topics": [{"source": ORDERS}],
+            "target": _target(plain, "plain", "kafka"),
+            "group": {"id": "chaos-group", "session_timeout": f"{session_timeout:g}s"},
+        }
+    )
+    return config
+
+
+def write_yaml(path: Path, config: dict[str, Any]) -> Path:
+    """Write a relay config."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@dataclass
+class Run:
+    """One start of a relay process and how it ended."""
+
+    number: int
+    started: float
+    log_offset: int
+    args: tuple[str, ...] = ()
+    ended: float | None = None
+    code: int | None = None
+    cause: str = ""  # "nemesis" (killed on purpose), "harness" (stopped on purpose), "exited" (by itself)
+    error_line: str = ""
+
+
+@dataclass
+class Relay:
+    """One relay process, restarted when it exits unless the nemesis or the harness holds it."""
+
+    name: str
+    role: str  # mirror | hydrate | group
+    config: Path
+    metrics_port: int
+    log_path: Path
+    runs: list[Run] = field(default_factory=list)
+    held: bool = False
+    paused: bool = False
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    restart_at: float | None = None
+
+    def start(self, *args: str) -> None:
+        """Start a new run (appending to the log)."""
+        with self.lock:
+            assert self.proc is None or self.proc.poll() is not None, f"{self.name} is running"
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+            run = Run(len(self.runs) + 1, time.time(), offset, tuple(args))
+            with self.log_path.open("ab") as log:
+                log.write(f"=== run {run.number} {' '.join(args)} ===\n".encode())
+                log.flush()
+                run.log_offset = log.tell()
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-m", "kafka_lfs_relay", "run", "--config", str(self.config), *args],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)},
+                    cwd=ROOT,
+                    start_new_session=True,
+                )
+            self.runs.append(run)
+            self.restart_at = None
+
+    def alive(self) -> bool:
+        """True while the current run's process is there."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def _signal(self, sig: int) -> None:
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, sig)
+
+    def _end(self, code: int | None, cause: str) -> None:
+        run = self.runs[-1]
+        if run.ended is None:
+            run.ended, run.code, run.cause = time.time(), code, cause
+            run.error_line = self.error_line(run)
+
+    def kill9(self, cause: str = "nemesis") -> None:
+        """SIGKILL the process group and reap it."""
+        with self.lock:
+            if self.proc is None:
+                return
+            self._signal(signal.SIGCONT)
+            self._signal(signal.SIGKILL)
+            code = self.proc.wait(30)
+            self.paused = False
+            self._end(code, cause)
+
+    def terminate(self, timeout: float, cause: str = "harness") -> int | None:
+        """SIGTERM (the relay drains), SIGKILL after ``timeout``; the exit code."""
+        with self.lock:
+            if self.proc is None:
+                return None
+            if self.proc.poll() is None:
+                self._signal(signal.SIGCONT)
+                self._signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    self._signal(signal.SIGKILL)
+                    self.proc.wait(30)
+                    cause = f"{cause}: did not drain within {timeout:.0f}s"
+            self.paused = False
+            self._end(self.proc.returncode, cause)
+            return self.proc.returncode
+
+    def wait(self, timeout: float) -> int | None:
+        """Wait for the run to end by itself (``--stop-at-end``); None if it did not in time (then killed)."""
+        assert self.proc is not None
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill9(cause=f"harness: not done within {timeout:.0f}s")
+            return None
+        with self.lock:
+            self._end(code, "exited")
+        return code
+
+    def pause(self) -> None:
+        """SIGSTOP: the process keeps its sockets and answers nothing."""
+        with self.lock:
+            self._signal(signal.SIGSTOP)
+            self.paused = True
+
+    def resume(self) -> None:
+        """SIGCONT."""
+        with self.lock:
+            self._signal(signal.SIGCONT)
+            self.paused = False
+
+    def log_segment(self, run: Run) -> str:
+        """What the relay printed during ``run``."""
+        if not self.log_path.exists():
+            return ""
+        following = [r.log_offset for r in self.runs if r.number == run.number + 1]
+        with self.log_path.open("rb") as fh:
+            fh.seek(run.log_offset)
+            data = fh.read(following[0] - run.log_offset) if following else fh.read()
+        return data.decode("utf-8", "replace")
+
+    def error_line(self, run: Run) -> str:
+        """The one line a stopping relay prints on stderr (``kafka-lfs-relay: ...``), if any."""
+        lines = [line for line in self.log_segment(run).splitlines() if line.startswith("kafka-lfs-relay:")]
+        return lines[-1] if lines else ""
+
+    def scrape(self) -> dict[str, float]:
+        """The relay's metrics now; empty if it does not answer."""
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=1) as resp:
+                text = resp.read().decode()
+        except OSError:
+            return {}
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                with contextlib.suppress(ValueError):
+                    out[name] = float(value)
+        return out
+
+    def log_events(self) -> list[dict[str, Any]]:
+        """Every JSON log line of every run."""
+        out: list[dict[str, Any]] = []
+        if not self.log_path.exists():
+            return out
+        for line in self.log_path.read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("{"):
+                with contextlib.suppress(ValueError):
+                    out.append(json.loads(line))
+        return out
+
+
+class Supervisor(threading.Thread):
+    """Restarts relays that exited by themselves, 1-3 s later; bounded by ``max_restarts`` per relay."""
+
+    def __init__(self, relays: list[Relay], on_exit: Any, max_restarts: int = 200) -> None:
+        super().__init__(name="supervisor", daemon=True)
+        self.relays = relays
+        self.on_exit = on_exit
+        self.max_restarts = max_restarts
+        self.stopping = threading.Event()
+        self.errors: list[str] = []
+
+    def run(self) -> None:
+        while not self.stopping.wait(0.5):
+            for relay in self.relays:
+                with relay.lock:
+                    if relay.held or relay.proc is None:
+                        continue
+                    code = relay.proc.poll()
+                    if code is not None and relay.runs[-1].ended is None:
+                        relay._end(code, "exited")
+                        self.on_exit(relay, relay.runs[-1])
+                        if code == 2:
+                            self.errors.append(f"{relay.name}: configuration refused: {relay.runs[-1].error_line}")
+                        relay.restart_at = time.monotonic() + 2.0
+                    if relay.restart_at is not None and time.monotonic() >= relay.restart_at:
+                        if len(relay.runs) >= self.max_restarts:
+                            self.errors.append(f"{relay.name}: more than {self.max_restarts} runs")
+                            relay.restart_at = None
+                            continue
+                        relay.start()

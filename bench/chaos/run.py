@@ -1,0 +1,654 @@
+"""One chaos run: sandbox up, workload and relays on, nemesis for ``--duration``, settle, drain, check, report."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import random
+import shutil
+import sys
+import time
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from bench.chaos import checker
+from bench.chaos.model import (
+    CLIENT_LOG,
+    GROUP_RELAY,
+    HYDRATED,
+    MIRROR,
+    MIRROR_RELAY,
+    ORDERS,
+    Entry,
+    Ledger,
+    ValueMaker,
+    client_conf,
+    parse_key,
+    sha256,
+)
+from bench.chaos.nemesis import FaultLog, Nemesis, committed_positions, watermarks
+from bench.chaos.relays import (
+    LFS_PREFIX,
+    Relay,
+    Run,
+    Supervisor,
+    gap_policy_supported,
+    group_config,
+    hydrate_config,
+    mirror_config,
+    write_yaml,
+)
+from bench.chaos.report import publish, render
+from bench.chaos.workload import Copier, Feeder
+from bench.common import exit_on_sigterm, log
+from kafka_lfs_relay.sandbox import KafkaCluster, S3Server, kafka_distribution
+from kafka_lfs_relay.sandbox.process import free_port
+from lfs import Resolver, detect
+
+ROOT = Path(__file__).resolve().parents[2]
+GROUP_INSTANCES = ("group-a", "group-b", "group-c")
+CLUSTERS_OF = {"mirror": ("east", "west", "dr"), "hydrate": ("dr", "plain"), "group": ("east", "plain")}
+
+
+class HarnessError(RuntimeError):
+    """The harness itself could not go on (not a finding about the relay)."""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line."""
+    p = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__)
+    p.add_argument("--duration", type=float, default=1200, help="seconds of faults (default 1200 = 20 min)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the workload and the nemesis (default: random)")
+    p.add_argument("--rate", type=float, default=10, help="mirror records/s (default 10)")
+    p.add_argument("--large-fraction", type=float, default=0.1, help="share of mirror records of 1-8 MiB (0.1)")
+    p.add_argument("--group-rate", type=float, default=200, help="records/s into the group pipeline (200)")
+    p.add_argument("--mirror-partitions", type=int, default=4)
+    p.add_argument("--group-partitions", type=int, default=12)
+    p.add_argument("--interval", default="3:10", help="seconds between faults, min:max (default 3:10)")
+    p.add_argument("--max-lag", type=float, default=5.0, help="most seconds the standby trails (5)")
+    p.add_argument("--session-timeout", type=float, default=6.0, help="group session timeout, s (6)")
+    p.add_argument("--no-gap", action="store_true", help="do not make the once-per-run gap")
+    p.add_argument("--min-faults", type=int, default=1, help="fail unless at least this many faults were injected")
+    p.add_argument("--out", type=Path, default=None, help="run folder (default build/chaos/<time>-seed<seed>)")
+    p.add_argument("--publish", action="store_true", help="append the run's table to docs/reliability.md")
+    p.add_argument("--keep", action="store_true", help="keep the clusters' data after the run")
+    args = p.parse_args(argv)
+    if args.seed is None:
+        args.seed = random.SystemRandom().randrange(1, 1_000_000)
+    lo, _, hi = args.interval.partition(":")
+    args.interval_pair = (float(lo), float(hi or lo))
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run once; exit 0 when every check passed."""
+    exit_on_sigterm()
+    args = parse_args(argv)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = args.out or ROOT / "build" / "chaos" / f"{stamp}-seed{args.seed}"
+    out.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(out / "clients.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    CLIENT_LOG.addHandler(handler)
+    CLIENT_LOG.setLevel(logging.INFO)
+    log(f"chaos run: seed {args.seed}, {args.duration:.0f} s of faults, output in {out}")
+    summary = ChaosRun(args, out).execute()
+    (out / "summary.json").write_text(checker.dumps(summary), encoding="utf-8")
+    table = render(summary)
+    (out / "summary.md").write_text(table, encoding="utf-8")
+    print(table)
+    if args.publish:
+        publish(summary, ROOT / "docs" / "reliability.md")
+    log(f"verdict: {'PASS' if summary['passed'] else 'FAIL'} ({out})")
+    return 0 if summary["passed"] else 1
+
+
+class ChaosRun:
+    """Everything one run starts, and the order it is torn down in."""
+
+    def __init__(self, args: argparse.Namespace, out: Path) -> None:
+        self.args = args
+        self.out = out
+        self.data = out / "data"
+        self.clusters: dict[str, KafkaCluster] = {}
+        self.s3: S3Server | None = None
+        self.relays: dict[str, Relay] = {}
+        self.feeders: dict[str, Feeder] = {}
+        self.copier: Copier | None = None
+        self.supervisor: Supervisor | None = None
+        self.nemesis: Nemesis | None = None
+        self.made_gaps: list[tuple[int, int, int]] = []
+        self.exits: list[tuple[Relay, Run]] = []
+        self.gap_policy = gap_policy_supported()
+        self.timings: dict[str, float] = {}
+        self.notes: list[str] = []
+
+    # -- the run ---------------------------------------------------------------------------------
+    def execute(self) -> dict[str, Any]:
+        started = time.time()
+        self.flog = FaultLog(self.out / "faults.jsonl", started)
+        try:
+            self._start_sandbox()
+            self._start_workload()
+            self._start_relays()
+            self._wait_first_commits()
+            self._chaos()
+            self._settle()
+            self._drain()
+            summary = self._check()
+        except Exception as exc:
+            log(f"harness error: {type(exc).__name__}: {exc}")
+            summary = {"passed": False, "harness_error": f"{type(exc).__name__}: {exc}"}
+        finally:
+            self._teardown()
+        summary.setdefault("seed", self.args.seed)
+        summary["timings_s"] = {k: round(v, 1) for k, v in self.timings.items()}
+        summary["wall_s"] = round(time.time() - started, 1)
+        summary["out"] = str(self.out)
+        return summary
+
+    def _start_sandbox(self) -> None:
+        t0 = time.monotonic()
+        dist = kafka_distribution()
+        for name in ("east", "west", "dr", "plain"):
+            log(f"starting cluster {name}")
+            cluster = KafkaCluster.create(name, self.data / name, dist)
+            self.clusters[name] = cluster
+            cluster.start(timeout=180)
+        log("starting S3")
+        self.s3 = S3Server(self.data / "s3")
+        self.s3.start(timeout=180)
+        mp, gp = self.args.mirror_partitions, self.args.group_partitions
+        topics = {
+            "east": [(MIRROR, mp), (ORDERS, gp)],
+            "west": [(MIRROR, mp)],
+            "dr": [(MIRROR, mp)],
+            "plain": [(HYDRATED, mp), (ORDERS, gp)],
+        }
+        for name, wanted in topics.items():
+            admin = AdminClient(client_conf(self.clusters[name]))
+            futures = admin.create_topics(
+                [NewTopic(t, n, 1, config={"max.message.bytes": str(16 * 1024 * 1024)}) for t, n in wanted],
+                operation_timeout=30,
+            )
+            for fut in futures.values():
+                fut.result(timeout=60)
+        self.timings["sandbox_up"] = time.monotonic() - t0
+
+    def _start_workload(self) -> None:
+        a = self.args
+        values = ValueMaker(a.seed)
+        self.ledgers = {MIRROR: Ledger(MIRROR, a.mirror_partitions), ORDERS: Ledger(ORDERS, a.group_partitions)}
+        east = self.clusters["east"]
+        self.feeders = {
+            MIRROR: Feeder(east, self.ledgers[MIRROR], a.rate, a.large_fraction, a.seed * 3 + 1, values),
+            ORDERS: Feeder(east, self.ledgers[ORDERS], a.group_rate, 0.0, a.seed * 3 + 2, values),
+        }
+        self.copier = Copier(
+            east,
+            self.clusters["west"],
+            MIRROR,
+            a.mirror_partitions,
+            a.max_lag,
+            a.seed * 3 + 3,
+            lambda kind, fields: self.flog.write(kind, "set", **fields),
+        )
+        for feeder in self.feeders.values():
+            feeder.start()
+        self.copier.start()
+
+    def _start_relays(self) -> None:
+        assert self.s3 is not None
+        c, s3 = self.clusters, self.s3
+        cfg = self.out / "config"
+        on_gap = "fail" if self.gap_policy else None
+        ports: list[int] = []
+        while len(ports) < 2 + len(GROUP_INSTANCES):
+            port = free_port()
+            if port not in ports:
+                ports.append(port)
+        self.mirror_skip = write_yaml(
+            cfg / "mirror-skip.yml",
+            mirror_config(c["east"], c["west"], c["dr"], s3, ports[0], "skip" if self.gap_policy else None),
+        )
+        specs = [
+            ("mirror", "mirror", mirror_config(c["east"], c["west"], c["dr"], s3, ports[0], on_gap)),
+            ("hydrate", "hydrate", hydrate_config(c["dr"], c["plain"], s3, ports[1])),
+        ]
+        for i, name in enumerate(GROUP_INSTANCES):
+            specs.append((name, "group", group_config(c["east"], c["plain"], ports[2 + i], self.args.session_timeout)))
+        for name, role, config in specs:
+            path = write_yaml(cfg / f"{name}.yml", config)
+            port = int(config["metrics"]["listen"].rsplit(":", 1)[1])
+            relay = Relay(name, role, path, port, self.out / f"{name}.log")
+            self.relays[name] = relay
+            relay.start()
+        self.supervisor = Supervisor(list(self.relays.values()), self._on_exit)
+        self.supervisor.start()
+
+    def _on_exit(self, relay: Relay, run: Run) -> None:
+        """A relay exited by itself. Like an operator, answer a reported gap by allowing the skip."""
+        self.exits.append((relay, run))
+        self.flog.write("relay_exit", "seen", relay=relay.name, code=run.code, line=run.error_line[:300])
+        if relay.role == "mirror" and "were deleted" in run.error_line and relay.config != self.mirror_skip:
+            self.flog.write("operator", "begin", relay=relay.name, action="restart with on_gap: skip")
+            relay.config = self.mirror_skip
+
+    def _wait_first_commits(self) -> None:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            self._health()
+            try:
+                mirror = committed_positions(self.clusters["dr"], MIRROR_RELAY, MIRROR)
+                group = committed_positions(self.clusters["plain"], GROUP_RELAY, ORDERS)
+            except Exception as exc:  # a slow machine: read again
+                log(f"positions not readable yet: {exc}")
+                mirror = group = {}
+            if mirror and group:
+                return
+            time.sleep(2)
+        raise HarnessError("no relay committed anything within 300 s of the start")
+
+    def _health(self) -> None:
+        problems = [f"{n} producer: {f.error}" for n, f in self.feeders.items() if f.error]
+        if self.copier is not None:
+            problems += self.copier.errors[:3]
+        if self.supervisor is not None:
+            problems += self.supervisor.errors[:3]
+        for ledger in self.ledgers.values():
+            problems += ledger.failed[:3]
+        if problems:
+            raise HarnessError("; ".join(problems))
+
+    def _chaos(self) -> None:
+        assert self.s3 is not None and self.copier is not None
+        a = self.args
+        self.nemesis = Nemesis(
+            seed=a.seed,
+            duration=a.duration,
+            interval=a.interval_pair,
+            log=self.flog,
+            relays=self.relays,
+            clusters=self.clusters,
+            s3=self.s3,
+            feeders=self.feeders,
+            copier=self.copier,
+            mirror_partitions=a.mirror_partitions,
+            session_timeout=a.session_timeout,
+            gap=not a.no_gap,
+            on_gap_made=lambda p, s, e: self.made_gaps.append((p, s, e)),
+        )
+        t0 = time.monotonic()
+        self.flog.write("chaos", "begin", duration_s=a.duration, seed=a.seed)
+        self.nemesis.start()
+        last = 0.0
+        while (elapsed := time.monotonic() - t0) < a.duration:
+            self._health()
+            if elapsed - last >= 30:
+                last = elapsed
+                faults = sum(1 for e in self.flog.events if e["phase"] == "begin")
+                produced = {k: v.totals()[0] for k, v in self.ledgers.items()}
+                log(f"t={elapsed:.0f}s produced {produced} faults {faults}")
+            time.sleep(min(5.0, max(0.1, a.duration - elapsed)))
+        self.timings["chaos"] = time.monotonic() - t0
+
+    def _settle(self) -> None:
+        """Stop the faults and heal everything; stop the producers; let the standby catch up."""
+        assert self.nemesis is not None and self.copier is not None and self.s3 is not None
+        t0 = time.monotonic()
+        log("settling: stopping the nemesis")
+        if not self.nemesis.stop(300):
+            raise HarnessError("a fault did not heal within 300 s")
+        self.flog.write("chaos", "end")
+        for name, cluster in self.clusters.items():
+            if not cluster.alive():
+                log(f"restarting {name}, still down after the nemesis")
+                cluster.start(timeout=180)
+        if not self.s3.alive():
+            self.s3.start(timeout=180)
+        for relay in self.relays.values():
+            relay.resume()
+        log("settling: stopping the producers")
+        for name, feeder in self.feeders.items():
+            missing = feeder.finish(300)
+            if missing:
+                raise HarnessError(f"{missing} {name} records without a delivery report after 300 s")
+        self._health()
+        ends = [hi for _, hi in watermarks(self.clusters["east"], MIRROR, self.args.mirror_partitions)]
+        if not self.copier.finish(ends, 300):
+            raise HarnessError(f"the standby did not catch up with {ends} within 300 s: {self.copier.errors[:3]}")
+        west = [hi for _, hi in watermarks(self.clusters["west"], MIRROR, self.args.mirror_partitions)]
+        if west != ends:
+            raise HarnessError(f"east ends at {ends} but west at {west}")
+        self.timings["settle"] = time.monotonic() - t0
+
+    def _drain(self) -> None:
+        """No more restarts: the mirror and the hydrator run to the end (--stop-at-end), the group catches up."""
+        assert self.supervisor is not None
+        t0 = time.monotonic()
+        self.supervisor.stopping.set()
+        self.supervisor.join(10)
+        for role in ("mirror", "hydrate"):
+            relay = self.relays[role]
+            with relay.lock:
+                relay.held = True
+                relay.terminate(120)
+            for attempt in range(3):
+                log(f"draining {role}: --stop-at-end (attempt {attempt + 1})")
+                relay.start("--stop-at-end")
+                code = relay.wait(1200)
+                if code == 0:
+                    break
+                self.exits.append((relay, relay.runs[-1]))
+                if relay.role == "mirror" and "were deleted" in relay.runs[-1].error_line:
+                    relay.config = self.mirror_skip
+            else:
+                raise HarnessError(f"{role} did not reach the end in 3 attempts; see {relay.log_path}")
+        ends = dict(enumerate(hi for _, hi in watermarks(self.clusters["east"], ORDERS, self.args.group_partitions)))
+        deadline = time.monotonic() + 900
+        log("draining the group: waiting until it committed every partition's end")
+        while True:
+            for relay in (self.relays[n] for n in GROUP_INSTANCES):
+                if not relay.alive():
+                    with relay.lock:
+                        if relay.runs[-1].ended is None:
+                            relay._end(relay.proc.returncode if relay.proc else None, "exited")
+                            self.exits.append((relay, relay.runs[-1]))
+                        relay.start()
+            try:
+                committed = committed_positions(self.clusters["plain"], GROUP_RELAY, ORDERS)
+            except Exception as exc:
+                log(f"positions not readable yet: {exc}")
+                committed = {}
+            if all(committed.get(p, 0) >= end for p, end in ends.items()):
+                break
+            if time.monotonic() > deadline:
+                raise HarnessError(f"the group did not catch up within 900 s: committed {committed}, ends {ends}")
+            time.sleep(3)
+        for name in GROUP_INSTANCES:
+            self.relays[name].held = True
+            self.relays[name].terminate(120)
+        self.timings["drain"] = time.monotonic() - t0
+
+    # -- the checker -----------------------------------------------------------------------------
+    def _check(self) -> dict[str, Any]:
+        assert self.s3 is not None
+        t0 = time.monotonic()
+        log("checking: reading every target back")
+        mp, gp = self.args.mirror_partitions, self.args.group_partitions
+        expected_mirror = self.ledgers[MIRROR].by_partition()
+        expected_orders = self.ledgers[ORDERS].by_partition()
+        gaps: dict[int, list[tuple[int, int]]] = {}
+        for p, s, e in self.made_gaps:
+            gaps.setdefault(p, []).append((s, e))
+
+        # Mirror: small records as they were, large ones as envelopes whose objects hold the value.
+        client = boto3.client(
+            "s3",
+            endpoint_url=self.s3.endpoint_url,
+            region_name=self.s3.region,
+            aws_access_key_id=self.s3.access_key_id,
+            aws_secret_access_key=self.s3.secret_access_key,
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 5}),
+        )
+        resolver = Resolver(client, allowed_buckets=[self.s3.bucket])
+        by_seq = {e.seq: e for entries in expected_mirror.values() for e in entries}
+        mirror_seen: dict[int, list[checker.Seen]] = {p: [] for p in range(mp)}
+        envelope_problems: list[str] = []
+        referenced: set[str] = set()
+        envelopes = 0
+
+        def on_mirror(partition: int, msg: Any) -> None:
+            nonlocal envelopes
+            value = msg.value()
+            envelope = detect(value)
+            if envelope is None:
+                mirror_seen[partition].append(checker.seen_of(msg))
+                return
+            envelopes += 1
+            referenced.add(envelope.key)
+            try:
+                _, payload = resolver.unwrap(value)
+            except Exception as exc:
+                envelope_problems.append(f"{MIRROR}/{partition}@{msg.offset()}: {type(exc).__name__}: {exc}")
+                payload = None
+            ident = parse_key(msg.key())
+            entry = by_seq.get(ident[1]) if ident else None
+            if payload is not None and entry is not None and sha256(payload) != entry.sha256:
+                envelope_problems.append(f"{MIRROR}/{partition}@{msg.offset()}: object bytes differ from the source")
+            mirror_seen[partition].append(checker.seen_of(msg, envelope.key, envelope.sha256, envelope.size))
+
+        checker.scan(self.clusters["dr"], MIRROR, mp, on_mirror, timeout=1800)
+        threshold = 1024 * 1024
+
+        def offloaded_as_it_should(entry: Entry, rec: checker.Seen) -> str | None:
+            if (rec.envelope_key is not None) != (entry.size > threshold):
+                return "offloaded" if rec.envelope_key else "not offloaded"
+            return None
+
+        mirror = checker.compare(MIRROR, "dr", expected_mirror, mirror_seen, gaps, offloaded_as_it_should)
+
+        hydrated_seen: dict[int, list[checker.Seen]] = {p: [] for p in range(mp)}
+        checker.scan(
+            self.clusters["plain"],
+            HYDRATED,
+            mp,
+            lambda p, msg: hydrated_seen[p].append(checker.seen_of(msg)),
+            timeout=1800,
+        )
+        hydrated = checker.compare(MIRROR, "plain/hydrated", expected_mirror, hydrated_seen, gaps)
+        orders_seen: dict[int, list[checker.Seen]] = {p: [] for p in range(gp)}
+        checker.scan(
+            self.clusters["plain"], ORDERS, gp, lambda p, msg: orders_seen[p].append(checker.seen_of(msg)), 1800
+        )
+        group = checker.compare(ORDERS, "plain/orders", expected_orders, orders_seen)
+
+        listed: set[str] = set()
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=self.s3.bucket, Prefix=f"{LFS_PREFIX}/"):
+            listed.update(obj["Key"] for obj in page.get("Contents", []))
+        uploads = client.list_multipart_uploads(Bucket=self.s3.bucket, Prefix=f"{LFS_PREFIX}/").get("Uploads", [])
+        orphans = checker.classify_orphans(listed, referenced, LFS_PREFIX, MIRROR, gaps)
+
+        # Gaps: what the relay reported must be exactly what the nemesis made.
+        mirror_relay = self.relays["mirror"]
+        events = mirror_relay.log_events()
+        reported = checker.parse_reported_gaps(events, mirror_relay.log_path.read_text(errors="replace").splitlines())
+        made = set(self.made_gaps)
+        gap_ok = (not self.gap_policy and not made) or (reported["skip"] == made and reported["fail"] <= made)
+        if not self.gap_policy and made:
+            gap_ok = False
+            self.notes.append("this relay has no on_gap setting: the gap could not be reported as the issue asks")
+
+        explained, unexplained = self._explain_exits_and_errors()
+        self.timings["check"] = time.monotonic() - t0
+        verdicts = [mirror, hydrated, group]
+        vacuous = self._vacuous(verdicts, envelopes)
+        passed = (
+            not vacuous
+            and all(v.ok for v in verdicts)
+            and not envelope_problems
+            and not any(k.startswith("unexplained") for k in orphans)
+            and gap_ok
+            and not unexplained
+        )
+        return self._summary(
+            verdicts,
+            envelopes=envelopes,
+            envelope_problems=envelope_problems,
+            orphans=orphans,
+            incomplete_uploads=len(uploads),
+            objects=len(listed),
+            reported_gaps={k: sorted(v) for k, v in reported.items()},
+            gap_ok=gap_ok,
+            explained=explained,
+            unexplained=unexplained,
+            vacuous=vacuous,
+            passed=passed,
+        )
+
+    def _vacuous(self, verdicts: list[checker.Verdict], envelopes: int) -> list[str]:
+        """Reasons the run proved nothing: no records, no large ones, nothing hydrated, too few faults."""
+        why = []
+        if any(v.found == 0 or v.expected == 0 for v in verdicts):
+            why.append("a target received nothing")
+        if self.args.large_fraction > 0 and envelopes == 0:
+            why.append("no record was offloaded")
+        faults = sum(1 for e in self.flog.events if e["phase"] in ("begin", "deleted") and e["kind"] != "chaos")
+        if faults < self.args.min_faults:
+            why.append(f"{faults} faults injected, fewer than --min-faults {self.args.min_faults}")
+        if not self.args.no_gap and not self.made_gaps:
+            why.append("the gap was not made")
+        return why
+
+    def _explain_exits_and_errors(self) -> tuple[list[str], list[str]]:
+        windows = checker.windows_from(self.flog.events)
+        explained: list[str] = []
+        unexplained: list[str] = []
+        for relay in self.relays.values():
+            for run in relay.runs:
+                if run.ended is None:
+                    continue
+                what = f"{relay.name} run {run.number} exit {run.code} ({run.cause}): {run.error_line or '-'}"
+                if (
+                    run.cause == "nemesis"
+                    or (run.cause == "harness" and run.code == 0)
+                    or (run.cause == "exited" and run.code == 0 and "--stop-at-end" in run.args)
+                ):
+                    continue
+                why = checker.explain(
+                    run.error_line or run.cause, relay.name, relay.role, run.ended, windows, CLUSTERS_OF
+                )
+                (explained if why else unexplained).append(f"{what} <- {why}" if why else what)
+            for event in relay.log_events():
+                if event.get("level") not in ("error", "critical") or event.get("event") == "relay stopped":
+                    continue
+                when = _epoch(str(event.get("timestamp", "")))
+                text = json.dumps(event, sort_keys=True)
+                why = checker.explain(text, relay.name, relay.role, when, windows, CLUSTERS_OF)
+                line = f"{relay.name} error line: {event.get('event')} {event.get('error', '')}"[:300]
+                (explained if why else unexplained).append(f"{line} <- {why}" if why else line)
+            text = relay.log_path.read_text(errors="replace") if relay.log_path.exists() else ""
+            for line in text.splitlines():
+                if "Traceback" in line or "internal error" in line:
+                    unexplained.append(f"{relay.name}: {line[:300]}")
+        return explained, unexplained
+
+    def _summary(self, verdicts: list[checker.Verdict], **extra: Any) -> dict[str, Any]:
+        begun = [e for e in self.flog.events if e["phase"] == "begin"]
+        # The gap counts once its records are deleted (its "begin" is the relay being stopped).
+        faults = Counter(e["kind"] for e in begun if e["kind"] not in ("chaos", "operator", "gap"))
+        faults["gap"] = sum(1 for e in self.flog.events if e["kind"] == "gap" and e["phase"] == "deleted")
+        outages = Counter(e.get("cluster", "s3") for e in begun if e["kind"] in ("broker_kill", "s3_kill"))
+        group_events = [ev for n in GROUP_INSTANCES for ev in self.relays[n].log_events()]
+        all_events = [ev for r in self.relays.values() for ev in r.log_events()]
+        rebalances = Counter(
+            str(ev["event"]).split()[1]
+            for ev in group_events
+            if ev.get("event") in ("partitions assigned", "partitions revoked", "partitions lost")
+        )
+        mirror_records, mirror_bytes = self.ledgers[MIRROR].totals()
+        orders_records, orders_bytes = self.ledgers[ORDERS].totals()
+        large = sum(1 for e in self.ledgers[MIRROR].entries.values() if e.size > 1024 * 1024 and e.offset >= 0)
+        return {
+            "seed": self.args.seed,
+            "duration_s": self.args.duration,
+            "settings": {
+                k: getattr(self.args, k)
+                for k in (
+                    "rate",
+                    "large_fraction",
+                    "group_rate",
+                    "mirror_partitions",
+                    "group_partitions",
+                    "interval",
+                    "max_lag",
+                    "session_timeout",
+                )
+            },
+            "relay_version": _git_head(),
+            "gap_policy_supported": self.gap_policy,
+            "produced": {
+                "mirror_records": mirror_records,
+                "mirror_large": large,
+                "mirror_bytes": mirror_bytes,
+                "orders_records": orders_records,
+                "orders_bytes": orders_bytes,
+            },
+            "faults": dict(sorted(faults.items())),
+            "outages": dict(sorted(outages.items())),
+            "failovers": sum(1 for ev in self.relays["mirror"].log_events() if ev.get("event") == "switching source"),
+            "rebalances": dict(sorted(rebalances.items())),
+            "fencings": sum(1 for ev in all_events if "fenced" in str(ev.get("event", ""))),
+            "target_restarts": sum(1 for ev in all_events if str(ev.get("event", "")).startswith("target restarted")),
+            "relay_runs": {n: len(r.runs) for n, r in self.relays.items()},
+            "made_gaps": [list(g) for g in self.made_gaps],
+            "verdicts": [vars(v) | {"ok": v.ok} for v in verdicts],
+            "lost": sum(v.lost for v in verdicts),
+            "duplicated": sum(v.duplicated for v in verdicts),
+            "reordered": sum(v.reordered for v in verdicts),
+            "corrupted": sum(v.corrupted for v in verdicts),
+            "notes": self.notes,
+            "machine": {"cores": os.cpu_count(), "loadavg": os.getloadavg()},
+            **{k: v for k, v in extra.items() if k != "orphans"},
+            "orphans": {k: len(v) for k, v in extra["orphans"].items()},
+            "orphan_examples": {k: v[:5] for k, v in extra["orphans"].items()},
+        }
+
+    # -- teardown --------------------------------------------------------------------------------
+    def _teardown(self) -> None:
+        log("teardown")
+        if self.nemesis is not None:
+            self.nemesis.stopping.set()
+        if self.supervisor is not None:
+            self.supervisor.stopping.set()
+            self.supervisor.join(5)
+        for relay in self.relays.values():
+            relay.held = True
+            if relay.alive():
+                with contextlib.suppress(Exception):
+                    relay.kill9(cause="teardown")
+        for feeder in self.feeders.values():
+            feeder.stopping.set()
+        if self.copier is not None:
+            self.copier.stopping.set()
+        if self.nemesis is not None:
+            self.nemesis.stop(120)
+        if self.s3 is not None:
+            with contextlib.suppress(Exception):
+                self.s3.stop()
+        for cluster in self.clusters.values():
+            with contextlib.suppress(Exception):
+                cluster.resume()
+                cluster.stop(grace=20)
+        if not self.args.keep:
+            shutil.rmtree(self.data, ignore_errors=True)
+
+
+def _epoch(text: str) -> float:
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return time.time()
+
+
+def _git_head() -> str:
+    with contextlib.suppress(Exception):
+        import subprocess
+
+        return subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+    return "unknown"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
