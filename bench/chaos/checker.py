@@ -220,13 +220,18 @@ _RULES: list[tuple[str, re.Pattern[str]]] = [
 ]
 
 
+_CLUSTER_NAMES = re.compile(r"\b(east|west|dr|plain)\b")
+
+
 def explain(
     text: str, relay: str, role: str, when: float, windows: Sequence[Window], clusters_of: Mapping[str, Sequence[str]]
 ) -> str | None:
     """Which fault explains ``text`` (an error line of ``relay`` at ``when``), or None if none does.
 
-    ``clusters_of``: the clusters each relay role talks to (a cluster outage explains errors of
-    the relays that use it).
+    ``clusters_of``: the clusters each relay role talks to. A line that names clusters is explained
+    only by an outage of one of those (of the ones the relay uses); a line about S3 only by an S3
+    outage; a fencing only by a zombie or a kill of a group member, or an outage of the source that
+    coordinates the group; a gap only by the gap the nemesis made, after it was made.
     """
     kind = next((name for name, rule in _RULES if rule.search(text)), "other")
     if kind == "internal":
@@ -236,25 +241,41 @@ def explain(
         return w.begin - SLACK_BEFORE <= when <= w.end + SLACK_AFTER
 
     if kind == "gap":
-        hit = [w for w in windows if w.kind == "gap" and role == "mirror" and w.begin - SLACK_BEFORE <= when]
-        return "the gap the nemesis made" if hit else None
+        made = [w for w in windows if w.kind == "gap" and role == "mirror" and w.begin - SLACK_BEFORE <= when]
+        return "the gap the nemesis made" if made else None
+    used = set(clusters_of.get(role, ()))
+    named = set(_CLUSTER_NAMES.findall(text)) & used
     if kind == "fenced":
-        hit = [w for w in windows if w.kind in ("relay_pause", "relay_kill") and near(w)]
-        return f"{hit[-1].kind} of {hit[-1].subject}" if hit else None
-    candidates = []
-    for w in windows:
-        if not near(w):
-            continue
-        if w.kind == "s3_kill" and role in ("mirror", "hydrate"):
-            candidates.append(f"S3 outage at {w.begin:.0f}")
-        if w.kind == "broker_kill" and w.subject in clusters_of.get(role, ()):
-            candidates.append(f"outage of {w.subject} at {w.begin:.0f}")
-        if w.kind in ("relay_pause", "relay_kill") and w.subject == relay:
-            candidates.append(f"{w.kind} of this relay at {w.begin:.0f}")
-    if kind == "s3":
-        s3 = [c for c in candidates if c.startswith("S3")]
-        return s3[-1] if s3 else (candidates[-1] if candidates else None)
-    return candidates[-1] if candidates else None
+        hit = [
+            f"{w.kind} of {w.subject}"
+            for w in windows
+            if near(w)
+            and (
+                (w.kind in ("relay_pause", "relay_kill") and (w.subject == relay or role == "group"))
+                or (w.kind == "broker_kill" and w.subject in used)
+            )
+        ]
+        return hit[-1] if hit else None
+    s3 = [f"S3 outage at {w.begin:.0f}" for w in windows if w.kind == "s3_kill" and near(w)]
+    if kind == "s3" and not named:
+        return s3[-1] if s3 and role in ("mirror", "hydrate") else None
+    outages = [
+        f"outage of {w.subject} at {w.begin:.0f}"
+        for w in windows
+        if w.kind == "broker_kill" and near(w) and w.subject in (named or used)
+    ]
+    if outages:
+        return outages[-1]
+    if not named:
+        # A transaction that timed out while this relay was stopped.
+        own = [
+            f"{w.kind} of this relay at {w.begin:.0f}"
+            for w in windows
+            if w.kind in ("relay_pause", "relay_kill") and w.subject == relay and near(w)
+        ]
+        if own and re.search(r"transaction|timed out|timeout", text, re.I):
+            return own[-1]
+    return None
 
 
 def windows_from(events: Sequence[Mapping[str, Any]]) -> list[Window]:

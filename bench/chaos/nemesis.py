@@ -18,13 +18,14 @@ nemesis heals everything within one restart.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -33,6 +34,8 @@ from bench.chaos.model import MIRROR, MIRROR_RELAY, client_conf
 from bench.chaos.relays import Relay
 from bench.chaos.workload import Copier, Feeder
 from kafka_lfs_relay.sandbox import KafkaCluster, S3Server
+
+T = TypeVar("T")
 
 WEIGHTS = {
     "relay_kill": 3.0,
@@ -77,7 +80,8 @@ def committed_positions(cluster: KafkaCluster, relay_name: str, topic: str, time
     """The relay's committed positions for ``topic`` (next source offset per partition), read from its positions topic.
 
     Read independently of the relay's code: every record of the compacted topic, read_committed, the
-    newest per key ``<relay>/<topic>/<partition>``.
+    newest per key ``<relay>/<topic>/<partition>``, up to each partition's end as it was when reading
+    started (relays keep writing it, so "every partition at its end at once" may never happen).
     """
     from confluent_kafka import Consumer, KafkaError
 
@@ -100,19 +104,24 @@ def committed_positions(cluster: KafkaCluster, relay_name: str, topic: str, time
         if meta is None or meta.error is not None:
             return out
         parts = list(meta.partitions)
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition("kafka-lfs-relay-positions", p), timeout=10)[1]
+            for p in parts
+        }
         consumer.assign([TopicPartition("kafka-lfs-relay-positions", p, -2) for p in parts])
-        at_end: set[int] = set()
+        at_end = {p for p, end in ends.items() if end <= 0}
         deadline = time.monotonic() + timeout
         while len(at_end) < len(parts):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"reading positions on {cluster.name} took over {timeout}s")
             for msg in consumer.consume(1000, 0.5):
-                err = msg.error()
+                err, partition, offset = msg.error(), msg.partition() or 0, msg.offset() or 0
                 if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        at_end.add(msg.partition() or 0)
+                    if err.code() == KafkaError._PARTITION_EOF and offset >= ends[partition]:
+                        at_end.add(partition)
                     continue
-                at_end.discard(msg.partition() or 0)
+                if offset >= ends[partition] - 1:
+                    at_end.add(partition)
                 key = (msg.key() or b"").decode("utf-8", "replace")
                 value = msg.value()
                 if key.startswith(prefix) and value:
@@ -245,6 +254,26 @@ class Nemesis(threading.Thread):
     def _sleep(self, seconds: float) -> None:
         self.stopping.wait(seconds)
 
+    @staticmethod
+    def _retry(call: Callable[[], T], seconds: float = 300) -> T:
+        """``call()``, again every 2 s while it fails (a cluster may be down or slow), for at most ``seconds``."""
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                return call()
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(2)
+
+    def _start(self, what: str, start: Callable[[], None]) -> None:
+        """Start a stopped server again; a machine under load may need a second try."""
+        try:
+            start()
+        except Exception as exc:
+            self.log.write("restart", "retry", subject=what, error=str(exc)[:300])
+            start()
+
     # -- faults ------------------------------------------------------------------------------------
     def _relay_kill(self, rng: random.Random) -> None:
         names = self._free([f"relay:{n}" for n in self.relays])
@@ -317,9 +346,9 @@ class Nemesis(threading.Thread):
             cluster.kill()
             self.log.write("broker_kill", "begin", cluster=name, role=role, down_s=round(down, 2))
             self._sleep(down)
-            cluster.start(timeout=180)
-            self.log.write("broker_kill", "end", cluster=name, role=role)
+            self._start(name, lambda: cluster.start(timeout=180))
         finally:
+            self.log.write("broker_kill", "end", cluster=name, role=role, up=cluster.alive())
             self._release(subject)
 
     def _s3_kill(self, rng: random.Random) -> None:
@@ -330,9 +359,9 @@ class Nemesis(threading.Thread):
             self.s3.kill()
             self.log.write("s3_kill", "begin", down_s=round(down, 2))
             self._sleep(down)
-            self.s3.start(timeout=180)
-            self.log.write("s3_kill", "end")
+            self._start("s3", lambda: self.s3.start(timeout=180))
         finally:
+            self.log.write("s3_kill", "end", up=self.s3.alive())
             self._release("s3")
 
     def _burst(self, rng: random.Random) -> None:
@@ -380,14 +409,17 @@ class Nemesis(threading.Thread):
         relay = self.relays["mirror"]
         try:
             relay.held = True
-            code = relay.terminate(90, cause="nemesis")
+            # SIGTERM drains for 30 s, then closing waits up to transaction_timeout + 10 s.
+            code = relay.terminate(150, cause="nemesis")
             self.log.write("gap", "begin", relay=relay.name, drained_exit=code)
-            committed = committed_positions(self.clusters["dr"], MIRROR_RELAY, MIRROR)
+            # read_committed up to the end as it is now: a transaction the relay left open (it had to be
+            # killed) holds the read back until the broker commits or aborts it, so this is exact.
+            committed = self._retry(lambda: committed_positions(self.clusters["dr"], MIRROR_RELAY, MIRROR, timeout=300))
             order = list(range(self.mirror_partitions))
             rng.shuffle(order)
             made = None
             for _ in range(60):  # up to ~30 s for records ahead of the position to reach both sources
-                east = watermarks(self.clusters["east"], MIRROR, self.mirror_partitions)
+                east = self._retry(lambda: watermarks(self.clusters["east"], MIRROR, self.mirror_partitions))
                 copied = self.copier.position()
                 for p in order:
                     if p not in committed:
@@ -411,8 +443,8 @@ class Nemesis(threading.Thread):
                 )
                 return
             p, start, end = made
-            for name in ("east", "west"):
-                delete_records(self.clusters[name], MIRROR, p, end)
+            for cluster in (self.clusters["east"], self.clusters["west"]):
+                self._retry(functools.partial(delete_records, cluster, MIRROR, p, end))
             self.on_gap_made(p, start, end)
             self.log.write("gap", "deleted", partition=p, missing=f"[{start}, {end})", records=end - start)
             self._sleep(rng.uniform(0, 3))

@@ -57,6 +57,7 @@ def rows(s: dict[str, Any]) -> list[tuple[str, str]]:
         ("envelopes verified (object = checksum = source)", f"{s['envelopes']:,}, {len(s['envelope_problems'])} bad"),
         ("orphans", f"{orphans} of {s['objects']:,} objects ({why}); unfinished uploads {s['incomplete_uploads']}"),
         ("relay exits and error lines", f"{len(s['explained'])} explained by a fault, {len(s['unexplained'])} not"),
+        ("relays that could not run to the end", "; ".join(s.get("drain_failures", [])) or "none"),
         (
             "verdict",
             "PASS" if s["passed"] else "FAIL" + (f" (vacuous: {'; '.join(s['vacuous'])})" if s["vacuous"] else ""),

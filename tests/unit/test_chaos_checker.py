@@ -136,6 +136,16 @@ def test_errors_are_explained_only_by_a_matching_fault_nearby() -> None:
     assert explain("offsets [1, 2) were deleted (retention)", "mirror", "mirror", 501.0, windows, clusters)
     assert explain("offsets [1, 2) were deleted (retention)", "mirror", "mirror", 50.0, windows, clusters) is None
     assert explain("internal error: KeyError", "mirror", "mirror", 110.0, windows, clusters) is None
+    # A line naming a cluster is explained only by that cluster's outage.
+    assert explain('{"source": "east", "event": "down"}', "mirror", "mirror", 305.0, windows, clusters) is None
+    assert explain('{"source": "dr", "event": "down"}', "mirror", "mirror", 305.0, windows, clusters)
+
+
+def test_fencing_needs_a_zombie_or_a_kill_nearby() -> None:
+    clusters = {"group": ("east", "plain")}
+    pause = [Window("relay_pause", "group-b", 100.0, 110.0)]
+    assert explain("fenced by the partition's new owner", "group-b", "group", 112.0, pause, clusters)
+    assert explain("fenced by the partition's new owner", "group-b", "group", 900.0, pause, clusters) is None
 
 
 def test_windows_pair_begin_and_end() -> None:
