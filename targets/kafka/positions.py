@@ -86,7 +86,16 @@ class Entry:
     map: tuple[Point, ...] = ()
 
     def advanced(self, next_offset: int, target_next: int | None) -> Entry:
-        """This entry moved to ``next_offset``, with a map point when the next target offset is known."""
+        """This entry moved to ``next_offset``, with a map point when the next target offset is known.
+
+        Raises :class:`PositionError` if ``next_offset`` is behind this entry: records already committed
+        were read again, and the entry would be one that :func:`decode` refuses (the map must grow),
+        so that no relay could start from the positions topic again.
+        """
+        if next_offset < self.next:
+            raise PositionError(f"the position would move back from {self.next} to {next_offset}")
+        if next_offset == self.next and next_offset >= 0:
+            return self  # nothing new: a second point at the same source offset would not grow
         if target_next is None:
             target_next = self.map[-1][1] if self.map else None
         if target_next is None:
@@ -104,14 +113,18 @@ def advance(
 
     ``mirror`` names the target partition that mirrors a source partition (``partition:
     preserve``), or None (no offset map); ``offsets`` holds the offset the transaction's last
-    record in each target partition got.
+    record in each target partition got. Raises :class:`PositionError` for an entry that would
+    move back (see :meth:`Entry.advanced`).
     """
     out: dict[SourcePartition, Entry] = {}
     for sp, next_offset in batch_next.items():
         where = mirror(sp)
         last = offsets.get(where) if where is not None else None
         entry = current.get(sp, Entry(-1))
-        out[sp] = entry.advanced(next_offset, None if last is None else last + 1) if where else Entry(next_offset)
+        try:
+            out[sp] = entry.advanced(next_offset, None if last is None else last + 1) if where else Entry(next_offset)
+        except PositionError as exc:
+            raise PositionError(f"{sp.topic}/{sp.partition}: {exc}") from None
     return out
 
 

@@ -368,17 +368,48 @@ class KafkaTarget:
         partition got. Runs in every attempt."""
         with self._cond:
             current = {sp: self._entries[sp] for sp in unit.batch_next.keys() | progress.keys() if sp in self._entries}
+        self._refuse_reread(unit, current)
         moved = dict(unit.batch_next)
         for sp, offset in progress.items():
             if offset > max(moved.get(sp, -1), current[sp].next if sp in current else -1):
                 moved[sp] = offset
-        unit.entries = {**extra, **positions.advance(current, moved, self._mirror, offsets)}
+        try:
+            advanced = positions.advance(current, moved, self._mirror, offsets)
+        except positions.PositionError as exc:  # a position no relay could read back: never written
+            raise TargetError(f"target {self._config.cluster.name}: {exc}; refusing to commit") from None
+        unit.entries = {**extra, **advanced}
         return positions.records(self._name, unit.entries)
 
     def _mirror(self, sp: SourcePartition) -> tuple[str, int] | None:
         """The target partition that mirrors ``sp`` (under ``partition: preserve``), else None."""
         route = self._routes[sp.topic]
         return (route.target, sp.partition) if route.partition == "preserve" else None
+
+    def _refuse_reread(self, unit: Unit, current: Mapping[SourcePartition, Entry]) -> None:
+        """Raise :class:`TargetError` if ``unit`` holds a record below its partition's committed position.
+
+        Found by the chaos soak (docs/reliability.md, seed 15): after a failover to a standby that
+        trailed, the reader went back to the standby's end and read records the target had already
+        committed; committing them again duplicated them and wrote a position that had moved back,
+        which no relay could read. Transactions commit in order, so the first record of each source
+        partition in a unit is at or after the position the previous transaction committed.
+        """
+        first: dict[tuple[str, int], int] = {}
+        wanted = len(unit.batch_next)
+        for msg in unit.messages:
+            key = (msg.source_topic, msg.source_partition)
+            if key not in first:
+                first[key] = msg.source_offset
+                if len(first) == wanted:
+                    break
+        for sp, entry in current.items():
+            offset = first.get((sp.topic, sp.partition))
+            if offset is not None and offset < entry.next:
+                raise TargetError(
+                    f"target {self._config.cluster.name}: {sp.topic}/{sp.partition}: records from offset {offset} "
+                    f"were read again below the committed position {entry.next} (a source that trails the relay?); "
+                    "refusing to commit them twice"
+                )
 
     def _committed(self, unit: Unit) -> None:
         """``unit`` committed: its entries are the current ones now."""
