@@ -56,6 +56,7 @@ from lfs import Resolver, detect
 
 ROOT = Path(__file__).resolve().parents[2]
 GROUP_INSTANCES = ("group-a", "group-b", "group-c")
+_INTERNAL = '"event": "relay stopped by an internal error"'
 CLUSTERS_OF = {"mirror": ("east", "west", "dr"), "hydrate": ("dr", "plain"), "group": ("east", "plain")}
 
 
@@ -552,7 +553,8 @@ class ChaosRun:
                 (explained if why else unexplained).append(f"{line} <- {why}" if why else line)
             text = relay.log_path.read_text(errors="replace") if relay.log_path.exists() else ""
             for line in text.splitlines():
-                if "Traceback" in line or "internal error" in line:
+                # The relay's own bug report, not an S3 server's "InternalError ... internal error" it retried.
+                if line.startswith(("Traceback", "kafka-lfs-relay: internal error")) or _INTERNAL in line:
                     unexplained.append(f"{relay.name}: {line[:300]}")
         return explained, unexplained
 
@@ -697,9 +699,16 @@ def _git_head() -> str:
     with contextlib.suppress(Exception):
         import subprocess
 
-        return subprocess.run(
+        head = subprocess.run(
             ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
         ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+        return head + (" (with uncommitted changes)" if dirty else "")
     return "unknown"
 
 
