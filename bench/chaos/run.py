@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
 import logging
 import os
 import random
 import shutil
 import sys
+import tempfile
 import time
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import boto3
 from botocore.config import Config
@@ -82,6 +84,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None, help="run folder (default build/chaos/<time>-seed<seed>)")
     p.add_argument("--publish", action="store_true", help="append the run's table to docs/reliability.md")
     p.add_argument("--keep", action="store_true", help="keep the clusters' data after the run")
+    p.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=7200,
+        help="seconds to wait for integration test sessions on this machine to finish (default 7200)",
+    )
     args = p.parse_args(argv)
     if args.seed is None:
         args.seed = random.SystemRandom().randrange(1, 1_000_000)
@@ -101,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     CLIENT_LOG.addHandler(handler)
     CLIENT_LOG.setLevel(logging.INFO)
+    lock = machine_lock(args.lock_timeout)
     log(f"chaos run: seed {args.seed}, {args.duration:.0f} s of faults, output in {out}")
     summary = ChaosRun(args, out).execute()
     (out / "summary.json").write_text(checker.dumps(summary), encoding="utf-8")
@@ -110,7 +119,32 @@ def main(argv: list[str] | None = None) -> int:
     if args.publish:
         publish(summary, ROOT / "docs" / "reliability.md")
     log(f"verdict: {'PASS' if summary['passed'] else 'FAIL'} ({out})")
+    lock.close()
     return 0 if summary["passed"] else 1
+
+
+def machine_lock(timeout: float) -> IO[str]:
+    """The lock integration test sessions take (tests/conftest.py): one sandbox-heavy session at a time.
+
+    Two at once starve each other's brokers and fail on timeouts that say nothing about the relay.
+    Waits at most ``timeout`` seconds; released when the process exits.
+    """
+    handle = (Path(tempfile.gettempdir()) / "kafka-lfs-relay-integration.lock").open("w")
+    deadline = time.monotonic() + timeout
+    said = False
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return handle
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise SystemExit(
+                    f"another integration session held the machine for {timeout:.0f} s; giving up"
+                ) from None
+            if not said:
+                log("waiting for another integration test session on this machine to finish")
+                said = True
+            time.sleep(5)
 
 
 class ChaosRun:
