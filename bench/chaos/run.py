@@ -104,6 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out = args.out or ROOT / "build" / "chaos" / f"{stamp}-seed{args.seed}"
+    if out.exists():  # a folder reused (make chaos-ci): nothing of an earlier run may be read as this one's
+        for old in [*out.glob("*.log"), *out.glob("*.jsonl"), *out.glob("summary.*")]:
+            old.unlink()
+        shutil.rmtree(out / "config", ignore_errors=True)
+        shutil.rmtree(out / "data", ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(out / "clients.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
