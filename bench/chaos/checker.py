@@ -220,6 +220,10 @@ _RULES: list[tuple[str, re.Pattern[str]]] = [
 ]
 
 
+def _hms(epoch: float) -> str:
+    return time.strftime("%H:%M:%SZ", time.gmtime(epoch))
+
+
 _CLUSTER_NAMES = re.compile(r"\b(east|west|dr|plain)\b")
 
 
@@ -256,11 +260,11 @@ def explain(
             )
         ]
         return hit[-1] if hit else None
-    s3 = [f"S3 outage at {w.begin:.0f}" for w in windows if w.kind == "s3_kill" and near(w)]
+    s3 = [f"S3 outage at {_hms(w.begin)}" for w in windows if w.kind == "s3_kill" and near(w)]
     if kind == "s3" and not named:
         return s3[-1] if s3 and role in ("mirror", "hydrate") else None
     outages = [
-        f"outage of {w.subject} at {w.begin:.0f}"
+        f"outage of {w.subject} at {_hms(w.begin)}"
         for w in windows
         if w.kind == "broker_kill" and near(w) and w.subject in (named or used)
     ]
@@ -269,7 +273,7 @@ def explain(
     if not named:
         # A transaction that timed out while this relay was stopped.
         own = [
-            f"{w.kind} of this relay at {w.begin:.0f}"
+            f"{w.kind} of this relay at {_hms(w.begin)}"
             for w in windows
             if w.kind in ("relay_pause", "relay_kill") and w.subject == relay and near(w)
         ]
