@@ -56,5 +56,7 @@ def build_relay(
     target = build_target(config, metrics)
     if config.group is not None and not isinstance(target, PartitionOwner):
         raise ConfigError("group", f"target type {config.target.type!r} cannot take part in group mode")
-    settings = RelaySettings(config.topics, config.max_in_flight, config.stop_at_end, config.group)
+    settings = RelaySettings(
+        config.topics, config.max_in_flight, config.stop_at_end, config.group, fast_path=config.fast_path
+    )
     return Relay(pool, target, settings, metrics, filters=filters, on_progress=on_progress)

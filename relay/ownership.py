@@ -19,7 +19,7 @@ import structlog
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from relay.budget import ByteBudget
-from relay.message import Message, SourcePartition
+from relay.message import Message, RawBatch, SourcePartition
 from relay.metrics import RelayMetrics
 from relay.settings import GroupConfig
 from relay.sourcepool import SourcePool, SourceReader
@@ -59,6 +59,14 @@ class Ownership(Protocol):
         """The target acknowledged ``messages`` (called on the target's thread)."""
         ...
 
+    def written_batch(self, batch: RawBatch) -> None:
+        """``batch`` was handed to the target (the passthrough fast path)."""
+        ...
+
+    def acked_batch(self, batch: RawBatch) -> None:
+        """The target acknowledged ``batch`` (the fast path; called on the target's thread)."""
+        ...
+
     def tick(self, now: float) -> None:
         """Called about once a second between polls."""
         ...
@@ -89,6 +97,12 @@ class AllPartitions:
         """Nothing to track per partition."""
 
     def acked(self, messages: Sequence[Message]) -> None:
+        """Nothing to track per partition."""
+
+    def written_batch(self, batch: RawBatch) -> None:
+        """Nothing to track per partition."""
+
+    def acked_batch(self, batch: RawBatch) -> None:
         """Nothing to track per partition."""
 
     def tick(self, now: float) -> None:
@@ -159,6 +173,18 @@ class GroupShare:
             sizes[msg.source] += msg.size
         for sp, size in sizes.items():
             self._inflight[sp] = max(0, self._inflight.get(sp, 0) - size)
+
+    def written_batch(self, batch: RawBatch) -> None:
+        """Count the bytes in flight per partition."""
+        inflight = self._inflight
+        for sp, size in batch.sizes.items():
+            inflight[sp] += size
+
+    def acked_batch(self, batch: RawBatch) -> None:
+        """Remember the acknowledged positions and take their bytes off the partitions' count."""
+        for sp, recs in batch.parts.items():
+            self._acked[sp] = (recs[-1].offset() or 0) + 1
+            self._inflight[sp] = max(0, self._inflight.get(sp, 0) - batch.sizes[sp])
 
     def tick(self, now: float) -> None:
         """Commit the acknowledged positions to the group, so lag tooling sees them."""

@@ -28,6 +28,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import groupby
 
 import structlog
 from confluent_kafka import KafkaError, KafkaException
@@ -36,7 +37,7 @@ from confluent_kafka import Message as KafkaMessage
 from relay.budget import ByteBudget
 from relay.failover import Decision, RelayView
 from relay.kafkautil import client_error_text, headers_of
-from relay.message import Message, SourcePartition, record_size
+from relay.message import Message, RawBatch, SourcePartition, raw_size, record_size
 from relay.metrics import RelayMetrics
 from relay.ownership import AllPartitions, GroupShare, Ownership
 from relay.settings import RelaySettings
@@ -49,7 +50,7 @@ from relay.sourcepool import (
     Verification,
     fingerprint,
 )
-from relay.target import PartitionOwner, ProgressSink, Target, TargetRestart
+from relay.target import BatchTarget, PartitionOwner, ProgressSink, Target, TargetRestart
 
 log = structlog.get_logger("kafka_lfs_relay.relay")
 
@@ -66,6 +67,10 @@ _WAIT_LOG_MAX = 300.0
 # An offset error on a position the watermarks say is inside the log is retried at once, but not
 # twice within this many seconds (then the partition waits for the next health check).
 _RESEEK_AGAIN = 5.0
+# The client's method descriptors, for map() and groupby() on the fast path: called from C, no Python frame.
+_ERROR = KafkaMessage.error
+_TOPIC = KafkaMessage.topic
+_PARTITION = KafkaMessage.partition
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,10 @@ class Relay:
         # The end offset a partition's watermarks showed when it was found outside the log, and
         # when: health checks older than that do not let it go (they may predate a truncation).
         self._seen_end: dict[SourcePartition, tuple[float, int]] = {}
+        # The passthrough fast path (decided in run()): records go to the target as consumed.
+        self.passthrough = False
+        self._batch_target: BatchTarget | None = None
+        self._only_topic = next(iter(self.routes)) if len(self.routes) == 1 else None
         self.ownership: Ownership
         if settings.group is None:
             self.ownership = AllPartitions(pool, self)
@@ -140,6 +149,7 @@ class Relay:
         Raises :class:`RelayError` on anything unrecoverable; what was acknowledged stays
         acknowledged and nothing else is marked as done.
         """
+        self.passthrough = self._choose_path()
         active = self.pool.choose_initial()
         self._reader = self.pool.reader(active, self._queue_bytes, self.settings.group)
         try:
@@ -164,6 +174,29 @@ class Relay:
                 self._reader.close()
             self.target.close()
             self.health.stopped()
+
+    def _choose_path(self) -> bool:
+        """The passthrough fast path where nothing needs a Message per record; logged either way."""
+        target = self.target
+        why: str | None
+        if self.filters is not None:
+            why = "filters are configured"
+        elif not self.settings.fast_path:
+            why = "fast_path: false"
+        elif not isinstance(target, BatchTarget):
+            why = f"the target ({type(target).__name__}) takes Message objects only"
+        else:
+            why = target.passthrough(self._on_raw_ack)
+        if why is None:
+            assert isinstance(target, BatchTarget)
+            self._batch_target = target
+            log.info(
+                "relay path: passthrough (records go to the target as consumed; positions, budget and "
+                "acknowledgements per batch)"
+            )
+            return True
+        log.info("relay path: per record (a Message per record)", reason=why)
+        return False
 
     # -- positions (the ownership's view of the relay) -------------------------------------------
     def resume(self, partitions: Sequence[SourcePartition]) -> None:
@@ -232,7 +265,10 @@ class Relay:
             self.health.polled()
             if batch:
                 try:
-                    self._handle(batch)
+                    if self.passthrough:
+                        self._handle_raw(batch)
+                    else:
+                        self._handle(batch)
                 except TargetRestart as exc:
                     self._restart(str(exc))
             now = time.monotonic()
@@ -262,13 +298,7 @@ class Relay:
                 newest = last.pop((topic, partition), None)
                 if newest is not None:
                     self._read_up_to(SourcePartition(topic, partition), newest, cluster)
-                if err.code() == KafkaError._PARTITION_EOF:
-                    self._at_end(SourcePartition(topic, partition), raw.offset() or 0)
-                    continue
-                if err.code() in OFFSET_ERRORS:
-                    self._out_of_range(SourcePartition(topic, partition))
-                    continue
-                self._source_error(err)
+                self._event(raw, err)
                 continue
             key, value = raw.key(), raw.value()
             headers = headers_of(raw)
@@ -303,6 +333,101 @@ class Relay:
             nxt = self._next
             read = [SourcePartition(t, p) for t, p in last.keys() | events]
             self._progress.progress({sp: nxt[sp] for sp in read if nxt.get(sp, -1) >= 0})
+
+    def _event(self, raw: KafkaMessage, err: KafkaError) -> None:
+        """An error event of the consumer: end of a partition, a position outside the log, or trouble."""
+        sp = SourcePartition(raw.topic() or "", raw.partition() or 0)
+        if err.code() == KafkaError._PARTITION_EOF:
+            self._at_end(sp, raw.offset() or 0)
+        elif err.code() in OFFSET_ERRORS:
+            self._out_of_range(sp)
+        else:
+            self._source_error(err)
+
+    # -- the passthrough fast path -------------------------------------------------------------------
+    def _handle_raw(self, batch: list[KafkaMessage]) -> None:
+        """The fast path: records go to the target as consumed, with no Python step per record here.
+
+        Error events come in-band; a batch holding any is taken apart record by record (they are
+        rare under load: an end of partition, a position outside the log), and the records before
+        each event are written before it is handled, as :meth:`_handle` does.
+        """
+        if not any(map(_ERROR, batch)):  # a KafkaError is always true
+            self._write_raw(batch)
+            return
+        pending: list[KafkaMessage] = []
+        events: set[SourcePartition] = set()
+        for raw in batch:
+            err = raw.error()
+            if err is None:
+                pending.append(raw)
+                continue
+            if pending:
+                self._write_raw(pending)
+                pending = []
+            self._event(raw, err)
+            events.add(SourcePartition(raw.topic() or "", raw.partition() or 0))
+        if pending:
+            self._write_raw(pending)
+        if self._progress is not None:
+            # An end of partition past transaction markers, or a gap skipped: positions no record
+            # carries; every record before them was written above.
+            nxt = self._next
+            self._progress.progress({sp: nxt[sp] for sp in events if nxt.get(sp, -1) >= 0})
+
+    def _write_raw(self, records: list[KafkaMessage]) -> None:
+        """Group ``records`` by source partition (runs of one partition are taken whole, from C), take
+        their bytes from the budget per partition, advance positions per partition, and write them."""
+        reader = self._reader
+        assert reader is not None
+        cluster = reader.cluster.name
+        parts: dict[SourcePartition, list[KafkaMessage]] = {}
+        topic = self._only_topic
+        if topic is not None:
+            by_partition: dict[int | None, list[KafkaMessage]] = {}
+            for partition, run in groupby(records, _PARTITION):
+                got = by_partition.get(partition)
+                if got is None:
+                    by_partition[partition] = list(run)
+                else:
+                    got.extend(run)
+            parts = {SourcePartition(topic, p or 0): recs for p, recs in by_partition.items()}
+        else:
+            for name, of_topic in groupby(records, _TOPIC):
+                for partition, run in groupby(of_topic, _PARTITION):
+                    sp = SourcePartition(name or "", partition or 0)
+                    got = parts.get(sp)
+                    if got is None:
+                        parts[sp] = list(run)
+                    else:
+                        got.extend(run)
+        sizes: dict[SourcePartition, int] = {}
+        for sp, recs in parts.items():
+            self._read_up_to(sp, recs[-1], cluster)
+            sizes[sp] = raw_size(recs)
+        batch = RawBatch(cluster, parts, sizes)
+        if not self.budget.acquire(batch.size, self.stopping):
+            return
+        self.ownership.written_batch(batch)
+        assert self._batch_target is not None
+        self._batch_target.write_batch(batch)
+
+    def _on_raw_ack(self, batches: Sequence[RawBatch]) -> None:
+        """The target made ``batches`` durable (its thread): release their bytes and count them, per partition."""
+        counts: dict[tuple[str, SourcePartition], list[int]] = defaultdict(lambda: [0, 0])
+        total = 0
+        for batch in batches:
+            self.ownership.acked_batch(batch)
+            for sp, recs in batch.parts.items():
+                c = counts[(batch.cluster, sp)]
+                c[0] += len(recs)
+                c[1] += batch.sizes[sp]
+            total += batch.size
+        for (cluster, sp), (n, size) in counts.items():
+            labels = {"source_cluster": cluster, "topic": sp.topic, "partition": str(sp.partition)}
+            self.metrics.records_relayed.labels(**labels).inc(n)
+            self.metrics.bytes_relayed.labels(**labels).inc(size)
+        self.budget.release(total)
 
     def _read_up_to(self, sp: SourcePartition, raw: KafkaMessage, cluster: str) -> None:
         """``raw`` is the newest record read from ``sp`` on ``cluster``: advance the read position past it."""

@@ -20,9 +20,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from relay.errors import RelayError
-from relay.message import Message, Offsets, SourcePartition
+from relay.message import Message, Offsets, RawBatch, SourcePartition
 
 AckCallback = Callable[[Sequence[Message]], None]
+RawAckCallback = Callable[[Sequence[RawBatch]], None]
 
 
 class TargetError(RelayError):
@@ -113,4 +114,28 @@ class PartitionOwner(Protocol):
         ``high_watermarks`` is called again when partitions are (re)assigned, and must fence
         any earlier writer of them before it reads positions back.
         """
+        ...
+
+
+@runtime_checkable
+class BatchTarget(Protocol):
+    """An optional extension for the passthrough fast path; only the built-in Kafka target has it.
+
+    Custom targets implement :class:`Target` alone and always receive :class:`Message` objects.
+    When no filter is configured, the relay asks a target that has this extension whether it can
+    take records as they were consumed (:class:`~relay.message.RawBatch`: no ``Message``, no
+    per-record callback). If it can, every record is then written through ``write_batch`` and
+    acknowledged through ``on_ack``; ``write`` is not called. The promises of :class:`Target` hold
+    unchanged, per record.
+    """
+
+    def passthrough(self, on_ack: RawAckCallback) -> str | None:
+        """Called once, before ``start``: None if the target takes raw batches from now on (then
+        ``on_ack`` receives them once durable, whole or as parts of them: see
+        :meth:`RawBatch.only` and :meth:`RawBatch.split`), else why not (for the start-up log).
+        """
+        ...
+
+    def write_batch(self, batch: RawBatch) -> None:
+        """Queue ``batch``; blocks and raises like :meth:`Target.write`."""
         ...

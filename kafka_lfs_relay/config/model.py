@@ -91,6 +91,7 @@ class RelayConfig:
     stall_timeout: float = STALL_TIMEOUT
     log: LogConfig = LogConfig()
     group: GroupConfig | None = None
+    fast_path: bool = RelaySettings.fast_path
 
     def target_context(self) -> TargetContext:
         """What a built-in target is parsed and built with."""
@@ -260,6 +261,7 @@ def parse_config(tree: object, asked: set[str] | None = None) -> RelayConfig:
         stall_timeout=stall_timeout,
         log=log,
         group=group,
+        fast_path=top.flag("fast_path", d.fast_path),
     )
     top.finish()
     validate(config)

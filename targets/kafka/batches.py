@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
-from relay.message import Message, SourcePartition
+from confluent_kafka import Message as KafkaMessage
+
+from relay.message import Message, RawBatch, SourcePartition
 from relay.settings import TopicConfig
 from targets.kafka.partitioner import target_partition
 from targets.kafka.positions import Entry
@@ -54,6 +56,23 @@ def next_offsets(records: Sequence[Record]) -> dict[SourcePartition, int]:
     for rec in records:
         out[rec[0].source] = rec[0].source_offset + 1
     return out
+
+
+class RawUnit:
+    """The records of one transaction on the passthrough fast path, as consumed.
+
+    ``runs`` holds, per source partition, its target topic, its target partition and its records in
+    source order (the lists of the raw batches it came in, not copied); ``batch_next`` and
+    ``entries`` as in :class:`Unit`.
+    """
+
+    __slots__ = ("batch_next", "count", "entries", "runs")
+
+    def __init__(self, runs: list[tuple[str, int, list[list[KafkaMessage]]]], batch_next: dict[SourcePartition, int]):
+        self.runs = runs
+        self.batch_next = batch_next
+        self.count = sum(len(recs) for _, _, lists in runs for recs in lists)
+        self.entries: dict[SourcePartition, Entry] = {}
 
 
 class BatchBuilder:
@@ -110,3 +129,23 @@ class BatchBuilder:
                 early(out[before])
         batch_next = {SourcePartition(t, p): off + 1 for (t, p), off in newest.items()}
         return out, batch_next, sorted(last_in_partition.values())
+
+    def raw_unit(self, batches: Sequence[RawBatch], only: SourcePartition | None = None) -> RawUnit:
+        """The fast path's unit of ``batches`` (of source partition ``only``, if given): per source
+        partition, its target partition (``preserve``: the same; a number: that one; ``key`` never
+        takes this path) and its records in order; positions from each partition's newest record."""
+        merged: dict[SourcePartition, list[list[KafkaMessage]]] = {}
+        for batch in batches:
+            for sp, recs in batch.parts.items():
+                if only is None or sp == only:
+                    merged.setdefault(sp, []).append(recs)
+        runs: list[tuple[str, int, list[list[KafkaMessage]]]] = []
+        batch_next: dict[SourcePartition, int] = {}
+        for sp, lists in merged.items():
+            route = self.routes[sp.topic]
+            mode = route.partition
+            if mode == "key":
+                raise ValueError(f"topic {sp.topic}: partition: key does not take the passthrough path")
+            runs.append((route.target, sp.partition if mode == "preserve" else mode, lists))
+            batch_next[sp] = (lists[-1][-1].offset() or 0) + 1
+        return RawUnit(runs, batch_next)

@@ -13,10 +13,13 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, cast
+from functools import partial
+from itertools import islice
+from typing import Any, NamedTuple, cast
 
 import structlog
 from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import Message as KafkaMessage
 
 from relay.backoff import backoff_delay
 from relay.kafkautil import client_error_text
@@ -25,7 +28,7 @@ from relay.message import Message, SourcePartition
 from relay.metrics import RelayMetrics
 from relay.settings import ClusterConfig
 from relay.target import TargetError, TargetRestart
-from targets.kafka.batches import Record, Unit
+from targets.kafka.batches import RawUnit, Record, Unit
 from targets.kafka.settings import KafkaTargetConfig
 
 log = structlog.get_logger("kafka_lfs_relay.target")
@@ -62,6 +65,9 @@ BuildFn = Callable[[Unit, "Callable[[Record], None] | None"], None]
 PositionsFn = Callable[[Unit, Mapping[tuple[str, int], int]], Sequence[tuple[bytes, bytes]]]
 """The positions records (key, value) of a unit, given the offset of the last record of each
 target partition (topic, partition) it wrote."""
+
+RawPositionsFn = Callable[[RawUnit, Mapping[tuple[str, int], int]], Sequence[tuple[bytes, bytes]]]
+"""The same for a unit of the passthrough fast path."""
 
 
 def producer_config(cluster: ClusterConfig, transactional_id: str, transaction_timeout: float) -> dict[str, Any]:
@@ -184,6 +190,55 @@ class TransactionalSender:
         of the unit, knowing the offsets the last record of each target partition got (when
         ``map_offsets``: then the records are flushed first, inside the transaction).
         """
+
+        def send(producer: Producer, attempt: int, diagnose: bool, failed: Failed, offsets: Offsets) -> None:
+            todo: Sequence[int] = range(len(unit.records))
+            if not unit.built:
+                early = None
+                if attempt == 0 and produce_early:
+                    # Bound to this producer and this transaction: records produced early
+                    # belong to it, and a retry re-sends them in a transaction of its own.
+                    def early(rec: Record, producer: Producer = producer) -> None:
+                        self._produce(producer, *rec, None)
+
+                build(unit, early)
+                todo = unit.last if early is not None else range(len(unit.records))
+            last = set(unit.last) if self.map_offsets else set()
+            records = unit.records
+            for i in todo:
+                msg, topic, partition, headers = records[i]
+                cb: Any = _FailureCollector(failed, msg) if diagnose else None
+                if i in last:
+                    cb = _OffsetCollector(offsets, (topic, partition), cb)
+                self._produce(producer, msg, topic, partition, headers, cb)
+            if last:
+                self._flush(producer)
+
+        def count() -> int:
+            return len(unit.records) if unit.built else len(unit.messages)
+
+        return self._transact(key, send, partial(positions, unit), count)
+
+    def commit_raw(self, key: Key, unit: RawUnit, positions: RawPositionsFn, cluster: str) -> bool:
+        """Commit a unit of the passthrough fast path, as :meth:`commit` does (``cluster``: the
+        source the records were read from, to name a record the target rejects)."""
+        return self._transact(
+            key,
+            partial(self._send_raw, unit, cluster),
+            partial(positions, unit),
+            lambda: unit.count,
+        )
+
+    def _transact(
+        self,
+        key: Key,
+        send: Callable[[Producer, int, bool, Failed, Offsets], None],
+        positions: Callable[[Offsets], Sequence[tuple[bytes, bytes]]],
+        count: Callable[[], int],
+    ) -> bool:
+        """One transaction with the producer of ``key``, retried whole until durable: ``send`` produces
+        the records (attempt number, whether to note which record fails), ``positions`` the positions
+        records, given the offsets the last records got; False if the partition was lost meanwhile."""
         attempt = 0
         diagnose = False
         while True:
@@ -192,32 +247,12 @@ class TransactionalSender:
             producer = self.producer(key)
             self.raise_if_fatal("producing")
             started = time.monotonic()
-            failed: list[tuple[Message, KafkaError]] = []
-            offsets: dict[tuple[str, int], int] = {}
+            failed: Failed = []
+            offsets: Offsets = {}
             try:
                 producer.begin_transaction()
-                send: Sequence[int] = range(len(unit.records))
-                if not unit.built:
-                    early = None
-                    if attempt == 0 and produce_early:
-                        # Bound to this producer and this transaction: records produced early
-                        # belong to it, and a retry re-sends them in a transaction of its own.
-                        def early(rec: Record, producer: Producer = producer) -> None:
-                            self._produce(producer, *rec, None)
-
-                    build(unit, early)
-                    send = unit.last if early is not None else range(len(unit.records))
-                last = set(unit.last) if self.map_offsets else set()
-                records = unit.records
-                for i in send:
-                    msg, topic, partition, headers = records[i]
-                    cb: Any = _FailureCollector(failed, msg) if diagnose else None
-                    if i in last:
-                        cb = _OffsetCollector(offsets, (topic, partition), cb)
-                    self._produce(producer, msg, topic, partition, headers, cb)
-                if last:
-                    self._flush(producer)
-                for pos_key, pos_value in positions(unit, offsets):
+                send(producer, attempt, diagnose, failed, offsets)
+                for pos_key, pos_value in positions(offsets):
                     self._produce_position(producer, pos_key, pos_value)
                 self._commit_transaction(producer)
             except _RecordRejected as exc:
@@ -231,14 +266,14 @@ class TransactionalSender:
             except KafkaException as exc:
                 err: KafkaError = exc.args[0]
                 self._metrics.produce_errors.labels(kind=err.name()).inc()
-                rejected = [(msg, perr) for msg, perr in failed if perr.code() in _PERMANENT_RECORD_ERRORS]
+                rejected = [(what, perr) for what, perr in failed if perr.code() in _PERMANENT_RECORD_ERRORS]
                 if rejected:
                     # The broker rejects whole record batches, so every record that shared one fails
                     # alike; the largest of them is the one to name.
-                    msg, perr = max(rejected, key=lambda pair: pair[0].size)
+                    what, perr = max(rejected, key=lambda pair: pair[0].size)
                     self._abort(key, producer)
                     raise TargetError(
-                        f"target rejected record {msg.coordinates()} ({msg.size} bytes) bound for {msg.topic}: "
+                        f"target rejected record {what.coordinates} ({what.size} bytes) bound for {what.topic}: "
                         f"{perr.str()}"
                     ) from None
                 self.raise_if_fatal("producing")
@@ -257,7 +292,7 @@ class TransactionalSender:
                     "target transaction failed; retrying the whole batch",
                     cluster=self._cluster.name,
                     error=err.str(),
-                    records=len(unit.records) if unit.built else len(unit.messages),
+                    records=count(),
                     attempt=attempt,
                     retry_in=round(delay, 2),
                 )
@@ -265,6 +300,83 @@ class TransactionalSender:
                 continue
             self._metrics.produce_latency.observe(time.monotonic() - started)
             return True
+
+    def _send_raw(
+        self,
+        unit: RawUnit,
+        cluster: str,
+        producer: Producer,
+        attempt: int,
+        diagnose: bool,
+        failed: Failed,
+        offsets: Offsets,
+    ) -> None:
+        """Produce a fast-path unit: each source partition's records in one tight loop, the last
+        one with a delivery callback where the offset map needs its offset."""
+        collect = self.map_offsets
+        for topic, partition, lists in unit.runs:
+            where = (topic, partition)
+            for n, recs in enumerate(lists):
+                final = n == len(lists) - 1
+                stop = len(recs) - 1 if final else len(recs)
+                if diagnose:
+                    for rec in islice(recs, stop):
+                        collector = _FailureCollector(failed, rec, cluster)
+                        self._produce_raw_one(producer, rec, topic, partition, collector, cluster)
+                else:
+                    self._produce_raw(producer, recs, stop, topic, partition, cluster)
+                if final:
+                    last = recs[-1]
+                    cb: Any = _FailureCollector(failed, last, cluster) if diagnose else None
+                    if collect:
+                        cb = _OffsetCollector(offsets, where, cb)
+                    self._produce_raw_one(producer, last, topic, partition, cb, cluster)
+        if collect and unit.runs:
+            self._flush(producer)
+
+    def _produce_raw(
+        self, producer: Producer, recs: list[KafkaMessage], stop: int, topic: str, partition: int, cluster: str
+    ) -> None:
+        """Queue ``recs[:stop]`` (consumed records) without a callback, waiting while the producer's
+        queue is full; this loop is the fast path's only Python step per record."""
+        produce = producer.produce
+        start = i = 0
+        while start < stop:
+            try:
+                for i, rec in enumerate(islice(recs, start, stop), start):  # noqa: B007  # i: where to resume
+                    ts = rec.timestamp()[1]
+                    # Positional: topic, value, key, partition, callback, on_delivery, timestamp, headers
+                    # (keyword arguments cost the client a slower parse per record).
+                    produce(topic, rec.value(), rec.key(), partition, None, None, ts if ts > 0 else 0, rec.headers())
+                return
+            except BufferError:
+                start = i
+                producer.poll(0.05)
+            except KafkaException as exc:
+                self._rejected_raw(exc, recs[i], topic, cluster)
+
+    def _produce_raw_one(
+        self, producer: Producer, rec: KafkaMessage, topic: str, partition: int, cb: Any, cluster: str
+    ) -> None:
+        """Queue one consumed record with delivery callback ``cb`` (or None)."""
+        ts = rec.timestamp()[1]
+        while True:
+            try:
+                producer.produce(topic, rec.value(), rec.key(), partition, cb, None, ts if ts > 0 else 0, rec.headers())
+                return
+            except BufferError:
+                producer.poll(0.05)
+            except KafkaException as exc:
+                self._rejected_raw(exc, rec, topic, cluster)
+
+    def _rejected_raw(self, exc: KafkaException, rec: KafkaMessage, topic: str, cluster: str) -> None:
+        """A consumed record the client refused: name it if no retry can help, else raise ``exc`` on."""
+        err = exc.args[0]
+        if err.code() in _PERMANENT_RECORD_ERRORS:
+            what = _describe_raw(rec, cluster)
+            text = f"target cannot take record {what.coordinates} bound for {topic}: {err.str()}"
+            raise _RecordRejected(text) from None
+        raise exc
 
     def _fenced_partition(self, key: SourcePartition, err: KafkaError) -> None:
         """Group mode: another instance took ``key`` over and fenced this one; stop writing it."""
@@ -415,16 +527,40 @@ class _OffsetCollector:
             self.then(err, record)
 
 
+class Rejected(NamedTuple):
+    """How an error names a record the target rejected."""
+
+    coordinates: str
+    size: int
+    topic: str
+
+
+Failed = list[tuple[Rejected, KafkaError]]
+Offsets = dict[tuple[str, int], int]
+
+
+def _describe_raw(rec: KafkaMessage, cluster: str) -> Rejected:
+    key, value = rec.key(), rec.value()
+    size = 64 + (len(key) if key else 0) + (len(value) if value else 0)
+    where = f"{cluster}/{rec.topic()}/{rec.partition()}@{rec.offset()}"
+    return Rejected(where.lstrip("/"), size, rec.topic() or "")
+
+
 class _FailureCollector:
     """A delivery callback that notes which record failed, used only when diagnosing a failed batch."""
 
-    def __init__(self, failed: list[tuple[Message, KafkaError]], msg: Message) -> None:
+    def __init__(self, failed: Failed, rec: Message | KafkaMessage, cluster: str = "") -> None:
         self.failed = failed
-        self.msg = msg
+        self.rec = rec
+        self.cluster = cluster
 
     def __call__(self, err: KafkaError | None, _record: object) -> None:
         if err is not None:
-            self.failed.append((self.msg, err))
+            rec = self.rec
+            if isinstance(rec, Message):
+                self.failed.append((Rejected(rec.coordinates(), rec.size, rec.topic), err))
+            else:
+                self.failed.append((_describe_raw(rec, self.cluster), err))
 
 
 class _RecordRejected(Exception):

@@ -28,15 +28,17 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import structlog
 
-from relay.message import Message, Offsets, SourcePartition
+from relay.kafkautil import headers_of
+from relay.message import Message, Offsets, RawBatch, SourcePartition, record_size
 from relay.metrics import RelayMetrics
-from relay.target import AckCallback, TargetError, TargetRestart
+from relay.target import AckCallback, RawAckCallback, TargetError, TargetRestart
 from targets.context import TargetContext
 from targets.kafka import legacy, positions
-from targets.kafka.batches import BatchBuilder, Record, Unit
+from targets.kafka.batches import BatchBuilder, RawUnit, Record, Unit
 from targets.kafka.positions import Entry, PositionsTopic
 from targets.kafka.sender import TransactionalSender
 from targets.kafka.settings import KafkaTargetConfig
@@ -100,7 +102,9 @@ class KafkaTarget:
         # write() takes _lock directly: entering the Condition costs two Python calls per record.
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
-        self._current: list[Message] = []
+        # Messages, or on the passthrough fast path RawBatches; _current_records counts records either way.
+        self._current: list[Any] = []
+        self._current_records = 0
         self._current_bytes = 0
         self._current_since = 0.0
         self._sending = False
@@ -108,6 +112,7 @@ class KafkaTarget:
         self._failure: BaseException | None = None
         self._closing = False
         self._on_ack: AckCallback | None = None
+        self._on_raw_ack: RawAckCallback | None = None
         self._thread: threading.Thread | None = None
         # The committed entry of every source partition this target writes (the offset map grows
         # from it), and entries read or imported at start-up that no transaction wrote yet. The
@@ -188,8 +193,15 @@ class KafkaTarget:
         if flush:
             self.flush()
         with self._cond:
-            self._current = [m for m in self._current if m.source not in gone]
-            self._current_bytes = sum(m.size for m in self._current)
+            if self._on_raw_ack is not None:
+                kept = (b.only(lambda sp: sp not in gone) for b in self._current)
+                self._current = [b for b in kept if b.count]
+                self._current_records = sum(b.count for b in self._current)
+                self._current_bytes = sum(b.size for b in self._current)
+            else:
+                self._current = [m for m in self._current if m.source not in gone]
+                self._current_records = len(self._current)
+                self._current_bytes = sum(m.size for m in self._current)
         self._sender.release(partitions)
         with self._cond:
             for sp in gone:
@@ -217,7 +229,7 @@ class KafkaTarget:
             while (
                 self._failure is None
                 and not self._closing
-                and (len(self._current) >= conf.max_records or self._current_bytes >= conf.max_bytes)
+                and (self._current_records >= conf.max_records or self._current_bytes >= conf.max_bytes)
             ):
                 self._cond.wait(0.5)
             self._raise_failure()
@@ -227,8 +239,9 @@ class KafkaTarget:
                 # of a batch only at its next 0.5 s wake-up, which was most of the relay's latency.
                 self._cond.notify_all()
             self._current.append(message)
+            self._current_records += 1
             self._current_bytes += message.size if self._weigh is None else self._weigh(message)
-            if len(self._current) >= conf.max_records or self._current_bytes >= conf.max_bytes:
+            if self._current_records >= conf.max_records or self._current_bytes >= conf.max_bytes:
                 self._cond.notify_all()
 
     def progress(self, positions: Mapping[SourcePartition, int]) -> None:
@@ -241,6 +254,45 @@ class KafkaTarget:
                     pending[sp] = offset
             if pending and not self._progress_since:
                 self._progress_since = time.monotonic()
+
+    # -- the passthrough fast path (relay.target.BatchTarget) ----------------------------------------
+    def passthrough(self, on_ack: RawAckCallback) -> str | None:
+        """Take raw batches when nothing needs a Message per record: no transform, no weigh hook, no
+        partitioning by key (which hashes each key in Python); else say why not."""
+        if self._hooks.transform is not None or self._hooks.weigh is not None or self._hooks.extra_topics:
+            return f"target {self._name}: the target transforms records (lfs, hydrate)"
+        keyed = sorted(t.source for t in self._routes.values() if t.partition == "key")
+        if keyed:
+            return f"topics {', '.join(keyed)}: partition: key chooses a target partition per record"
+        self._on_raw_ack = on_ack
+        return None
+
+    def write_batch(self, batch: RawBatch) -> None:
+        """Add ``batch`` to the batch being filled, as :meth:`write` adds a record: a full batch waits
+        for the sender, and a raw batch that does not fit is split, so a transaction outgrows
+        ``batch.max_records`` never and ``batch.max_bytes`` by at most one record, as on the full path."""
+        conf = self._batch_conf
+        rest: RawBatch | None = batch
+        while rest is not None:
+            with self._lock:
+                while (
+                    self._failure is None
+                    and not self._closing
+                    and (self._current_records >= conf.max_records or self._current_bytes >= conf.max_bytes)
+                ):
+                    self._cond.wait(0.5)
+                self._raise_failure()
+                if not self._current:
+                    self._current_since = time.monotonic()
+                    self._cond.notify_all()
+                room = conf.max_records - self._current_records
+                fits = min(room, _fitting(rest, conf.max_bytes - self._current_bytes))
+                head, rest = (rest, None) if fits >= rest.count else rest.split(max(1, fits))
+                self._current.append(head)
+                self._current_records += head.count
+                self._current_bytes += head.size
+                if self._current_records >= conf.max_records or self._current_bytes >= conf.max_bytes:
+                    self._cond.notify_all()
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every written record is committed; raises what the sender raised."""
@@ -280,7 +332,7 @@ class KafkaTarget:
             self._failure = None
         raise failure
 
-    def _take_batch(self) -> tuple[list[Message], dict[SourcePartition, int]] | None:
+    def _take_batch(self) -> tuple[list[Any], dict[SourcePartition, int]] | None:
         """The next batch and the progress bound to it, once due; None when closing."""
         with self._cond:
             while True:
@@ -291,8 +343,8 @@ class KafkaTarget:
                     due_in = self._due_in()
                     if due_in <= 0:
                         batch, progress = self._current, self._progress
-                        self._current, self._current_bytes, self._progress = [], 0, {}
-                        self._progress_since = 0.0
+                        self._current, self._current_records, self._current_bytes = [], 0, 0
+                        self._progress, self._progress_since = {}, 0.0
                         self._sending = True
                         self._cond.notify_all()
                         return batch, progress
@@ -305,7 +357,7 @@ class KafkaTarget:
         conf = self._batch_conf
         now = time.monotonic()
         if self._current:
-            full = len(self._current) >= conf.max_records or self._current_bytes >= conf.max_bytes
+            full = self._current_records >= conf.max_records or self._current_bytes >= conf.max_bytes
             return 0.0 if full or self._flush_requested else conf.linger - (now - self._current_since)
         if self._unwritten or (self._progress and self._flush_requested):
             return 0.0
@@ -334,15 +386,23 @@ class KafkaTarget:
                 return
             batch, progress = taken
             try:
-                acked = self._commit(batch, progress)
-                del batch  # acknowledged records must not stay alive while the next batch is awaited
-                assert self._on_ack is not None
-                if acked:
-                    self._on_ack(acked)
-                del acked
+                if self._on_raw_ack is not None:
+                    raw_acked = self._commit_raw(batch, progress)
+                    del batch
+                    if raw_acked:
+                        self._on_raw_ack(raw_acked)
+                    del raw_acked
+                else:
+                    acked = self._commit(batch, progress)
+                    del batch  # acknowledged records must not stay alive while the next batch is awaited
+                    assert self._on_ack is not None
+                    if acked:
+                        self._on_ack(acked)
+                    del acked
             except TargetRestart as exc:
                 with self._cond:
-                    self._current, self._current_bytes, self._progress = [], 0, {}
+                    self._current, self._current_records, self._current_bytes = [], 0, 0
+                    self._progress = {}
                     self._failure = exc
             except BaseException as exc:  # handed to the relay's thread, which stops the relay
                 with self._cond:
@@ -358,7 +418,7 @@ class KafkaTarget:
 
     def _positions_records(
         self,
-        unit: Unit,
+        unit: Unit | RawUnit,
         offsets: Mapping[tuple[str, int], int],
         extra: Mapping[SourcePartition, Entry],
         progress: Mapping[SourcePartition, int],
@@ -385,7 +445,7 @@ class KafkaTarget:
         route = self._routes[sp.topic]
         return (route.target, sp.partition) if route.partition == "preserve" else None
 
-    def _refuse_reread(self, unit: Unit, current: Mapping[SourcePartition, Entry]) -> None:
+    def _refuse_reread(self, unit: Unit | RawUnit, current: Mapping[SourcePartition, Entry]) -> None:
         """Raise :class:`TargetError` if ``unit`` holds a record below its partition's committed position.
 
         Found by the chaos soak (docs/reliability.md, seed 15): after a failover to a standby that
@@ -394,14 +454,7 @@ class KafkaTarget:
         which no relay could read. Transactions commit in order, so the first record of each source
         partition in a unit is at or after the position the previous transaction committed.
         """
-        first: dict[tuple[str, int], int] = {}
-        wanted = len(unit.batch_next)
-        for msg in unit.messages:
-            key = (msg.source_topic, msg.source_partition)
-            if key not in first:
-                first[key] = msg.source_offset
-                if len(first) == wanted:
-                    break
+        first = _first_offsets(unit)
         for sp, entry in current.items():
             offset = first.get((sp.topic, sp.partition))
             if offset is not None and offset < entry.next:
@@ -411,7 +464,7 @@ class KafkaTarget:
                     "refusing to commit them twice"
                 )
 
-    def _committed(self, unit: Unit) -> None:
+    def _committed(self, unit: Unit | RawUnit) -> None:
         """``unit`` committed: its entries are the current ones now."""
         with self._cond:
             self._entries.update(unit.entries)
@@ -465,9 +518,75 @@ class KafkaTarget:
                 acked.extend(rec[0] for rec in unit_records)
         return acked
 
+    def _commit_raw(self, batch: Sequence[RawBatch], progress: Mapping[SourcePartition, int]) -> list[RawBatch]:
+        """:meth:`_commit` on the fast path: the raw batches (or, in group mode, their parts) now durable."""
+        sender = self._sender
+        with self._cond:
+            unwritten = dict(self._unwritten)
+        cluster = batch[0].cluster if batch else ""
+        if not sender.per_partition and not sender.lost:
+            unit = self._builder.raw_unit(batch)
+            records = partial(self._positions_records, extra=unwritten, progress=progress)
+            if sender.commit_raw(None, unit, records, cluster):
+                self._committed(unit)
+                return list(batch)
+            return []
+        # Group mode: one transaction per owned source partition.
+        owned = {sp for b in batch for sp in b.parts if sp not in sender.lost}
+        owned |= (unwritten.keys() | progress.keys()) - sender.lost
+        with self._cond:
+            for sp in unwritten.keys() & sender.lost:  # fenced: their new owner writes them
+                self._unwritten.pop(sp, None)
+        done: set[SourcePartition] = set()
+        for sp in owned:
+            unit = self._builder.raw_unit(batch, only=sp)
+            own = {s: e for s, e in unwritten.items() if s == sp}
+            moved = {s: off for s, off in progress.items() if s == sp}
+            records = partial(self._positions_records, extra=own, progress=moved)
+            if sender.commit_raw(sender.key(sp), unit, records, cluster):
+                self._committed(unit)
+                done.add(sp)
+        kept = (b.only(done.__contains__) for b in batch)
+        return [b for b in kept if b.count]
+
 
 def build(
     config: KafkaTargetConfig, context: TargetContext, metrics: RelayMetrics, hooks: Hooks = Hooks()
 ) -> KafkaTarget:
     """The one place a Kafka target is made: for ``type: kafka``, and inside ``lfs`` and ``hydrate``."""
     return KafkaTarget(config, context, metrics, hooks)
+
+
+def _fitting(batch: RawBatch, room: int) -> int:
+    """How many of ``batch``'s records, in its order, weigh ``room`` bytes or less (at least one)."""
+    if batch.size <= room:
+        return batch.count
+    # Only where max_bytes cuts a transaction (large records): one Python step per record of this batch.
+    fits = 0
+    for recs in batch.parts.values():
+        for rec in recs:
+            room -= record_size(rec.key(), rec.value(), headers_of(rec))
+            if room < 0:
+                return max(1, fits)
+            fits += 1
+    return max(1, fits)
+
+
+def _first_offsets(unit: Unit | RawUnit) -> dict[tuple[str, int], int]:
+    """The offset of the first record of each source partition in ``unit`` (a built unit)."""
+    first: dict[tuple[str, int], int] = {}
+    if isinstance(unit, RawUnit):
+        for _, _, lists in unit.runs:
+            head = next((recs[0] for recs in lists if recs), None)
+            if head is not None:
+                first.setdefault((head.topic() or "", head.partition() or 0), head.offset() or 0)
+        return first
+    wanted = len(unit.batch_next)
+    for record in unit.records:
+        msg = record[0]
+        key = (msg.source_topic, msg.source_partition)
+        if key not in first:
+            first[key] = msg.source_offset
+            if len(first) == wanted:
+                break
+    return first
