@@ -5,7 +5,9 @@ Two fresh sandbox clusters, ``src`` and ``dst``. The source topic is filled once
 ``--partitions`` partitions; then each contender copies it to ``dst`` in turn, alternately
 (round 1: A B C ..., round 2: A B C ...), each time into a freshly created target topic:
 
-* ``relay``: our relay, ``kafka-lfs-relay run --stop-at-end`` (single mode, exactly-once Kafka target);
+* ``relay``: our relay, ``kafka-lfs-relay run --stop-at-end`` (single mode, exactly-once Kafka target),
+  which takes the passthrough fast path here (no filter); ``relay-full``: the same with ``fast_path:
+  false``, a ``Message`` per record as with a filter;
 * ``relay+header`` / ``relay+json``: the same with a header filter / a JSON-field filter that every
   record passes, so the output is the same and the difference is the cost of the filter;
 * ``mm2``: a dedicated MirrorMaker 2 (see ``bench/mirrormaker.py``);
@@ -84,7 +86,7 @@ TOPIC = "small"
 ALL = ("relay", "relay+header", "relay+json", "mm2", "plain", "go", "go-txn", "raw-produce", "raw-consume")
 # The cost of our guarantees: run by default too (about 3 of the 9 minutes of a 3-run scenario at 1M records).
 # Any relay-batch-N can be named; these are the default ones.
-COST = ("relay-nocompress", "go-nocompress", "relay-batch-2000", "relay-batch-100000")
+COST = ("relay-full", "relay-nocompress", "go-nocompress", "relay-batch-2000", "relay-batch-100000")
 # Not run unless named: MirrorMaker 2 with exactly-once source support, and a candidate relay build.
 OPTIONAL = ("mm2-eos", "candidate")
 BATCH_CONTENDER = re.compile(r"relay-batch-(\d+)")
@@ -157,6 +159,8 @@ class Bench:
         }
         if contender == "relay-nocompress":
             settings["target"]["kafka"] = {"compression.type": "none"}
+        if contender == "relay-full":
+            settings["fast_path"] = False
         match = BATCH_CONTENDER.fullmatch(contender)
         if match:
             records = int(match.group(1))
@@ -234,7 +238,9 @@ class Bench:
             spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
             if spy is None:
                 raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
-            argv = [spy, "record", "--nonblocking", "--threads", "--format", "raw", "--rate", "200",
+            # --native pauses the process to unwind C stacks (py-spy refuses it with --nonblocking).
+            how = ["--native"] if self.args.profile_native else ["--nonblocking"]
+            argv = [spy, "record", *how, "--threads", "--format", "raw", "--rate", "200",
                     "-o", str(workdir / "profile.txt"), "--", *argv]  # fmt: skip
         child = Child(contender, argv, workdir / "relay.log", env=env, cwd=cwd)
         self.children.append(child)
@@ -400,6 +406,7 @@ COMPARISONS = (
     ("go-txn", "go", "exactly-once in a compiled loop: one transaction per batch vs none"),
     ("plain", "go", "the bare loop (no transactions) in Python with confluent-kafka vs Go with franz-go"),
     ("relay", "plain", "what our relay adds in Python: transactions, resume positions, batching, metrics"),
+    ("relay", "relay-full", "the passthrough fast path vs a Message per record (fast_path: false)"),
     ("relay", "relay-nocompress", "lz4 compression of the target batches (librdkafka, C)"),
     ("go", "go-nocompress", "lz4 compression of the target batches (franz-go, pure Go)"),
 )  # fmt: skip
@@ -553,6 +560,11 @@ def main() -> None:
         help="record a py-spy profile (collapsed stacks) of each plain relay run; keep logs to see it",
     )
     parser.add_argument(
+        "--profile-native",
+        action="store_true",
+        help="with --profile: include C frames (the client library's, librdkafka's) in the stacks",
+    )
+    parser.add_argument(
         "--candidate-module",
         help="also run contender 'candidate': our relay's CLI from this module (a candidate change to A/B)",
     )
@@ -636,7 +648,7 @@ def main() -> None:
                 "cost-of-guarantees runs": {
                     c: _changed(bench.relay_settings(), bench.relay_settings(c))
                     for c in contenders
-                    if c == "relay-nocompress" or BATCH_CONTENDER.fullmatch(c)
+                    if c in ("relay-nocompress", "relay-full") or BATCH_CONTENDER.fullmatch(c)
                 },
             },
             "plain loop": plain_loop.SETTINGS,
