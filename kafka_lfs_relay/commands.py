@@ -12,7 +12,9 @@ from typing import Any
 
 import structlog
 
+from kafka_lfs_relay import workers
 from kafka_lfs_relay.config import RelayConfig, load_config, validate
+from kafka_lfs_relay.config.model import parse_workers, with_workers
 from kafka_lfs_relay.wiring import build_relay
 from relay import logs
 from relay.errors import ConfigError, RelayError, SecretMasker
@@ -27,6 +29,13 @@ def add_parsers(sub: Any) -> None:
     run.add_argument("--config", type=Path, required=True, help="YAML config file")
     run.add_argument("--mode", choices=("single", "failover"), help="override the config's mode")
     run.add_argument("--stop-at-end", action="store_true", help="stop once the end offsets seen at start are reached")
+    run.add_argument(
+        "--workers",
+        metavar="N",
+        help="run N relay processes that share the partitions in group mode (auto: one per core); "
+        "overrides the config's workers",
+    )
+    run.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set by the parent for its workers
     run.set_defaults(func=cmd_run)
     check = sub.add_parser("check", help="validate the config and report what the relay would see")
     check.add_argument("--config", type=Path, required=True, help="YAML config file")
@@ -66,11 +75,34 @@ def _load(args: argparse.Namespace, masker: SecretMasker) -> RelayConfig:
             changes["sources"] = config.sources[:1]
     if getattr(args, "stop_at_end", False):
         changes["stop_at_end"] = True
+    if getattr(args, "workers", None) is not None:
+        config = with_workers(config, parse_workers(args.workers, "--workers"))
+        if not changes:
+            validate(config)
     if not changes:
         return config
     config = dataclasses.replace(config, **changes)
     validate(config)
     return config
+
+
+def _worker_count(config: RelayConfig) -> int:
+    if config.workers is None:
+        return 1
+    return workers.cores() if config.workers == "auto" else config.workers
+
+
+def _run_workers(args: argparse.Namespace, config: RelayConfig, count: int, masker: SecretMasker) -> int:
+    """The parent of ``count`` workers (see :mod:`kafka_lfs_relay.workers`)."""
+    logs.configure(config.log.level, config.log.format, mask=masker)
+    assert config.group is not None
+    structlog.get_logger("kafka_lfs_relay").info(
+        "starting workers in group mode", workers=count, group=config.group.id, relay=config.name
+    )
+    argv = ["run", "--config", str(args.config), "--workers", str(count)]
+    if args.mode:
+        argv += ["--mode", args.mode]
+    return workers.supervise(workers.worker_argv(argv), count)
 
 
 class _ProgressBar:
@@ -111,7 +143,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.exception("config could not be loaded: internal error")
         _say(masker, internal_error(exc))
         return INTERNAL_ERROR
-    logs.configure(config.log.level, config.log.format, mask=masker)
+    index = getattr(args, "worker_index", None)
+    if index is None:
+        count = _worker_count(config)
+        if count > 1:
+            return _run_workers(args, config, count, masker)
+    logs.configure(config.log.level, config.log.format, mask=masker, worker=index)
+    log = structlog.get_logger("kafka_lfs_relay")
+    if index is not None and config.metrics_listen is not None and config.metrics_listen[1] != 0:
+        # Worker i serves metrics on the configured port + i.
+        host, port = config.metrics_listen
+        config = dataclasses.replace(config, metrics_listen=(host, port + index))
     metrics = RelayMetrics(health=RelayHealth(config.stall_timeout))
     try:
         bar = _ProgressBar() if config.stop_at_end and sys.stderr.isatty() else None

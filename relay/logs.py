@@ -7,7 +7,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
 
 import structlog
@@ -26,13 +26,16 @@ class _Masked:
         return self._mask(str(self._renderer(logger, method_name, event_dict)))
 
 
-def configure(level: str = "info", fmt: str = "console", mask: Callable[[str], str] | None = None) -> None:
+def configure(
+    level: str = "info", fmt: str = "console", mask: Callable[[str], str] | None = None, worker: int | None = None
+) -> None:
     """Configure structlog for the process: console lines on a terminal, or JSON lines.
 
     A traceback (``log.exception``, or an exception that ends a thread) is rendered plain, as
     Python prints it, and never with local variables: structlog's console renderer would use
     ``rich`` or ``better-exceptions`` when installed, which show every frame's locals, secrets
     included. ``mask``, if given, scrubs every rendered line (known secret values become ``***``).
+    ``worker``: this process is worker ``worker`` of ``run --workers``; every line says so.
     """
     renderer: Any = (
         structlog.processors.JSONRenderer()
@@ -44,6 +47,7 @@ def configure(level: str = "info", fmt: str = "console", mask: Callable[[str], s
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            *([_Static({"worker": worker})] if worker is not None else []),
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             *([structlog.processors.format_exc_info] if fmt == "json" else []),
@@ -71,6 +75,17 @@ def _log_thread_exception(args: threading.ExceptHookArgs) -> None:
 # What differs between two otherwise identical librdkafka lines: how long the failed attempt took.
 _VOLATILE = re.compile(r" ?\(after \d+ms in state [A-Z_]+(?:, \d+ identical error\(s\) suppressed)?\)")
 _REPEAT_SECONDS = 60.0
+
+
+class _Static:
+    """A processor adding the same fields to every line (of every thread)."""
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self.fields = fields
+
+    def __call__(self, _logger: Any, _name: str, event: MutableMapping[str, Any]) -> Mapping[str, Any]:
+        event.update(self.fields)
+        return event
 
 
 class _ToStructlog(logging.Handler):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from kafka_lfs_relay.registry import CUSTOM_SECTION, SECTIONS, TARGETS
@@ -34,6 +34,9 @@ from targets.kafka import KafkaTargetConfig
 
 DEFAULT_NAME = "kafka-lfs-relay"
 """A relay's name when the config gives none: its transactional.id and the key of its positions."""
+
+Workers = int | Literal["auto"]
+"""How many relay processes ``run`` starts: a number, or ``auto`` (one per core it may use)."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,7 @@ class RelayConfig:
     log: LogConfig = LogConfig()
     group: GroupConfig | None = None
     fast_path: bool = RelaySettings.fast_path
+    workers: Workers | None = None
 
     def target_context(self) -> TargetContext:
         """What a built-in target is parsed and built with."""
@@ -211,6 +215,22 @@ def _group(sec: Section) -> GroupConfig:
     return group
 
 
+def parse_workers(value: object, path: str = "workers") -> Workers:
+    """``workers``: a number >= 1 or ``auto``."""
+    if value == "auto":
+        return "auto"
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    raise ConfigError(path, "expected a number of processes >= 1, or auto (one per core)", value)
+
+
+def with_workers(config: RelayConfig, workers: Workers) -> RelayConfig:
+    """``config`` run as ``workers`` processes: in group mode, whose id defaults to the relay's name."""
+    return replace(config, workers=workers, group=config.group or GroupConfig(id=config.name))
+
+
 def parse_config(tree: object, asked: set[str] | None = None) -> RelayConfig:
     """Validate a loaded YAML tree (after ``${VAR}`` substitution) into a :class:`RelayConfig`.
 
@@ -245,6 +265,11 @@ def parse_config(tree: object, asked: set[str] | None = None) -> RelayConfig:
     name = top.text("name", DEFAULT_NAME)
     max_in_flight = top.size("max_in_flight", d.max_in_flight, positive=True)
     group = _group(top.section("group")) if top.has("group") else None
+    raw_workers = top.raw("workers", None)
+    workers = parse_workers(raw_workers) if raw_workers is not None else None
+    if workers is not None and group is None:
+        # Workers share the partitions as a group; its id is the relay's name unless group.id says otherwise.
+        group = GroupConfig(id=name)
     context = TargetContext(name, topics, max_in_flight, group is not None)
     metrics_listen, stall_timeout = _metrics(top.section("metrics"))
     config = RelayConfig(
@@ -262,6 +287,7 @@ def parse_config(tree: object, asked: set[str] | None = None) -> RelayConfig:
         log=log,
         group=group,
         fast_path=top.flag("fast_path", d.fast_path),
+        workers=workers,
     )
     top.finish()
     validate(config)
@@ -270,6 +296,17 @@ def parse_config(tree: object, asked: set[str] | None = None) -> RelayConfig:
 
 def validate(config: RelayConfig) -> None:
     """Rules across sections, checked again after command-line overrides."""
+    if config.workers is not None:
+        if config.mode == "failover":
+            raise ConfigError(
+                "workers",
+                "workers share the partitions in group mode, which cannot be combined with mode: failover (the "
+                "group lives on one source cluster); run one set of workers per source cluster instead",
+            )
+        if config.stop_at_end:
+            raise ConfigError(
+                "workers", "workers cannot be combined with stop_at_end: partitions move between the workers"
+            )
     if config.group is None:
         return
     if config.mode == "failover":

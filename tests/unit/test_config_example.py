@@ -85,6 +85,8 @@ def test_example_config_shows_every_key() -> None:
     # The group section is commented out too (it cannot be combined with mode: failover).
     group = re.findall(r"^#\s+(id|session_timeout):", EXAMPLE.read_text(encoding="utf-8"), re.MULTILINE)
     present |= {f"group.{key}" for key in group} | {"group"}
+    # So is workers (group mode as well).
+    present |= set(re.findall(r"^# (workers):", EXAMPLE.read_text(encoding="utf-8"), re.MULTILINE))
 
     def norm(paths: set[str]) -> set[str]:
         # target.hydrate.s3 is documented "as for lfs": its keys are those of target.lfs.s3.
