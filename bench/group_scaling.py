@@ -1,14 +1,18 @@
-"""Group mode scaling: throughput with 1, 2 and 3 instances, and what per-partition fencing costs.
+"""Scaling on one machine: ``run --workers N`` for N = 1, 2, 4, and what per-partition fencing costs.
 
 Runs on fresh sandbox clusters. Contenders, alternated run by run (A B A B ...):
 - ``single``: one instance, no group (one transactional producer for all partitions);
-- ``group-N``: N instances in one consumer group (one transactional producer per partition).
+- ``workers-N``: one ``run --workers N`` command: N processes in one consumer group (one
+  transactional producer per partition), N = 1 running in-process;
+- ``group-N`` (when named): N separately started instances in one group, as before ``--workers``.
 
 Each run relays the same topic from its beginning into a fresh target topic and is timed from
-the first process start until the target holds every record. Prints medians and ratios to
-``single``; writes JSON next to it when ``--out`` is given.
+the first process start until the target holds every record (read back ``read_committed``). CPU
+is every relay process's (the workers' parent waits for them, so theirs is included), from
+``getrusage(RUSAGE_CHILDREN)``, start-up and drain included. Prints medians, ratios to
+``workers-1`` and CPU seconds per 1M records; writes JSON when ``--out`` is given.
 
-    python -m bench.group_scaling --records 300000 --partitions 12 --runs 3
+    python -m bench.group_scaling --records 1000000 --partitions 12 --runs 3
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -57,7 +62,8 @@ def _run(
     group: bool,
     records: int,
     partitions: int,
-) -> float:
+    workers: int | None = None,
+) -> tuple[float, float]:
     config: dict[str, Any] = {
         "name": out_topic,
         "sources": [{"name": "source", "bootstrap_servers": source.bootstrap_servers}],
@@ -72,9 +78,11 @@ def _run(
     admin = AdminClient(target.client_conf())
     admin.create_topics([NewTopic(out_topic, partitions, 1)])[out_topic].result(60)
     start = time.monotonic()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    extra = ["--workers", str(workers)] if workers is not None else []
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "kafka_lfs_relay", "run", "--config", str(path)],
+            [sys.executable, "-m", "kafka_lfs_relay", "run", "--config", str(path), *extra],
             stdout=subprocess.DEVNULL,
             stderr=(root / f"{out_topic}.{i}.log").open("wb"),
         )
@@ -96,7 +104,21 @@ def _run(
             proc.terminate()
         for proc in procs:
             proc.wait(120)
-    return elapsed
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return elapsed, cpu
+
+
+def _contender(name: str) -> tuple[int, bool, int | None]:
+    """(processes started, group mode, --workers) of a contender name."""
+    if name == "single":
+        return 1, False, None
+    kind, _, n = name.partition("-")
+    if kind == "workers" and n.isdigit():
+        return 1, True, int(n)
+    if kind == "group" and n.isdigit():
+        return int(n), True, None
+    raise SystemExit(f"unknown contender {name!r}: single, workers-N or group-N")
 
 
 def main() -> None:
@@ -105,36 +127,58 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=12)
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--contenders", default="single,workers-1,workers-2,workers-4")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     logs.configure("warning")  # log lines (librdkafka's, through structlog) from warning up, on stderr
+    names = [c.strip() for c in args.contenders.split(",") if c.strip()]
+    contenders = [(name, *_contender(name)) for name in names]
     root = Path(tempfile.mkdtemp(prefix="kfr-bench-group-"))
     box = Sandbox(root / "sandbox", clusters=2)
     box.up()
     try:
         source, target = box.clusters
         _feed(source, "bench", args.records, args.partitions, args.size)
-        contenders = [("single", 1, False), ("group-1", 1, True), ("group-2", 2, True), ("group-3", 3, True)]
-        times: dict[str, list[float]] = {name: [] for name, _, _ in contenders}
+        times: dict[str, list[float]] = {name: [] for name in names}
+        cpus: dict[str, list[float]] = {name: [] for name in names}
         for run in range(args.runs):
-            for name, n, group in contenders:
+            for name, n, group, workers in contenders:
                 out_topic = f"out-{name}-{run}"
-                times[name].append(
-                    _run(root, source, target, "bench", out_topic, n, group, args.records, args.partitions)
+                elapsed, cpu = _run(
+                    root, source, target, "bench", out_topic, n, group, args.records, args.partitions, workers
                 )
-                print(f"run {run + 1} {name}: {times[name][-1]:.1f}s", flush=True)
-        base = statistics.median(times["single"])
+                times[name].append(elapsed)
+                cpus[name].append(cpu)
+                print(f"run {run + 1} {name}: {elapsed:.1f}s, CPU {cpu:.1f}s", flush=True)
+        base_name = "workers-1" if "workers-1" in times else names[0]
+        base = statistics.median(times[base_name])
         mb = args.records * args.size / 1e6
         print(
             f"\n{args.records:,} x {args.size} B records, {args.partitions} partitions, "
             f"{args.runs} runs each, median; machine: {os.cpu_count()} cores"
         )
-        print(f"{'contender':<10} {'seconds':>8} {'records/s':>11} {'MB/s':>7} {'vs single':>10}")
+        print(
+            f"{'contender':<10} {'seconds':>8} {'records/s':>11} {'MB/s':>7} {'vs ' + base_name:>13} "
+            f"{'CPU s':>7} {'CPU s/1M':>9}"
+        )
         result = {}
-        for name, _, _ in contenders:
+        for name in names:
             med = statistics.median(times[name])
-            result[name] = {"seconds": med, "records_per_s": args.records / med, "runs": times[name]}
-            print(f"{name:<10} {med:8.1f} {args.records / med:11,.0f} {mb / med:7.1f} {base / med:10.2f}")
+            cpu = statistics.median(cpus[name])
+            per_million = cpu * 1e6 / args.records
+            result[name] = {
+                "seconds": med,
+                "records_per_s": args.records / med,
+                f"vs_{base_name}": base / med,
+                "cpu_s": cpu,
+                "cpu_s_per_1m_records": per_million,
+                "runs": times[name],
+                "cpu_runs": cpus[name],
+            }
+            print(
+                f"{name:<10} {med:8.1f} {args.records / med:11,.0f} {mb / med:7.1f} {base / med:13.2f} "
+                f"{cpu:7.1f} {per_million:9.2f}"
+            )
         if args.out:
             args.out.write_text(json.dumps(result, indent=2), encoding="utf-8")
     finally:
