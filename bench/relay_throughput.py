@@ -513,6 +513,16 @@ def goals(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
                 "met": relay["peak RSS MiB"] < mm2["peak RSS MiB"],
             }
         )
+    go_txn = by.get("go-txn")
+    if go_txn is not None:
+        ours, theirs = relay["CPU s per 1M records"], go_txn["CPU s per 1M records"]
+        out.append(
+            {
+                "goal": "CPU per record within 1.5x the transactional Go loop's (go-txn, same settings)",
+                "measured": f"{ours:.2f} vs {theirs:.2f} CPU s per 1M records ({ours / theirs:.2f}x)",
+                "met": ours <= 1.5 * theirs,
+            }
+        )
     raws = [by[n]["records/s"] for n in ("raw-produce", "raw-consume") if n in by]
     if raws:
         limit = min(raws)
