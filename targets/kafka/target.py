@@ -573,7 +573,7 @@ def _fitting(batch: RawBatch, room: int) -> int:
 
 
 def _first_offsets(unit: Unit | RawUnit) -> dict[tuple[str, int], int]:
-    """The offset of the first record of each source partition in ``unit`` (a built unit)."""
+    """The offset of the first record of each source partition in ``unit``."""
     first: dict[tuple[str, int], int] = {}
     if isinstance(unit, RawUnit):
         for _, _, lists in unit.runs:
@@ -582,8 +582,7 @@ def _first_offsets(unit: Unit | RawUnit) -> dict[tuple[str, int], int]:
                 first.setdefault((head.topic() or "", head.partition() or 0), head.offset() or 0)
         return first
     wanted = len(unit.batch_next)
-    for record in unit.records:
-        msg = record[0]
+    for msg in (record[0] for record in unit.records) if unit.built else unit.messages:
         key = (msg.source_topic, msg.source_partition)
         if key not in first:
             first[key] = msg.source_offset

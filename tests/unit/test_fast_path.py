@@ -112,6 +112,7 @@ def _relay(topics: Sequence[str]) -> tuple[Any, _Target, list[tuple[str, Any]]]:
     events: list[tuple[str, Any]] = []
     relay._reader = _Reader()  # type: ignore[assignment]
     relay._batch_target = target  # type: ignore[assignment]
+    relay._progress = None
     relay._only_topic = topics[0] if len(topics) == 1 else None
     relay._next, relay._fingerprints, relay._ends, relay._done = {}, {}, {}, set()
     relay.budget = ByteBudget(1 << 30)
