@@ -11,14 +11,8 @@ Positions: ``_next[sp]`` is the next source offset to read, advanced as records 
 they are acknowledged). It is used only to position a new consumer after a failover. What the
 relay resumes from after a crash is always what the target reports, never this in-memory state.
 
-Reads never jump. The source consumer runs with ``auto.offset.reset: error``; a position outside
-the log is an error event for that partition, and the partition's watermarks on the active source
-say what it is: below the log start, a *gap* (``on_gap``: stop, or skip to the log start and count
-the loss); above the end, the source *trails* the relay's position. A partition the active source
-has not reached (after a failover, or found trailing) *waits*: it is not read until that source's
-end offset reaches the position and the record before it matches what the relay read there
-(verified on a consumer of its own, so the other partitions keep flowing). Waiting partitions are
-published to the pool, whose decision switches to a healthy source that holds every position.
+Reads never jump: a position outside the active source's log (a gap, or a source that trails the
+relay) makes its partition wait in the :class:`~relay.gate.SourceGate` instead of moving it.
 """
 
 from __future__ import annotations
@@ -31,12 +25,13 @@ from dataclasses import dataclass
 from itertools import groupby
 
 import structlog
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError
 from confluent_kafka import Message as KafkaMessage
 
 from relay.budget import ByteBudget
-from relay.failover import Decision, RelayView
-from relay.kafkautil import client_error_text, headers_of
+from relay.failover import Decision
+from relay.gate import SourceGate
+from relay.kafkautil import headers_of
 from relay.message import Message, RawBatch, SourcePartition, raw_size, record_size
 from relay.metrics import RelayMetrics
 from relay.ownership import AllPartitions, GroupShare, Ownership
@@ -47,7 +42,6 @@ from relay.sourcepool import (
     SourceError,
     SourcePool,
     SourceReader,
-    Verification,
     fingerprint,
 )
 from relay.target import BatchTarget, PartitionOwner, ProgressSink, Target, TargetRestart
@@ -60,13 +54,6 @@ FilterFn = Callable[[Message], "str | None"]
 _POLL_RECORDS = 2000
 _POLL_TIMEOUT = 0.2
 _DRAIN_TIMEOUT = 30.0
-# "Still waiting" lines while a source has not reached the relay's position: the first after this
-# many seconds, then twice as long each time, up to the last.
-_WAIT_LOG_FIRST = 10.0
-_WAIT_LOG_MAX = 300.0
-# An offset error on a position the watermarks say is inside the log is retried at once, but not
-# twice within this many seconds (then the partition waits for the next health check).
-_RESEEK_AGAIN = 5.0
 # The client's method descriptors, for map() and groupby() on the fast path: called from C, no Python frame.
 _ERROR = KafkaMessage.error
 _TOPIC = KafkaMessage.topic
@@ -113,18 +100,9 @@ class Relay:
         self._done: set[SourcePartition] = set()
         self._reader: SourceReader | None = None
         self._progress = target if isinstance(target, ProgressSink) else None
-        # Partitions not read now (since when): the active source has not reached their position
-        # (``_short``), or the record before it is still to be verified there (``_unverified``).
-        self._waiting: dict[SourcePartition, float] = {}
-        self._short: set[SourcePartition] = set()
-        self._unverified: set[SourcePartition] = set()
-        self._verification: Verification | None = None
-        self._wait_log_at = 0.0
-        self._wait_log_every = _WAIT_LOG_FIRST
-        self._reseeked: dict[SourcePartition, float] = {}
-        # The end offset a partition's watermarks showed when it was found outside the log, and
-        # when: health checks older than that do not let it go (they may predate a truncation).
-        self._seen_end: dict[SourcePartition, tuple[float, int]] = {}
+        self._gate = SourceGate(
+            pool, self.routes, self._next, self._fingerprints, lambda: self._reader, self._skipped, metrics, self.health
+        )
         # The passthrough fast path (decided in run()): records go to the target as consumed.
         self.passthrough = False
         self._batch_target: BatchTarget | None = None
@@ -167,7 +145,7 @@ class Relay:
             self._drain()
             self.ownership.end()
         finally:
-            self._cancel_verification()
+            self._gate.cancel()
             self.pool.stop()
             if self._reader is not None:
                 # In group mode, leaving the group revokes what this instance owns; drained by now.
@@ -219,10 +197,7 @@ class Relay:
         for sp in partitions:
             self._next.pop(sp, None)
             self._fingerprints.pop(sp, None)
-            self._waiting.pop(sp, None)
-            self._short.discard(sp)
-            self._unverified.discard(sp)
-            self._seen_end.pop(sp, None)
+        self._gate.forget(partitions)
 
     def owned(self) -> Sequence[SourcePartition]:
         """The partitions read now."""
@@ -255,8 +230,7 @@ class Relay:
             decision = self.pool.take_switch()
             if decision is not None:
                 self._switch(decision)
-            if self._verification is not None and self._verification.done():
-                self._verified()
+            self._gate.poll()
             reader = self._reader
             assert reader is not None
             if reader.fatal:
@@ -274,7 +248,7 @@ class Relay:
             now = time.monotonic()
             if now - last_tick >= 1.0:
                 last_tick = now
-                self._gate()
+                self._gate.gate()
                 self._report()
                 self.ownership.tick(now)
 
@@ -340,7 +314,7 @@ class Relay:
         if err.code() == KafkaError._PARTITION_EOF:
             self._at_end(sp, raw.offset() or 0)
         elif err.code() in OFFSET_ERRORS:
-            self._out_of_range(sp)
+            self._gate.out_of_range(sp)
         else:
             self._source_error(err)
 
@@ -448,6 +422,14 @@ class Relay:
         if end is not None and offset >= end:
             self._done.add(sp)
 
+    def _skipped(self, sp: SourcePartition, offset: int) -> None:
+        """A gap moved ``sp``'s position to ``offset``, the log start (``on_gap: skip``)."""
+        self._next[sp] = offset
+        self._fingerprints.pop(sp, None)
+        end = self._ends.get(sp)
+        if end is not None and offset >= end:
+            self._done.add(sp)
+
     def _source_error(self, err: KafkaError) -> None:
         if err.code() in (
             KafkaError.TOPIC_AUTHORIZATION_FAILED,
@@ -457,222 +439,6 @@ class Relay:
             raise SourceError(f"source {self.pool.active}: {err.str()}")
         log.warning("source reported an error", source=self.pool.active, error=err.str())
         self.pool.check_now()
-
-    # -- positions outside the log: gaps, and sources that trail ------------------------------------
-    def _out_of_range(self, sp: SourcePartition) -> None:
-        """The reader's position on ``sp`` is outside the active source's log; librdkafka stopped fetching it."""
-        reader = self._reader
-        assert reader is not None
-        pos = self._next.get(sp, -1)
-        if pos < 0:
-            # Nothing relayed yet: read from whatever the log's beginning is now; never a gap.
-            reader.reposition({sp: -1})
-            return
-        try:
-            low, high = reader.watermarks(sp, self.pool.config.request_timeout * 5)
-        except KafkaException as exc:
-            log.warning(
-                "position outside the source log, and its bounds could not be read; waiting",
-                source=reader.cluster.name,
-                topic=sp.topic,
-                partition=sp.partition,
-                position=pos,
-                error=client_error_text(exc.args[0].str()),
-            )
-            self._wait([sp], seen_end=-1)
-            self.pool.check_now()
-            return
-        if pos < low:
-            self._gap(sp, pos, low)
-        elif pos > high:
-            # The source trails the relay (or lost records already relayed): wait for it, and verify
-            # the record before the position again once it is back, as after a failover.
-            if sp in self._fingerprints and self.pool.config.verify_on_switch:
-                self._unverified.add(sp)
-            self._wait([sp], seen_end=high)
-        elif time.monotonic() - self._reseeked.get(sp, -_RESEEK_AGAIN) < _RESEEK_AGAIN:
-            self._wait([sp], seen_end=pos - 1)
-        else:
-            self._reseeked[sp] = time.monotonic()
-            log.warning(
-                "position reported outside the source log, which holds it; reading it again",
-                source=reader.cluster.name,
-                topic=sp.topic,
-                partition=sp.partition,
-                position=pos,
-                log_start=low,
-                log_end=high,
-            )
-            reader.reposition({sp: pos})
-
-    def _gap(self, sp: SourcePartition, pos: int, low: int) -> None:
-        """Offsets ``[pos, low)`` of ``sp`` were deleted from the active source before they were relayed."""
-        reader = self._reader
-        assert reader is not None
-        cluster = reader.cluster.name
-        where = f"source {cluster}: topic {sp.topic} partition {sp.partition}: offsets [{pos}, {low})"
-        if self.routes[sp.topic].on_gap == "fail":
-            raise SourceError(
-                f"{where} were deleted (retention) before they were relayed; on_gap is fail, so the relay stops "
-                f"(on_gap: skip would go on from offset {low} and count them in records_lost_total)"
-            )
-        log.error(
-            "records deleted before they were relayed are skipped (on_gap: skip)",
-            source=cluster,
-            topic=sp.topic,
-            partition=sp.partition,
-            missing=f"[{pos}, {low})",
-            records=low - pos,
-        )
-        self.metrics.records_lost.labels(reason="retention", topic=sp.topic, partition=str(sp.partition)).inc(low - pos)
-        self._next[sp] = low
-        self._fingerprints.pop(sp, None)
-        end = self._ends.get(sp)
-        if end is not None and low >= end:
-            self._done.add(sp)
-        reader.reposition({sp: low})
-
-    def _wait(self, partitions: Sequence[SourcePartition], seen_end: int | None = None) -> None:
-        """Stop reading ``partitions`` until the active source holds their positions (see :meth:`_gate`).
-
-        ``seen_end``: the end offset just seen for them; only a later health check can let them go.
-        """
-        now = time.monotonic()
-        for sp in partitions:
-            self._waiting.setdefault(sp, now)
-            if seen_end is not None:
-                self._seen_end[sp] = (now, seen_end)
-        self._gate()
-
-    def _gate(self) -> None:
-        """Let waiting partitions go once the active source holds their positions and verified them.
-
-        Runs about once a second, after a switch and after a verification. Partitions the active
-        source has not reached are published to the pool (a source holding them is switched to).
-        """
-        reader = self._reader
-        if reader is None:
-            return
-        if not self._waiting:
-            if self._short:
-                self._caught_up(reader.cluster.name)
-            return
-        health = self.pool.latest(reader.cluster.name)
-        ends = health.end_offsets if health is not None and health.ok else {}
-        busy = self._verification.fingerprints if self._verification is not None else {}
-        short: dict[SourcePartition, int] = {}
-        check: dict[SourcePartition, Fingerprint] = {}
-        ready: dict[SourcePartition, int] = {}
-        for sp in self._waiting:
-            pos = self._next.get(sp, -1)
-            if sp in busy:
-                continue
-            end = ends.get(sp, -1)
-            seen = self._seen_end.get(sp)
-            if seen is not None:
-                if health is not None and health.checked_at > seen[0]:
-                    del self._seen_end[sp]
-                else:
-                    end = seen[1]
-            if pos >= 0 and end < pos:
-                short[sp] = end
-            elif sp in self._unverified and sp in self._fingerprints:
-                check[sp] = self._fingerprints[sp]
-            else:
-                ready[sp] = pos
-        for sp in ready:
-            del self._waiting[sp]
-            self._unverified.discard(sp)
-        reader.reposition(ready)
-        if check and self._verification is None:
-            self._verification = Verification(reader.cluster, check, self.pool.config.request_timeout * 5)
-        self._report_short(reader.cluster.name, short)
-
-    def _report_short(self, source: str, short: Mapping[SourcePartition, int]) -> None:
-        """Publish, count and log the partitions the active source has not reached."""
-        if not short:
-            if self._short:
-                self._caught_up(source)
-            return
-        new = set(short) - self._short
-        self._short = set(short)
-        self.metrics.source_catching_up.labels(source=source).set(len(short))
-        self.health.catching_up(f"{len(short)} partition(s) wait for source {source} to reach the relay's position")
-        self.pool.publish(RelayView(dict(self._next), frozenset(short)))
-        where = sorted(
-            f"{sp.topic}/{sp.partition}: end {end}, position {self._next.get(sp, -1)}" for sp, end in short.items()
-        )
-        now = time.monotonic()
-        if new:
-            log.warning(
-                "waiting for the source to reach the relay's position; these partitions are not read until it does "
-                "(never re-read, never skipped)",
-                source=source,
-                partitions=where[:10],
-                waiting=len(short),
-            )
-            if now >= self._wait_log_at:
-                self._wait_log_at, self._wait_log_every = now + _WAIT_LOG_FIRST, _WAIT_LOG_FIRST
-        elif now >= self._wait_log_at:
-            since = min(self._waiting.get(sp, now) for sp in short)
-            log.warning(
-                "still waiting for the source to reach the relay's position",
-                source=source,
-                partitions=where[:10],
-                waiting=len(short),
-                seconds=round(now - since),
-            )
-            self._wait_log_every = min(self._wait_log_every * 2, _WAIT_LOG_MAX)
-            self._wait_log_at = now + self._wait_log_every
-
-    def _caught_up(self, source: str) -> None:
-        log.info("the source reached the relay's position on every partition that waited for it", source=source)
-        self._short = set()
-        self._wait_log_at, self._wait_log_every = 0.0, _WAIT_LOG_FIRST
-        self.metrics.source_catching_up.labels(source=source).set(0)
-        self.health.catching_up(None)
-        self.pool.publish(RelayView())
-
-    def _verified(self) -> None:
-        """A verification finished: let matching partitions go, stop on a mismatch, retry the rest later."""
-        done, self._verification = self._verification, None
-        reader = self._reader
-        if done is None or reader is None or done.source != reader.cluster.name:
-            return
-        mismatches: list[str] = []
-        pending: list[str] = []
-        for sp, outcome in done.outcomes.items():
-            if sp not in self._waiting:
-                continue
-            if outcome.kind == "mismatch":
-                mismatches.append(outcome.detail)
-            elif outcome.kind == "gone":
-                log.warning("could not verify this position: the record before it is gone", detail=outcome.detail)
-                self._unverified.discard(sp)
-            elif outcome.kind == "match":
-                self._unverified.discard(sp)
-            else:
-                pending.append(f"{sp.topic}/{sp.partition}: {outcome.detail}")
-        if pending:
-            log.info("positions not verified yet; trying again", source=done.source, partitions=sorted(pending)[:10])
-        if mismatches:
-            where = ", ".join(sorted(mismatches)[:5])
-            origin = sorted({fp.source for fp in done.fingerprints.values() if fp.source} - {done.source})
-            if origin:
-                raise SourceError(
-                    f"sources {', '.join(origin)} and {done.source} hold different records at {where}; refusing to "
-                    "go on because offsets would not line up (records would be lost or duplicated)"
-                )
-            raise SourceError(
-                f"source {done.source} now holds other records than the relay read from it at {where} (was the "
-                "topic deleted and created again?); refusing to go on because offsets would not line up"
-            )
-        self._gate()
-
-    def _cancel_verification(self) -> None:
-        if self._verification is not None:
-            self._verification.cancel()
-            self._verification = None
 
     # -- acknowledgement (target thread) -----------------------------------------------------------
     def _on_ack(self, messages: Sequence[Message]) -> None:
@@ -701,21 +467,12 @@ class Relay:
             reason=decision.reason,
             detail=decision.detail,
         )
-        self._cancel_verification()
+        self._gate.cancel()
         old.close()
         self._reader = None
-        self.metrics.source_catching_up.labels(source=old.cluster.name).set(0)
-        self.health.catching_up(None)
         self._reader = self.pool.reader(to, self._queue_bytes)
         self.pool.switched(decision)
-        # Every partition waits until the new source holds its position and, where the relay read
-        # something, the record before it matches; partitions that are ready go on at once.
-        self._short = set()
-        self._seen_end.clear()
-        self._unverified = set(self._fingerprints) if self.pool.config.verify_on_switch else set()
-        now = time.monotonic()
-        self._waiting = dict.fromkeys(self._next, now)
-        self._gate()
+        self._gate.switched(old.cluster.name)
 
     def _restart(self, why: str) -> None:
         """The target dropped what was in flight: re-read positions from it and seek there."""
@@ -723,12 +480,7 @@ class Relay:
         self.budget.reset()
         partitions = list(self._next)
         self._fingerprints.clear()
-        self._cancel_verification()
-        self._waiting.clear()
-        self._unverified.clear()
-        self._seen_end.clear()
-        if self._short:
-            self._caught_up(self.pool.active)
+        self._gate.reset()
         if self._reader is not None:
             self._reader.close()
         self._reader = self.pool.reader(self.pool.active, self._queue_bytes)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -119,7 +120,7 @@ def _relay(topics: Sequence[str]) -> tuple[Any, _Target, list[tuple[str, Any]]]:
     relay.stopping = threading.Event()
     relay.ownership = AllPartitions(None, relay)  # type: ignore[arg-type]
     relay._at_end = lambda sp, off: events.append(("eof", (sp, off, dict(relay._next))))  # type: ignore[method-assign]
-    relay._out_of_range = lambda sp: events.append(("range", sp))  # type: ignore[method-assign]
+    relay._gate = SimpleNamespace(out_of_range=lambda sp: events.append(("range", sp)))  # type: ignore[assignment]
     return relay, target, events
 
 
