@@ -80,7 +80,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Final
@@ -92,13 +92,14 @@ from lfs import Envelope, EnvelopeError, LfsError, ObjectTooLargeError, Resolver
 from relay.message import Message, Offsets, SourcePartition
 from relay.metrics import PREFIX, RelayMetrics
 from relay.settings import MIB, ClusterConfig
-from relay.target import AckCallback, TargetError, TargetRestart
+from relay.target import AckCallback, TargetError
 from targets import kafka
 from targets.context import TargetContext
 from targets.hydrate.config import HydrateTargetConfig
 from targets.hydrate.limits import ClaimLimits, producer_message_max, read_topic_limits, record_overhead
 from targets.hydrate.window import Abandoned, PayloadWindow
 from targets.kafka import Hooks, KafkaTargetConfig, legacy
+from targets.kafka.through import ThroughKafka
 
 log = structlog.get_logger("kafka_lfs_relay.hydrate")
 
@@ -211,7 +212,7 @@ class _Job:
     future: Future[bytes] | None = None
 
 
-class HydrateTarget:
+class HydrateTarget(ThroughKafka):
     """Writes envelope records as the plain records they stand for. See the module docstring."""
 
     def __init__(self, config: HydrateTargetConfig, context: TargetContext, metrics: RelayMetrics) -> None:
@@ -277,23 +278,7 @@ class HydrateTarget:
             with self._lock:
                 self._jobs[coords] = job
                 self._originals[coords] = message
-        try:
-            self.kafka.write(message)
-        except TargetRestart:
-            self._drop_pending()
-            raise
-
-    def progress(self, positions: Mapping[SourcePartition, int]) -> None:
-        """As the Kafka target: read positions no record carries go with its next transaction."""
-        self.kafka.progress(positions)
-
-    def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every record written so far is committed (fetches included)."""
-        try:
-            return self.kafka.flush(timeout)
-        except TargetRestart:
-            self._drop_pending()
-            raise
+        self._write_through(message)
 
     def close(self) -> None:
         """Abandon every fetch, then close the Kafka target (which commits nothing more).

@@ -50,13 +50,14 @@ from urllib.parse import quote
 
 import structlog
 
-from relay.message import Message, Offsets, SourcePartition
+from relay.message import Message
 from relay.metrics import RelayMetrics
 from relay.settings import ClusterConfig
-from relay.target import AckCallback, TargetError, TargetRestart
+from relay.target import AckCallback, TargetError
 from targets import kafka
 from targets.context import TargetContext
 from targets.kafka import Hooks
+from targets.kafka.through import ThroughKafka
 from targets.lfs.config import (
     ERROR_HEADER,
     KeyTemplate,
@@ -114,7 +115,7 @@ class _Pending:
             self.original = None
 
 
-class LfsTarget:
+class LfsTarget(ThroughKafka):
     """Offloads large values to S3 and writes envelopes to Kafka. See the module docstring."""
 
     def __init__(self, config: LfsTargetConfig, context: TargetContext, metrics: RelayMetrics) -> None:
@@ -140,10 +141,6 @@ class LfsTarget:
         self._on_ack: AckCallback | None = None
 
     # -- Target protocol ---------------------------------------------------------------------------
-    def high_watermarks(self, partitions: Sequence[SourcePartition]) -> Offsets:
-        """As the Kafka target: positions read back from the target and dead-letter topics."""
-        return self.kafka.high_watermarks(partitions)
-
     def start(self, on_ack: AckCallback) -> None:
         """Start the uploader and the Kafka target's sender."""
         self._on_ack = on_ack
@@ -160,23 +157,7 @@ class LfsTarget:
             with self._lock:
                 self._uploads[message.coordinates_key()] = _Pending(upload, message)
             message = _replace_value(message, None, _Offloaded)
-        try:
-            self.kafka.write(message)
-        except TargetRestart:
-            self._drop_pending()
-            raise
-
-    def progress(self, positions: Mapping[SourcePartition, int]) -> None:
-        """As the Kafka target: read positions no record carries go with its next transaction."""
-        self.kafka.progress(positions)
-
-    def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every record written so far is committed (uploads included)."""
-        try:
-            return self.kafka.flush(timeout)
-        except TargetRestart:
-            self._drop_pending()
-            raise
+        self._write_through(message)
 
     def close(self) -> None:
         """Close the Kafka target, then abandon any upload still running (the relay flushed before, if it could)."""
