@@ -226,23 +226,29 @@ class KafkaTarget:
         """
         conf = self._batch_conf
         with self._lock:
-            while (
-                self._failure is None
-                and not self._closing
-                and (self._current_records >= conf.max_records or self._current_bytes >= conf.max_bytes)
-            ):
-                self._cond.wait(0.5)
-            self._raise_failure()
-            if not self._current:
-                self._current_since = time.monotonic()
-                # An idle sender sleeps until notified; without this it noticed the first record
-                # of a batch only at its next 0.5 s wake-up, which was most of the relay's latency.
-                self._cond.notify_all()
+            self._make_room()
             self._current.append(message)
             self._current_records += 1
             self._current_bytes += message.size if self._weigh is None else self._weigh(message)
             if self._current_records >= conf.max_records or self._current_bytes >= conf.max_bytes:
                 self._cond.notify_all()
+
+    def _make_room(self) -> None:
+        """Under ``_lock``: wait while the batch being filled is full, raise what the sender raised,
+        and note when a new batch begins."""
+        conf = self._batch_conf
+        while (
+            self._failure is None
+            and not self._closing
+            and (self._current_records >= conf.max_records or self._current_bytes >= conf.max_bytes)
+        ):
+            self._cond.wait(0.5)
+        self._raise_failure()
+        if not self._current:
+            self._current_since = time.monotonic()
+            # An idle sender sleeps until notified; without this it noticed the first record
+            # of a batch only at its next 0.5 s wake-up, which was most of the relay's latency.
+            self._cond.notify_all()
 
     def progress(self, positions: Mapping[SourcePartition, int]) -> None:
         """Remember read positions beyond the last record written (filtered records, markers, a
@@ -275,16 +281,7 @@ class KafkaTarget:
         rest: RawBatch | None = batch
         while rest is not None:
             with self._lock:
-                while (
-                    self._failure is None
-                    and not self._closing
-                    and (self._current_records >= conf.max_records or self._current_bytes >= conf.max_bytes)
-                ):
-                    self._cond.wait(0.5)
-                self._raise_failure()
-                if not self._current:
-                    self._current_since = time.monotonic()
-                    self._cond.notify_all()
+                self._make_room()
                 room = conf.max_records - self._current_records
                 fits = min(room, _fitting(rest, conf.max_bytes - self._current_bytes))
                 head, rest = (rest, None) if fits >= rest.count else rest.split(max(1, fits))
