@@ -20,10 +20,13 @@ Wire format of a value (JSON): ``{"v": 1, "next": 1234, "map": [[1000, 980], [12
 ``map`` is left out when empty. A value this version cannot read stops the relay with a line
 naming the record: guessing a position would lose or duplicate records.
 
-The map stays bounded (:func:`thin`): the newest :data:`DENSE` points are all kept; older ones
-are kept one per power-of-two distance (in source offsets) behind the newest point. A consumer
-group translated from a point n records back re-reads at most about n/2 records; within the last
-:data:`DENSE` transactions, at most one transaction's records.
+The map stays bounded (:func:`thin`): the newest :data:`DENSE` points are all kept; behind them
+the gap between two kept points is at most the distance (in source offsets) of the newer one from
+the newest point, and the oldest point is always kept. A consumer group L records behind the
+newest point therefore re-reads at most L records (or one transaction's records, if that is
+more), exactly nothing at a boundary of the last :data:`DENSE` transactions, and the map holds
+about two points per doubling of the distance it covers (37 after 60,000 transactions; never
+more than ``DENSE + 121``).
 """
 
 from __future__ import annotations
@@ -184,18 +187,30 @@ def decode(raw: bytes) -> Entry:
 
 
 def thin(points: Sequence[Point]) -> tuple[Point, ...]:
-    """``points`` (oldest first) bounded: the newest :data:`DENSE` kept, older ones one per power-of-two distance.
+    """``points`` (oldest first) bounded: the newest :data:`DENSE` kept, older ones sparser with their distance.
 
-    The distance of a point is the newest point's source offset minus its own; of the points at
-    distances in ``[2^k, 2^(k+1))`` only the newest is kept. At most ``DENSE + 64`` points remain.
+    The distance of a point is the newest point's source offset minus its own. Walking from the
+    newest to the oldest, a point is dropped when the next older one is within the distance of the
+    last point kept from it; so the gap after a kept point q is at most ``max(distance(q), the gap
+    there was)``, and the oldest point always stays. Distances more than double every two points
+    kept, so at most ``DENSE + 121`` remain (offsets are below 2^63). Applied again, as every new
+    transaction does, it keeps these guarantees: distances only grow.
+
+    (Keeping one point per power-of-two distance, newest first, did not survive being applied
+    again: a point entering a range replaced the one there before it could age into the next, so
+    the map kept 17 points and a group more than 17 transactions behind re-read everything.)
     """
     if len(points) <= DENSE:
         return tuple(points)
     newest = points[-1][0]
-    kept: dict[int, Point] = {}
-    for point in points[:-DENSE]:
-        kept[(newest - point[0]).bit_length()] = point  # later (newer) points replace older ones
-    return (*sorted(kept.values()), *points[-DENSE:])
+    last_kept = points[-DENSE]
+    older: list[Point] = []
+    for i in range(len(points) - DENSE - 1, -1, -1):
+        if i > 0 and last_kept[0] - points[i - 1][0] <= newest - last_kept[0]:
+            continue  # the next older point is close enough to the last one kept
+        last_kept = points[i]
+        older.append(last_kept)
+    return (*reversed(older), *points[-DENSE:])
 
 
 def translate(points: Sequence[Point], committed: int) -> Point | None:

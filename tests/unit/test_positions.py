@@ -6,7 +6,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relay.message import SourcePartition
+from relay.message import Message, SourcePartition
+from relay.metrics import RelayMetrics
+from relay.settings import ClusterConfig, TopicConfig
+from targets.context import TargetContext
+from targets.kafka import KafkaTargetConfig
+from targets.kafka.batches import Unit
 from targets.kafka.positions import (
     DENSE,
     MAX_OFFSET,
@@ -20,6 +25,7 @@ from targets.kafka.positions import (
     thin,
     translate,
 )
+from targets.kafka.target import KafkaTarget
 
 OFFSETS = st.integers(0, MAX_OFFSET)
 
@@ -89,15 +95,41 @@ def test_thin_keeps_the_newest_points_and_a_bounded_number(points: tuple[tuple[i
     thinned = thin(points)
     assert thinned[-DENSE:] == points[-DENSE:]
     assert list(thinned) == sorted(set(thinned)) and set(thinned) <= set(points)
-    assert len(thinned) <= DENSE + 64
+    assert len(thinned) <= DENSE + 121
+    assert not points or thinned[0] == points[0]
 
 
-def test_thin_keeps_one_point_per_power_of_two_distance() -> None:
-    """Behind the dense window, at most one point stays per power-of-two distance from the newest."""
-    points = tuple((s, s) for s in range(1, 1001))
-    older = thin(points)[:-DENSE]
-    distances = [(1000 - s).bit_length() for s, _ in older]
-    assert len(distances) == len(set(distances)) and len(older) < 12
+def _thinned_as_relayed(steps: list[int]) -> tuple[list[int], tuple[tuple[int, int], ...]]:
+    """Every point a relay makes for transactions of ``steps`` source offsets each, and its map, thinned each time."""
+    made, kept, s = [], (), 0
+    for step in steps:
+        s += step
+        made.append(s)
+        kept = thin((*kept, (s, s)))
+    return made, kept
+
+
+def test_thin_applied_per_transaction_keeps_the_oldest_point_and_few_points() -> None:
+    """Thinned after every transaction, as the target does, the map keeps its first point and about two
+    points per doubling of the distance it covers."""
+    made, kept = _thinned_as_relayed([1] * 60_000)
+    assert kept[0] == (1, 1) and kept[-DENSE:] == tuple((s, s) for s in made[-DENSE:])
+    assert len(kept) <= DENSE + 2 * (60_000).bit_length()
+
+
+@given(st.lists(st.sampled_from([1, 2, 3, 50, 500]), min_size=1, max_size=400), st.data())
+def test_thin_bounds_the_re_read_by_the_distance_or_one_transaction(steps: list[int], data: st.DataObject) -> None:
+    """A group at any source offset re-reads at most its distance from the newest point, or the
+    transaction it is in if that is longer; at a boundary of the last DENSE transactions, nothing."""
+    made, kept = _thinned_as_relayed(steps)
+    committed = data.draw(st.integers(made[0], made[-1]))
+    point = translate(kept, committed)
+    assert point is not None
+    later = [s for s in made if s > committed]
+    transaction = (later[0] - max([s for s in made if s <= committed])) if later else 0
+    assert committed - point[0] <= max(made[-1] - committed, transaction)
+    if committed in made[-DENSE:]:
+        assert point[0] == committed
 
 
 @given(maps(), st.integers(0, 500_000))
@@ -128,3 +160,5 @@ def test_advance_maps_mirrored_partitions_and_only_those() -> None:
     assert after == {a: Entry(150, ((100, 90), (150, 140))), b: Entry(7)}
     # The mirrored partition got no record this time (all of them went elsewhere): the last target offset holds.
     assert advance(after, {a: 160}, mirror, {})[a] == Entry(160, ((100, 90), (150, 140), (160, 140)))
+    # A map kept from a time the route was preserve is dropped once it is not: its target offsets mean nothing.
+    assert advance(after, {a: 170}, lambda sp: None, {("orders", 0): 200})[a] == Entry(170)
