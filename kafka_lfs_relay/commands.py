@@ -15,7 +15,7 @@ import structlog
 from kafka_lfs_relay import workers
 from kafka_lfs_relay.config import RelayConfig, load_config, validate
 from kafka_lfs_relay.config.model import parse_workers, with_workers
-from kafka_lfs_relay.wiring import build_relay
+from kafka_lfs_relay.wiring import build_background, build_relay
 from relay import logs
 from relay.errors import ConfigError, RelayError, SecretMasker
 from relay.health import RelayHealth
@@ -184,7 +184,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         # are made rarer; nothing in the hot path builds reference cycles.
         gc.freeze()
         gc.set_threshold(100_000, 50, 50)
-        relay.run()
+        # One process syncs the group offsets: the workers would all do the same work.
+        background = build_background(config if not index else dataclasses.replace(config, group_offsets=None), metrics)
+        background.start()
+        try:
+            relay.run()
+        finally:
+            background.stop()
     except RelayError as exc:
         if sys.stderr.isatty():
             sys.stderr.write("\n")

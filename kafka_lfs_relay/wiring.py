@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from filters import FilterChain, build_filters
+from kafka_lfs_relay.background import Periodic, Task
 from kafka_lfs_relay.config import RelayConfig
 from kafka_lfs_relay.registry import TARGETS
 from relay.errors import ConfigError
@@ -60,3 +61,14 @@ def build_relay(
         config.topics, config.max_in_flight, config.stop_at_end, config.group, fast_path=config.fast_path
     )
     return Relay(pool, target, settings, metrics, filters=filters, on_progress=on_progress)
+
+
+def build_background(config: RelayConfig, metrics: RelayMetrics) -> Periodic:
+    """The periodic work beside the relay: the group offset sync (``group_offsets``), if configured."""
+    tasks: list[Task] = []
+    if config.group_offsets is not None:
+        from kafka_lfs_relay.offsets import GroupOffsetSync
+
+        sync = GroupOffsetSync(config, metrics, config.group_offsets.groups)
+        tasks.append(Task("group offset sync", config.group_offsets.interval, sync.run_once, sync.close))
+    return Periodic(tasks)

@@ -101,6 +101,21 @@ class RelayMetrics:
             registry=r,
         )
 
+        self.group_offsets_lag = Gauge(
+            f"{PREFIX}_group_offsets_translation_lag_records",
+            "Records a consumer of the group switching to the target now would re-read at most, over all its "
+            "partitions (group_offsets sync).",
+            ["group"],
+            registry=r,
+        )
+        self.group_offsets_syncs = Counter(
+            f"{PREFIX}_group_offsets_syncs",
+            "Background syncs of a group's offsets to the target, by outcome (committed, unchanged, "
+            "active_members, error).",
+            ["group", "outcome"],
+            registry=r,
+        )
+
     def watch_filters(self, stats: Callable[[], Mapping[str, FilterCounts]]) -> None:
         """Export the filter chain's own counters, read at scrape time (no work per record)."""
         self.registry.register(_FilterCollector(stats))

@@ -120,6 +120,16 @@ class Section:
             raise ConfigError(self.key_path(key), f"expected one of {', '.join(choices)}", value)
         return str(value)
 
+    def strings(self, key: str, default: Sequence[str] = ()) -> tuple[str, ...]:
+        """A list of non-empty strings."""
+        value = self.raw(key, list(default))
+        if not isinstance(value, list):
+            raise ConfigError(self.key_path(key), "expected a list", value)
+        for i, item in enumerate(value):
+            if not isinstance(item, str) or not item.strip():
+                raise ConfigError(f"{self.key_path(key)}[{i}]", "expected a non-empty string", item)
+        return tuple(item.strip() for item in value)
+
     def section(self, key: str) -> Section:
         """The nested mapping under ``key`` (an absent key reads as an empty mapping)."""
         return Section(self.raw(key, None), self.key_path(key), self.asked)

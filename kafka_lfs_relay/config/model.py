@@ -78,6 +78,15 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class GroupOffsetsConfig:
+    """Background sync of consumer-group offsets to the target: groups matching ``groups`` (regular
+    expressions, whole name), every ``interval``."""
+
+    groups: tuple[str, ...]
+    interval: float = 30.0
+
+
+@dataclass(frozen=True)
 class RelayConfig:
     """The whole configuration of one relay process."""
 
@@ -96,6 +105,7 @@ class RelayConfig:
     group: GroupConfig | None = None
     fast_path: bool = RelaySettings.fast_path
     workers: Workers | None = None
+    group_offsets: GroupOffsetsConfig | None = None
 
     def target_context(self) -> TargetContext:
         """What a built-in target is parsed and built with."""
@@ -231,6 +241,20 @@ def with_workers(config: RelayConfig, workers: Workers) -> RelayConfig:
     return replace(config, workers=workers, group=config.group or GroupConfig(id=config.name))
 
 
+def _group_offsets(sec: Section) -> GroupOffsetsConfig | None:
+    groups = sec.strings("groups")
+    for i, pattern in enumerate(groups):
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(
+                f"{sec.key_path('groups')}[{i}]", f"is not a regular expression ({exc})", pattern
+            ) from None
+    interval = sec.duration("interval", GroupOffsetsConfig.interval, positive=True)
+    sec.finish()
+    return GroupOffsetsConfig(groups, interval) if groups else None
+
+
 def parse_config(tree: object, asked: set[str] | None = None) -> RelayConfig:
     """Validate a loaded YAML tree (after ``${VAR}`` substitution) into a :class:`RelayConfig`.
 
@@ -288,6 +312,7 @@ def parse_config(tree: object, asked: set[str] | None = None) -> RelayConfig:
         group=group,
         fast_path=top.flag("fast_path", d.fast_path),
         workers=workers,
+        group_offsets=_group_offsets(top.section("group_offsets")),
     )
     top.finish()
     validate(config)
@@ -306,6 +331,14 @@ def validate(config: RelayConfig) -> None:
         if config.stop_at_end:
             raise ConfigError(
                 "workers", "workers cannot be combined with stop_at_end: partitions move between the workers"
+            )
+    if config.group_offsets is not None:
+        if config.target.kafka is None:
+            raise ConfigError("group_offsets", "needs a built-in target type: a custom target keeps no offset map")
+        if not any(t.partition == "preserve" for t in config.topics):
+            raise ConfigError(
+                "group_offsets",
+                "needs a topic with partition: preserve: only a mirrored partition has an offset map to translate with",
             )
     if config.group is None:
         return

@@ -1,0 +1,302 @@
+"""Failing consumers over to the target: group offsets translated and synced, checked record by record."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaError, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from kafka_lfs_relay.cli import main
+from kafka_lfs_relay.sandbox import KafkaCluster
+from relay.message import SourcePartition
+from relay.settings import ClusterConfig
+from targets.kafka.positions import DEFAULT_TOPIC, PositionsTopic
+from tests.conftest import ClusterFactory, TopicFactory, create_topic
+from tests.integration.harness import (
+    RelayProcess,
+    committed_count,
+    numbered,
+    produce,
+    read_all,
+    relay_config,
+    wait_for,
+    write_config,
+)
+
+pytestmark = pytest.mark.integration
+
+TOPIC = "events"
+Row = tuple[bytes | None, bytes | None]
+
+
+def commit_on(cluster: KafkaCluster, group: str, topic: str, offsets: dict[int, int]) -> None:
+    """Commit ``offsets`` (partition -> next offset) for ``group`` on ``cluster``, as a consumer would have."""
+    admin = AdminClient(cluster.client_config())
+    tps = [TopicPartition(topic, p, off) for p, off in offsets.items()]
+    admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, tps)])[group].result(30)
+
+
+def target_offsets(cluster: KafkaCluster, group: str) -> dict[tuple[str, int], int]:
+    admin = AdminClient(cluster.client_config())
+    res = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group].result(30)
+    return {(tp.topic, tp.partition): tp.offset for tp in res.topic_partitions or [] if tp.offset >= 0}
+
+
+def consume_as(
+    cluster: KafkaCluster, group: str, topic: str, partitions: int, timeout: float = 60
+) -> dict[int, list[Row]]:
+    """What a consumer of ``group`` reads from its committed offsets to the end (an uncommitted partition fails)."""
+    consumer = Consumer(
+        {
+            **cluster.client_config(),
+            "group.id": group,
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "error",
+        }
+    )
+    consumer.subscribe([topic])
+    out: dict[int, list[Row]] = {p: [] for p in range(partitions)}
+    at_end: set[int] = set()
+    deadline = time.monotonic() + timeout
+    try:
+        while len(at_end) < partitions:
+            assert time.monotonic() < deadline, f"group {group} did not reach the end of {topic}"
+            for msg in consumer.consume(1000, 0.5):
+                err = msg.error()
+                partition = msg.partition() or 0
+                if err is not None:
+                    assert err.code() == KafkaError._PARTITION_EOF, err
+                    at_end.add(partition)
+                    continue
+                at_end.discard(partition)
+                out[partition].append((msg.key(), msg.value()))
+    finally:
+        consumer.close()
+    return out
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """Run the real command line in this process; (exit code, stdout, stderr)."""
+    capsys.readouterr()
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def reread_of(source: list[Row], committed: int, got: list[Row]) -> int:
+    """How many records before ``committed`` a consumer reading ``got`` read again; fails if ``got`` is not
+    exactly a contiguous suffix of ``source`` reaching back to ``committed`` or before (nothing missing)."""
+    start = len(source) - len(got)
+    assert start <= committed, f"{committed - start} records at or after the group's position were skipped"
+    assert got == source[start:], "the records read on the target are not the source's, in order, to the end"
+    return committed - start
+
+
+def test_groups_synced_after_failover_and_kill9_resume_exactly_where_they_were(
+    tmp_path: Path, cluster_factory: ClusterFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Groups at several source positions, synced after a failover and a kill -9 of the relay, read exactly the
+    records after their position on the target, re-reading none at a batch boundary and less than one batch
+    elsewhere."""
+    east, west, target = cluster_factory("east"), cluster_factory("west"), cluster_factory("target")
+    for cluster in (east, west):
+        create_topic(cluster, TOPIC, 2)
+    phase1, phase2, phase3 = numbered(3_000, 2), numbered(2_000, 2, start=3_000), numbered(1_000, 2, start=5_000)
+    config = write_config(
+        tmp_path / "relay.yml",
+        relay_config(
+            [east, west], target, [{"source": TOPIC}], name="dr",
+            target={"batch": {"max_records": 800, "linger": "300ms"}},
+        ),
+    )  # fmt: skip
+    produce([east, west], TOPIC, phase1)
+    relay = RelayProcess(config).start()
+    wait_for("phase 1 relayed", lambda: committed_count(target, TOPIC, 2) >= 3_000, 90, relay)
+    east.kill()
+    produce([west], TOPIC, phase2)
+    wait_for("phase 2 relayed from west", lambda: committed_count(target, TOPIC, 2) >= 5_000, 90, relay)
+    relay.kill9()
+    produce([west], TOPIC, phase3)
+    relay.start()
+    wait_for("phase 3 relayed after the kill", lambda: committed_count(target, TOPIC, 2) >= 6_000, 90, relay)
+    assert relay.terminate() == 0, relay.log_tail()
+    assert "switching source" in relay.log_text()
+
+    source = read_all(west, TOPIC, 2)
+    dr = ClusterConfig("target", target.client_config()["bootstrap.servers"])
+    entries = PositionsTopic(dr, DEFAULT_TOPIC, "dr", 60).read([SourcePartition(TOPIC, p) for p in (0, 1)])
+    maps = {p: [s for s, _ in entries[SourcePartition(TOPIC, p)].map] for p in (0, 1)}
+    for p in (0, 1):
+        assert len(maps[p]) >= 4 and maps[p][-1] == len(source[p]), maps[p]
+
+    def boundary(p: int, i: int) -> int:
+        return maps[p][i]
+
+    def mid(p: int, i: int) -> int:  # inside the transaction that ends at point i
+        return (maps[p][i - 1] + maps[p][i]) // 2
+
+    # Positions across the whole history: before the failover, after it, after the kill -9, at the ends.
+    groups = {
+        "at-zero": {0: 0, 1: 0},
+        "boundary-early": {0: boundary(0, 0), 1: boundary(1, 1)},
+        "boundary-late": {0: boundary(0, -2), 1: boundary(1, -1)},
+        "mid-early": {0: mid(0, 1), 1: mid(1, 2)},
+        "mid-late": {0: mid(0, -1), 1: mid(1, -2)},
+        "uneven": {0: 1, 1: len(source[1]) - 1},
+    }
+    measured: dict[str, dict[int, int]] = {}
+    for i, (name, offsets) in enumerate(groups.items()):
+        group = f"app-{name}"
+        commit_on(west, group, TOPIC, offsets)  # east is gone: the group's offsets are read on west
+        # Every source is asked by default; east does not answer (each call waits for it), so only the
+        # first group is synced that way, the others name west.
+        only = () if i == 0 else ("--source", "west")
+        code, out, err = cli(capsys, "offsets", "translate", "--config", str(config), "--group", group, "--json", *only)
+        assert code == 0, err
+        report = {row["partition"]: row for row in json.loads(out)["partitions"]}
+        code, out, err = cli(capsys, "offsets", "sync", "--config", str(config), "--group", group, *only)
+        assert code == 0 and ("east did not answer" in out) == (i == 0), (out, err)
+        got = consume_as(target, group, TOPIC, 2)
+        measured[name] = {}
+        for p, committed in offsets.items():
+            reread = reread_of(source[p], committed, got[p])
+            measured[name][p] = reread
+            assert reread <= report[p]["reread_at_most"], (name, p, report[p])
+            if committed in maps[p]:
+                assert reread == 0 and report[p]["exact"], (name, p, report[p])
+            elif committed > maps[p][0]:
+                below = max(s for s in maps[p] if s <= committed)
+                above = min(s for s in maps[p] if s > committed)
+                assert reread == committed - below < above - below, (name, p, maps[p])  # less than one batch
+    print("re-read per group and partition:", measured, "map points:", maps)
+    assert all(measured[g][p] == 0 for g in ("boundary-early", "boundary-late") for p in (0, 1))
+    assert all(measured[g][p] > 0 for g in ("mid-early", "mid-late") for p in (0, 1))
+
+
+def test_sync_refuses_a_group_with_an_active_member_on_the_target(
+    tmp_path: Path, kafka_cluster: KafkaCluster, topic_factory: TopicFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """While a consumer of the group is active on the target, offsets sync (and its dry run) refuses, naming the
+    group, and commits nothing."""
+    topic = topic_factory(kafka_cluster, partitions=1)
+    target_topic = topic_factory(kafka_cluster, partitions=1)
+    produce([kafka_cluster], topic, numbered(500, 1))
+    config = write_config(
+        tmp_path / "relay.yml",
+        relay_config(
+            [kafka_cluster], kafka_cluster, [{"source": topic, "target": target_topic}], name=f"r-{topic}",
+            target={"batch": {"max_records": 100}},
+        ),
+    )  # fmt: skip
+    relay = RelayProcess(config, "--stop-at-end")
+    assert relay.start().wait(120) == 0, relay.log_tail()
+    group = f"busy-{uuid.uuid4().hex[:6]}"
+    commit_on(kafka_cluster, group, topic, {0: 200})
+    member = Consumer({**kafka_cluster.client_config(), "group.id": group, "auto.offset.reset": "earliest"})
+    member.subscribe([target_topic])
+    try:
+        deadline = time.monotonic() + 60
+        while not member.assignment():
+            assert time.monotonic() < deadline, "the member never got its assignment"
+            member.poll(0.2)
+        for extra in ((), ("--dry-run",)):
+            code, out, err = cli(capsys, "offsets", "sync", "--config", str(config), "--group", group, *extra)
+            assert code == 1 and f"group {group!r} has 1 active member(s)" in err, (out, err)
+        assert (target_topic, 0) not in target_offsets(kafka_cluster, group)
+    finally:
+        member.close()
+    code, out, err = cli(capsys, "offsets", "translate", "--config", str(config), "--group", group, "--json")
+    assert code == 0, err
+    translated = json.loads(out)["partitions"][0]
+    assert translated["exact"] and 200 < translated["target_offset"] <= 202  # 200 records and a marker per batch
+    code, out, err = cli(capsys, "offsets", "sync", "--config", str(config), "--group", group)
+    assert code == 0, err
+    assert target_offsets(kafka_cluster, group)[(target_topic, 0)] == translated["target_offset"]
+
+
+def _metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        return str(resp.read().decode())
+
+
+def _metric(port: int, name: str, group: str) -> float | None:
+    for line in _metrics(port).splitlines():
+        if line.startswith(f"kafka_lfs_relay_{name}{{") and f'group="{group}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def test_background_sync_follows_groups_forward_only_and_leaves_active_groups_alone(
+    tmp_path: Path, cluster_factory: ClusterFactory, topic_factory: TopicFactory
+) -> None:
+    """group_offsets syncs matching groups while the relay runs, through a filter: a consumer switching then
+    misses no kept record; it never moves a target group back, never touches one with members, and exports
+    the re-read as a metric."""
+    source, target = cluster_factory("source"), cluster_factory("target")
+    topic = topic_factory(source, partitions=2)
+    rows = numbered(4_000, 2)
+    produce([source], topic, rows)
+    port = 19_000 + uuid.uuid4().int % 1_000
+    config = write_config(
+        tmp_path / "relay.yml",
+        relay_config(
+            [source], target, [{"source": topic}], name="bg",
+            filters=[{"name": "low-digits", "type": "key", "config": {"matches": r"^key-[0-9]*[0-4]$"}}],
+            group_offsets={"groups": ["shop-.*"], "interval": "1s"},
+            metrics={"listen": f"127.0.0.1:{port}"},
+            target={"batch": {"max_records": 500}},
+        ),
+    )  # fmt: skip
+    commit_on(source, "shop-follow", topic, {0: 777, 1: 1_500})
+    commit_on(source, "shop-behind", topic, {0: 100, 1: 100})
+    commit_on(source, "other-app", topic, {0: 500, 1: 500})  # matches no pattern: never synced
+    relay = RelayProcess(config).start()
+    try:
+        wait_for("kept records relayed", lambda: committed_count(target, topic, 2) >= 2_000, 90, relay)
+        commit_on(target, "shop-behind", topic, {0: 900, 1: 900})  # ahead on the target: it must stay there
+        wait_for(
+            "shop-follow synced",
+            lambda: target_offsets(target, "shop-follow").keys() >= {(topic, 0), (topic, 1)},
+            30,
+            relay,
+        )
+        lag = _metric(port, "group_offsets_translation_lag_records", "shop-follow")
+        assert lag is not None and lag >= 0
+        # A member joins on the target, and the group moves on at the source: the target copy stays put.
+        before = target_offsets(target, "shop-follow")
+        member = Consumer({**target.client_config(), "group.id": "shop-follow", "auto.offset.reset": "error"})
+        member.subscribe([topic])
+        try:
+            deadline = time.monotonic() + 60
+            while not member.assignment():
+                assert time.monotonic() < deadline
+                member.poll(0.2)
+            commit_on(source, "shop-follow", topic, {0: 1_900, 1: 1_990})
+            found = 'kafka_lfs_relay_group_offsets_syncs_total{group="shop-follow",outcome="active_members"}'
+            wait_for("a sync pass that found the member", lambda: found in _metrics(port), 30, relay)
+            time.sleep(2)  # two more passes
+            assert target_offsets(target, "shop-follow") == before
+        finally:
+            member.close()
+        wait_for("shop-follow synced again", lambda: target_offsets(target, "shop-follow") != before, 30, relay)
+    finally:
+        assert relay.terminate() == 0, relay.log_tail()
+    assert target_offsets(target, "shop-behind") == {(topic, 0): 900, (topic, 1): 900}
+    assert target_offsets(target, "other-app") == {}
+    # Switching now: every kept record at or after the group's source position is read on the target.
+    kept = {p: [(k, v) for q, k, v in rows if q == p and int(k[4:]) % 10 < 5] for p in (0, 1)}
+    position = {0: 1_900, 1: 1_990}
+    got = consume_as(target, "shop-follow", topic, 2)
+    for p in (0, 1):
+        source_offsets = [i // 2 for i, (q, k, _) in enumerate(rows) if q == p and int(k[4:]) % 10 < 5]
+        wanted = [rec for rec, off in zip(kept[p], source_offsets, strict=True) if off >= position[p]]
+        assert got[p][len(got[p]) - len(wanted) :] == wanted and len(got[p]) >= len(wanted)
+        assert got[p] == kept[p][len(kept[p]) - len(got[p]) :], "records out of order or not the kept ones"
