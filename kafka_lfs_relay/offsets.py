@@ -57,6 +57,10 @@ class OffsetsError(RelayError):
     code = "offsets"
 
 
+class NoOffsets(OffsetsError):
+    """The group has committed nothing on the relay's topics on any source that answered."""
+
+
 @dataclass(frozen=True)
 class SourceOffsets:
     """A group's committed offsets on the sources: the lowest per partition, and where it came from."""
@@ -141,12 +145,22 @@ class GroupTranslator:
         self.admins = Admins()
 
     def translate(self, group: str, sources: Sequence[ClusterConfig] | None = None) -> GroupReport:
-        """Translate ``group``'s offsets, read on ``sources`` (default: every source of the config)."""
+        """Translate ``group``'s offsets, read on ``sources`` (default: every source of the config).
+
+        Raises :class:`OffsetsError` when no source answers, or none holds an offset of the group
+        on the relay's topics (a misspelt group must not look like a group with nothing to move).
+        """
         asked = list(sources if sources is not None else self.config.sources)
         found = read_source_offsets(asked, group, list(self.routes), self.timeout, self.admins)
         if not found.answered:
             reasons = "; ".join(f"{name}: {why}" for name, why in found.unreachable.items())
             raise OffsetsError(f"no source cluster answered for group {group!r} ({reasons})")
+        if not found.offsets:
+            raise NoOffsets(
+                f"group {group!r} has no committed offsets for topic(s) {', '.join(self.routes)} on source(s) "
+                f"{', '.join(found.answered)}"
+                + (f" (no answer from {', '.join(found.unreachable)})" if found.unreachable else "")
+            )
         preserved = {sp: off for sp, (off, _) in found.offsets.items() if self.routes[sp.topic].partition == "preserve"}
         untranslatable: dict[str, int] = {}
         for sp in found.offsets:
@@ -417,13 +431,15 @@ class GroupOffsetSync:
             for group in self.groups():
                 try:
                     outcome = self.sync(group)
-                except RelayError as exc:
+                except NoOffsets:
+                    outcome = "no_offsets"  # a matching group that consumes other topics
+                except Exception as exc:  # one group's failure (a timeout, a refusal) leaves the others to sync
                     outcome = "error"
-                    log.warning("could not sync the group's offsets to the target", group=group, error=str(exc))
+                    log.warning("could not sync the group's offsets to the target", group=group, error=error_text(exc))
                 self.metrics.group_offsets_syncs.labels(group=group, outcome=outcome).inc()
 
     def sync(self, group: str) -> str:
-        """Sync one group; returns the outcome (committed, unchanged, active_members)."""
+        """Sync one group; returns the outcome (committed, unchanged, active_members); raises NoOffsets."""
         report = self.translator.translate(group)
         self.metrics.group_offsets_lag.labels(group=group).set(report.reread)
         members = self.target.active_members(group)

@@ -111,7 +111,7 @@ class RelayMetrics:
         self.group_offsets_syncs = Counter(
             f"{PREFIX}_group_offsets_syncs",
             "Background syncs of a group's offsets to the target, by outcome (committed, unchanged, "
-            "active_members, error).",
+            "active_members, no_offsets, error).",
             ["group", "outcome"],
             registry=r,
         )
