@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from kafka_lfs_relay.admin import error_text
 from kafka_lfs_relay.config import RelayConfig
+from kafka_lfs_relay.topicconfigs import TopicConfigComparer, source_configs_for
 from lfs.s3 import S3Settings, describe, error_kind, make_client
 from relay.settings import ClusterConfig
 from relay.sourcepool import ClusterProbe
@@ -150,7 +152,42 @@ def run_checks(config: RelayConfig, out: Callable[[str], None]) -> int:
         targets = [route.target for route in config.topics]
         for line in claim_report(config.target.settings, config.max_in_flight, targets, timeout):
             out(line)
+    return problems + check_topic_configs(config, out)
+
+
+def check_topic_configs(config: RelayConfig, out: Callable[[str], None]) -> int:
+    """Where an existing target topic's configs differ from its source topic's (on the keys copied); problems.
+
+    A different ``cleanup.policy`` is a problem (a compacted source mirrored into a deleting topic
+    loses keys; the reverse keeps records the source deleted); other differences are warnings: a
+    disaster-recovery site may keep data longer or shorter on purpose.
+    """
+    kafka = config.target.kafka
+    source = source_configs_for(config)
+    if kafka is None or source is None:
+        return 0
+    try:
+        found, planned = TopicConfigComparer(config, kafka, source).differences()
+    except Exception as exc:  # a finding like any other: the check goes on
+        out(f"warn    topic configs were not compared: {error_text(exc)}")
+        return 0
+    for topic, configs in planned.items():
+        if configs and kafka.create_topics:
+            shown = ", ".join(f"{k}={v}" for k, v in sorted(configs.items()))
+            out(f"ok      target topic {topic!r} will be created with its source's configs: {shown}")
+    problems = 0
+    for diff in found:
+        verdict = "PROBLEM" if diff.key == "cleanup.policy" else "warn   "
+        problems += verdict == "PROBLEM"
+        out(
+            f"{verdict} target topic {diff.target_topic!r} has {diff.key}={diff.actual}; from source topic "
+            f"{diff.source_topic!r} it should be {diff.wanted}"
+            + (" (target.topic_configs.sync_interval sets it)" if kafka.topic_configs.sync_interval > 0 else "")
+        )
+    compared = {r.target for r in config.topics} - set(planned)
+    if compared and not found:
+        out(f"ok      target topic configs match their sources on {', '.join(kafka.topic_configs.keys)}")
     return problems
 
 
-__all__ = ["check_s3", "run_checks"]
+__all__ = ["check_s3", "check_topic_configs", "run_checks"]

@@ -26,18 +26,22 @@ class TargetType:
     ``parse`` reads every key of the ``target`` section the type uses (the registry's caller
     finishes the section, so an unknown key is an error); ``build`` makes the target from what
     ``parse`` returned. ``kafka_of`` gives the Kafka target's part of those settings (every
-    built-in type writes to the ``target`` cluster through the Kafka target).
+    built-in type writes to the ``target`` cluster through the Kafka target). ``same_records`` says
+    whether a target record is its source record byte for byte (then a target topic the relay
+    creates takes the source topic's ``max.message.bytes`` and ``retention.bytes``; for ``lfs``
+    and ``hydrate`` it does not: envelopes stand for payloads, or the reverse).
     """
 
     section: str | None
     parse: Callable[[Section, TargetContext], Any]
     build: Callable[[Any, TargetContext, RelayMetrics], Target]
     kafka_of: Callable[[Any], kafka.KafkaTargetConfig] = attrgetter("kafka")
+    same_records: bool = False
 
 
 TARGETS: Mapping[str, TargetType] = MappingProxyType(
     {
-        "kafka": TargetType(None, kafka.parse, kafka.build, kafka_of=lambda settings: settings),
+        "kafka": TargetType(None, kafka.parse, kafka.build, kafka_of=lambda settings: settings, same_records=True),
         "lfs": TargetType("lfs", lfs.parse, lfs.build),
         "hydrate": TargetType("hydrate", hydrate.parse, hydrate.build),
     }

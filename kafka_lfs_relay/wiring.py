@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 
 from filters import FilterChain, build_filters
 from kafka_lfs_relay.background import Periodic, Task
 from kafka_lfs_relay.config import RelayConfig
 from kafka_lfs_relay.registry import TARGETS
+from kafka_lfs_relay.topicconfigs import TopicConfigComparer, source_configs_for
 from relay.errors import ConfigError
 from relay.metrics import RelayMetrics
 from relay.plugins import PluginLoadError, load_dotted
@@ -22,7 +24,9 @@ def build_target(config: RelayConfig, metrics: RelayMetrics) -> Target:
     tc = config.target
     entry = TARGETS.get(tc.type)
     if entry is not None:
-        return entry.build(tc.settings, config.target_context(), metrics)
+        # The source's topic configs, for the target topics the Kafka target creates.
+        context = dataclasses.replace(config.target_context(), source_configs=source_configs_for(config))
+        return entry.build(tc.settings, context, metrics)
     try:
         cls = load_dotted(tc.type)
     except PluginLoadError as exc:
@@ -64,8 +68,14 @@ def build_relay(
 
 
 def build_background(config: RelayConfig, metrics: RelayMetrics) -> Periodic:
-    """The periodic work beside the relay: the group offset sync (``group_offsets``), if configured."""
+    """The periodic work beside the relay: the group offset sync (``group_offsets``) and the topic config
+    sync (``target.topic_configs.sync_interval``), each if configured."""
     tasks: list[Task] = []
+    kafka = config.target.kafka
+    source = source_configs_for(config)
+    if kafka is not None and source is not None and kafka.topic_configs.sync_interval > 0:
+        comparer = TopicConfigComparer(config, kafka, source)
+        tasks.append(Task("topic config sync", kafka.topic_configs.sync_interval, comparer.sync))
     if config.group_offsets is not None:
         from kafka_lfs_relay.offsets import GroupOffsetSync
 

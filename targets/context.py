@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from relay.errors import ConfigError
 from relay.options import Section
 from relay.settings import TopicConfig
+
+SourceConfigs = Callable[[Sequence[str]], Mapping[str, Mapping[str, str]]]
+"""Given source topic names, each one's configs (name -> effective value) on a source cluster.
+Raises :class:`relay.target.TargetError` when they cannot be read."""
 
 
 @dataclass(frozen=True)
@@ -15,13 +20,16 @@ class TargetContext:
 
     ``name`` is the relay's name (the default ``transactional.id`` and the key of its positions);
     ``group`` says whether partitions come and go (group mode), so each source partition needs a
-    writer of its own to fence; ``max_in_flight`` is the relay's byte budget.
+    writer of its own to fence; ``max_in_flight`` is the relay's byte budget; ``source_configs``
+    describes source topics' configs (the application reads them on a source cluster), for the
+    target topics the Kafka target creates (None: they get the target's defaults).
     """
 
     name: str
     topics: tuple[TopicConfig, ...]
     max_in_flight: int
     group: bool = False
+    source_configs: SourceConfigs | None = None
 
 
 def read_side_topic(sec: Section, key: str, context: TargetContext) -> str | None:

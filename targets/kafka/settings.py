@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from relay.errors import ConfigError
@@ -9,6 +10,9 @@ from relay.options import Section, read_backoff, read_cluster
 from relay.settings import MIB, Backoff, ClusterConfig, is_topic_name
 from targets.context import TargetContext
 from targets.kafka.positions import default_topic
+from targets.kafka.topicconfig import DEFAULT_INCLUDE, TopicConfigPolicy
+
+_CONFIG_NAME = re.compile(r"[a-z][a-z0-9.]*[a-z0-9]")
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,9 @@ class KafkaTargetConfig:
     relay's name + ``-positions``, see :meth:`positions_topic_for`);
     ``import_header_positions`` takes the ``kfr-pos`` headers of earlier releases once, for a
     source partition that has no entry there yet (see :mod:`targets.kafka.legacy`).
+    ``replication_factor`` is that of the topics the relay creates (-1: the target cluster's
+    default); ``topic_configs`` which configs they take from their source topics
+    (:mod:`targets.kafka.topicconfig`).
     """
 
     cluster: ClusterConfig
@@ -44,6 +51,8 @@ class KafkaTargetConfig:
     create_topics: bool = True
     positions_topic: str | None = None
     import_header_positions: bool = True
+    replication_factor: int = -1
+    topic_configs: TopicConfigPolicy = TopicConfigPolicy()
 
     def positions_topic_for(self, name: str) -> str:
         """The positions topic of the relay called ``name``."""
@@ -76,7 +85,13 @@ def parse_kafka_target(sec: Section, context: TargetContext) -> KafkaTargetConfi
         )
     if resolved in {t.source for t in context.topics} | {t.target for t in context.topics}:
         raise ConfigError(sec.key_path("positions_topic"), "must be a topic of its own, not a source or target topic")
+    replication_factor = sec.integer("replication_factor", d.replication_factor, minimum=-1)
+    if replication_factor == 0:
+        where = sec.key_path("replication_factor")
+        raise ConfigError(where, "must be -1 (the target cluster's default) or at least 1", 0)
     return KafkaTargetConfig(
+        replication_factor=replication_factor,
+        topic_configs=_topic_configs(sec.section("topic_configs")),
         positions_topic=positions_topic,
         import_header_positions=sec.flag("import_header_positions", d.import_header_positions),
         cluster=read_cluster(sec, "target"),
@@ -86,3 +101,21 @@ def parse_kafka_target(sec: Section, context: TargetContext) -> KafkaTargetConfi
         transaction_timeout=sec.duration("transaction_timeout", d.transaction_timeout, positive=True),
         create_topics=sec.flag("create_topics", d.create_topics),
     )
+
+
+def _config_names(sec: Section, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    names = sec.strings(key, default)
+    for i, name in enumerate(names):
+        if not _CONFIG_NAME.fullmatch(name):
+            raise ConfigError(f"{sec.key_path(key)}[{i}]", "is not a topic config name (like retention.ms)", name)
+    return names
+
+
+def _topic_configs(sec: Section) -> TopicConfigPolicy:
+    policy = TopicConfigPolicy(
+        include=_config_names(sec, "include", DEFAULT_INCLUDE),
+        exclude=_config_names(sec, "exclude", ()),
+        sync_interval=sec.duration("sync_interval", TopicConfigPolicy.sync_interval),
+    )
+    sec.finish()
+    return policy

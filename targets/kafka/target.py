@@ -93,6 +93,9 @@ class KafkaTarget:
             positions_topic,
             self._sender.on_client_error,
             self._sender.raise_if_fatal,
+            context.source_configs,
+            config.topic_configs,
+            config.replication_factor,
         )
         self._positions = PositionsTopic(
             config.cluster, positions_topic, context.name, timeout=config.transaction_timeout + 30

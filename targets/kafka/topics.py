@@ -1,4 +1,4 @@
-"""Preparing target topics: check that they exist (or create them), wait for leaders, learn partition counts."""
+"""Preparing target topics: check that they exist (or create them like their source), wait for leaders."""
 
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 from relay.logs import librdkafka_logger
 from relay.settings import ClusterConfig, TopicConfig
 from relay.target import TargetError
-from targets.kafka import positions
+from targets.context import SourceConfigs
+from targets.kafka import positions, topicconfig
+from targets.kafka.topicconfig import TopicConfigPolicy
 
 log = structlog.get_logger("kafka_lfs_relay.target")
 
@@ -30,6 +32,9 @@ class TopicPreparer:
 
     ``on_client_error`` is called with librdkafka's error events (authentication failures reach
     the client only that way); ``raise_if_fatal`` then turns a permanent one into a clear error.
+    A target topic it creates gets its source topic's partition count and, when ``source_configs``
+    is given, the configs ``policy`` copies (:mod:`targets.kafka.topicconfig`); every topic it
+    creates gets ``replication_factor`` (-1: the cluster's default).
     """
 
     def __init__(
@@ -39,9 +44,15 @@ class TopicPreparer:
         positions_topic: str,
         on_client_error: Callable[[KafkaError], None],
         raise_if_fatal: Callable[[str], None],
+        source_configs: SourceConfigs | None = None,
+        policy: TopicConfigPolicy = TopicConfigPolicy(),
+        replication_factor: int = -1,
     ) -> None:
         self._cluster = cluster
         self._create = create
+        self._source_configs = source_configs
+        self._policy = policy
+        self._replication_factor = replication_factor
         self._on_client_error = on_client_error
         self._raise_if_fatal = raise_if_fatal
         self._positions_topic = positions_topic
@@ -86,16 +97,24 @@ class TopicPreparer:
         if self._positions_topic not in md.topics:
             missing.append(self._positions_topic)
         if missing:
+            configs = self._configs_like_source(admin, md, [r for r in routes if r.target in missing])
+            rf = self._replication_factor
             new = [
-                NewTopic(t, 1, config=dict(positions.TOPIC_CONFIG))
+                NewTopic(t, 1, rf, config=dict(positions.TOPIC_CONFIG))
                 if t == self._positions_topic
-                else NewTopic(t, wanted[t])
+                else NewTopic(t, wanted[t], rf, config=configs.get(t, {}))
                 for t in missing
             ]
             for topic, fut in admin.create_topics(new, operation_timeout=30).items():
                 try:
                     fut.result(timeout=60)
-                    log.info("target topic created", topic=topic, cluster=name)
+                    log.info(
+                        "target topic created",
+                        topic=topic,
+                        cluster=name,
+                        partitions=1 if topic == self._positions_topic else wanted[topic],
+                        configs=configs.get(topic, {}),
+                    )
                 except KafkaException as exc:
                     if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                         raise TargetError(f"creating target topic {topic!r} on {name}: {exc.args[0].str()}") from None
@@ -132,6 +151,20 @@ class TopicPreparer:
                     f"{route.target!r} ({count} partitions)"
                 )
 
+    def _configs_like_source(
+        self, admin: AdminClient, md: Any, routes: Sequence[TopicConfig]
+    ) -> dict[str, dict[str, str]]:
+        """The configs each route's target topic is created with, from its source topic (target topic -> configs)."""
+        keys = self._policy.keys
+        if not routes or self._source_configs is None or not keys:
+            return {}
+        described = self._source_configs([r.source for r in routes])
+        producer_max = _int(self._cluster.kafka.get("message.max.bytes"))
+        broker_max = broker_message_max(admin, md) if "max.message.bytes" in keys else 0
+        return {
+            r.target: topicconfig.wanted(described.get(r.source, {}), keys, broker_max, producer_max) for r in routes
+        }
+
     def _check_positions_topic(self, admin: AdminClient) -> None:
         """Refuse a positions topic that is not compacted: its entries would expire and be lost."""
         resource = ConfigResource(ResourceType.TOPIC, self._positions_topic)
@@ -157,3 +190,23 @@ def _has_leaders(tmd: Any) -> bool:
     if tmd is None or tmd.error is not None or not tmd.partitions:
         return False
     return all(p.leader >= 0 and p.error is None for p in tmd.partitions.values())
+
+
+def _int(value: str | None) -> int:
+    try:
+        return int(value) if value is not None else 0
+    except ValueError:
+        return 0
+
+
+def broker_message_max(admin: AdminClient, md: Any) -> int:
+    """The target broker's ``message.max.bytes`` (Kafka's default if it cannot be read: no DescribeConfigs)."""
+    brokers = sorted(md.brokers) if md.brokers else []
+    if not brokers:
+        return topicconfig.KAFKA_MESSAGE_MAX
+    resource = ConfigResource(ResourceType.BROKER, str(brokers[0]))
+    try:
+        entry = admin.describe_configs([resource])[resource].result(timeout=30).get("message.max.bytes")
+    except KafkaException:
+        return topicconfig.KAFKA_MESSAGE_MAX
+    return _int(entry.value if entry is not None else None) or topicconfig.KAFKA_MESSAGE_MAX
