@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import structlog
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AlterConfigOpType,
     ConfigEntry,
@@ -58,7 +59,12 @@ class SourceTopicConfigs:
         resources = [ConfigResource(ResourceType.TOPIC, t) for t in topics]
         out: dict[str, dict[str, str]] = {}
         for resource, fut in admin.describe_configs(resources, request_timeout=self.timeout).items():
-            entries = fut.result(timeout=self.timeout + 5)
+            try:
+                entries = fut.result(timeout=self.timeout + 5)
+            except KafkaException as exc:
+                if exc.args and exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    continue  # a source topic that does not exist has no target topic to create or compare
+                raise
             out[resource.name] = {
                 key: str(entry.value)
                 for key, entry in entries.items()
@@ -108,9 +114,9 @@ class TopicConfigComparer:
         planned = {
             r.target: topicconfig.wanted(described.get(r.source, {}), keys, broker_max, producer_max)
             for r in self.config.topics
-            if r.target not in md.topics
+            if r.target not in md.topics and r.source in described
         }
-        routes = [r for r in self.config.topics if r.target in md.topics]
+        routes = [r for r in self.config.topics if r.target in md.topics and r.source in described]
         if not routes:
             return [], planned
         resources = {r.target: ConfigResource(ResourceType.TOPIC, r.target) for r in routes}
