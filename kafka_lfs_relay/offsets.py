@@ -436,6 +436,7 @@ class GroupOffsetSync:
                 except Exception as exc:  # one group's failure (a timeout, a refusal) leaves the others to sync
                     outcome = "error"
                     log.warning("could not sync the group's offsets to the target", group=group, error=error_text(exc))
+                log.debug("group offsets sync pass", group=group, outcome=outcome)
                 self.metrics.group_offsets_syncs.labels(group=group, outcome=outcome).inc()
 
     def sync(self, group: str) -> str:

@@ -51,6 +51,8 @@ from relay.target import TargetError
 from targets.kafka import positions
 from targets.kafka.positions import Entry, Point, PositionError
 
+_TAIL_BATCH = 5000
+
 TopicPartitionKey = tuple[str, int]
 """(topic, partition)."""
 
@@ -93,8 +95,8 @@ def translate_offset(
     if point is None:
         # Everything on the target from its log start up to the oldest point was relayed from
         # source offsets below that point's; the group read at most `committed` of them.
-        upto = points[0][1] if points else end
-        reread = max(0, min(committed, upto - start))
+        # With no map at all, what the group read may still be relayed (and read again): up to all of it.
+        reread = max(0, min(committed, points[0][1] - start)) if points else committed
         why = "no offset-map point at or below it" if points else "no offset map for this partition"
         return Translation(source, target_topic, committed, start, reread, None, f"{why}: from the target's log start")
     s, t = point
@@ -203,9 +205,12 @@ class TargetGroups:
 class PositionsTail:
     """The positions topic of relay ``name``, read incrementally: each :meth:`read` takes what was committed since.
 
-    Like :meth:`positions.PositionsTopic.read` it reads ``read_committed`` up to the high watermark
-    seen when the call began, but it keeps its consumer and its entries between calls, so a
-    process translating every few seconds does not read the whole topic each time.
+    Made for a process that translates again and again while the relay writes: it keeps its
+    consumer and its entries between calls, and each call reads what is there now (until a poll
+    comes back empty, at most ``timeout`` seconds) instead of waiting for a given offset: with
+    the relay writing, a transaction is nearly always open and an end offset is a moving target.
+    An entry read a little late is still true: its map points stay facts, so a translation with
+    it rounds down further, never past.
     """
 
     def __init__(self, cluster: ClusterConfig, topic: str, name: str, timeout: float) -> None:
@@ -216,7 +221,6 @@ class PositionsTail:
         self._name = name
         self._entries: dict[SourcePartition, Entry] = {}
         self._consumer: Any = None
-        self._position: dict[int, int] = {}
 
     def _open(self) -> Any:
         consumer = Consumer(
@@ -224,7 +228,6 @@ class PositionsTail:
                 **self.cluster.client_config(),
                 "group.id": f"kafka-lfs-relay-positions-{uuid.uuid4().hex[:12]}",
                 "enable.auto.commit": False,
-                "enable.partition.eof": True,
                 "isolation.level": "read_committed",
                 "auto.offset.reset": "earliest",
                 "logger": librdkafka_logger(),
@@ -236,40 +239,25 @@ class PositionsTail:
             consumer.close()
             raise TargetError(f"target {self.cluster.name}: positions topic {self.topic!r} cannot be read yet")
         consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in tmd.partitions])
-        self._position = {p: 0 for p in tmd.partitions}
         return consumer
 
     def read(self, wanted: Collection[SourcePartition]) -> dict[SourcePartition, Entry]:
-        """The newest committed entry of each of ``wanted`` that has one."""
+        """The newest entry read so far of each of ``wanted`` that has one, after reading what is there now."""
         if self._consumer is None:
             self._consumer = self._open()
         consumer = self._consumer
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=self.timeout, cached=False)[1]
-            for p in self._position
-        }
-        todo = {p for p, end in ends.items() if self._position[p] < end}
         deadline = time.monotonic() + self.timeout
-        while todo:
-            if time.monotonic() > deadline:
-                raise TargetError(
-                    f"target {self.cluster.name}: reading positions topic {self.topic!r} did not reach its end "
-                    f"within {self.timeout:.0f}s"
-                )
-            for msg in consumer.consume(5000, 0.5):
-                partition = msg.partition() or 0
+        while time.monotonic() < deadline:
+            batch = consumer.consume(_TAIL_BATCH, 0.5)
+            for msg in batch:
                 err = msg.error()
                 if err is not None:
-                    if err.code() != KafkaError._PARTITION_EOF:
-                        raise TargetError(
-                            f"target {self.cluster.name}: reading positions topic {self.topic!r}: {err.str()}"
-                        )
-                    self._position[partition] = max(self._position.get(partition, 0), msg.offset() or 0)
-                else:
-                    self._position[partition] = (msg.offset() or 0) + 1
-                    self._take(msg)
-                if partition in todo and self._position[partition] >= ends.get(partition, 0):
-                    todo.discard(partition)
+                    raise TargetError(
+                        f"target {self.cluster.name}: reading positions topic {self.topic!r}: {err.str()}"
+                    )
+                self._take(msg)
+            if len(batch) < _TAIL_BATCH:
+                break  # caught up with what was fetched; what comes next was written after this call
         return {sp: entry for sp, entry in self._entries.items() if sp in wanted}
 
     def _take(self, msg: Any) -> None:
