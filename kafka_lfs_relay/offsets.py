@@ -419,6 +419,8 @@ class GroupOffsetSync:
             except Exception as exc:  # an unreachable source is normal in a disaster; the others are asked
                 log.info("source did not list its consumer groups", source=cluster.name, error=error_text(exc))
                 continue
+            for error in listing.errors or []:  # part of the groups (a coordinator still loading): next pass
+                log.info("source listed only part of its consumer groups", source=cluster.name, error=str(error))
             for listed in listing.valid or []:
                 gid = listed.group_id
                 if gid not in self.exclude and any(p.fullmatch(gid) for p in self.patterns):

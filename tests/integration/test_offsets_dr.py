@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaError, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from kafka_lfs_relay.cli import main
@@ -36,10 +36,22 @@ Row = tuple[bytes | None, bytes | None]
 
 
 def commit_on(cluster: KafkaCluster, group: str, topic: str, offsets: dict[int, int]) -> None:
-    """Commit ``offsets`` (partition -> next offset) for ``group`` on ``cluster``, as a consumer would have."""
+    """Commit ``offsets`` (partition -> next offset) for ``group`` on ``cluster``, as a consumer would have,
+    and read them back: on a fresh cluster the first commit can fail partition by partition (the offsets
+    topic is still being created) without the call failing."""
     admin = AdminClient(cluster.client_config())
     tps = [TopicPartition(topic, p, off) for p, off in offsets.items()]
-    admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, tps)])[group].result(30)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, tps)])[group].result(30)
+        except KafkaException as exc:
+            assert exc.args[0].retriable() and time.monotonic() < deadline, exc
+        got = target_offsets(cluster, group)
+        if all(got.get((topic, p)) == off for p, off in offsets.items()):
+            return
+        assert time.monotonic() < deadline, f"group {group} on {cluster.name}: committed {offsets}, reads {got}"
+        time.sleep(0.5)
 
 
 def target_offsets(cluster: KafkaCluster, group: str) -> dict[tuple[str, int], int]:
@@ -251,6 +263,7 @@ def test_background_sync_follows_groups_forward_only_and_leaves_active_groups_al
             [source], target, [{"source": topic}], name="bg",
             filters=[{"name": "low-digits", "type": "key", "config": {"matches": r"^key-[0-9]*[0-4]$"}}],
             group_offsets={"groups": ["shop-.*"], "interval": "1s"},
+            log={"level": "debug", "format": "json"},  # each group's outcome per pass, in the log a failure shows
             metrics={"listen": f"127.0.0.1:{port}"},
             target={"batch": {"max_records": 500}},
         ),
