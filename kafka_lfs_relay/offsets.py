@@ -239,7 +239,9 @@ def _setup(args: argparse.Namespace) -> tuple[RelayConfig, GroupTranslator, list
         sources = [s for s in config.sources if s.name == args.source]
         if not sources:
             raise ConfigError("sources", f"has no source named {args.source!r}", [s.name for s in config.sources])
-    reader = PositionsTopic(kafka.cluster, kafka.positions_topic_for(config.name), config.name, timeout=kafka.transaction_timeout + 30)
+    reader = PositionsTopic(
+        kafka.cluster, kafka.positions_topic_for(config.name), config.name, timeout=kafka.transaction_timeout + 30
+    )
     timeout = admin_timeout(config)
     translator = GroupTranslator(config, kafka, reader.read, TargetGroups(kafka.cluster, timeout), timeout)
     return config, translator, sources
@@ -285,7 +287,8 @@ def _table(report: GroupReport, was: Mapping[tuple[str, int], int] | None = None
 def _preamble(config: RelayConfig, kafka: KafkaTargetConfig, report: GroupReport) -> list[str]:
     out = [
         f"group {report.group!r}: offsets from source {', '.join(report.answered)}; translated through the offset "
-        f"map of relay {config.name!r} (positions topic {kafka.positions_topic_for(config.name)!r} on target {kafka.cluster.name})"
+        f"map of relay {config.name!r} (positions topic {kafka.positions_topic_for(config.name)!r} "
+        f"on target {kafka.cluster.name})"
     ]
     out += [
         f"source {name} did not answer ({why}); its offsets were not read" for name, why in report.unreachable.items()
@@ -403,7 +406,9 @@ class GroupOffsetSync:
         self.metrics = metrics
         self.patterns = [re.compile(p) for p in patterns]
         self.exclude = {config.group.id} if config.group is not None else set()
-        self.tail = PositionsTail(kafka.cluster, kafka.positions_topic_for(config.name), config.name, timeout=kafka.transaction_timeout)
+        self.tail = PositionsTail(
+            kafka.cluster, kafka.positions_topic_for(config.name), config.name, timeout=kafka.transaction_timeout
+        )
         self.timeout = admin_timeout(config)
         self.target = TargetGroups(kafka.cluster, self.timeout)
         self.translator = GroupTranslator(config, kafka, self.tail.read, self.target, self.timeout)

@@ -6,12 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relay.message import Message, SourcePartition
-from relay.metrics import RelayMetrics
-from relay.settings import ClusterConfig, TopicConfig
-from targets.context import TargetContext
-from targets.kafka import KafkaTargetConfig
-from targets.kafka.batches import Unit
+from relay.message import SourcePartition
 from targets.kafka.positions import (
     DENSE,
     MAX_OFFSET,
@@ -25,7 +20,6 @@ from targets.kafka.positions import (
     thin,
     translate,
 )
-from targets.kafka.target import KafkaTarget
 
 OFFSETS = st.integers(0, MAX_OFFSET)
 
