@@ -39,7 +39,7 @@ def commit_on(cluster: KafkaCluster, group: str, topic: str, offsets: dict[int, 
     """Commit ``offsets`` (partition -> next offset) for ``group`` on ``cluster``, as a consumer would have,
     and read them back: on a fresh cluster the first commit can fail partition by partition (the offsets
     topic is still being created) without the call failing."""
-    admin = AdminClient(cluster.client_config())
+    admin = AdminClient(cluster.client_conf())
     tps = [TopicPartition(topic, p, off) for p, off in offsets.items()]
     deadline = time.monotonic() + 60
     while True:
@@ -55,7 +55,7 @@ def commit_on(cluster: KafkaCluster, group: str, topic: str, offsets: dict[int, 
 
 
 def target_offsets(cluster: KafkaCluster, group: str) -> dict[tuple[str, int], int]:
-    admin = AdminClient(cluster.client_config())
+    admin = AdminClient(cluster.client_conf())
     res = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group].result(30)
     return {(tp.topic, tp.partition): tp.offset for tp in res.topic_partitions or [] if tp.offset >= 0}
 
@@ -66,7 +66,7 @@ def consume_as(
     """What a consumer of ``group`` reads from its committed offsets to the end (an uncommitted partition fails)."""
     consumer = Consumer(
         {
-            **cluster.client_config(),
+            **cluster.client_conf(),
             "group.id": group,
             "enable.auto.commit": False,
             "enable.partition.eof": True,
@@ -212,7 +212,7 @@ def test_sync_refuses_a_group_with_an_active_member_on_the_target(
     assert relay.start().wait(120) == 0, relay.log_tail()
     group = f"busy-{uuid.uuid4().hex[:6]}"
     commit_on(kafka_cluster, group, topic, {0: 200})
-    member = Consumer({**kafka_cluster.client_config(), "group.id": group, "auto.offset.reset": "earliest"})
+    member = Consumer({**kafka_cluster.client_conf(), "group.id": group, "auto.offset.reset": "earliest"})
     member.subscribe([target_topic])
     try:
         deadline = time.monotonic() + 60
@@ -285,7 +285,7 @@ def test_background_sync_follows_groups_forward_only_and_leaves_active_groups_al
         assert lag is not None and lag >= 0
         # A member joins on the target, and the group moves on at the source: the target copy stays put.
         before = target_offsets(target, "shop-follow")
-        member = Consumer({**target.client_config(), "group.id": "shop-follow", "auto.offset.reset": "error"})
+        member = Consumer({**target.client_conf(), "group.id": "shop-follow", "auto.offset.reset": "error"})
         member.subscribe([topic])
         try:
             deadline = time.monotonic() + 60

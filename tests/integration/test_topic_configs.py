@@ -36,14 +36,14 @@ SOURCE_CONFIGS = {
 
 
 def topic_configs(cluster: KafkaCluster, topic: str) -> dict[str, str]:
-    admin = AdminClient(cluster.client_config())
+    admin = AdminClient(cluster.client_conf())
     resource = ConfigResource(ResourceType.TOPIC, topic)
     entries = admin.describe_configs([resource])[resource].result(30)
     return {k: str(e.value) for k, e in entries.items() if e.value is not None}
 
 
 def partition_count(cluster: KafkaCluster, topic: str) -> int:
-    return len(AdminClient(cluster.client_config()).list_topics(topic, timeout=30).topics[topic].partitions)
+    return len(AdminClient(cluster.client_conf()).list_topics(topic, timeout=30).topics[topic].partitions)
 
 
 def test_a_compacted_source_topic_is_mirrored_into_a_compacted_topic_created_like_it(
