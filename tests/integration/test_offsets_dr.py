@@ -16,7 +16,7 @@ from kafka_lfs_relay.cli import main
 from kafka_lfs_relay.sandbox import KafkaCluster
 from relay.message import SourcePartition
 from relay.settings import ClusterConfig
-from targets.kafka.positions import DEFAULT_TOPIC, PositionsTopic
+from targets.kafka.positions import PositionsTopic, default_topic
 from tests.conftest import ClusterFactory, TopicFactory, create_topic
 from tests.integration.harness import (
     RelayProcess,
@@ -144,7 +144,7 @@ def test_groups_synced_after_failover_and_kill9_resume_exactly_where_they_were(
 
     source = read_all(west, TOPIC, 2)
     dr = ClusterConfig("target", target.client_config()["bootstrap.servers"])
-    entries = PositionsTopic(dr, DEFAULT_TOPIC, "dr", 60).read([SourcePartition(TOPIC, p) for p in (0, 1)])
+    entries = PositionsTopic(dr, default_topic("dr"), "dr", 60).read([SourcePartition(TOPIC, p) for p in (0, 1)])
     maps = {p: [s for s, _ in entries[SourcePartition(TOPIC, p)].map] for p in (0, 1)}
     for p in (0, 1):
         assert len(maps[p]) >= 4 and maps[p][-1] == len(source[p]), maps[p]
