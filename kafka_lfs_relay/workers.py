@@ -33,6 +33,8 @@ from collections.abc import Sequence
 
 import structlog
 
+from kafka_lfs_relay.stopsignals import on_stop_signals
+
 log = structlog.get_logger("kafka_lfs_relay")
 
 _PR_SET_PDEATHSIG = 1
@@ -74,30 +76,29 @@ def supervise(argv: Sequence[str], count: int, poll: float = 0.2) -> int:
         stopping = True
         stop_all(signum)
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    for i in range(count):
-        procs.append(subprocess.Popen([*argv, "--worker-index", str(i)], preexec_fn=_die_with_parent))
-    log.info("workers started", workers=count, pids=[p.pid for p in procs])
-    codes: dict[int, int] = {}
-    while len(codes) < len(procs):
-        for i, proc in enumerate(procs):
-            if i in codes or proc.poll() is None:
-                continue
-            codes[i] = exit_code(proc.returncode)
-            if stopping:
-                log.info("worker stopped", worker=i, pid=proc.pid, code=codes[i])
-                continue
-            # A worker stopped on its own: stop the rest, and let the supervisor restart the set.
-            log.error(
-                "a worker exited; stopping the others (this command restarts none: its supervisor should)",
-                worker=i,
-                pid=proc.pid,
-                code=codes[i],
-            )
-            stopping = True
-            stop_all(signal.SIGTERM)
-        time.sleep(poll)
+    with on_stop_signals(on_signal):
+        for i in range(count):
+            procs.append(subprocess.Popen([*argv, "--worker-index", str(i)], preexec_fn=_die_with_parent))
+        log.info("workers started", workers=count, pids=[p.pid for p in procs])
+        codes: dict[int, int] = {}
+        while len(codes) < len(procs):
+            for i, proc in enumerate(procs):
+                if i in codes or proc.poll() is None:
+                    continue
+                codes[i] = exit_code(proc.returncode)
+                if stopping:
+                    log.info("worker stopped", worker=i, pid=proc.pid, code=codes[i])
+                    continue
+                # A worker stopped on its own: stop the rest, and let the supervisor restart the set.
+                log.error(
+                    "a worker exited; stopping the others (this command restarts none: its supervisor should)",
+                    worker=i,
+                    pid=proc.pid,
+                    code=codes[i],
+                )
+                stopping = True
+                stop_all(signal.SIGTERM)
+            time.sleep(poll)
     worst = max(codes.values(), default=0)
     log.info("workers stopped", codes=[codes[i] for i in range(len(procs))], code=worst)
     return worst
