@@ -34,6 +34,7 @@ from bench.chaos.model import MIRROR, MIRROR_RELAY, client_conf
 from bench.chaos.relays import Relay
 from bench.chaos.workload import Copier, Feeder
 from kafka_lfs_relay.sandbox import KafkaCluster, S3Server
+from targets.kafka.positions import default_topic
 
 T = TypeVar("T")
 
@@ -97,18 +98,16 @@ def committed_positions(cluster: KafkaCluster, relay_name: str, topic: str, time
         }
     )
     prefix = f"{relay_name}/{topic}/"
+    positions_topic = default_topic(relay_name)  # the chaos configs leave target.positions_topic unset
     out: dict[int, int] = {}
     try:
-        md = consumer.list_topics("kafka-lfs-relay-positions", timeout=10)
-        meta = md.topics.get("kafka-lfs-relay-positions")
+        md = consumer.list_topics(positions_topic, timeout=10)
+        meta = md.topics.get(positions_topic)
         if meta is None or meta.error is not None:
             return out
         parts = list(meta.partitions)
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition("kafka-lfs-relay-positions", p), timeout=10)[1]
-            for p in parts
-        }
-        consumer.assign([TopicPartition("kafka-lfs-relay-positions", p, -2) for p in parts])
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(positions_topic, p), timeout=10)[1] for p in parts}
+        consumer.assign([TopicPartition(positions_topic, p, -2) for p in parts])
         at_end = {p for p, end in ends.items() if end <= 0}
         deadline = time.monotonic() + timeout
         while len(at_end) < len(parts):

@@ -663,36 +663,37 @@ class ChaosRun:
         """Every record of each positions topic (committed or not), for the report of a failed run."""
         from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+        # One positions topic per relay (target.positions_topic defaults to the relay's name + -positions).
         for name in ("dr", "plain"):
             cluster = self.clusters.get(name)
             if cluster is None or not cluster.alive():
                 continue
-            path = self.out / f"positions-{name}.jsonl"
             consumer = Consumer(
                 {**client_conf(cluster), "group.id": "chaos-dump", "enable.partition.eof": True,
                  "isolation.level": "read_uncommitted", "auto.offset.reset": "earliest"}
             )  # fmt: skip
             try:
-                meta = consumer.list_topics("kafka-lfs-relay-positions", timeout=10).topics["kafka-lfs-relay-positions"]
-                parts = list(meta.partitions)
-                consumer.assign([TopicPartition("kafka-lfs-relay-positions", p, -2) for p in parts])
-                done: set[int] = set()
-                deadline = time.monotonic() + 60
-                with path.open("w", encoding="utf-8") as fh:
-                    while len(done) < len(parts) and time.monotonic() < deadline:
-                        for msg in consumer.consume(1000, 1.0):
-                            err = msg.error()
-                            if err is not None:
-                                if err.code() == KafkaError._PARTITION_EOF:
-                                    done.add(msg.partition() or 0)
-                                continue
-                            fh.write(json.dumps({
-                                "partition": msg.partition(), "offset": msg.offset(),
-                                "key": (msg.key() or b"").decode(errors="replace"),
-                                "value": (msg.value() or b"").decode(errors="replace"),
-                            }) + "\n")  # fmt: skip
+                topics = consumer.list_topics(timeout=10).topics
+                for topic in sorted(t for t in topics if t.endswith("-positions")):
+                    parts = list(topics[topic].partitions)
+                    consumer.assign([TopicPartition(topic, p, -2) for p in parts])
+                    done: set[int] = set()
+                    deadline = time.monotonic() + 60
+                    with (self.out / f"positions-{name}-{topic}.jsonl").open("w", encoding="utf-8") as fh:
+                        while len(done) < len(parts) and time.monotonic() < deadline:
+                            for msg in consumer.consume(1000, 1.0):
+                                err = msg.error()
+                                if err is not None:
+                                    if err.code() == KafkaError._PARTITION_EOF:
+                                        done.add(msg.partition() or 0)
+                                    continue
+                                fh.write(json.dumps({
+                                    "partition": msg.partition(), "offset": msg.offset(),
+                                    "key": (msg.key() or b"").decode(errors="replace"),
+                                    "value": (msg.value() or b"").decode(errors="replace"),
+                                }) + "\n")  # fmt: skip
             except Exception as exc:
-                log(f"could not dump the positions topic of {name}: {exc}")
+                log(f"could not dump the positions topics of {name}: {exc}")
             finally:
                 consumer.close()
 
