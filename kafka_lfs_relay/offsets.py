@@ -31,8 +31,10 @@ import structlog
 from confluent_kafka import ConsumerGroupTopicPartitions
 
 from kafka_lfs_relay.admin import Admins, error_text
+from kafka_lfs_relay.commands import INTERNAL_ERROR, internal_error
 from kafka_lfs_relay.config import RelayConfig, load_config
-from relay.errors import ConfigError, RelayError
+from relay import logs
+from relay.errors import ConfigError, RelayError, SecretMasker
 from relay.message import SourcePartition
 from relay.metrics import RelayMetrics
 from relay.settings import ClusterConfig, TopicConfig
@@ -223,8 +225,13 @@ def add_parser(sub: Any) -> None:
             cmd.set_defaults(func=cmd_sync)
 
 
-def _setup(args: argparse.Namespace) -> tuple[RelayConfig, GroupTranslator, list[ClusterConfig] | None]:
-    config = load_config(args.config)
+def _setup(
+    args: argparse.Namespace, masker: SecretMasker
+) -> tuple[RelayConfig, GroupTranslator, list[ClusterConfig] | None]:
+    config = load_config(args.config, masker=masker)
+    # Each unreachable cluster is reported in a line of the command's own; the clients' warnings
+    # about it would only repeat that, so they show with log.level: debug alone (as in check).
+    logs.configure("debug" if config.log.level == "debug" else "error", config.log.format, mask=masker)
     kafka = config.target.kafka
     if kafka is None:
         raise ConfigError(
@@ -332,12 +339,19 @@ def _as_json(report: GroupReport) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace, body: Callable[[RelayConfig, GroupTranslator, Any], int]) -> int:
+    """``body`` with the config loaded: a user mistake is one line and its exit code, a bug one line
+    naming the exception (exit 70), never a traceback; every line scrubbed of the config's secrets."""
+    masker = SecretMasker()
+    logs.configure(mask=masker)
     try:
-        config, translator, sources = _setup(args)
+        config, translator, sources = _setup(args, masker)
         return body(config, translator, sources)
     except RelayError as exc:
-        print(f"kafka-lfs-relay: {exc}", file=sys.stderr)
+        print(masker(f"kafka-lfs-relay: {exc}"), file=sys.stderr)
         return exc.exit_code
+    except Exception as exc:  # a bug; reported in one line, like check
+        print(masker(f"kafka-lfs-relay: {internal_error(exc)}"), file=sys.stderr)
+        return INTERNAL_ERROR
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
