@@ -183,14 +183,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         # are made rarer; nothing in the hot path builds reference cycles.
         gc.freeze()
         gc.set_threshold(100_000, 50, 50)
-        # One process syncs the group offsets: the workers would all do the same work.
-        background = build_background(config if not index else dataclasses.replace(config, group_offsets=None), metrics)
-        background.start()
+        # One process does the periodic work (group offsets, topic configs): workers would repeat it.
+        background = build_background(config, metrics) if not index else None
+        if background is not None:
+            background.start()
         try:
             with on_stop_signals(on_signal):
                 relay.run()
         finally:
-            background.stop()
+            if background is not None:
+                background.stop()
     except RelayError as exc:
         if sys.stderr.isatty():
             sys.stderr.write("\n")
