@@ -17,15 +17,24 @@ from relay.relay import Progress, Relay
 from relay.settings import RelaySettings
 from relay.sourcepool import SourcePool
 from relay.target import PartitionOwner, Target
+from targets.context import SourcePartitions
 
 
-def build_target(config: RelayConfig, metrics: RelayMetrics) -> Target:
-    """The configured target: a built-in type of the registry, or a class loaded by dotted path."""
+def build_target(
+    config: RelayConfig, metrics: RelayMetrics, source_partitions: SourcePartitions | None = None
+) -> Target:
+    """The configured target: a built-in type of the registry, or a class loaded by dotted path.
+
+    ``source_partitions`` counts the source topics' partitions (the source pool's), for the target
+    topics a built-in target creates in group mode.
+    """
     tc = config.target
     entry = TARGETS.get(tc.type)
     if entry is not None:
-        # The source's topic configs, for the target topics the Kafka target creates.
-        context = dataclasses.replace(config.target_context(), source_configs=source_configs_for(config))
+        # The source's topic configs and partition counts, for the target topics the Kafka target creates.
+        context = dataclasses.replace(
+            config.target_context(), source_configs=source_configs_for(config), source_partitions=source_partitions
+        )
         return entry.build(tc.settings, context, metrics)
     try:
         cls = load_dotted(tc.type)
@@ -58,7 +67,7 @@ def build_relay(
     filters = build_filter_chain(config, metrics)
     sources = config.sources if config.mode == "failover" else config.sources[:1]
     pool = SourcePool(sources, [t.source for t in config.topics], config.source_pool, metrics)
-    target = build_target(config, metrics)
+    target = build_target(config, metrics, pool.partitions)
     if config.group is not None and not isinstance(target, PartitionOwner):
         raise ConfigError("group", f"target type {config.target.type!r} cannot take part in group mode")
     settings = RelaySettings(

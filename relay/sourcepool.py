@@ -177,9 +177,9 @@ class SourcePool:
         log.info("source selected", source=self.active, mode="failover" if len(self.order) > 1 else "single")
         return self.active
 
-    def partitions(self) -> dict[str, int]:
-        """Partition count per topic on the active source."""
-        return self._probes[self.active].partitions(self.topics)
+    def partitions(self, topics: Iterable[str] | None = None) -> dict[str, int]:
+        """Partition count of each of ``topics`` (default: the relay's topics) on the active source."""
+        return self._probes[self.active].partitions(self.topics if topics is None else topics)
 
     def end_offsets(self) -> dict[SourcePartition, int]:
         """Committed end offsets of the active source now; raises SourceError if it cannot answer."""

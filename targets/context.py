@@ -13,6 +13,9 @@ SourceConfigs = Callable[[Sequence[str]], Mapping[str, Mapping[str, str]]]
 """Given source topic names, each one's configs (name -> effective value) on a source cluster.
 Raises :class:`relay.target.TargetError` when they cannot be read."""
 
+SourcePartitions = Callable[[Sequence[str]], Mapping[str, int]]
+"""Given source topic names, each one's partition count on the active source cluster."""
+
 
 @dataclass(frozen=True)
 class TargetContext:
@@ -22,7 +25,9 @@ class TargetContext:
     ``group`` says whether partitions come and go (group mode), so each source partition needs a
     writer of its own to fence; ``max_in_flight`` is the relay's byte budget; ``source_configs``
     describes source topics' configs (the application reads them on a source cluster), for the
-    target topics the Kafka target creates (None: they get the target's defaults).
+    target topics the Kafka target creates (None: they get the target's defaults);
+    ``source_partitions`` counts the source topics' partitions: in group mode a target is handed
+    a share of them, and a target topic it creates must still get as many as its source.
     """
 
     name: str
@@ -30,6 +35,7 @@ class TargetContext:
     max_in_flight: int
     group: bool = False
     source_configs: SourceConfigs | None = None
+    source_partitions: SourcePartitions | None = None
 
 
 def read_side_topic(sec: Section, key: str, context: TargetContext) -> str | None:

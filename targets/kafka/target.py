@@ -81,6 +81,7 @@ class KafkaTarget:
         self._hooks = hooks
         self._weigh = hooks.weigh
         self._name = context.name
+        self._source_partitions = context.source_partitions if context.group else None
         positions_topic = config.positions_topic_for(context.name)
         # The offset map is kept only where a target partition mirrors one source partition.
         mapped = any(t.partition == "preserve" for t in context.topics)
@@ -135,6 +136,12 @@ class KafkaTarget:
         counts: dict[str, int] = {}
         for sp in wanted:
             counts[sp.topic] = max(counts.get(sp.topic, 0), sp.partition + 1)
+        if self._source_partitions is not None:
+            # Group mode: Kafka assigned a share of the partitions. A target topic created now
+            # must get its source topic's count, not one more than the highest partition assigned
+            # (too few for partition: preserve, and for good once the topic exists).
+            for topic, count in self._source_partitions(sorted(counts)).items():
+                counts[topic] = max(counts.get(topic, 0), count)
         self._topics.prepare(list(self._routes.values()), self._hooks.extra_topics, counts)
         sender = self._sender
         # Producers first: initialising them fences older writers and aborts their open

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 
 import pytest
+from confluent_kafka.admin import AdminClient
 
 from kafka_lfs_relay.sandbox import KafkaCluster
 from relay.message import Message, SourcePartition
@@ -70,3 +72,30 @@ def test_new_owner_fences_the_old_one_and_nothing_is_written_twice(
     assert [m.source_offset for m in acked_old] == list(range(100))
     assert [m.source_offset for m in acked_new] == list(range(100, 200))
     assert read_all(kafka_cluster, topic, 1)[0] == [(f"k{o}".encode(), f"v{o}".encode()) for o in range(200)]
+
+
+def test_a_member_handed_a_share_creates_the_target_topic_with_the_source_partition_count(
+    kafka_cluster: KafkaCluster,
+) -> None:
+    """A group member assigned partitions 0 and 2 of a 6-partition source topic creates its missing target topic
+    with 6 partitions, not 3 (found by the workers test: the topic stayed too small for partition: preserve)."""
+    topic = f"created-{uuid.uuid4().hex[:10]}"
+    asked: list[list[str]] = []
+
+    def source_partitions(topics: Sequence[str]) -> dict[str, int]:
+        asked.append(list(topics))
+        return {"orders": 6}
+
+    config = KafkaTargetConfig(cluster=ClusterConfig("target", kafka_cluster.bootstrap_servers))
+    context = TargetContext(
+        "share-test", (TopicConfig("orders", topic, "preserve"),), 256 << 20, group=True,
+        source_partitions=source_partitions,
+    )  # fmt: skip
+    target = kafka.build(config, context, RelayMetrics())
+    try:
+        assert target.high_watermarks([SourcePartition("orders", 0), SourcePartition("orders", 2)]) == {}
+    finally:
+        target.close()
+    assert asked == [["orders"]]
+    admin = AdminClient(kafka_cluster.client_conf())
+    assert len(admin.list_topics(topic, timeout=30).topics[topic].partitions) == 6
