@@ -105,6 +105,8 @@ class KafkaCluster:
         cls, name: str, workdir: Path, dist: KafkaDistribution, auth: bool = False, heap: str = "512m"
     ) -> KafkaCluster:
         """A new, not yet started cluster with fresh ports under ``workdir``."""
+        # Absolute, because the broker runs with workdir as its cwd and is given paths inside it.
+        workdir = Path(workdir).absolute()
         workdir.mkdir(parents=True, exist_ok=True)
         spec = ClusterSpec(
             name=name,
