@@ -212,7 +212,9 @@ def test_sync_refuses_a_group_with_an_active_member_on_the_target(
     assert relay.start().wait(120) == 0, relay.log_tail()
     group = f"busy-{uuid.uuid4().hex[:6]}"
     commit_on(kafka_cluster, group, topic, {0: 200})
-    member = Consumer({**kafka_cluster.client_conf(), "group.id": group, "auto.offset.reset": "earliest"})
+    member = Consumer(
+        {**kafka_cluster.client_conf(), "group.id": group, "auto.offset.reset": "earliest", "enable.auto.commit": False}
+    )
     member.subscribe([target_topic])
     try:
         deadline = time.monotonic() + 60
@@ -285,7 +287,15 @@ def test_background_sync_follows_groups_forward_only_and_leaves_active_groups_al
         assert lag is not None and lag >= 0
         # A member joins on the target, and the group moves on at the source: the target copy stays put.
         before = target_offsets(target, "shop-follow")
-        member = Consumer({**target.client_conf(), "group.id": "shop-follow", "auto.offset.reset": "error"})
+        # It joins and commits nothing: with auto-commit it would move the group itself when it closes.
+        member = Consumer(
+            {
+                **target.client_conf(),
+                "group.id": "shop-follow",
+                "auto.offset.reset": "error",
+                "enable.auto.commit": False,
+            }
+        )
         member.subscribe([topic])
         try:
             deadline = time.monotonic() + 60
