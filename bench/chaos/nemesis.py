@@ -446,7 +446,9 @@ class Nemesis(threading.Thread):
                 self._retry(functools.partial(delete_records, cluster, MIRROR, p, end))
             self.on_gap_made(p, start, end)
             self.log.write("gap", "deleted", partition=p, missing=f"[{start}, {end})", records=end - start)
-            self._sleep(rng.uniform(0, 3))
+            # Hold both sources until their brokers wrote the new log start to disk (every second in the
+            # sandbox): a kill -9 before that brings the deleted records back (found by seed 20).
+            self._sleep(2 + rng.uniform(0, 3))
         finally:
             if not relay.alive():
                 relay.start()
