@@ -1,7 +1,8 @@
 """The hydrating target (``type: hydrate``): envelope records become the plain records they stand for.
 
 It is the Kafka target (:class:`targets.kafka.KafkaTarget`: one transaction per batch, resume
-positions in ``kfr-pos`` headers) with a ``transform`` in front, mirroring the ``lfs`` target:
+positions in the positions topic within it) with a ``transform`` in front, mirroring the ``lfs``
+target:
 
 * ``write`` (the relay's thread) detects an envelope (:func:`lfs.detect`: KafScale's
   prefix test for ``kfs_lfs``, a parse for the legacy ``lfs_version`` shape; a value over
@@ -14,9 +15,10 @@ positions in ``kfr-pos`` headers) with a ``transform`` in front, mirroring the `
   payload as value, the envelope record's key, timestamp, partition and headers, then each of
   ``original_headers`` that is not already there, then ``content-type`` from ``content_type``
   if no header of that name (in any case) is there. Non-envelope records pass unchanged.
-* ``kfr-pos`` headers that arrive with a source record are the resume positions of the relay
-  that wrote the envelope topic; they are dropped (this relay adds its own), or a resumption
-  could read the upstream relay's positions as this one's.
+* ``kfr-pos`` headers that arrive with a source record are the resume positions an earlier
+  release of the relay that wrote the envelope topic kept in its records; they are dropped, or
+  the one-time import of those headers (``target.import_header_positions``) could take the
+  upstream relay's positions as this one's.
 
 Per-record errors (``on_error``): an envelope that does not decode, or whose ``kfs_lfs`` version
 is not 1 (``envelope_invalid``, the line names the version), a bucket or key outside

@@ -1,7 +1,7 @@
 """The offloading target (``type: lfs``): large values go to S3, a ``kfs_lfs`` envelope goes to Kafka.
 
 It is the Kafka target (:class:`targets.kafka.KafkaTarget`: one transaction per batch, resume
-positions in ``kfr-pos`` headers) with a ``transform`` in front:
+positions in the positions topic within it) with a ``transform`` in front:
 
 * ``write`` (the relay's thread) decides whether the record is offloaded
   (:func:`targets.lfs.config.offload_reason`: value over ``threshold``, an ``LFS_BLOB`` header,
@@ -14,7 +14,8 @@ positions in ``kfr-pos`` headers) with a ``transform`` in front:
   that cannot be offloaded (checksum mismatch, over ``s3.max_object_size``) stops the relay
   (``on_record_error: fail``) or goes to ``dead_letter_topic`` unchanged with a
   ``kfr-lfs-error`` header (``dead-letter``); the dead-letter topic is an extra topic of the
-  Kafka target, so it carries ``kfr-pos`` and resumes like the main one.
+  Kafka target, written in the transaction of the batch its record came from, so it resumes
+  like the main one.
 
 Exactly once: a source offset is acknowledged only when the transaction holding its envelope is
 committed, and that transaction is only begun once its objects are stored. Object keys come from
