@@ -105,7 +105,9 @@ def test_time_window_filter_uses_record_timestamps(
     """`type: time` keeps the records whose timestamps fall in [from, to), and only those."""
     topic = topic_factory(kafka_cluster, partitions=1)
     producer = FeedProducer(kafka_cluster.client_config())
-    base = 1_700_000_000_000
+    # Recent timestamps: records from 2023 are past the topics' 7-day retention, and the broker's
+    # periodic retention check could delete them (source or target) while the test runs.
+    base = int(time.time() * 1000) - 200_000
     for i in range(100):
         producer.produce(topic, f"v{i}".encode(), f"k{i}".encode(), partition=0, timestamp=base + i * 1000)
     producer.flush_all(30)
