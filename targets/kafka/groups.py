@@ -28,7 +28,6 @@ again and again.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -206,11 +205,13 @@ class PositionsTail:
     """The positions topic of relay ``name``, read incrementally: each :meth:`read` takes what was committed since.
 
     Made for a process that translates again and again while the relay writes: it keeps its
-    consumer and its entries between calls, and each call reads what is there now (until a poll
-    comes back empty, at most ``timeout`` seconds) instead of waiting for a given offset: with
-    the relay writing, a transaction is nearly always open and an end offset is a moving target.
-    An entry read a little late is still true: its map points stay facts, so a translation with
-    it rounds down further, never past.
+    consumer and its entries between calls. The first call reads every partition to its end as
+    the broker gave it (the last stable offset: an open transaction is not waited for), since the
+    first polls after an assignment come back empty before anything was fetched, and a first pass
+    that took that for the end would translate without a map. Later calls read what is there now,
+    until a poll comes back short. Both stop after ``timeout`` seconds at most. An entry read a
+    little late is still true: its map points stay facts, so a translation with it rounds down
+    further, never past.
     """
 
     def __init__(self, cluster: ClusterConfig, topic: str, name: str, timeout: float) -> None:
@@ -221,17 +222,12 @@ class PositionsTail:
         self._name = name
         self._entries: dict[SourcePartition, Entry] = {}
         self._consumer: Any = None
+        self._partitions = 0
 
     def _open(self) -> Any:
+        # A tail re-reads from the earliest record left if the log start ever passes it: entries are newest-wins.
         consumer = Consumer(
-            {
-                **self.cluster.client_config(),
-                "group.id": f"kafka-lfs-relay-positions-{uuid.uuid4().hex[:12]}",
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-                "auto.offset.reset": "earliest",
-                "logger": librdkafka_logger(),
-            }
+            {**positions.reader_config(self.cluster), "auto.offset.reset": "earliest", "logger": librdkafka_logger()}
         )
         md = consumer.list_topics(self.topic, timeout=self.timeout)
         tmd = md.topics.get(self.topic)
@@ -239,24 +235,33 @@ class PositionsTail:
             consumer.close()
             raise TargetError(f"target {self.cluster.name}: positions topic {self.topic!r} cannot be read yet")
         consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in tmd.partitions])
+        self._partitions = len(tmd.partitions)
         return consumer
 
     def read(self, wanted: Collection[SourcePartition]) -> dict[SourcePartition, Entry]:
         """The newest entry read so far of each of ``wanted`` that has one, after reading what is there now."""
-        if self._consumer is None:
+        first = self._consumer is None
+        if first:
             self._consumer = self._open()
         consumer = self._consumer
+        at_end: set[int] = set()
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
             batch = consumer.consume(_TAIL_BATCH, 0.5)
             for msg in batch:
                 err = msg.error()
-                if err is not None:
+                if err is None:
+                    self._take(msg)
+                elif err.code() == KafkaError._PARTITION_EOF:
+                    at_end.add(msg.partition())
+                else:
                     raise TargetError(
                         f"target {self.cluster.name}: reading positions topic {self.topic!r}: {err.str()}"
                     )
-                self._take(msg)
-            if len(batch) < _TAIL_BATCH:
+            if first:
+                if len(at_end) == self._partitions:
+                    break  # every partition read to the end the broker reported
+            elif len(batch) < _TAIL_BATCH:
                 break  # caught up with what was fetched; what comes next was written after this call
         return {sp: entry for sp, entry in self._entries.items() if sp in wanted}
 

@@ -9,14 +9,23 @@ import uuid
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 
 from kafka_lfs_relay.cli import main
 from kafka_lfs_relay.sandbox import KafkaCluster
 from relay.message import SourcePartition
 from relay.settings import ClusterConfig
-from targets.kafka.positions import PositionsTopic, default_topic
+from targets.kafka import positions
+from targets.kafka.groups import PositionsTail
+from targets.kafka.positions import Entry, PositionsTopic, default_topic
 from tests.conftest import ClusterFactory, TopicFactory, create_topic
 from tests.integration.harness import (
     RelayProcess,
@@ -246,6 +255,31 @@ def _metric(port: int, name: str, group: str) -> float | None:
         if line.startswith(f"kafka_lfs_relay_{name}{{") and f'group="{group}"' in line:
             return float(line.rsplit(" ", 1)[1])
     return None
+
+
+def test_the_first_read_of_a_positions_tail_waits_for_every_partition_end(
+    kafka_cluster: KafkaCluster, topic_factory: TopicFactory
+) -> None:
+    """A fresh tail's first read returns every committed entry even when the first fetch is held for 2 s."""
+    positions_topic = topic_factory(kafka_cluster, partitions=3, config={"cleanup.policy": "compact"})
+    name = f"tail-{positions_topic}"
+    entries = {SourcePartition(TOPIC, p): Entry(100 + p, ((50, 10 * p), (100 + p, 10 * p + 5))) for p in range(40)}
+    producer = Producer({**kafka_cluster.client_conf(), "transactional.id": f"tail-{positions_topic}"})
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    for i, (key, value) in enumerate(positions.records(name, entries)):
+        producer.produce(positions_topic, value, key, partition=i % 2)  # partition 2 stays empty
+    producer.commit_transaction(30)
+    # The broker holds a fetch until 100 MB arrived or 2 s passed: the first polls come back empty, which
+    # is not the end of the topic.
+    slow = ClusterConfig(
+        "target", kafka_cluster.bootstrap_servers, {"fetch.min.bytes": "100000000", "fetch.wait.max.ms": "2000"}
+    )
+    tail = PositionsTail(slow, positions_topic, name, timeout=60)
+    try:
+        assert tail.read(set(entries)) == entries
+    finally:
+        tail.close()
 
 
 def test_background_sync_follows_groups_forward_only_and_leaves_active_groups_alone(
