@@ -34,10 +34,11 @@ typecheck: $(BIN)/.installed
 # (request_timeout 1s) and again with request_timeout 2s, f: start-up on a target holding 1M foreign
 # records), then docs/benchmarks.md + .png.
 # BENCH_ARGS="--runs 1" for a quick pass; one scenario alone: .venv/bin/python -m bench.latency --help.
+# BENCH_A_ARGS reaches scenario a only, e.g. BENCH_A_ARGS="--candidate-rev 92ab6cf" adds the release as a contender.
 bench: $(BIN)/.installed
 	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/kafka-lfs-relay sandbox fetch
-	$(BIN)/python -m bench.relay_throughput $(BENCH_ARGS)
+	$(BIN)/python -m bench.relay_throughput $(BENCH_ARGS) $(BENCH_A_ARGS)
 	$(BIN)/python -m bench.latency $(BENCH_ARGS)
 	$(BIN)/python -m bench.lfs_offload
 	$(BIN)/python -m bench.hydrate

@@ -45,6 +45,8 @@ from bench.common import (
     percentile,
     relay_argv,
     relay_env,
+    revision_argv,
+    revision_tree,
     write_result,
     write_yaml,
 )
@@ -176,10 +178,16 @@ def one_run(
             "topics": [{"source": TOPIC, "target": TOPIC}],
         }
         config["target"] = {**config["target"], **cluster_entry(dst, "dst")}
-        argv = relay_argv(write_yaml(workdir / "relay.yml", config))
-        if contender == "candidate":
+        path = write_yaml(workdir / "relay.yml", config)
+        argv = relay_argv(path)
+        env, cwd = relay_env(), None
+        if contender == "candidate" and args.candidate_rev:
+            # An earlier revision's relay, same config as "relay": A/B in one invocation.
+            cwd = revision_tree(args.candidate_rev)
+            argv, env = revision_argv(cwd, path), {**env, "PYTHONPATH": str(cwd)}
+        elif contender == "candidate":
             argv[2] = args.candidate_module  # the same CLI from another module: a candidate change
-        child = Child(contender, argv, workdir / "relay.log", relay_env())
+        child = Child(contender, argv, workdir / "relay.log", env=env, cwd=cwd)
     else:
         mm2 = MirrorMaker(workdir, mm2_properties(src, dst, TOPIC, partitions, exactly_once=contender == "mm2-eos"))
         child = mm2.child
@@ -247,13 +255,17 @@ def main() -> None:
         "--candidate-module",
         help="also run contender 'candidate': our relay's CLI from this module (a candidate change to A/B)",
     )
+    parser.add_argument(
+        "--candidate-rev",
+        help="also run contender 'candidate': the relay of this git revision (e.g. the last release), A/B",
+    )
     parser.add_argument("--keep-logs", action="store_true")
     parser.add_argument("--name", default="b_latency")
     args = parser.parse_args()
     logs.configure("warning")  # log lines (librdkafka's, through structlog) from warning up, on stderr
     exit_on_sigterm()
     contenders = [c for c in args.contenders.split(",") if c]
-    if args.candidate_module and "candidate" not in contenders:
+    if (args.candidate_module or args.candidate_rev) and "candidate" not in contenders:
         contenders.append("candidate")
     machine = machine_info()
     started = now_text()

@@ -541,12 +541,29 @@ def goals(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
         if name in by:
             cost = 1 - by[name]["records/s"] / relay["records/s"]
             cpu = by[name]["CPU s"] - relay["CPU s"]
-            notes.append(
+            note = (
                 f"{name}: the filter costs {cost:.1%} of the throughput "
                 f"({by[name]['records/s']:,.0f} vs {relay['records/s']:,.0f} records/s; a negative cost is noise) "
                 f"and {cpu:+.1f} CPU s; every record passes it, so the output is the same as relay's."
             )
+            full = by.get("relay-full")
+            if full is not None:  # a filter needs a Message per record: most of its cost is leaving the fast path
+                note += (
+                    f" Against relay-full (a Message per record, no filter) it is "
+                    f"{by[name]['records/s'] / full['records/s']:.2f}x the records/s and "
+                    f"{by[name]['CPU s'] - full['CPU s']:+.1f} CPU s."
+                )
+            notes.append(note)
     return out, notes
+
+
+def _candidate_setting(args: argparse.Namespace) -> dict[str, str]:
+    """What contender "candidate" was, when it ran."""
+    if args.candidate_rev:
+        return {"candidate": f"our relay at git revision {args.candidate_rev}, same config as relay"}
+    if args.candidate_module:
+        return {"candidate": f"our relay's CLI from module {args.candidate_module}, same config as relay"}
+    return {}
 
 
 def main() -> None:
@@ -650,6 +667,7 @@ def main() -> None:
             "partitions": args.partitions,
             "runs per contender (alternating order)": args.runs,
             "contender order per round": contenders,
+            **_candidate_setting(args),
             "relay": {
                 **bench.relay_settings(),
                 "target producer": "transactional (one transaction per batch), idempotent, acks=all, linger.ms=5, "

@@ -84,7 +84,9 @@ def _machine_lines(machines: list[dict[str, Any]]) -> list[str]:
     if not machines:
         return []
     m = machines[0]
-    shared = any(x.get("shared") for x in machines)
+    # Another heavy process seen (a broker, a test run, a relay not ours). The load average alone says
+    # little: in `make bench` it still carries the previous scenario's brokers for a minute or two.
+    shared = any(x.get("load_at_start", {}).get("other_processes", 0) > 0 for x in machines)
     loads = ", ".join(
         f"{x.get('load_at_start', {}).get('loadavg_1m', '?')}" for x in machines if x.get("load_at_start")
     )
@@ -105,7 +107,10 @@ def _machine_lines(machines: list[dict[str, Any]]) -> list[str]:
             "contenders ran alternately so drift hits all of them, and the ratios are what to read."
         )
     else:
-        lines.append(f"- The machine was otherwise idle (1-minute load average at start: {loads}).")
+        lines.append(
+            f"- No other heavy process ran. The 1-minute load average at the start of each scenario ({loads}) "
+            "still carries the previous scenario's brokers."
+        )
     if peaks:
         lines.append(
             f"- Highest 1-minute load average seen after a run, ours included (two brokers and a contender make "
