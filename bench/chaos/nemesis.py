@@ -18,12 +18,13 @@ nemesis heals everything within one restart.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -274,53 +275,54 @@ class Nemesis(threading.Thread):
             start()
 
     # -- faults ------------------------------------------------------------------------------------
-    def _relay_kill(self, rng: random.Random) -> None:
+    @contextlib.contextmanager
+    def _held_relay(self, kind: str, rng: random.Random, act: Callable[[Relay], None]) -> Iterator[Relay | None]:
+        """Pick a relay no other fault holds, hold it from the supervisor, ``act`` on it; None if none is free.
+
+        The alive check and ``act`` run under the relay's lock, so the supervisor cannot restart it in
+        between; ``held`` keeps the supervisor away until the fault has healed it.
+        """
         names = self._free([f"relay:{n}" for n in self.relays])
         if not names:
+            yield None
             return
         subject = rng.choice(names)
         if not self._claim(subject):
+            yield None
             return
         relay = self.relays[subject.split(":", 1)[1]]
         try:
             with relay.lock:
                 relay.held = True
-                if not relay.alive():
-                    self.log.write("relay_kill", "skip", relay=relay.name, why="not running")
-                    return
-                relay.kill9()
+                running = relay.alive()
+                if running:
+                    act(relay)
+            if not running:
+                self.log.write(kind, "skip", relay=relay.name, why="not running")
+            yield relay if running else None
+        finally:
+            relay.held = False
+            self._release(subject)
+
+    def _relay_kill(self, rng: random.Random) -> None:
+        with self._held_relay("relay_kill", rng, Relay.kill9) as relay:
+            if relay is None:
+                return
             down = rng.uniform(0, 10)
             self.log.write("relay_kill", "begin", relay=relay.name, down_s=round(down, 2))
             self._sleep(down)
             relay.start()
             self.log.write("relay_kill", "end", relay=relay.name)
-        finally:
-            relay.held = False
-            self._release(subject)
 
     def _relay_pause(self, rng: random.Random) -> None:
-        names = self._free([f"relay:{n}" for n in self.relays])
-        if not names:
-            return
-        subject = rng.choice(names)
-        if not self._claim(subject):
-            return
-        relay = self.relays[subject.split(":", 1)[1]]
-        try:
-            with relay.lock:
-                relay.held = True
-                if not relay.alive():
-                    self.log.write("relay_pause", "skip", relay=relay.name, why="not running")
-                    return
-                relay.pause()
+        with self._held_relay("relay_pause", rng, Relay.pause) as relay:
+            if relay is None:
+                return
             seconds = self.session_timeout + rng.uniform(1, 6)
             self.log.write("relay_pause", "begin", relay=relay.name, paused_s=round(seconds, 2))
             self._sleep(seconds)
             relay.resume()
             self.log.write("relay_pause", "end", relay=relay.name)
-        finally:
-            relay.held = False
-            self._release(subject)
 
     def _which_source(self) -> tuple[str, str]:
         """(active, standby) of the mirror relay, from its metrics (the last known when it does not answer)."""
