@@ -17,6 +17,13 @@ def _ranges(items: list[list[int]]) -> str:
     return ", ".join(f"{p} [{a}, {b})" for p, a, b in items) or "-"
 
 
+def _trim(s: dict[str, Any]) -> str:
+    trim = s.get("trim_passes")
+    every = s["settings"].get("trim_every", 0)
+    done = f"every {every:.0f} s: {trim['done']} passes, {trim['failed']} missed a cluster" if trim else "off"
+    return f"{done}; least free disk {s.get('disk_free_min_gib', '?')} GiB"
+
+
 def rows(s: dict[str, Any]) -> list[tuple[str, str]]:
     """(figure, value) pairs of one run."""
     if "harness_error" in s:
@@ -45,6 +52,7 @@ def rows(s: dict[str, Any]) -> list[tuple[str, str]]:
         ("rebalances", rebalances),
         ("fencings", str(s["fencings"])),
         ("relay runs (restarts + 1)", ", ".join(f"{k} {v}" for k, v in s["relay_runs"].items())),
+        ("source records trimmed behind the relay", _trim(s)),
         ("gap made", gaps),
         (
             "gap reported",

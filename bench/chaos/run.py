@@ -50,6 +50,7 @@ from bench.chaos.relays import (
     write_yaml,
 )
 from bench.chaos.report import publish, render
+from bench.chaos.trim import Trimmer
 from bench.chaos.workload import Copier, Feeder
 from bench.common import exit_on_sigterm, log
 from kafka_lfs_relay.sandbox import KafkaCluster, S3Server, kafka_distribution
@@ -84,6 +85,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None, help="run folder (default build/chaos/<time>-seed<seed>)")
     p.add_argument("--publish", action="store_true", help="append the run's table to docs/reliability.md")
     p.add_argument("--keep", action="store_true", help="keep the clusters' data after the run")
+    p.add_argument(
+        "--trim-every",
+        type=float,
+        default=60,
+        help="seconds between deletions of the source records the mirror relay is done with (0: never; default 60)",
+    )
     p.add_argument(
         "--lock-timeout",
         type=float,
@@ -166,6 +173,8 @@ class ChaosRun:
         self.copier: Copier | None = None
         self.supervisor: Supervisor | None = None
         self.nemesis: Nemesis | None = None
+        self.trimmer: Trimmer | None = None
+        self.disk_free_min = shutil.disk_usage(out).free
         self.made_gaps: list[tuple[int, int, int]] = []
         self.exits: list[tuple[Relay, Run]] = []
         self.gap_policy = gap_policy_supported()
@@ -334,9 +343,13 @@ class ChaosRun:
         t0 = time.monotonic()
         self.flog.write("chaos", "begin", duration_s=a.duration, seed=a.seed)
         self.nemesis.start()
+        if a.trim_every > 0:
+            self.trimmer = Trimmer(self.clusters, self.copier, a.mirror_partitions, a.trim_every, self.out / "trim.log")
+            self.trimmer.start()
         last = 0.0
         while (elapsed := time.monotonic() - t0) < a.duration:
             self._health()
+            self.disk_free_min = min(self.disk_free_min, shutil.disk_usage(self.out).free)
             if elapsed - last >= 30:
                 last = elapsed
                 faults = sum(1 for e in self.flog.events if e["phase"] == "begin")
@@ -353,6 +366,8 @@ class ChaosRun:
         if not self.nemesis.stop(300):
             raise HarnessError("a fault did not heal within 300 s")
         self.flog.write("chaos", "end")
+        if self.trimmer is not None:
+            self.trimmer.stop()
         for name, cluster in self.clusters.items():
             if not cluster.alive():
                 log(f"restarting {name}, still down after the nemesis")
@@ -627,6 +642,7 @@ class ChaosRun:
                     "interval",
                     "max_lag",
                     "session_timeout",
+                    "trim_every",
                 )
             },
             "relay_version": _git_head(),
@@ -646,6 +662,8 @@ class ChaosRun:
             "target_restarts": sum(1 for ev in all_events if str(ev.get("event", "")).startswith("target restarted")),
             "relay_runs": {n: len(r.runs) for n, r in self.relays.items()},
             "made_gaps": [list(g) for g in self.made_gaps],
+            "trim_passes": {"done": self.trimmer.passes, "failed": self.trimmer.failures} if self.trimmer else None,
+            "disk_free_min_gib": round(self.disk_free_min / 2**30, 1),
             "verdicts": [vars(v) | {"ok": v.ok} for v in verdicts],
             "lost": sum(v.lost for v in verdicts),
             "duplicated": sum(v.duplicated for v in verdicts),
@@ -715,6 +733,8 @@ class ChaosRun:
             self.copier.stopping.set()
         if self.nemesis is not None:
             self.nemesis.stop(120)
+        if self.trimmer is not None:
+            self.trimmer.stop()
         if self.failed:
             self._dump_positions()
         if self.s3 is not None:
