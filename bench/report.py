@@ -86,7 +86,7 @@ def _machine_lines(machines: list[dict[str, Any]]) -> list[str]:
     m = machines[0]
     # Another heavy process seen (a broker, a test run, a relay not ours). The load average alone says
     # little: in `make bench` it still carries the previous scenario's brokers for a minute or two.
-    shared = any(x.get("load_at_start", {}).get("other_processes", 0) > 0 for x in machines)
+    shared = any((x.get("load_at_start") or {}).get("other_processes", 0) > 0 for x in machines)
     loads = ", ".join(
         f"{x.get('load_at_start', {}).get('loadavg_1m', '?')}" for x in machines if x.get("load_at_start")
     )
