@@ -205,13 +205,13 @@ class PositionsTail:
     """The positions topic of relay ``name``, read incrementally: each :meth:`read` takes what was committed since.
 
     Made for a process that translates again and again while the relay writes: it keeps its
-    consumer and its entries between calls. The first call reads every partition to its end as
-    the broker gave it (the last stable offset: an open transaction is not waited for), since the
-    first polls after an assignment come back empty before anything was fetched, and a first pass
-    that took that for the end would translate without a map. Later calls read what is there now,
-    until a poll comes back short. Both stop after ``timeout`` seconds at most. An entry read a
-    little late is still true: its map points stay facts, so a translation with it rounds down
-    further, never past.
+    consumer and its entries between calls. Until every partition has been read once to its end as
+    the broker gave it (the last stable offset: an open transaction is not waited for), a call waits
+    for those ends, since the first polls after an assignment come back empty before anything was
+    fetched, and a first pass that took that for the end would translate without a map. Later calls
+    read what is there now, until a poll comes back short. Every call stops after ``timeout``
+    seconds at most. An entry read a little late is still true: its map points stay facts, so a
+    translation with it rounds down further, never past.
     """
 
     def __init__(self, cluster: ClusterConfig, topic: str, name: str, timeout: float) -> None:
@@ -223,6 +223,8 @@ class PositionsTail:
         self._entries: dict[SourcePartition, Entry] = {}
         self._consumer: Any = None
         self._partitions = 0
+        self._at_end: set[int] = set()  # partitions that reported their end, until all of them have
+        self._caught_up = False
 
     def _open(self) -> Any:
         # A tail re-reads from the earliest record left if the log start ever passes it: entries are newest-wins.
@@ -240,11 +242,9 @@ class PositionsTail:
 
     def read(self, wanted: Collection[SourcePartition]) -> dict[SourcePartition, Entry]:
         """The newest entry read so far of each of ``wanted`` that has one, after reading what is there now."""
-        first = self._consumer is None
-        if first:
+        if self._consumer is None:
             self._consumer = self._open()
         consumer = self._consumer
-        at_end: set[int] = set()
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
             batch = consumer.consume(_TAIL_BATCH, 0.5)
@@ -253,13 +253,16 @@ class PositionsTail:
                 if err is None:
                     self._take(msg)
                 elif err.code() == KafkaError._PARTITION_EOF:
-                    at_end.add(msg.partition())
+                    self._at_end.add(msg.partition())
                 else:
                     raise TargetError(
                         f"target {self.cluster.name}: reading positions topic {self.topic!r}: {err.str()}"
                     )
-            if first:
-                if len(at_end) == self._partitions:
+            if not self._caught_up:
+                # A partition reports its end once per time it reaches it, so the set is kept across
+                # calls until every partition has (a first call that timed out or failed goes on).
+                if len(self._at_end) == self._partitions:
+                    self._caught_up = True
                     break  # every partition read to the end the broker reported
             elif len(batch) < _TAIL_BATCH:
                 break  # caught up with what was fetched; what comes next was written after this call
