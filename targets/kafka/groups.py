@@ -223,8 +223,7 @@ class PositionsTail:
         self._entries: dict[SourcePartition, Entry] = {}
         self._consumer: Any = None
         self._partitions = 0
-        self._at_end: set[int] = set()  # partitions that reported their end, until all of them have
-        self._caught_up = False
+        self._at_end: set[int] = set()  # partitions that reported their end at least once
 
     def _open(self) -> Any:
         # A tail re-reads from the earliest record left if the log start ever passes it: entries are newest-wins.
@@ -258,14 +257,10 @@ class PositionsTail:
                     raise TargetError(
                         f"target {self.cluster.name}: reading positions topic {self.topic!r}: {err.str()}"
                     )
-            if not self._caught_up:
-                # A partition reports its end once per time it reaches it, so the set is kept across
-                # calls until every partition has (a first call that timed out or failed goes on).
-                if len(self._at_end) == self._partitions:
-                    self._caught_up = True
-                    break  # every partition read to the end the broker reported
-            elif len(batch) < _TAIL_BATCH:
-                break  # caught up with what was fetched; what comes next was written after this call
+            # A partition reports its end once per time it reaches it, so the set is kept across calls
+            # (a first call that timed out or failed is carried on by the next).
+            if len(self._at_end) == self._partitions and len(batch) < _TAIL_BATCH:
+                break  # every partition was read to its end once, and what was fetched is taken
         return {sp: entry for sp, entry in self._entries.items() if sp in wanted}
 
     def _take(self, msg: Any) -> None:
