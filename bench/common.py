@@ -551,6 +551,11 @@ def revision_argv(tree: Path, config_path: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", module, "run", "--config", str(config_path), *extra]
 
 
+def revision_env(tree: Path) -> dict[str, str]:
+    """The environment of the relay unpacked in ``tree``: that tree on ``PYTHONPATH``, not this repository."""
+    return {**relay_env(), "PYTHONPATH": str(tree)}
+
+
 def relay_env() -> dict[str, str]:
     """The environment our relay runs with (the repository first on ``PYTHONPATH``)."""
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)

@@ -46,6 +46,7 @@ from bench.common import (
     relay_argv,
     relay_env,
     revision_argv,
+    revision_env,
     revision_tree,
     write_result,
     write_yaml,
@@ -184,7 +185,7 @@ def one_run(
         if contender == "candidate" and args.candidate_rev:
             # An earlier revision's relay, same config as "relay": A/B in one invocation.
             cwd = revision_tree(args.candidate_rev)
-            argv, env = revision_argv(cwd, path), {**env, "PYTHONPATH": str(cwd)}
+            argv, env = revision_argv(cwd, path), revision_env(cwd)
         elif contender == "candidate":
             argv[2] = args.candidate_module  # the same CLI from another module: a candidate change
         child = Child(contender, argv, workdir / "relay.log", env=env, cwd=cwd)

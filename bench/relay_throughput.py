@@ -72,6 +72,7 @@ from bench.common import (
     relay_argv,
     relay_env,
     revision_argv,
+    revision_env,
     revision_tree,
     write_log4j,
     write_result,
@@ -228,7 +229,7 @@ class Bench:
         if contender == "candidate" and self.args.candidate_rev:
             # An earlier revision's relay, same config as "relay": A/B in one invocation.
             cwd = revision_tree(self.args.candidate_rev)
-            argv, env = revision_argv(cwd, path, "--stop-at-end"), {**env, "PYTHONPATH": str(cwd)}
+            argv, env = revision_argv(cwd, path, "--stop-at-end"), revision_env(cwd)
         elif contender == "candidate":
             # The same CLI from another module (a candidate change), same config as "relay".
             argv[2] = self.args.candidate_module

@@ -38,6 +38,7 @@ from bench.common import (
     relay_argv,
     relay_env,
     revision_argv,
+    revision_env,
     revision_tree,
     write_result,
     write_yaml,
@@ -80,8 +81,7 @@ def main() -> None:
             if contender == "release":
                 # python -m puts the working directory first on the path: run from the release's tree.
                 argv = revision_argv(release, config(name), "--stop-at-end")
-                env = {**relay_env(), "PYTHONPATH": str(release)}
-                return _timed(Child(name, argv, work / f"{name}.log", env, cwd=release))
+                return _timed(Child(name, argv, work / f"{name}.log", revision_env(release), cwd=release))
             if contender == "restart":
                 path = config("restart")
             elif contender == "no-import":

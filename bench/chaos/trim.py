@@ -4,8 +4,8 @@ Every ``every`` seconds, on each ``mirror`` partition, records on east and west 
 ``min(the relay's committed position, the standby copier's position) - margin`` are deleted: what a
 careful retention policy does, never ahead of the relay. The checker compares against the workload's
 ledger, not the sources, so this removes nothing it needs. Unlike the ``delete_behind`` fault it is
-housekeeping, not a fault: it claims nothing, is not in the fault log, and a failed pass (a broker the
-nemesis killed) is tried again next time. The brokers free whole segments only, at their next
+housekeeping, not a fault: it claims nothing, is not in the fault log, and a source a pass missed (a
+broker the nemesis killed) is tried again 15 s later. The brokers free whole segments only, at their next
 retention check (every 5 minutes in the sandbox).
 """
 
