@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from hashlib import blake2b
 from typing import Final
 
 from filters._errors import FilterConfigError
 from filters._options import check_keys, choice, flag, fraction, one_of, regex, size, text, timestamp_ms
+from filters._protocol import ConsumedRecord
 from relay.message import Message
 
 _INVERT: Final = "invert"
@@ -52,7 +53,7 @@ class HeaderFilter:
         self._header = text(config, "header")
         self._invert = flag(config, _INVERT, False)
         mode = one_of(config, "header", ("equals", "matches", "exists"))
-        self._test: Callable[[Message], bool]
+        self._test: Callable[[Sequence[tuple[str, bytes | None]]], bool]
         if mode == "equals":
             value = config["equals"]
             if not isinstance(value, str):
@@ -66,19 +67,30 @@ class HeaderFilter:
             self._exists = flag(config, "exists", True)
             self._test = self._test_exists
 
-    def _test_equals(self, message: Message) -> bool:
-        return message.header(self._header) == self._equals
+    def _last(self, headers: Sequence[tuple[str, bytes | None]]) -> bytes | None:
+        name = self._header
+        for key, value in reversed(headers):
+            if key == name:
+                return value
+        return None
 
-    def _test_matches(self, message: Message) -> bool:
-        value = message.header(self._header)
+    def _test_equals(self, headers: Sequence[tuple[str, bytes | None]]) -> bool:
+        return self._last(headers) == self._equals
+
+    def _test_matches(self, headers: Sequence[tuple[str, bytes | None]]) -> bool:
+        value = self._last(headers)
         return value is not None and self._pattern.search(_as_text(value)) is not None
 
-    def _test_exists(self, message: Message) -> bool:
+    def _test_exists(self, headers: Sequence[tuple[str, bytes | None]]) -> bool:
         name = self._header
-        return any(key == name for key, _ in message.headers) == self._exists
+        return any(key == name for key, _ in headers) == self._exists
 
     def __call__(self, message: Message) -> bool:
-        return self._test(message) != self._invert
+        return self._test(message.headers) != self._invert
+
+    def keep_consumed(self, record: ConsumedRecord) -> bool:
+        """As ``__call__``, on the record as consumed."""
+        return self._test(record.headers() or ()) != self._invert
 
 
 class KeyFilter:
@@ -94,10 +106,16 @@ class KeyFilter:
         self._pattern = regex(config, "matches")
         self._invert = flag(config, _INVERT, False)
 
-    def __call__(self, message: Message) -> bool:
-        key = message.key
+    def _keep(self, key: bytes | None) -> bool:
         matched = key is not None and self._pattern.search(_as_text(key)) is not None
         return matched != self._invert
+
+    def __call__(self, message: Message) -> bool:
+        return self._keep(message.key)
+
+    def keep_consumed(self, record: ConsumedRecord) -> bool:
+        """As ``__call__``, on the record as consumed."""
+        return self._keep(record.key())
 
 
 class SizeFilter:
@@ -121,10 +139,16 @@ class SizeFilter:
         self._max = high
         self._invert = flag(config, _INVERT, False)
 
-    def __call__(self, message: Message) -> bool:
-        length = len(message.value) if message.value is not None else 0
+    def _keep(self, length: int) -> bool:
         inside = length >= self._min and (self._max is None or length <= self._max)
         return inside != self._invert
+
+    def __call__(self, message: Message) -> bool:
+        return self._keep(len(message.value) if message.value is not None else 0)
+
+    def keep_consumed(self, record: ConsumedRecord) -> bool:
+        """As ``__call__``, on the record as consumed (whose ``len()`` is its value's, 0 for null)."""
+        return self._keep(len(record))
 
 
 _ABSENT: Final = object()
@@ -221,10 +245,17 @@ class JsonFilter:
         return self._on_invalid == "keep"
 
     def __call__(self, message: Message) -> bool:
-        if message.value is None:
+        return self._keep(message.value)
+
+    def keep_consumed(self, record: ConsumedRecord) -> bool:
+        """As ``__call__``, on the record as consumed."""
+        return self._keep(record.value())
+
+    def _keep(self, value: bytes | None) -> bool:
+        if value is None:
             return self._invalid("it is null")
         try:
-            document = json.loads(message.value)
+            document = json.loads(value)
         except json.JSONDecodeError as err:
             return self._invalid(f"{err.msg} at line {err.lineno} column {err.colno}")
         except UnicodeDecodeError:
@@ -274,13 +305,20 @@ class SampleFilter:
         digest = blake2b(data, digest_size=8, key=self._seed).digest()
         return int.from_bytes(digest, "big") < self._threshold
 
-    def __call__(self, message: Message) -> bool:
-        key = message.key
+    def _keep(self, key: bytes | None, coordinates: Callable[[], tuple[str, int, int]]) -> bool:
         if key is None:
             if self._null_key != "by_offset":
                 return self._null_key == "keep"
-            key = f"{message.source_topic}\0{message.source_partition}\0{message.source_offset}".encode()
+            topic, partition, offset = coordinates()
+            key = f"{topic}\0{partition}\0{offset}".encode()
         return self._chosen(key) != self._invert
+
+    def __call__(self, message: Message) -> bool:
+        return self._keep(message.key, message.coordinates_key)
+
+    def keep_consumed(self, record: ConsumedRecord) -> bool:
+        """As ``__call__``, on the record as consumed."""
+        return self._keep(record.key(), lambda: (record.topic() or "", record.partition() or 0, record.offset() or 0))
 
 
 class TimeFilter:
@@ -306,7 +344,13 @@ class TimeFilter:
         self._end = end
         self._invert = flag(config, _INVERT, False)
 
-    def __call__(self, message: Message) -> bool:
-        ts = message.timestamp_ms
+    def _keep(self, ts: int) -> bool:
         inside = (self._start is None or ts >= self._start) and (self._end is None or ts < self._end)
         return inside != self._invert
+
+    def __call__(self, message: Message) -> bool:
+        return self._keep(message.timestamp_ms)
+
+    def keep_consumed(self, record: ConsumedRecord) -> bool:
+        """As ``__call__``, on the record as consumed."""
+        return self._keep(record.timestamp()[1])

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import types
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from importlib.metadata import EntryPoint, entry_points
 from time import perf_counter_ns
-from typing import Final, Literal, NamedTuple, cast
+from typing import Any, Final, Literal, NamedTuple, cast
 
 from filters._builtin import HeaderFilter, JsonFilter, KeyFilter, SampleFilter, SizeFilter, TimeFilter
 from filters._errors import FilterError
-from filters._protocol import Filter, FilterSpec
+from filters._protocol import ConsumedFilter, Filter, FilterSpec
 from relay.errors import ConfigError
 from relay.message import Message
 from relay.plugins import PluginLoadError, is_dotted_path, load_dotted, shorten
+from relay.run import Run
 
 ENTRY_POINT_GROUP: Final = "kafka_lfs_relay.filters"
 
@@ -131,13 +133,18 @@ class ChainLink(NamedTuple):
 
 
 class _Link:
-    """A chain link with its counters; plain attributes, cheap to bump on the hot path."""
+    """A chain link with its counters; plain attributes, cheap to bump on the hot path.
 
-    __slots__ = ("call", "drop_on_error", "dropped", "errors", "kept", "name", "ns")
+    ``consumed`` is the filter's ``keep_consumed`` when it has one (see
+    :class:`~filters.ConsumedFilter`): then a run is filtered without building a ``Message``.
+    """
+
+    __slots__ = ("call", "consumed", "drop_on_error", "dropped", "errors", "kept", "name", "ns")
 
     def __init__(self, link: ChainLink) -> None:
         self.name = link.name
         self.call = link.filter.__call__
+        self.consumed = link.filter.keep_consumed if isinstance(link.filter, ConsumedFilter) else None
         self.drop_on_error = link.on_error == "drop"
         self.kept = 0
         self.dropped = 0
@@ -178,29 +185,70 @@ class FilterChain:
 
     def __call__(self, message: Message) -> str | None:
         for link in self._links:
-            start = perf_counter_ns()
-            try:
-                keep = link.call(message)
-                if keep is not True and keep is not False:
-                    raise TypeError(f"filter returned {type(keep).__name__}, not a bool")
-            except Exception as exc:
-                link.ns += perf_counter_ns() - start
-                link.errors += 1
-                if link.drop_on_error:
-                    return link.name
-                reason = shorten(f"{type(exc).__name__}: {exc}")
-                raise FilterError(link.name, message.coordinates(), reason) from exc
-            link.ns += perf_counter_ns() - start
-            if keep:
-                link.kept += 1
-            else:
-                link.dropped += 1
+            if not _decide(link, link.call, message, message.coordinates):
                 return link.name
         return None
+
+    def select(self, run: Run) -> Run:
+        """``run`` with only the records every filter keeps, in order (its ``next`` unchanged: a record
+        dropped was read). A filter with ``keep_consumed`` sees the records as consumed; the others
+        see :class:`Message` objects, built once per record (:meth:`Run.messages`)."""
+        for link in self._links:
+            if not run.records:
+                break
+            if link.consumed is not None and not run.is_built:
+                keep = _select_consumed(link, run)
+            else:
+                keep = [_decide(link, link.call, msg, msg.coordinates) for msg in run.messages()]
+            run = run.kept(keep)
+        return run
 
     def stats(self) -> Mapping[str, FilterStats]:
         """A snapshot of each filter's counters, by filter name, in chain order."""
         return {link.name: FilterStats(link.kept, link.dropped, link.errors, link.ns) for link in self._links}
+
+
+def _decide(link: _Link, call: Callable[[Any], object], record: object, coordinates: Callable[[], str]) -> bool:
+    """Whether ``link`` keeps ``record``, counted; a failure drops it (``on_error: drop``) or raises."""
+    start = perf_counter_ns()
+    try:
+        keep = call(record)
+        if keep is not True and keep is not False:
+            raise TypeError(f"filter returned {type(keep).__name__}, not a bool")
+    except Exception as exc:
+        link.ns += perf_counter_ns() - start
+        link.errors += 1
+        if link.drop_on_error:
+            return False
+        reason = shorten(f"{type(exc).__name__}: {exc}")
+        raise FilterError(link.name, coordinates(), reason) from exc
+    link.ns += perf_counter_ns() - start
+    if keep:
+        link.kept += 1
+    else:
+        link.dropped += 1
+    return keep
+
+
+def _select_consumed(link: _Link, run: Run) -> list[bool]:
+    """``link``'s decisions on ``run``'s consumed records: timed and counted per run, not per record.
+
+    A filter that raises is run again record by record, so that the record it fails on is named
+    and ``on_error`` applies to that record alone.
+    """
+    consumed = link.consumed
+    assert consumed is not None
+    start = perf_counter_ns()
+    try:
+        keep = list(map(consumed, run.records))
+    except Exception:
+        link.ns += perf_counter_ns() - start
+        return [_decide(link, consumed, rec, partial(run.coordinates, i)) for i, rec in enumerate(run.records)]
+    link.ns += perf_counter_ns() - start
+    kept = keep.count(True)
+    link.kept += kept
+    link.dropped += len(keep) - kept
+    return keep
 
 
 def build_filters(specs: Iterable[FilterSpec]) -> FilterChain:

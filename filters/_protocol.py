@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from relay.message import Message
 
@@ -42,6 +42,43 @@ class Filter(Protocol):
 
     def __call__(self, message: Message) -> bool:
         """``True`` to keep ``message``, ``False`` to drop it."""
+        ...
+
+
+class ConsumedRecord(Protocol):
+    """A record as the source consumer returned it (a ``confluent_kafka.Message``), read through its methods."""
+
+    def key(self) -> bytes | None: ...
+
+    def value(self) -> bytes | None: ...
+
+    def headers(self) -> list[tuple[str, bytes | None]] | None: ...
+
+    def timestamp(self) -> tuple[int, int]: ...
+
+    def topic(self) -> str | None: ...
+
+    def partition(self) -> int | None: ...
+
+    def offset(self) -> int | None: ...
+
+    def __len__(self) -> int: ...
+
+
+@runtime_checkable
+class ConsumedFilter(Protocol):
+    """What a filter may add to decide on records as consumed, without a :class:`Message` (optional).
+
+    The relay builds a ``Message`` for a record only when something needs one. A filter that has
+    ``keep_consumed`` is called with the record as the source consumer returned it instead (its
+    ``key()``, ``value()``, ``headers()`` (a list, or None when there are none), ``timestamp()``,
+    ``topic()``, ``partition()``, ``offset()`` and ``len()``, the value's length); it must decide
+    exactly as ``__call__`` would on the same record, and return a bool. The built-in filters have
+    it; a plugin without it gets ``Message`` objects, built once per record.
+    """
+
+    def keep_consumed(self, record: ConsumedRecord) -> bool:
+        """``True`` to keep ``record``, ``False`` to drop it."""
         ...
 
 

@@ -14,7 +14,6 @@ from typing import Any
 
 from relay.metrics import RelayMetrics
 from relay.options import Section
-from relay.target import Target
 from targets import hydrate, kafka, lfs
 from targets.context import TargetContext
 
@@ -34,14 +33,18 @@ class TargetType:
 
     section: str | None
     parse: Callable[[Section, TargetContext], Any]
-    build: Callable[[Any, TargetContext, RelayMetrics], Target]
+    build: Callable[[Any, TargetContext, RelayMetrics], kafka.KafkaTarget]
     kafka_of: Callable[[Any], kafka.KafkaTargetConfig] = attrgetter("kafka")
     same_records: bool = False
 
 
+def _kafka(config: kafka.KafkaTargetConfig, context: TargetContext, metrics: RelayMetrics) -> kafka.KafkaTarget:
+    return kafka.build(config, context, metrics)
+
+
 TARGETS: Mapping[str, TargetType] = MappingProxyType(
     {
-        "kafka": TargetType(None, kafka.parse, kafka.build, kafka_of=lambda settings: settings, same_records=True),
+        "kafka": TargetType(None, kafka.parse, _kafka, kafka_of=lambda settings: settings, same_records=True),
         "lfs": TargetType("lfs", lfs.parse, lfs.build),
         "hydrate": TargetType("hydrate", hydrate.parse, hydrate.build),
     }

@@ -10,20 +10,22 @@ from kafka_lfs_relay.background import Periodic, Task
 from kafka_lfs_relay.config import RelayConfig
 from kafka_lfs_relay.registry import TARGETS
 from kafka_lfs_relay.topicconfigs import TopicConfigComparer, source_configs_for
+from relay.adapter import MessageTarget
 from relay.errors import ConfigError
 from relay.metrics import RelayMetrics
 from relay.plugins import PluginLoadError, load_dotted
 from relay.relay import Progress, Relay
 from relay.settings import RelaySettings
 from relay.sourcepool import SourcePool
-from relay.target import PartitionOwner, Target
+from relay.target import PartitionOwner, RunTarget, Target
 from targets.context import SourcePartitions
 
 
 def build_target(
     config: RelayConfig, metrics: RelayMetrics, source_partitions: SourcePartitions | None = None
-) -> Target:
-    """The configured target: a built-in type of the registry, or a class loaded by dotted path.
+) -> RunTarget:
+    """The configured target: a built-in type of the registry, or a class loaded by dotted path (driven
+    through :class:`relay.adapter.MessageTarget`, one ``Message`` at a time).
 
     ``source_partitions`` counts the source topics' partitions (the source pool's), for the target
     topics a built-in target creates in group mode.
@@ -46,7 +48,9 @@ def build_target(
     target = cls(dict(options) if isinstance(options, Mapping) else {})
     if not isinstance(target, Target):
         raise ConfigError("target.type", "does not implement the Target protocol (relay.target.Target)", tc.type)
-    return target
+    if config.group is not None and not isinstance(target, PartitionOwner):
+        raise ConfigError("group", f"target type {tc.type!r} cannot take part in group mode")
+    return MessageTarget(target)
 
 
 def build_filter_chain(config: RelayConfig, metrics: RelayMetrics) -> FilterChain | None:
@@ -68,12 +72,9 @@ def build_relay(
     sources = config.sources if config.mode == "failover" else config.sources[:1]
     pool = SourcePool(sources, [t.source for t in config.topics], config.source_pool, metrics)
     target = build_target(config, metrics, pool.partitions)
-    if config.group is not None and not isinstance(target, PartitionOwner):
-        raise ConfigError("group", f"target type {config.target.type!r} cannot take part in group mode")
-    settings = RelaySettings(
-        config.topics, config.max_in_flight, config.stop_at_end, config.group, fast_path=config.fast_path
-    )
-    return Relay(pool, target, settings, metrics, filters=filters, on_progress=on_progress)
+    settings = RelaySettings(config.topics, config.max_in_flight, config.stop_at_end, config.group)
+    select = filters.select if filters else None
+    return Relay(pool, target, settings, metrics, filters=select, on_progress=on_progress)
 
 
 def build_background(config: RelayConfig, metrics: RelayMetrics) -> Periodic:

@@ -27,6 +27,7 @@ from relay.health import RelayHealth
 from relay.kafkautil import client_error_text
 from relay.message import SourcePartition
 from relay.metrics import RelayMetrics
+from relay.readpositions import ReadPositions
 from relay.settings import TopicConfig
 from relay.sourcepool import Fingerprint, SourceError, SourcePool, SourceReader, Verification
 
@@ -44,28 +45,23 @@ _RESEEK_AGAIN = 5.0
 class SourceGate:
     """Which partitions wait for the active source, and when they may be read again. See the module docstring.
 
-    ``positions`` and ``fingerprints`` are the relay's own (next offset to read, and the record
-    read last, per partition), shared, not copied; ``reader`` gives the active source's reader;
-    ``skipped`` is told when a gap moved a partition's position to the log start.
+    ``reads`` are the relay's read positions (and the record read last per partition), shared,
+    not copied: a gap skipped moves a position there; ``reader`` gives the active source's reader.
     """
 
     def __init__(
         self,
         pool: SourcePool,
         routes: Mapping[str, TopicConfig],
-        positions: dict[SourcePartition, int],
-        fingerprints: dict[SourcePartition, Fingerprint],
+        reads: ReadPositions,
         reader: Callable[[], SourceReader | None],
-        skipped: Callable[[SourcePartition, int], None],
         metrics: RelayMetrics,
         health: RelayHealth,
     ) -> None:
         self._pool = pool
         self._routes = routes
-        self._positions = positions
-        self._fingerprints = fingerprints
+        self._reads = reads
         self._reader = reader
-        self._skipped = skipped
         self._metrics = metrics
         self._health = health
         # Partitions not read now (since when): the active source has not reached their position
@@ -93,8 +89,8 @@ class SourceGate:
         self._health.catching_up(None)
         self._short = set()
         self._seen_end.clear()
-        self._unverified = set(self._fingerprints) if self._pool.config.verify_on_switch else set()
-        self._waiting = dict.fromkeys(self._positions, time.monotonic())
+        self._unverified = self._reads.fingerprinted() if self._pool.config.verify_on_switch else set()
+        self._waiting = dict.fromkeys(self._reads.owned(), time.monotonic())
         self.gate()
 
     def reset(self) -> None:
@@ -118,7 +114,7 @@ class SourceGate:
         """The reader's position on ``sp`` is outside the active source's log; librdkafka stopped fetching it."""
         reader = self._reader()
         assert reader is not None
-        pos = self._positions.get(sp, -1)
+        pos = self._reads.get(sp)
         if pos < 0:
             # Nothing relayed yet: read from whatever the log's beginning is now; never a gap.
             reader.reposition({sp: -1})
@@ -142,7 +138,7 @@ class SourceGate:
         elif pos > high:
             # The source trails the relay (or lost records already relayed): wait for it, and verify
             # the record before the position again once it is back, as after a failover.
-            if sp in self._fingerprints and self._pool.config.verify_on_switch:
+            if self._reads.fingerprint(sp) is not None and self._pool.config.verify_on_switch:
                 self._unverified.add(sp)
             self.wait([sp], seen_end=high)
         elif time.monotonic() - self._reseeked.get(sp, -_RESEEK_AGAIN) < _RESEEK_AGAIN:
@@ -182,7 +178,7 @@ class SourceGate:
         self._metrics.records_lost.labels(reason="retention", topic=sp.topic, partition=str(sp.partition)).inc(
             low - pos
         )
-        self._skipped(sp, low)
+        self._reads.skip(sp, low)
         reader.reposition({sp: low})
 
     def wait(self, partitions: Sequence[SourcePartition], seen_end: int | None = None) -> None:
@@ -217,7 +213,7 @@ class SourceGate:
         check: dict[SourcePartition, Fingerprint] = {}
         ready: dict[SourcePartition, int] = {}
         for sp in self._waiting:
-            pos = self._positions.get(sp, -1)
+            pos = self._reads.get(sp)
             if sp in busy:
                 continue
             end = ends.get(sp, -1)
@@ -229,8 +225,8 @@ class SourceGate:
                     end = seen[1]
             if pos >= 0 and end < pos:
                 short[sp] = end
-            elif sp in self._unverified and sp in self._fingerprints:
-                check[sp] = self._fingerprints[sp]
+            elif sp in self._unverified and (fp := self._reads.fingerprint(sp)) is not None:
+                check[sp] = fp
             else:
                 ready[sp] = pos
         for sp in ready:
@@ -251,9 +247,9 @@ class SourceGate:
         self._short = set(short)
         self._metrics.source_catching_up.labels(source=source).set(len(short))
         self._health.catching_up(f"{len(short)} partition(s) wait for source {source} to reach the relay's position")
-        self._pool.publish(RelayView(dict(self._positions), frozenset(short)))
+        self._pool.publish(RelayView(self._reads.snapshot(), frozenset(short)))
         where = sorted(
-            f"{sp.topic}/{sp.partition}: end {end}, position {self._positions.get(sp, -1)}" for sp, end in short.items()
+            f"{sp.topic}/{sp.partition}: end {end}, position {self._reads.get(sp)}" for sp, end in short.items()
         )
         now = time.monotonic()
         if new:

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from itertools import chain
 from typing import Any, NamedTuple
-
-from confluent_kafka import Message as KafkaMessage
 
 Headers = tuple[tuple[str, bytes | None], ...]
 
@@ -111,72 +108,3 @@ def record_size(key: bytes | None, value: bytes | None, headers: Headers) -> int
     for name, hv in headers:
         size += len(name) + (len(hv) if hv else 0)
     return size
-
-
-class RawBatch:
-    """Consumed records on the passthrough fast path: no :class:`Message` per record.
-
-    When no filter applies and the target can take records as they were consumed
-    (:class:`relay.target.BatchTarget`), the relay hands it these instead of one ``Message`` per
-    record. ``parts`` holds, per source partition, its records in source order as the client
-    library returned them (``confluent_kafka.Message``, never an error event); ``sizes`` the bytes
-    each part weighs against the byte budget (:func:`raw_size`), ``size`` their sum, ``count``
-    the records. Everything a target or the relay needs per batch (positions, the budget, metrics)
-    is derived per part, never per record.
-    """
-
-    __slots__ = ("cluster", "count", "parts", "size", "sizes")
-
-    def __init__(
-        self, cluster: str, parts: dict[SourcePartition, list[KafkaMessage]], sizes: dict[SourcePartition, int]
-    ) -> None:
-        self.cluster = cluster
-        self.parts = parts
-        self.sizes = sizes
-        self.size = sum(sizes.values())
-        self.count = sum(map(len, parts.values()))
-
-    def only(self, keep: Callable[[SourcePartition], bool]) -> RawBatch:
-        """The parts of the source partitions ``keep`` is true for."""
-        return RawBatch(
-            self.cluster,
-            {sp: recs for sp, recs in self.parts.items() if keep(sp)},
-            {sp: size for sp, size in self.sizes.items() if keep(sp)},
-        )
-
-    def split(self, count: int) -> tuple[RawBatch, RawBatch]:
-        """The first ``count`` records (whole parts first, then the start of one), and the rest."""
-        head: dict[SourcePartition, list[KafkaMessage]] = {}
-        head_sizes: dict[SourcePartition, int] = {}
-        tail: dict[SourcePartition, list[KafkaMessage]] = {}
-        tail_sizes: dict[SourcePartition, int] = {}
-        left = count
-        for sp, recs in self.parts.items():
-            if left >= len(recs):
-                head[sp], head_sizes[sp] = recs, self.sizes[sp]
-                left -= len(recs)
-            elif left > 0:
-                head[sp] = recs[:left]
-                head_sizes[sp] = raw_size(head[sp])
-                tail[sp], tail_sizes[sp] = recs[left:], self.sizes[sp] - head_sizes[sp]
-                left = 0
-            else:
-                tail[sp], tail_sizes[sp] = recs, self.sizes[sp]
-        return RawBatch(self.cluster, head, head_sizes), RawBatch(self.cluster, tail, tail_sizes)
-
-
-# The client's own method descriptors: map() calls them without a Python frame (methodcaller is ten times slower).
-_KEY: Callable[[Any], bytes | None] = KafkaMessage.key
-_HEADERS: Callable[[Any], Any] = KafkaMessage.headers
-
-
-def raw_size(records: list[KafkaMessage]) -> int:
-    """What :func:`record_size` says of each of ``records`` (consumed records), added up, without a
-    Python step per record: 64 each, plus key and value lengths, plus header names and values."""
-    headers = chain.from_iterable(filter(None, map(_HEADERS, records)))
-    return (
-        64 * len(records)
-        + sum(map(len, records))  # a consumed record's len() is its value's
-        + sum(map(len, filter(None, map(_KEY, records))))
-        + sum(map(len, filter(None, chain.from_iterable(headers))))
-    )

@@ -48,6 +48,13 @@ class RelayMetrics:
             ["topic", "partition"],
             registry=r,
         )
+        self.replication_lag = Gauge(
+            f"{PREFIX}_replication_lag_seconds",
+            "Age of the oldest source record read and not yet committed on the target (now minus its source "
+            "timestamp), per partition; 0 when everything read is committed.",
+            ["topic", "partition"],
+            registry=r,
+        )
         self.source_switches = Counter(
             f"{PREFIX}_source_switches",
             "Switches of the active source cluster, by reason.",

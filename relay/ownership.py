@@ -19,8 +19,9 @@ import structlog
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from relay.budget import ByteBudget
-from relay.message import Message, RawBatch, SourcePartition
+from relay.message import SourcePartition
 from relay.metrics import RelayMetrics
+from relay.run import Run
 from relay.settings import GroupConfig
 from relay.sourcepool import SourcePool, SourceReader
 from relay.target import PartitionOwner
@@ -28,7 +29,7 @@ from relay.target import PartitionOwner
 log = structlog.get_logger("kafka_lfs_relay.relay")
 
 
-class Positions(Protocol):
+class Reads(Protocol):
     """What an ownership may change in the relay: which partitions it reads."""
 
     def resume(self, partitions: Sequence[SourcePartition]) -> None:
@@ -51,20 +52,12 @@ class Ownership(Protocol):
         """Start owning partitions through ``reader`` (the target has been started)."""
         ...
 
-    def written(self, messages: Sequence[Message]) -> None:
-        """``messages`` were handed to the target."""
+    def written(self, runs: Sequence[Run]) -> None:
+        """``runs`` are about to be handed to the target."""
         ...
 
-    def acked(self, messages: Sequence[Message]) -> None:
-        """The target acknowledged ``messages`` (called on the target's thread)."""
-        ...
-
-    def written_batch(self, batch: RawBatch) -> None:
-        """``batch`` was handed to the target (the passthrough fast path)."""
-        ...
-
-    def acked_batch(self, batch: RawBatch) -> None:
-        """The target acknowledged ``batch`` (the fast path; called on the target's thread)."""
+    def acked(self, runs: Sequence[Run]) -> None:
+        """The target acknowledged ``runs`` (called on the target's thread)."""
         ...
 
     def tick(self, now: float) -> None:
@@ -83,26 +76,20 @@ def _names(partitions: Sequence[SourcePartition]) -> list[str]:
 class AllPartitions:
     """One relay reads every partition of the configured topics; new partitions are picked up as they appear."""
 
-    def __init__(self, pool: SourcePool, positions: Positions) -> None:
+    def __init__(self, pool: SourcePool, reads: Reads) -> None:
         self._pool = pool
-        self._positions = positions
+        self._reads = reads
         self._last_check = time.monotonic()
 
     def begin(self, reader: SourceReader) -> None:
         """Read every partition the active source has, from where the target says each resumes."""
         counts = self._pool.partitions()
-        self._positions.resume([SourcePartition(t, p) for t, n in counts.items() for p in range(n)])
+        self._reads.resume([SourcePartition(t, p) for t, n in counts.items() for p in range(n)])
 
-    def written(self, messages: Sequence[Message]) -> None:
+    def written(self, runs: Sequence[Run]) -> None:
         """Nothing to track per partition."""
 
-    def acked(self, messages: Sequence[Message]) -> None:
-        """Nothing to track per partition."""
-
-    def written_batch(self, batch: RawBatch) -> None:
-        """Nothing to track per partition."""
-
-    def acked_batch(self, batch: RawBatch) -> None:
+    def acked(self, runs: Sequence[Run]) -> None:
         """Nothing to track per partition."""
 
     def tick(self, now: float) -> None:
@@ -114,10 +101,10 @@ class AllPartitions:
             counts = self._pool.partitions()
         except Exception:  # reachability is the health checker's to report; try again later
             return
-        new = {SourcePartition(t, p) for t, n in counts.items() for p in range(n)} - set(self._positions.owned())
+        new = {SourcePartition(t, p) for t, n in counts.items() for p in range(n)} - set(self._reads.owned())
         if new:
             log.warning("new source partitions found", partitions=_names(sorted(new)))
-            self._positions.resume(sorted(new))
+            self._reads.resume(sorted(new))
 
     def end(self) -> None:
         """Nothing to do."""
@@ -136,14 +123,14 @@ class GroupShare:
         group: GroupConfig,
         topics: Sequence[str],
         target: PartitionOwner,
-        positions: Positions,
+        reads: Reads,
         budget: ByteBudget,
         metrics: RelayMetrics,
     ) -> None:
         self._group = group
         self._topics = list(topics)
         self._target = target
-        self._positions = positions
+        self._reads = reads
         self._budget = budget
         self._metrics = metrics
         self._reader: SourceReader | None = None
@@ -159,32 +146,18 @@ class GroupShare:
         log.info("joining consumer group", group=self._group.id, source=reader.cluster.name)
         reader.subscribe(self._topics, on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost)
 
-    def written(self, messages: Sequence[Message]) -> None:
+    def written(self, runs: Sequence[Run]) -> None:
         """Count the bytes in flight per partition."""
         inflight = self._inflight
-        for msg in messages:
-            inflight[msg.source] += msg.size
+        for run in runs:
+            inflight[run.source] += run.size
 
-    def acked(self, messages: Sequence[Message]) -> None:
+    def acked(self, runs: Sequence[Run]) -> None:
         """Remember the acknowledged positions and take their bytes off the partitions' count."""
-        sizes: dict[SourcePartition, int] = defaultdict(int)
-        for msg in messages:
-            self._acked[msg.source] = msg.source_offset + 1
-            sizes[msg.source] += msg.size
-        for sp, size in sizes.items():
-            self._inflight[sp] = max(0, self._inflight.get(sp, 0) - size)
-
-    def written_batch(self, batch: RawBatch) -> None:
-        """Count the bytes in flight per partition."""
-        inflight = self._inflight
-        for sp, size in batch.sizes.items():
-            inflight[sp] += size
-
-    def acked_batch(self, batch: RawBatch) -> None:
-        """Remember the acknowledged positions and take their bytes off the partitions' count."""
-        for sp, recs in batch.parts.items():
-            self._acked[sp] = (recs[-1].offset() or 0) + 1
-            self._inflight[sp] = max(0, self._inflight.get(sp, 0) - batch.sizes[sp])
+        for run in runs:
+            sp = run.source
+            self._acked[sp] = max(run.next, self._acked.get(sp, -1))
+            self._inflight[sp] = max(0, self._inflight.get(sp, 0) - run.size)
 
     def tick(self, now: float) -> None:
         """Commit the acknowledged positions to the group, so lag tooling sees them."""
@@ -199,13 +172,13 @@ class GroupShare:
         self._metrics.rebalances.labels(kind="assigned").inc()
         if not sps:
             # Joined with nothing to own (more instances than partitions): a standby, and ready.
-            self._metrics.health.owns(len(self._positions.owned()))
+            self._metrics.health.owns(len(self._reads.owned()))
             return
         # The target fences the partitions' previous owners, then reads their positions back.
-        self._positions.resume(sps)
-        self._metrics.partitions_owned.set(len(self._positions.owned()))
-        self._metrics.health.owns(len(self._positions.owned()))
-        log.info("partitions assigned", partitions=_names(sps), owned=len(self._positions.owned()))
+        self._reads.resume(sps)
+        self._metrics.partitions_owned.set(len(self._reads.owned()))
+        self._metrics.health.owns(len(self._reads.owned()))
+        log.info("partitions assigned", partitions=_names(sps), owned=len(self._reads.owned()))
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         sps = [SourcePartition(tp.topic, tp.partition) for tp in partitions]
@@ -217,7 +190,7 @@ class GroupShare:
         self._commit(asynchronous=False)
         consumer.incremental_unassign(partitions)
         self._forget(sps)
-        log.info("partitions revoked", partitions=_names(sps), owned=len(self._positions.owned()))
+        log.info("partitions revoked", partitions=_names(sps), owned=len(self._reads.owned()))
 
     def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         sps = [SourcePartition(tp.topic, tp.partition) for tp in partitions]
@@ -228,15 +201,15 @@ class GroupShare:
         consumer.incremental_unassign(partitions)
         self._budget.release(sum(self._inflight.pop(sp, 0) for sp in sps))
         self._forget(sps)
-        log.warning("partitions lost", partitions=_names(sps), owned=len(self._positions.owned()))
+        log.warning("partitions lost", partitions=_names(sps), owned=len(self._reads.owned()))
 
     def _forget(self, sps: Sequence[SourcePartition]) -> None:
-        self._positions.forget(sps)
+        self._reads.forget(sps)
         for sp in sps:
             self._acked.pop(sp, None)
             self._committed.pop(sp, None)
-        self._metrics.partitions_owned.set(len(self._positions.owned()))
-        self._metrics.health.owns(len(self._positions.owned()))
+        self._metrics.partitions_owned.set(len(self._reads.owned()))
+        self._metrics.health.owns(len(self._reads.owned()))
 
     def _commit(self, asynchronous: bool) -> None:
         """Write acknowledged positions to the group, so standard lag tooling shows the relay's lag."""

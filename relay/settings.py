@@ -123,8 +123,6 @@ class RelaySettings:
     max_in_flight: int = 256 * MIB
     stop_at_end: bool = False
     group: GroupConfig | None = None
-    fast_path: bool = True
-    """Allow the passthrough fast path (see :class:`relay.target.BatchTarget`) where it applies."""
 
     @property
     def queue_bytes(self) -> int:

@@ -1,17 +1,24 @@
-"""The target contract: everything a custom target implements, in one place.
+"""The target contracts: what a custom target implements, and what the relay drives.
 
-A target receives :class:`~relay.message.Message` objects in source order per source partition
-and makes them durable somewhere. The relay's exactly-once guarantee rests on two promises a
-target makes:
+A target makes records durable somewhere. The relay's exactly-once guarantee rests on two promises
+every target makes:
 
 1. ``high_watermarks`` reports, for each source partition, the next source offset that is NOT
-   durably in the target. The relay resumes from exactly there.
-2. ``on_ack`` is called only for records that are durable, and a record reported by
-   ``high_watermarks`` as written is never written again.
+   durably in the target (its *resume position*). The relay resumes from exactly there.
+2. Records are acknowledged only once durable, and a record reported by ``high_watermarks`` as
+   written is never written again.
 
-Lifecycle: ``high_watermarks`` (any number of times) → ``start`` once → ``write``/``flush`` from
-the relay's thread → ``close`` once. After ``close`` no method is called again. ``on_ack`` may be
-called from any thread the target owns, but never after ``close`` returns.
+Two shapes of the same contract:
+
+* :class:`Target`, the public one a custom target implements: it receives one
+  :class:`~relay.message.Message` at a time. The relay drives it through
+  :class:`relay.adapter.MessageTarget`, which builds each record's ``Message`` once.
+* :class:`RunTarget`, what the relay drives: it receives :class:`~relay.run.Run` objects, one
+  source partition's records as consumed, and acknowledges runs. The built-in targets implement it.
+
+Lifecycle (both): ``high_watermarks`` (any number of times) → ``start`` once → writes and
+``flush`` from the relay's thread → ``close`` once. After ``close`` no method is called again.
+Acknowledgements may come from any thread the target owns, but never after ``close`` returns.
 """
 
 from __future__ import annotations
@@ -20,10 +27,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from relay.errors import RelayError
-from relay.message import Message, Offsets, RawBatch, SourcePartition
+from relay.message import Message, Offsets, SourcePartition
+from relay.run import Run
 
 AckCallback = Callable[[Sequence[Message]], None]
-RawAckCallback = Callable[[Sequence[RawBatch]], None]
 
 
 class TargetError(RelayError):
@@ -35,7 +42,7 @@ class TargetError(RelayError):
 class TargetRestart(RelayError):
     """The target dropped everything not yet acknowledged and is ready again.
 
-    Raised by ``write`` or ``flush`` when the target had to re-establish itself (for example a
+    Raised by a write or ``flush`` when the target had to re-establish itself (for example a
     transactional producer that was fenced). The relay then calls ``high_watermarks`` again and
     re-reads the sources from there, so nothing is lost and nothing is written twice.
     """
@@ -45,7 +52,7 @@ class TargetRestart(RelayError):
 
 @runtime_checkable
 class Target(Protocol):
-    """Where relayed records go. Implementations: ``targets.kafka``, ``targets.lfs``, ``targets.hydrate``."""
+    """Where relayed records go, one :class:`Message` at a time: the contract of a custom target."""
 
     def high_watermarks(self, partitions: Sequence[SourcePartition]) -> Offsets:
         """Next source offset to read for each of ``partitions``, from what the target holds.
@@ -88,7 +95,7 @@ class Target(Protocol):
 
 @runtime_checkable
 class ProgressSink(Protocol):
-    """What a target adds to remember read positions that no written record carries (optional).
+    """What a custom target adds to remember read positions that no written record carries (optional).
 
     The relay reads records a filter drops, transaction markers and gaps it skips (``on_gap:
     skip``); none of these reach ``write``, so without this their partition's position stays at
@@ -99,7 +106,8 @@ class ProgressSink(Protocol):
     def progress(self, positions: Mapping[SourcePartition, int]) -> None:
         """The relay has read each partition up to (not including) its offset here, and has written
         every record it keeps below it. The target may store these positions with what it commits
-        next (never before the records written before this call); it need not store them at all."""
+        next (never before the records written before this call, and never once it dropped those
+        records: a restart drops this progress too); it need not store them at all."""
         ...
 
 
@@ -117,25 +125,49 @@ class PartitionOwner(Protocol):
         ...
 
 
-@runtime_checkable
-class BatchTarget(Protocol):
-    """An optional extension for the passthrough fast path; only the built-in Kafka target has it.
+class Acks(Protocol):
+    """What a :class:`RunTarget` tells the relay, from any thread it owns."""
 
-    Custom targets implement :class:`Target` alone and always receive :class:`Message` objects.
-    When no filter is configured, the relay asks a target that has this extension whether it can
-    take records as they were consumed (:class:`~relay.message.RawBatch`: no ``Message``, no
-    per-record callback). If it can, every record is then written through ``write_batch`` and
-    acknowledged through ``on_ack``; ``write`` is not called. The promises of :class:`Target` hold
-    unchanged, per record.
+    def acked(self, runs: Sequence[Run]) -> None:
+        """``runs`` are durable (whole runs, or the parts :meth:`Run.split` made of them), in the
+        order they were written per source partition."""
+        ...
+
+    def failed(self) -> None:
+        """The target failed or restarted: whatever waits for an acknowledgement must wake and ask
+        the target (its next write or ``flush`` raises the failure)."""
+        ...
+
+
+@runtime_checkable
+class RunTarget(Protocol):
+    """What the relay drives: runs in, runs acknowledged. The built-in targets implement it.
+
+    The promises of the module docstring hold per record. A run without records is progress
+    (see :mod:`relay.run`): the target commits its ``next`` with what it commits next, and drops
+    it, unacknowledged, with everything else it holds when it restarts.
     """
 
-    def passthrough(self, on_ack: RawAckCallback) -> str | None:
-        """Called once, before ``start``: None if the target takes raw batches from now on (then
-        ``on_ack`` receives them once durable, whole or as parts of them: see
-        :meth:`RawBatch.only` and :meth:`RawBatch.split`), else why not (for the start-up log).
+    def high_watermarks(self, partitions: Sequence[SourcePartition]) -> Offsets:
+        """As :meth:`Target.high_watermarks`."""
+        ...
+
+    def start(self, acks: Acks) -> None:
+        """Start background work; ``acks`` hears of durable runs and of failures."""
+        ...
+
+    def write_runs(self, runs: Sequence[Run], more: bool) -> None:
+        """Queue ``runs``; blocks while the target is full. ``more`` False: the source had nothing
+        more to give after these, so waiting for more records before committing only adds latency.
+
+        Raises :class:`TargetError` if the target has failed, or :class:`TargetRestart`.
         """
         ...
 
-    def write_batch(self, batch: RawBatch) -> None:
-        """Queue ``batch``; blocks and raises like :meth:`Target.write`."""
+    def flush(self, timeout: float | None = None) -> bool:
+        """As :meth:`Target.flush`."""
+        ...
+
+    def close(self) -> None:
+        """As :meth:`Target.close`."""
         ...

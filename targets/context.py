@@ -27,7 +27,9 @@ class TargetContext:
     describes source topics' configs (the application reads them on a source cluster), for the
     target topics the Kafka target creates (None: they get the target's defaults);
     ``source_partitions`` counts the source topics' partitions: in group mode a target is handed
-    a share of them, and a target topic it creates must still get as many as its source.
+    a share of them, and a target topic it creates must still get as many as its source;
+    ``messages`` builds every record as a :class:`~relay.message.Message` before it is produced
+    (``fast_path: false``: what a plugin filter or a custom target costs, for comparison).
     """
 
     name: str
@@ -36,6 +38,7 @@ class TargetContext:
     group: bool = False
     source_configs: SourceConfigs | None = None
     source_partitions: SourcePartitions | None = None
+    messages: bool = False
 
 
 def read_side_topic(sec: Section, key: str, context: TargetContext) -> str | None:

@@ -103,13 +103,14 @@ class RelayConfig:
     stall_timeout: float = STALL_TIMEOUT
     log: LogConfig = LogConfig()
     group: GroupConfig | None = None
-    fast_path: bool = RelaySettings.fast_path
+    fast_path: bool = True
     workers: Workers | None = None
     group_offsets: GroupOffsetsConfig | None = None
 
     def target_context(self) -> TargetContext:
         """What a built-in target is parsed and built with."""
-        return TargetContext(self.name, self.topics, self.max_in_flight, self.group is not None)
+        group = self.group is not None
+        return TargetContext(self.name, self.topics, self.max_in_flight, group, messages=not self.fast_path)
 
 
 def _source(sec: Section, index: int) -> ClusterConfig:

@@ -1,17 +1,18 @@
 """The hydrating target (``type: hydrate``): envelope records become the plain records they stand for.
 
 It is the Kafka target (:class:`targets.kafka.KafkaTarget`: one transaction per batch, resume
-positions in the positions topic within it) with a ``transform`` in front, mirroring the ``lfs``
-target:
+positions in the positions topic within it) with :class:`Hydrate` as its transform
+(:mod:`targets.kafka.transform`), mirroring the ``lfs`` target:
 
-* ``write`` (the relay's thread) detects an envelope (:func:`lfs.detect`: KafScale's
-  prefix test for ``kfs_lfs``, a parse for the legacy ``lfs_version`` shape; a value over
-  :data:`lfs.MAX_ENVELOPE_SIZE`, 64 KiB, is plain data and never parsed), checks it against the
+* as a run is written (``begin``, the relay's thread), each record is tested for an envelope
+  (:func:`lfs.detect`: KafScale's prefix test for ``kfs_lfs``, a parse for the legacy
+  ``lfs_version`` shape; a value over :data:`lfs.MAX_ENVELOPE_SIZE`, 64 KiB, is plain data and
+  never parsed), checks it against the
   allow-list, the bounds on its claimed size (:mod:`targets.hydrate.limits`) and
   ``allow_unverified`` without any I/O, and starts its fetch at once on a pool of
-  ``fetch_concurrency`` threads; then it queues the record.
-* the Kafka target's sender calls ``transform`` once per record, in source order, just before
-  it is produced: it waits for that record's fetch and returns the plain record: the verified
+  ``fetch_concurrency`` threads.
+* as the transaction holding the run is produced (``outputs``, the sender's thread), each record
+  is made once, in source order: an envelope record, once its fetch is done, becomes the plain record: the verified
   payload as value, the envelope record's key, timestamp, partition and headers, then each of
   ``original_headers`` that is not already there, then ``content-type`` from ``content_type``
   if no header of that name (in any case) is there. Non-envelope records pass unchanged.
@@ -50,7 +51,7 @@ Memory
     window is accounting only: the fetch appends the chunks it receives to a buffer that grows
     with them and becomes the record value without a copy, so memory follows the bytes
     received, never the bytes claimed;
-  * each envelope record enters the Kafka target counted at its claimed payload size, so
+  * each envelope record weighs its claimed payload size in a Kafka batch, so
     ``target.batch.max_bytes`` cuts batches by payload bytes (the relay is still told the
     envelope's own size on acknowledgement);
   * a batch holds at most ``max_in_flight / (2 * copies)`` of payload (``target.batch.max_bytes``
@@ -82,7 +83,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Final
@@ -91,17 +92,17 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from lfs import Envelope, EnvelopeError, LfsError, ObjectTooLargeError, Resolver, StorageError, detect
-from relay.message import Message, Offsets, SourcePartition
+from relay.message import Headers, Message
 from relay.metrics import PREFIX, RelayMetrics
+from relay.run import Run
 from relay.settings import MIB, ClusterConfig
-from relay.target import AckCallback, TargetError
+from relay.target import TargetError
 from targets import kafka
 from targets.context import TargetContext
 from targets.hydrate.config import HydrateTargetConfig
 from targets.hydrate.limits import ClaimLimits, producer_message_max, read_topic_limits, record_overhead
 from targets.hydrate.window import Abandoned, PayloadWindow
-from targets.kafka import Hooks, KafkaTargetConfig, legacy
-from targets.kafka.through import ThroughKafka
+from targets.kafka import KafkaTarget, KafkaTargetConfig, legacy
 
 log = structlog.get_logger("kafka_lfs_relay.hydrate")
 
@@ -203,6 +204,26 @@ class HydrateMetrics:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _Envelope(Message):
+    """An envelope record whose fetch has begun, as the Kafka target holds it until it is produced."""
+
+
+def _as_envelope(msg: Message) -> Message:
+    return _Envelope(
+        msg.key, msg.value, msg.headers, msg.topic, msg.source_cluster, msg.source_topic,
+        msg.source_partition, msg.source_offset, msg.timestamp_ms, msg.size,
+    )  # fmt: skip
+
+
+def _plain(msg: Message, value: bytes | None, headers: Headers, size: int) -> Message:
+    """``msg`` as a plain :class:`Message` with ``value``, ``headers`` and ``size``."""
+    return Message(
+        msg.key, value, headers, msg.topic, msg.source_cluster, msg.source_topic,
+        msg.source_partition, msg.source_offset, msg.timestamp_ms, size,
+    )  # fmt: skip
+
+
 @dataclass
 class _Job:
     """One envelope record on its way: a known error, or a fetch."""
@@ -214,12 +235,18 @@ class _Job:
     future: Future[bytes] | None = None
 
 
-class HydrateTarget(ThroughKafka):
-    """Writes envelope records as the plain records they stand for. See the module docstring."""
+class Hydrate:
+    """Writes envelope records as the plain records they stand for: the Kafka target's transform. See the
+    module docstring."""
 
-    def __init__(self, config: HydrateTargetConfig, context: TargetContext, metrics: RelayMetrics) -> None:
+    def __init__(
+        self,
+        config: HydrateTargetConfig,
+        kafka_settings: KafkaTargetConfig,
+        context: TargetContext,
+        metrics: RelayMetrics,
+    ) -> None:
         self.hydrate = hydrate = config.hydrate
-        kafka_settings = kafka_config(config, context.max_in_flight)
         self.metrics = HydrateMetrics(metrics.registry)
         copies = payload_copies(kafka_settings.cluster)
         self.limits = ClaimLimits(
@@ -243,61 +270,77 @@ class HydrateTarget(ThroughKafka):
         self.window = PayloadWindow(context.max_in_flight, copies)
         self.metrics.in_flight_bytes.set_function(lambda: self.window.used)
         self._pool = ThreadPoolExecutor(hydrate.fetch_concurrency, thread_name_prefix="hydrate")
-        hooks = Hooks(
-            transform=self._transform,
-            weigh=self._weight,
-            extra_topics=(hydrate.dead_letter_topic,) if hydrate.dead_letter_topic else (),
-        )
-        self.kafka = kafka.build(kafka_settings, context, metrics, hooks)
         self._lock = threading.Lock()
         self._jobs: dict[_Coordinates, _Job] = {}
-        self._originals: dict[_Coordinates, Message] = {}
         self._outcomes: dict[_Coordinates, str] = {}
         self._held: dict[_Coordinates, tuple[int, int]] = {}  # window grants released on commit
         self._closing = False
-        self._on_ack: AckCallback | None = None
 
-    # -- Target protocol ---------------------------------------------------------------------------
-    def high_watermarks(self, partitions: Sequence[SourcePartition]) -> Offsets:
-        """As the Kafka target: positions read back from the target (and dead-letter) topics.
+    # -- targets.kafka.Transform ---------------------------------------------------------------------
+    @property
+    def extra_topics(self) -> tuple[str, ...]:
+        """The dead-letter topic, if there is one."""
+        return (self.hydrate.dead_letter_topic,) if self.hydrate.dead_letter_topic else ()
 
-        The target topics exist from here on: their ``max.message.bytes`` is read, to bound claims.
-        """
-        offsets = self.kafka.high_watermarks(partitions)
+    def start(self) -> None:
+        """Nothing to start: fetches run on a pool made with the transform."""
+
+    def topics_ready(self) -> None:
+        """The target topics exist from here on: their ``max.message.bytes`` is read, to bound claims."""
         self._read_topic_limits()
-        return offsets
 
-    def start(self, on_ack: AckCallback) -> None:
-        """Start the Kafka target's sender."""
-        self._on_ack = on_ack
-        self.kafka.start(self._acked)
-
-    def write(self, message: Message) -> None:
-        """Start the fetch of an envelope record, then queue the record (blocks while the target is full)."""
-        job = self._begin(message)
-        if job is not None:
-            coords = message.coordinates_key()
+    def begin(self, run: Run) -> tuple[Run, list[int]]:
+        """Start the fetch of each envelope record of ``run``; the run as kept (envelope records marked as
+        such) and what each record weighs in a batch: the record plus its claimed payload."""
+        kept: list[Message] = []
+        weights: list[int] = []
+        for message in run.messages():
+            job = self._begin(message)
+            if job is None:
+                kept.append(message)
+                weights.append(message.size)
+                continue
             with self._lock:
-                self._jobs[coords] = job
-                self._originals[coords] = message
-        self._write_through(message)
+                self._jobs[message.coordinates_key()] = job
+            kept.append(_as_envelope(message))
+            weights.append(message.size + job.claimed)
+        return run.built(kept), weights
+
+    def outputs(self, run: Run) -> Iterator[Message]:
+        """Each record of ``run`` as it is produced: an envelope record hydrated once its payload is fetched."""
+        for message in run.records:
+            yield self._transform(message)
+
+    def committed(self, runs: Sequence[Run]) -> None:
+        """Release the payload window's grants of ``runs``' records and count what became of them."""
+        with self._lock:
+            keys = [(msg.source_topic, msg.coordinates_key()) for run in runs for msg in run.records]
+            outcomes = [(topic, self._outcomes.pop(k, "plain")) for topic, k in keys]
+            held = [grant for grant in (self._held.pop(k, None) for _, k in keys) if grant is not None]
+        for generation, n in held:
+            self.window.release(generation, n)
+        for topic, outcome in outcomes:
+            self.metrics.records.labels(topic=topic, outcome=outcome).inc()
+
+    def drop(self) -> None:
+        """Forget every record not yet committed (the relay re-reads those) and abandon their fetches."""
+        with self._lock:
+            jobs, self._jobs = list(self._jobs.values()), {}
+            self._outcomes.clear()
+            self._held.clear()
+        self.window.reset()
+        for job in jobs:
+            if job.future is not None:
+                job.future.cancel()
 
     def close(self) -> None:
-        """Abandon every fetch, then close the Kafka target (which commits nothing more).
-
-        The relay has drained (or given up draining) before it closes. Fetches are stopped first
-        so a sender still waiting for one is released at once; from here on ``transform`` raises,
-        so a record whose fetch was abandoned can never be produced as if it were plain.
-        """
+        """Abandon every fetch and stop fetching; from here on no envelope record is ever produced."""
         with self._lock:
             self._closing = True
-        try:
-            self._drop_pending()
-            self.window.close()
-            self.resolver.close()
-            self._pool.shutdown(wait=False, cancel_futures=True)
-        finally:
-            self.kafka.close()
+        self.drop()
+        self.window.close()
+        self.resolver.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _read_topic_limits(self) -> None:
         """Learn each target topic's ``max.message.bytes``; keep the producer's limit for those unreadable."""
@@ -317,15 +360,6 @@ class HydrateTarget(ThroughKafka):
             for topic, bound in bounds.items():
                 log.info("envelope claims bounded", topic=topic, max_claim=bound.limit, because=bound.why)
 
-    def _weight(self, msg: Message) -> int:
-        """What ``msg`` counts toward ``batch.max_bytes``: the envelope record plus its claimed payload."""
-        # Called by the Kafka target's write (under its lock), after our write stored the job.
-        # Lock order is the Kafka target's, then ours; nothing here takes them the other way.
-        with self._lock:
-            job = self._jobs.get(msg.coordinates_key())
-        return msg.size + (job.claimed if job is not None else 0)
-
-    # -- fetching ---------------------------------------------------------------------------------
     def _begin(self, msg: Message) -> _Job | None:
         """The job for ``msg`` if it is an envelope record, else None; starts its fetch."""
         try:
@@ -375,14 +409,16 @@ class HydrateTarget(ThroughKafka):
 
     # -- the sender's side ----------------------------------------------------------------------
     def _transform(self, msg: Message) -> Message:
-        """Called by the Kafka target's sender, once per record, in order: the record to produce."""
+        """The record to produce for ``msg`` (the sender's thread, once per record, in order)."""
         coords = msg.coordinates_key()
         with self._lock:
             if self._closing:
                 raise TargetError(f"record {msg.coordinates()} was not produced because the target is closing")
             job = self._jobs.pop(coords, None)
-        if any(name == legacy.HEADER for name, _ in msg.headers):
-            msg = dataclasses.replace(msg, headers=strip_positions(msg.headers))
+        if job is None and isinstance(msg, _Envelope):  # never produce an envelope as if it were plain data
+            raise TargetError(f"the fetch for record {msg.coordinates()} was abandoned; the relay must restart")
+        headers = strip_positions(msg.headers) if any(n == legacy.HEADER for n, _ in msg.headers) else msg.headers
+        msg = _plain(msg, msg.value, headers, msg.size)
         if job is None:
             return msg
         if job.error is not None:
@@ -401,9 +437,7 @@ class HydrateTarget(ThroughKafka):
             raise TargetError(
                 f"the fetch for record {msg.coordinates()} was abandoned because the target is closing"
             ) from None
-        hydrated = dataclasses.replace(
-            msg, value=payload, headers=restored_headers(msg.headers, job.envelope), size=msg.size + job.claimed
-        )
+        hydrated = _plain(msg, payload, restored_headers(msg.headers, job.envelope), msg.size + job.claimed)
         self.window.handed_over(job.ticket[0], job.claimed)
         with self._lock:
             self._outcomes[coords] = "hydrated"
@@ -447,32 +481,6 @@ class HydrateTarget(ThroughKafka):
     def _outcome(self, coords: _Coordinates, outcome: str) -> None:
         with self._lock:
             self._outcomes[coords] = outcome
-
-    def _acked(self, messages: Sequence[Message]) -> None:
-        """The Kafka target committed ``messages``: count them, then tell the relay (envelope sizes)."""
-        with self._lock:
-            keys = [m.coordinates_key() for m in messages]
-            originals = [self._originals.pop(k, m) for k, m in zip(keys, messages, strict=True)]
-            outcomes = [self._outcomes.pop(k, "plain") for k in keys]
-            held = [grant for grant in (self._held.pop(k, None) for k in keys) if grant is not None]
-        for generation, n in held:
-            self.window.release(generation, n)
-        for msg, outcome in zip(originals, outcomes, strict=True):
-            self.metrics.records.labels(topic=msg.source_topic, outcome=outcome).inc()
-        assert self._on_ack is not None
-        self._on_ack(originals)
-
-    def _drop_pending(self) -> None:
-        """Forget every record not yet committed (the relay re-reads those) and abandon their fetches."""
-        with self._lock:
-            jobs, self._jobs = list(self._jobs.values()), {}
-            self._originals.clear()
-            self._outcomes.clear()
-            self._held.clear()
-        self.window.reset()
-        for job in jobs:
-            if job.future is not None:
-                job.future.cancel()
 
 
 def _with_message_limit(cluster: ClusterConfig, max_bytes: int) -> ClusterConfig:
@@ -529,6 +537,7 @@ def claim_report(config: HydrateTargetConfig, max_in_flight: int, topics: Sequen
     return lines
 
 
-def build(config: HydrateTargetConfig, context: TargetContext, metrics: RelayMetrics) -> HydrateTarget:
-    """The ``type: hydrate`` target."""
-    return HydrateTarget(config, context, metrics)
+def build(config: HydrateTargetConfig, context: TargetContext, metrics: RelayMetrics) -> KafkaTarget:
+    """The ``type: hydrate`` target: the Kafka target with hydration as its transform."""
+    kafka_settings = kafka_config(config, context.max_in_flight)
+    return kafka.build(kafka_settings, context, metrics, Hydrate(config, kafka_settings, context, metrics))

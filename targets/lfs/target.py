@@ -1,16 +1,17 @@
 """The offloading target (``type: lfs``): large values go to S3, a ``kfs_lfs`` envelope goes to Kafka.
 
 It is the Kafka target (:class:`targets.kafka.KafkaTarget`: one transaction per batch, resume
-positions in the positions topic within it) with a ``transform`` in front:
+positions in the positions topic within it) with :class:`Offload` as its transform
+(:mod:`targets.kafka.transform`):
 
-* ``write`` (the relay's thread) decides whether the record is offloaded
+* as a run is written (``begin``, the relay's thread), each record is checked for offload
   (:func:`targets.lfs.config.offload_reason`: value over ``threshold``, an ``LFS_BLOB`` header,
-  or an always-offload topic) and if so starts its upload at once, so uploads run ahead of the
-  Kafka transactions and concurrently with each other; then it queues the record with the Kafka
-  target (an offloaded one without its value, see Memory below).
-* the Kafka target's sender calls ``transform`` once per record, in order, just before it is
-  produced: for an offloaded record it waits for that upload and returns the envelope record
-  (same key, headers, timestamp and partition); small records pass through unchanged. A record
+  or an always-offload topic) and an offloaded one's upload starts at once, so uploads run ahead
+  of the Kafka transactions and concurrently with each other; the Kafka target keeps the run
+  with offloaded records standing without their value (see Memory below).
+* as the transaction holding the run is produced (``outputs``, the sender's thread), each
+  record is made once, in order: for an offloaded record, once its upload is stored, the envelope
+  record (same key, headers, timestamp and partition); small records pass through unchanged. A record
   that cannot be offloaded (checksum mismatch, over ``s3.max_object_size``) stops the relay
   (``on_record_error: fail``) or goes to ``dead_letter_topic`` unchanged with a
   ``kfr-lfs-error`` header (``dead-letter``); the dead-letter topic is an extra topic of the
@@ -25,7 +26,7 @@ orphan, while another relay, or a recreated source topic, gets keys of its own. 
 written when it is free or holds the same payload already: an object a committed envelope
 points to is never overwritten with other bytes (see :mod:`targets.lfs.upload`).
 
-Throughput: an upload starts when its record is written, and uploads run ahead of the envelopes
+Throughput: an upload starts when its run is written, and uploads run ahead of the envelopes
 as far as the relay's byte budget (``max_in_flight``, original record bytes) allows: in a Kafka
 batch an offloaded record weighs what its envelope does, so ``target.batch.max_bytes`` does not
 hold uploads back. ``upload_concurrency`` PUTs and parts are in flight at once; records above
@@ -43,7 +44,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass
 from functools import partial
@@ -53,15 +54,16 @@ import structlog
 
 from relay.message import Message
 from relay.metrics import RelayMetrics
-from relay.settings import ClusterConfig
-from relay.target import AckCallback, TargetError
+from relay.run import Run
+from relay.settings import Backoff, ClusterConfig
+from relay.target import TargetError
 from targets import kafka
 from targets.context import TargetContext
-from targets.kafka import Hooks
-from targets.kafka.through import ThroughKafka
+from targets.kafka import KafkaTarget
 from targets.lfs.config import (
     ERROR_HEADER,
     KeyTemplate,
+    LfsConfig,
     LfsTargetConfig,
     RecordError,
     build_envelope,
@@ -116,57 +118,80 @@ class _Pending:
             self.original = None
 
 
-class LfsTarget(ThroughKafka):
-    """Offloads large values to S3 and writes envelopes to Kafka. See the module docstring."""
+class Offload:
+    """Offloads large values to S3 and has the Kafka target write envelopes: its transform. See the module docstring."""
 
-    def __init__(self, config: LfsTargetConfig, context: TargetContext, metrics: RelayMetrics) -> None:
-        self.lfs = lfs = config.lfs
+    def __init__(self, lfs: LfsConfig, retry: Backoff, metrics: RelayMetrics) -> None:
+        self.lfs = lfs
         self.metrics = LfsMetrics(metrics.registry)
         probe_prefix = "/".join(p for p in (lfs.s3.prefix, quote(lfs.relay, safe="")) if p) + "/"
-        self.uploader = S3Uploader(
-            lfs.s3, lfs.upload_concurrency, lfs.part_size, config.kafka.retry, self.metrics, probe_prefix
-        )
-        hooks = Hooks(
-            transform=self._transform,
-            weigh=_batch_weight,
-            extra_topics=(lfs.dead_letter_topic,) if lfs.dead_letter_topic else (),
-        )
-        kafka_config = dataclasses.replace(
-            config.kafka, cluster=_with_message_limit(config.kafka.cluster, lfs.threshold + _HEADROOM)
-        )
-        self.kafka = kafka.build(kafka_config, context, metrics, hooks)
+        self.uploader = S3Uploader(lfs.s3, lfs.upload_concurrency, lfs.part_size, retry, self.metrics, probe_prefix)
         self._lock = threading.Lock()
         self._uploads: dict[_Coordinates, _Pending] = {}
-        # What transform made of each record, counted when the record is acknowledged.
+        # What outputs made of each record, counted when the record is committed.
         self._outcomes: dict[_Coordinates, str] = {}
-        self._on_ack: AckCallback | None = None
 
-    # -- Target protocol ---------------------------------------------------------------------------
-    def start(self, on_ack: AckCallback) -> None:
-        """Start the uploader and the Kafka target's sender."""
-        self._on_ack = on_ack
+    # -- targets.kafka.Transform ---------------------------------------------------------------------
+    @property
+    def extra_topics(self) -> tuple[str, ...]:
+        """The dead-letter topic, if there is one."""
+        return (self.lfs.dead_letter_topic,) if self.lfs.dead_letter_topic else ()
+
+    def start(self) -> None:
+        """Start the uploader (it probes the bucket first)."""
         self.uploader.start()
-        self.kafka.start(self._acked)
 
-    def write(self, message: Message) -> None:
-        """Start the upload of an offloaded record, then queue the record (blocks while the target is full).
+    def topics_ready(self) -> None:
+        """Nothing to read from the target topics."""
 
-        An offloaded record is queued without its value (see the module docstring).
-        """
-        upload = self._begin(message)
-        if upload is not None:
+    def begin(self, run: Run) -> tuple[Run, list[int]]:
+        """Start the upload of each offloaded record of ``run``; the run as kept, offloaded records without
+        their value (see Memory in the module docstring), and what each record weighs in a batch."""
+        kept: list[Message] = []
+        weights: list[int] = []
+        for message in run.messages():
+            upload = self._begin(message)
+            if upload is None:
+                kept.append(message)
+                weights.append(message.size)
+                continue
             with self._lock:
                 self._uploads[message.coordinates_key()] = _Pending(upload, message)
-            message = _replace_value(message, None, _Offloaded)
-        self._write_through(message)
+            kept.append(_replace_value(message, None, _Offloaded))
+            weights.append(_ENVELOPE_WEIGHT)
+        return run.built(kept), weights
+
+    def outputs(self, run: Run) -> Iterator[Message]:
+        """Each record of ``run`` as it is produced: the envelope of an offloaded one, once its object is stored."""
+        for message in run.records:
+            yield self._transform(message)
+
+    def committed(self, runs: Sequence[Run]) -> None:
+        """Count what became of each record of ``runs``."""
+        with self._lock:
+            outcomes = [
+                (msg, self._outcomes.pop(msg.coordinates_key(), "passed")) for run in runs for msg in run.records
+            ]
+        for msg, outcome in outcomes:
+            if outcome == "offloaded":
+                self.metrics.records_offloaded.labels(topic=msg.source_topic).inc()
+            elif outcome == "passed":
+                self.metrics.records_passed_through.labels(topic=msg.source_topic).inc()
+            else:
+                reason = outcome.split(":", 1)[1]
+                self.metrics.records_dead_lettered.labels(topic=msg.source_topic, reason=reason).inc()
+
+    def drop(self) -> None:
+        """Forget every upload not yet turned into an envelope (the relay re-reads those records)."""
+        with self._lock:
+            pending, self._uploads = list(self._uploads.values()), {}
+            self._outcomes.clear()
+        cancel_all(p.upload for p in pending)
 
     def close(self) -> None:
-        """Close the Kafka target, then abandon any upload still running (the relay flushed before, if it could)."""
-        try:
-            self.kafka.close()
-        finally:
-            self._drop_pending()
-            self.uploader.close()
+        """Abandon any upload still running and stop the uploader."""
+        self.drop()
+        self.uploader.close()
 
     # -- offload ------------------------------------------------------------------------------------
     def _begin(self, msg: Message) -> Upload | None:
@@ -203,7 +228,7 @@ class LfsTarget(ThroughKafka):
         return self.lfs.content_type_default
 
     def _transform(self, msg: Message) -> Message:
-        """Called by the Kafka target's sender, once per record, in order: the record to produce."""
+        """The record to produce for ``msg`` (the sender's thread, once per record, in order)."""
         coords = msg.coordinates_key()
         with self._lock:
             pending = self._uploads.pop(coords, None)
@@ -252,37 +277,11 @@ class LfsTarget(ThroughKafka):
         with self._lock:
             self._outcomes[coords] = outcome
 
-    def _acked(self, messages: Sequence[Message]) -> None:
-        """The Kafka target committed ``messages``: count them, then tell the relay."""
-        with self._lock:
-            outcomes = [self._outcomes.pop(m.coordinates_key(), "passed") for m in messages]
-        for msg, outcome in zip(messages, outcomes, strict=True):
-            if outcome == "offloaded":
-                self.metrics.records_offloaded.labels(topic=msg.source_topic).inc()
-            elif outcome == "passed":
-                self.metrics.records_passed_through.labels(topic=msg.source_topic).inc()
-            else:
-                reason = outcome.split(":", 1)[1]
-                self.metrics.records_dead_lettered.labels(topic=msg.source_topic, reason=reason).inc()
-        assert self._on_ack is not None
-        self._on_ack(messages)
-
-    def _drop_pending(self) -> None:
-        """Forget every upload not yet turned into an envelope (the relay re-reads those records)."""
-        with self._lock:
-            pending, self._uploads = list(self._uploads.values()), {}
-            self._outcomes.clear()
-        cancel_all(p.upload for p in pending)
-
 
 # What an offloaded record weighs in a Kafka batch: about its envelope. Counting its original
 # size cut a batch at one 64 MiB record, so only two uploads (this batch's and the next) ran
 # at once. Memory stays bounded by the relay's byte budget, which counts the original size.
 _ENVELOPE_WEIGHT = 1024
-
-
-def _batch_weight(message: Message) -> int:
-    return _ENVELOPE_WEIGHT if isinstance(message, _Offloaded) else message.size
 
 
 def _with_message_limit(cluster: ClusterConfig, min_bytes: int) -> ClusterConfig:
@@ -297,6 +296,10 @@ def _with_message_limit(cluster: ClusterConfig, min_bytes: int) -> ClusterConfig
     return dataclasses.replace(cluster, kafka=props)
 
 
-def build(config: LfsTargetConfig, context: TargetContext, metrics: RelayMetrics) -> LfsTarget:
-    """The ``type: lfs`` target."""
-    return LfsTarget(config, context, metrics)
+def build(config: LfsTargetConfig, context: TargetContext, metrics: RelayMetrics) -> KafkaTarget:
+    """The ``type: lfs`` target: the Kafka target with the offload as its transform."""
+    offload = Offload(config.lfs, config.kafka.retry, metrics)
+    kafka_config = dataclasses.replace(
+        config.kafka, cluster=_with_message_limit(config.kafka.cluster, config.lfs.threshold + _HEADROOM)
+    )
+    return kafka.build(kafka_config, context, metrics, offload)

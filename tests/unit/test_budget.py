@@ -109,3 +109,23 @@ def test_on_change_reports_used_bytes() -> None:
     budget.release(30)
     budget.reset()
     assert seen == [30, 50, 20, 0]
+
+
+def test_an_interrupt_wakes_a_waiter_and_refuses_to_wait_until_reset() -> None:
+    """A target that fails acknowledges nothing more: its interrupt wakes the waiter, and a later wait, too."""
+    budget = ByteBudget(100)
+    stop = threading.Event()
+    assert budget.acquire(80, stop)
+    done, result = acquire_in_thread(budget, 30, stop)
+    assert not done.wait(SETTLE)
+    budget.interrupt()
+    assert done.wait(WAKE)
+    assert result == [False] and budget.used == 80
+    assert not budget.acquire(30, stop)  # a failure that came before the wait began is not missed
+    assert budget.acquire(10, stop)  # there is room: no wait, no refusal
+    budget.reset()
+    assert budget.used == 0 and budget.acquire(80, stop)
+    done, result = acquire_in_thread(budget, 30, stop)
+    assert not done.wait(SETTLE)
+    budget.release(80)
+    assert done.wait(WAKE) and result == [True]

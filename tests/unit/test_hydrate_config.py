@@ -12,8 +12,8 @@ from lfs import BucketRule
 from relay.errors import ConfigError
 from relay.metrics import RelayMetrics
 from relay.settings import MIB, ClusterConfig
-from relay.target import Target
-from targets.hydrate import HydrateConfig, HydrateTarget
+from relay.target import RunTarget
+from targets.hydrate import Hydrate, HydrateConfig
 from targets.hydrate.limits import FRAMING
 from targets.hydrate.target import _with_message_limit, kafka_config
 
@@ -161,11 +161,11 @@ def test_sections_of_other_targets_are_refused() -> None:
 
 
 def test_build_target_wires_a_hydrate_target() -> None:
-    """type: hydrate builds a HydrateTarget that implements the Target protocol (nothing is connected yet)."""
+    """type: hydrate builds the Kafka target with hydration as its transform (nothing is connected yet)."""
     target = build_target(relay_config({"allowed_buckets": ["a"]}), RelayMetrics())
     try:
-        assert isinstance(target, HydrateTarget) and isinstance(target, Target)
-        assert (target.window.limit, target.window.copies) == (256 * MIB, 3)
+        assert isinstance(target, RunTarget) and isinstance(target.transform, Hydrate)
+        assert (target.transform.window.limit, target.transform.window.copies) == (256 * MIB, 3)
     finally:
         target.close()
 
@@ -177,13 +177,14 @@ def test_without_max_object_size_the_producer_takes_what_librdkafka_allows_and_t
         1_000_000_000
     )
     target = build_target(config, RelayMetrics())
-    assert isinstance(target, HydrateTarget)
+    hydrate = target.transform
+    assert isinstance(hydrate, Hydrate)
     try:
-        assert target.limits.max_object_size is None and target.limits.producer_max == 1_000_000_000
-        assert target.limits.smallest("plain").limit == 256 * MIB // 3  # the window, until a topic limit is read
-        target.limits.set_topic_limits({"plain": 1_048_588})
-        assert target.limits.smallest("plain").limit == 1_048_588 - FRAMING
-        assert target.resolver.max_object_size == 256 * MIB // 3
+        assert hydrate.limits.max_object_size is None and hydrate.limits.producer_max == 1_000_000_000
+        assert hydrate.limits.smallest("plain").limit == 256 * MIB // 3  # the window, until a topic limit is read
+        hydrate.limits.set_topic_limits({"plain": 1_048_588})
+        assert hydrate.limits.smallest("plain").limit == 1_048_588 - FRAMING
+        assert hydrate.resolver.max_object_size == 256 * MIB // 3
     finally:
         target.close()
 
@@ -202,9 +203,9 @@ def test_payloads_count_twice_when_the_producer_does_not_compress() -> None:
     """With compression.type none the window counts a produced payload twice (ours and librdkafka's), else thrice."""
     config = relay_config({"allowed_buckets": ["a"]}, kafka={"compression.type": "none"})
     target = build_target(config, RelayMetrics())
-    assert isinstance(target, HydrateTarget)
+    assert isinstance(target.transform, Hydrate)
     try:
-        assert target.window.copies == 2
+        assert target.transform.window.copies == 2
     finally:
         target.close()
 

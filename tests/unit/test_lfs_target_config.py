@@ -11,8 +11,9 @@ from kafka_lfs_relay.wiring import build_target
 from relay.errors import ConfigError
 from relay.metrics import RelayMetrics
 from relay.settings import MIB, ClusterConfig
-from relay.target import Target
-from targets.lfs import LfsTarget
+from relay.target import RunTarget
+from targets.kafka import KafkaTarget
+from targets.lfs import Offload
 from targets.lfs.config import DEFAULT_HEADER_ALLOWLIST, KeyTemplate, LfsConfig
 from targets.lfs.target import _with_message_limit
 
@@ -157,11 +158,11 @@ def test_another_targets_section_with_type_lfs_is_an_error() -> None:
 
 
 def test_build_target_makes_an_lfs_target() -> None:
-    """type: lfs builds an LfsTarget that implements the Target protocol, without touching the network."""
+    """type: lfs builds the Kafka target with the offload as its transform, without touching the network."""
     target = build_target(relay_config({"s3": {"bucket": "b"}, "threshold": "4MiB"}), RelayMetrics())
-    assert isinstance(target, LfsTarget) and isinstance(target, Target)
+    assert isinstance(target, KafkaTarget) and isinstance(target, RunTarget) and isinstance(target.transform, Offload)
     # Pass-through records up to the threshold must fit librdkafka's message limit.
-    assert int(target.kafka._config.cluster.kafka["message.max.bytes"]) >= 4 * MIB
+    assert int(target.config.cluster.kafka["message.max.bytes"]) >= 4 * MIB
 
 
 def test_message_limit_respects_the_users_setting() -> None:

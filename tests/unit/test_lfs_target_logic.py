@@ -29,7 +29,7 @@ from targets.lfs.config import (
     expected_checksum,
     offload_reason,
 )
-from targets.lfs.target import LfsTarget, _Offloaded, _Pending, _replace_value
+from targets.lfs.target import Offload, _Offloaded, _Pending, _replace_value
 from targets.lfs.upload import S3Uploader, Stored, Upload, UploadJob, _ViewReader
 
 
@@ -276,16 +276,16 @@ def test_created_at_is_rfc3339_utc() -> None:
 # -- the target's per-record decisions (no network) -------------------------------------------------
 
 
-def _target(**lfs: Any) -> LfsTarget:
+def _target(**lfs: Any) -> Offload:
     raw: dict[str, Any] = {
         "name": "edge",
         "sources": [{"bootstrap_servers": "src:9092"}],
         "topics": [{"source": "orders", "target": "orders-copy"}],
         "target": {"type": "lfs", "bootstrap_servers": "dst:9092", "lfs": {"s3": {"bucket": "b"}, **lfs}},
     }
-    target = build_target(parse_config(raw), RelayMetrics())
-    assert isinstance(target, LfsTarget)
-    return target
+    offload = build_target(parse_config(raw), RelayMetrics()).transform
+    assert isinstance(offload, Offload)
+    return offload
 
 
 def test_small_records_are_not_uploaded_and_pass_unchanged() -> None:
@@ -326,7 +326,7 @@ def test_record_error_with_dead_letter_redirects_the_original_record() -> None:
     assert out.topic == "orders-dlq" and out.value == record.value and out.key == record.key
     assert out.headers == (("LFS_BLOB", b"00"), ("kfr-lfs-error", b"bad checksum"))
     assert (out.source_topic, out.source_partition, out.source_offset) == coords
-    assert target.kafka._hooks.extra_topics == ("orders-dlq",)
+    assert target.extra_topics == ("orders-dlq",)
 
 
 # -- the part reader ------------------------------------------------------------------------------

@@ -1,22 +1,16 @@
-"""A position never moves back: found by the chaos soak (docs/reliability.md, seed 15).
+"""A position never moves back: an entry whose map does not grow is refused before it is written.
 
-After a failover to a standby that trailed the relay's position, the reader went back to the
-standby's end and read records the target had committed already. The target committed them again
-and wrote their position, which had moved back; the positions topic then held an entry whose map
-does not grow, that :func:`decode` refuses, so no relay could start again (exit 1 on every start).
+A relay that read records the target had committed already (a failover to a standby that
+trailed) would write a position that moved back; :func:`decode` refuses such an entry, so no
+relay could start from the positions topic again. The plan refuses such records in the first
+place (tests/unit/test_plan.py); the entry refuses to move back as a second guard.
 """
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 
-from relay.message import Message, SourcePartition
-from relay.target import TargetError
-from targets.kafka.batches import Unit
 from targets.kafka.positions import Entry, PositionError, decode, encode
-from targets.kafka.target import KafkaTarget
 
 
 def test_an_entry_moving_back_is_refused_instead_of_written() -> None:
@@ -40,25 +34,3 @@ def test_moving_forward_or_staying_put_without_a_point_still_works() -> None:
     assert decode(encode(entry.advanced(1950, 2110))) == entry.advanced(1950, 2110)
     assert Entry(-1).advanced(0, None) == Entry(0)
     assert entry.advanced(1929, 2090) is entry
-
-
-def _unit(*offsets: tuple[int, int]) -> Unit:
-    return Unit([Message(b"k", b"v", (), "events", "west", "events", p, o, 0, 2) for p, o in offsets])
-
-
-def _refuse(unit: Unit, current: dict[SourcePartition, Entry]) -> None:
-    target = SimpleNamespace(_config=SimpleNamespace(cluster=SimpleNamespace(name="dr")))
-    KafkaTarget._refuse_reread(target, unit, current)  # type: ignore[arg-type]
-
-
-def test_a_batch_starting_below_the_committed_position_is_refused() -> None:
-    """The batch that duplicated records in the run: the standby's end (2000) below the position (3000)."""
-    current = {SourcePartition("events", 0): Entry(3000), SourcePartition("events", 1): Entry(10)}
-    with pytest.raises(TargetError, match=r"events/0: records from offset 2000 were read again below .* 3000"):
-        _refuse(_unit((1, 10), (0, 2000), (0, 2001), (0, 3400)), current)
-
-
-def test_a_batch_at_or_after_the_committed_position_passes() -> None:
-    current = {SourcePartition("events", 0): Entry(3000), SourcePartition("events", 1): Entry(-1)}
-    _refuse(_unit((0, 3000), (1, 0), (0, 3001)), current)
-    _refuse(_unit((0, 3500)), current)  # a gap (retention, transaction markers) is not a re-read

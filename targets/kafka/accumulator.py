@@ -1,0 +1,284 @@
+"""The Kafka target's accumulator: the batch being filled, the committed entries, and failures.
+
+Two threads meet here, and only here, under one condition:
+
+* the relay's thread adds runs (:meth:`Accumulator.add`), waits for a flush, and learns of a
+  failure (every wait of it raises the failure);
+* the sender's thread takes a batch once it is due (:meth:`Accumulator.take`: full, lingered
+  long enough, a flush asked for, or the source had nothing more to give), executes its plans,
+  and reports each outcome: :meth:`Accumulator.committed` or :meth:`Accumulator.fail`.
+
+The sender pulls work and reports results; nothing here calls into the sender. While the sender
+commits one batch the relay fills the next (double buffering), and it blocks only when both are
+full. A failure drops the batch being filled with the one that failed: progress (a run with no
+record) is dropped with the records it came after, so it never commits alone.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Collection, Mapping, Sequence
+
+from relay.message import SourcePartition
+from relay.run import Run
+from relay.target import Acks, TargetRestart
+from targets.kafka.plan import Plan, Planning, plan
+from targets.kafka.positions import Entry
+from targets.kafka.settings import BatchConfig
+
+_PROGRESS_INTERVAL = 1.0
+"""Seconds progress alone waits before it is committed: a relay whose filter drops everything must
+not commit a transaction per poll."""
+
+
+class _Queued:
+    """A run in the batch being filled, with what its records weigh toward ``batch.max_bytes``."""
+
+    __slots__ = ("run", "weight", "weights")
+
+    def __init__(self, run: Run, weights: Sequence[int] | None) -> None:
+        self.run = run
+        self.weights = weights
+        self.weight = run.size if weights is None else sum(weights)
+
+
+class Accumulator:
+    """See the module docstring. Batches become plans as :func:`~targets.kafka.plan.plan` says with ``planning``."""
+
+    def __init__(self, batch: BatchConfig, planning: Planning) -> None:
+        self._conf = batch
+        self._planning = planning
+        self._transform = planning.transform
+        self._acks: Acks | None = None
+        self._cond = threading.Condition()
+        self._current: list[_Queued] = []
+        self._records = 0
+        self._bytes = 0
+        self._since = 0.0
+        self._progress_since = 0.0
+        self._eager = False
+        self._flush_requested = False
+        self._sending = False
+        self._closing = False
+        self._failure: BaseException | None = None
+        # The committed entry of every source partition written (the offset map grows from it), and
+        # entries read or imported at start-up that no transaction wrote yet.
+        self._entries: dict[SourcePartition, Entry] = {}
+        self._unwritten: dict[SourcePartition, Entry] = {}
+
+    def start(self, acks: Acks) -> None:
+        """Committed runs are acknowledged to ``acks``, and failures told to it, from here on."""
+        self._acks = acks
+
+    # -- the relay's thread -----------------------------------------------------------------------
+    def add(self, runs: Sequence[tuple[Run, Sequence[int] | None]], more: bool) -> None:
+        """Add ``runs`` (each with its records' weights, or None: their sizes) to the batch being filled.
+
+        A full batch waits for the sender to take it; a run that does not fit is split, so a
+        transaction never outgrows ``batch.max_records`` / ``max_bytes`` (by more than one record
+        when a single record is heavier). ``more`` False makes the batch due at once.
+        """
+        with self._cond:
+            for run, weights in runs:
+                self._add(run, weights)
+            if not more and self._records:
+                self._eager = True
+                self._cond.notify_all()
+
+    def _add(self, run: Run, weights: Sequence[int] | None) -> None:
+        conf = self._conf
+        while True:
+            self._make_room()
+            if not run.records:
+                if not self._progress_since:
+                    self._progress_since = time.monotonic()
+                self._current.append(_Queued(run, None))
+                return
+            room = conf.max_records - self._records
+            queued = _Queued(run, weights)
+            fits = (
+                len(run)
+                if queued.weight <= conf.max_bytes - self._bytes
+                else _fitting(run, weights, conf.max_bytes - self._bytes)
+            )
+            fits = min(fits, room)
+            if fits >= len(run):
+                self._append(queued)
+                return
+            head, run = run.split(fits)
+            head_weights = None if weights is None else weights[:fits]
+            weights = None if weights is None else weights[fits:]
+            self._append(_Queued(head, head_weights))
+
+    def _append(self, queued: _Queued) -> None:
+        conf = self._conf
+        self._current.append(queued)
+        self._records += len(queued.run)
+        self._bytes += queued.weight
+        if self._records >= conf.max_records or self._bytes >= conf.max_bytes:
+            self._cond.notify_all()
+
+    def _make_room(self) -> None:
+        """Under the lock: wait while the batch being filled is full, raise a failure, note when a batch begins."""
+        conf = self._conf
+        while (
+            self._failure is None
+            and not self._closing
+            and (self._records >= conf.max_records or self._bytes >= conf.max_bytes)
+        ):
+            self._cond.wait(0.5)
+        self._raise_failure()
+        if not self._records:
+            self._since = time.monotonic()
+            # An idle sender sleeps until notified: without this it would notice the first record
+            # of a batch only at its next wake-up.
+            self._cond.notify_all()
+
+    def flush(self, timeout: float | None) -> bool:
+        """Wait until everything added is committed; False if ``timeout`` ran out first (0: only look).
+        Raises the failure of the sender."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            self._raise_failure()
+            if timeout == 0:
+                return not self._pending()
+            self._flush_requested = True
+            self._cond.notify_all()
+            try:
+                while self._failure is None and self._pending():
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return False
+                    self._cond.wait(0.5 if remaining is None else min(0.5, remaining))
+            finally:
+                self._flush_requested = False
+            self._raise_failure()
+        return True
+
+    def _pending(self) -> bool:
+        return bool(self._current or self._sending or self._unwritten)
+
+    def _raise_failure(self) -> None:
+        failure = self._failure
+        if failure is None:
+            return
+        if isinstance(failure, TargetRestart):
+            self._failure = None  # a restart is raised once: the relay re-reads positions and carries on
+        raise failure
+
+    # -- entries (the relay's thread at start-up and on a rebalance) ------------------------------------
+    def resumed(self, entries: Mapping[SourcePartition, Entry], unwritten: Mapping[SourcePartition, Entry]) -> None:
+        """Entries read back (and positions imported, to be written by the next transaction)."""
+        with self._cond:
+            self._entries.update(entries)
+            self._unwritten.update(unwritten)
+            if unwritten:
+                self._cond.notify_all()
+
+    def released(self, partitions: Collection[SourcePartition]) -> None:
+        """Group mode: ``partitions`` are not written here any more; drop what is queued for them."""
+        with self._cond:
+            kept = [q for q in self._current if q.run.source not in partitions]
+            self._current = kept
+            self._records = sum(len(q.run) for q in kept)
+            self._bytes = sum(q.weight for q in kept)
+            for sp in partitions:
+                self._entries.pop(sp, None)
+                self._unwritten.pop(sp, None)
+
+    # -- the sender's thread (targets.kafka.sender.Batches) ----------------------------------------
+    def take_plans(self) -> list[Plan] | None:
+        """The plans of the next batch once it is due; None when closing."""
+        with self._cond:
+            while not self._closing:
+                if self._failure is None:
+                    due_in = self._due_in()
+                    if due_in <= 0:
+                        runs = [q.run for q in self._current]
+                        self._current, self._records, self._bytes = [], 0, 0
+                        self._progress_since, self._eager = 0.0, False
+                        self._sending = True
+                        self._cond.notify_all()
+                        current, unwritten = dict(self._entries), dict(self._unwritten)
+                        break
+                    self._cond.wait(min(due_in, 0.5))
+                else:
+                    self._cond.wait(0.5)
+            else:
+                return None
+        # Planning is pure: done outside the lock, so the relay's thread can fill the next batch meanwhile.
+        return plan(runs, current, unwritten, self._planning)
+
+    def _due_in(self) -> float:
+        """Seconds until what is pending must be sent (0 or less: now). Under the lock."""
+        conf = self._conf
+        now = time.monotonic()
+        if self._records:
+            full = self._records >= conf.max_records or self._bytes >= conf.max_bytes
+            if full or self._flush_requested or self._eager:
+                return 0.0
+            return conf.linger - (now - self._since)
+        if self._unwritten or (self._current and self._flush_requested):
+            return 0.0
+        if self._current:
+            return _PROGRESS_INTERVAL - (now - self._progress_since)
+        return 0.5
+
+    def committed(self, plan: Plan, entries: dict[SourcePartition, Entry]) -> None:
+        """``plan`` committed ``entries``: they are the current ones now, and its runs are acknowledged."""
+        with self._cond:
+            self._entries.update(entries)
+            for sp, entry in entries.items():
+                if self._unwritten.get(sp) is entry:
+                    del self._unwritten[sp]
+        runs = plan.runs
+        if runs:
+            if self._transform is not None:
+                self._transform.committed(runs)
+            assert self._acks is not None
+            self._acks.acked(runs)
+
+    def lost(self, plan: Plan) -> None:
+        """Group mode: another instance fenced the partition of ``plan``; its unwritten entry is the new
+        owner's to write, and its runs are never acknowledged."""
+        with self._cond:
+            if plan.key is not None:
+                self._unwritten.pop(plan.key, None)
+
+    def sent(self) -> None:
+        """The batch taken last is done with (every plan committed, or abandoned as lost)."""
+        with self._cond:
+            self._sending = False
+            self._cond.notify_all()
+
+    def fail(self, failure: BaseException) -> None:
+        """The sender failed: drop the batch being filled with the one that failed, remember why, and wake
+        every waiter (the relay's, in the target and in its budget; the transform's)."""
+        with self._cond:
+            self._current, self._records, self._bytes = [], 0, 0
+            self._progress_since, self._eager = 0.0, False
+            self._failure = failure
+            self._sending = False
+            self._cond.notify_all()
+        if self._transform is not None:
+            self._transform.drop()
+        if self._acks is not None:
+            self._acks.failed()
+
+    def close(self) -> None:
+        """Stop handing out batches; waiters are woken."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+
+
+def _fitting(run: Run, weights: Sequence[int] | None, room: int) -> int:
+    """How many of ``run``'s records, in order, weigh ``room`` or less (at least one)."""
+    fits = 0
+    for weight in weights if weights is not None else run.weights():
+        room -= weight
+        if room < 0:
+            break
+        fits += 1
+    return max(1, fits)
