@@ -183,6 +183,11 @@ class FilterChain:
         """The filters' names, in the order they run."""
         return tuple(link.name for link in self._links)
 
+    @property
+    def message_filters(self) -> tuple[str, ...]:
+        """The names of the filters that read :class:`Message` objects (they have no ``keep_consumed``)."""
+        return tuple(link.name for link in self._links if link.consumed is None)
+
     def __call__(self, message: Message) -> str | None:
         for link in self._links:
             if not _decide(link, link.call, message, message.coordinates):

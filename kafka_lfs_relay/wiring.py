@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 
+import structlog
+
 from filters import FilterChain, build_filters
 from kafka_lfs_relay.background import Periodic, Task
 from kafka_lfs_relay.config import RelayConfig
@@ -19,6 +21,8 @@ from relay.settings import RelaySettings
 from relay.sourcepool import SourcePool
 from relay.target import PartitionOwner, RunTarget, Target
 from targets.context import SourcePartitions
+
+log = structlog.get_logger("kafka_lfs_relay.relay")
 
 
 def build_target(
@@ -73,8 +77,26 @@ def build_relay(
     pool = SourcePool(sources, [t.source for t in config.topics], config.source_pool, metrics)
     target = build_target(config, metrics, pool.partitions)
     settings = RelaySettings(config.topics, config.max_in_flight, config.stop_at_end, config.group)
+    _log_path(config, filters)
     select = filters.select if filters else None
     return Relay(pool, target, settings, metrics, filters=select, on_progress=on_progress)
+
+
+def _log_path(config: RelayConfig, filters: FilterChain | None) -> None:
+    """Say at start-up whether records go to the target as consumed, and if not, what builds a Message per record."""
+    why = []
+    if not config.fast_path:
+        why.append("fast_path: false")
+    if filters is not None and filters.message_filters:
+        why.append(f"filters without keep_consumed: {', '.join(filters.message_filters)}")
+    if config.target.type in ("lfs", "hydrate"):
+        why.append(f"target type {config.target.type} makes its records from Messages")
+    elif config.target.type not in TARGETS:
+        why.append("a custom target takes Messages")
+    if why:
+        log.info("relay path: a Message per record", reasons=why)
+    else:
+        log.info("relay path: records as consumed (no Message per record)")
 
 
 def build_background(config: RelayConfig, metrics: RelayMetrics) -> Periodic:

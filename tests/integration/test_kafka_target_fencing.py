@@ -11,6 +11,7 @@ from confluent_kafka.admin import AdminClient
 from kafka_lfs_relay.sandbox import KafkaCluster
 from relay.message import Message, SourcePartition
 from relay.metrics import RelayMetrics
+from relay.run import Run
 from relay.settings import Backoff, ClusterConfig, TopicConfig
 from targets import kafka
 from targets.context import TargetContext
@@ -32,8 +33,24 @@ def _target(cluster: KafkaCluster, topic: str) -> KafkaTarget:
     return kafka.build(config, context, RelayMetrics())
 
 
-def _messages(topic: str, offsets: range) -> list[Message]:
-    return [Message(f"k{o}".encode(), f"v{o}".encode(), (), topic, "src", "orders", 0, o, 0, 64) for o in offsets]
+def _runs(topic: str, offsets: range) -> list[Run]:
+    """One run of built records (as a transform keeps them), bound for ``topic``."""
+    messages = [Message(f"k{o}".encode(), f"v{o}".encode(), (), topic, "src", "orders", 0, o, 0, 64) for o in offsets]
+    sp = SourcePartition("orders", 0)
+    return [Run("src", sp, topic, messages, offsets.stop, 64 * len(messages), messages)]
+
+
+class _Acks:
+    """Collects the source offsets of what a target acknowledges."""
+
+    def __init__(self) -> None:
+        self.offsets: list[int] = []
+
+    def acked(self, runs: Sequence[Run]) -> None:
+        self.offsets += [msg.source_offset for run in runs for msg in run.records]
+
+    def failed(self) -> None:
+        """Nothing waits here."""
 
 
 def test_new_owner_fences_the_old_one_and_nothing_is_written_twice(
@@ -43,34 +60,23 @@ def test_new_owner_fences_the_old_one_and_nothing_is_written_twice(
     topic = topic_factory(kafka_cluster, partitions=1)
     sp = SourcePartition("orders", 0)
     old, new = _target(kafka_cluster, topic), _target(kafka_cluster, topic)
-    acked_old: list[Message] = []
-    acked_new: list[Message] = []
-
-    def collect(into: list[Message]) -> object:
-        def on_ack(messages: Sequence[Message]) -> None:
-            into.extend(messages)
-
-        return on_ack
-
+    acked_old, acked_new = _Acks(), _Acks()
     try:
         assert old.high_watermarks([sp]) == {}
-        old.start(collect(acked_old))  # type: ignore[arg-type]
-        for msg in _messages(topic, range(100)):
-            old.write(msg)
+        old.start(acked_old)
+        old.write_runs(_runs(topic, range(100)), more=False)
         assert old.flush(30)
         assert new.high_watermarks([sp]) == {sp: 100}
-        new.start(collect(acked_new))  # type: ignore[arg-type]
-        for msg in _messages(topic, range(100, 200)):
-            old.write(msg)
+        new.start(acked_new)
+        old.write_runs(_runs(topic, range(100, 200)), more=False)
         assert old.flush(30)
-        for msg in _messages(topic, range(100, 200)):
-            new.write(msg)
+        new.write_runs(_runs(topic, range(100, 200)), more=False)
         assert new.flush(30)
     finally:
         old.close()
         new.close()
-    assert [m.source_offset for m in acked_old] == list(range(100))
-    assert [m.source_offset for m in acked_new] == list(range(100, 200))
+    assert acked_old.offsets == list(range(100))
+    assert acked_new.offsets == list(range(100, 200))
     assert read_all(kafka_cluster, topic, 1)[0] == [(f"k{o}".encode(), f"v{o}".encode()) for o in range(200)]
 
 

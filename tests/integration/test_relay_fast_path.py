@@ -1,7 +1,8 @@
-"""The passthrough fast path keeps every guarantee: kill -9 mid-batch, failover, fencing, per record.
+"""Records go to the target as consumed and every guarantee holds: kill -9 mid-batch, failover, fencing.
 
-Each test checks from the relay's start-up line that it took the path it tests, then compares the
-target with the source record by record: key, value, headers and timestamp, in order, once.
+Each test checks from the relay's start-up line that it took the path it tests (records as
+consumed, or a Message per record with ``fast_path: false``), then compares the target with the
+source record by record: key, value, headers and timestamp, in order, once.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import pytest
 from confluent_kafka import Message as KafkaMessage
 
 from kafka_lfs_relay.sandbox import KafkaCluster
-from relay.message import RawBatch, SourcePartition, raw_size
+from relay.message import SourcePartition
 from relay.metrics import RelayMetrics
+from relay.run import Run
 from relay.settings import Backoff, ClusterConfig, TopicConfig
 from targets import kafka
 from targets.context import TargetContext
@@ -41,8 +43,8 @@ from tests.readback import read_to_end
 pytestmark = pytest.mark.integration
 
 HEADERS = [("origin", b"fast-path-test"), ("trace", b"\x00\x01")]
-PASSTHROUGH = "relay path: passthrough"
-PER_RECORD = "relay path: per record"
+PASSTHROUGH = "relay path: records as consumed"
+PER_RECORD = "relay path: a Message per record"
 
 Full = tuple[bytes | None, bytes | None, tuple[tuple[str, bytes | None], ...], int]
 
@@ -175,48 +177,54 @@ def _group_target(cluster: KafkaCluster, topic: str) -> KafkaTarget:
     return kafka.build(config, context, RelayMetrics())
 
 
-def _raw(offsets: range) -> RawBatch:
+def _raw(offsets: range) -> list[Run]:
     recs = [
         KafkaMessage(topic="orders", partition=0, offset=o, key=f"k{o}".encode(), value=f"v{o}".encode())
         for o in offsets
     ]
-    sp = SourcePartition("orders", 0)
-    return RawBatch("src", {sp: recs}, {sp: raw_size(recs)})
+    return [Run.consumed("src", SourcePartition("orders", 0), "orders", recs)]
 
 
-def test_group_mode_new_owner_fences_the_old_one_on_the_fast_path(
+class _Acks:
+    """Collects what a target acknowledges."""
+
+    def __init__(self) -> None:
+        self.runs: list[Run] = []
+
+    def acked(self, runs: Sequence[Run]) -> None:
+        self.runs.extend(runs)
+
+    def failed(self) -> None:
+        """Nothing waits here."""
+
+    @property
+    def count(self) -> int:
+        return sum(len(run) for run in self.runs)
+
+
+def test_group_mode_new_owner_fences_the_old_one_with_runs_as_consumed(
     kafka_cluster: KafkaCluster, topic_factory: TopicFactory
 ) -> None:
-    """Group mode, raw batches: once a new owner claims the partition, the old one's writes are refused and
+    """Group mode, runs as consumed: once a new owner claims the partition, the old one's writes are refused and
     never acknowledged; the new owner resumes exactly after what the old one committed."""
     topic = topic_factory(kafka_cluster, partitions=1)
     sp = SourcePartition("orders", 0)
     old, new = _group_target(kafka_cluster, topic), _group_target(kafka_cluster, topic)
-    acked_old: list[RawBatch] = []
-    acked_new: list[RawBatch] = []
-
-    def collect(into: list[RawBatch]) -> object:
-        def on_ack(batches: Sequence[RawBatch]) -> None:
-            into.extend(batches)
-
-        return on_ack
-
+    acked_old, acked_new = _Acks(), _Acks()
     try:
-        assert old.passthrough(collect(acked_old)) is None  # type: ignore[arg-type]
-        assert new.passthrough(collect(acked_new)) is None  # type: ignore[arg-type]
         assert old.high_watermarks([sp]) == {}
-        old.start(lambda _: None)
-        old.write_batch(_raw(range(0, 2500)))  # split into transactions of 1,000
+        old.start(acked_old)
+        old.write_runs(_raw(range(0, 2500)), more=False)  # split into transactions of 1,000
         assert old.flush(30)
-        assert sum(b.count for b in acked_old) == 2500
+        assert acked_old.count == 2500
         assert new.high_watermarks([sp]) == {sp: 2500}
-        new.start(lambda _: None)
-        old.write_batch(_raw(range(2500, 2600)))  # fenced: must never become visible
+        new.start(acked_new)
+        old.write_runs(_raw(range(2500, 2600)), more=False)  # fenced: must never become visible
         old.flush(30)
-        assert sum(b.count for b in acked_old) == 2500
-        new.write_batch(_raw(range(2500, 3000)))
+        assert acked_old.count == 2500
+        new.write_runs(_raw(range(2500, 3000)), more=False)
         assert new.flush(30)
-        assert sum(b.count for b in acked_new) == 500
+        assert acked_new.count == 500
     finally:
         old.close()
         new.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 
 import pytest
@@ -111,8 +112,7 @@ class _Upper:
         for msg in run.messages():
             self.calls.append(msg.source_offset)
             topic = "dlq" if msg.source_offset == 13 else msg.topic
-            yield Message(msg.key, (msg.value or b"").upper(), msg.headers, topic, msg.source_cluster,
-                          msg.source_topic, msg.source_partition, msg.source_offset, msg.timestamp_ms, msg.size)  # fmt: skip
+            yield dataclasses.replace(msg, value=(msg.value or b"").upper(), topic=topic)
 
 
 def test_made_records_are_made_once_and_given_again_on_a_retry() -> None:
