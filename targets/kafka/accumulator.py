@@ -55,6 +55,7 @@ class Accumulator:
         self._current: list[_Queued] = []
         self._records = 0
         self._bytes = 0
+        self._full = False
         self._since = 0.0
         self._progress_since = 0.0
         self._eager = False
@@ -76,8 +77,8 @@ class Accumulator:
         """Add ``runs`` (each with its records' weights, or None: their sizes) to the batch being filled.
 
         A full batch waits for the sender to take it; a run that does not fit is split, so a
-        transaction never outgrows ``batch.max_records`` / ``max_bytes`` (by more than one record
-        when a single record is heavier). ``more`` False makes the batch due at once.
+        transaction never outgrows ``batch.max_records`` / ``max_bytes`` (but for a single record
+        heavier than a whole batch, which goes alone). ``more`` False makes the batch due at once.
         """
         with self._cond:
             for run, weights in runs:
@@ -95,38 +96,36 @@ class Accumulator:
                     self._progress_since = time.monotonic()
                 self._current.append(_Queued(run, None))
                 return
-            room = conf.max_records - self._records
             queued = _Queued(run, weights)
-            fits = (
-                len(run)
-                if queued.weight <= conf.max_bytes - self._bytes
-                else _fitting(run, weights, conf.max_bytes - self._bytes)
-            )
-            fits = min(fits, room)
+            room = conf.max_bytes - self._bytes
+            fits = len(run) if queued.weight <= room else _fitting(run, weights, room, at_least_one=not self._records)
+            fits = min(fits, conf.max_records - self._records)
             if fits >= len(run):
                 self._append(queued)
                 return
+            if fits == 0:  # not even the next record fits: the batch is full
+                self._full = True
+                self._cond.notify_all()
+                continue
             head, run = run.split(fits)
             head_weights = None if weights is None else weights[:fits]
             weights = None if weights is None else weights[fits:]
             self._append(_Queued(head, head_weights))
 
     def _append(self, queued: _Queued) -> None:
-        conf = self._conf
         self._current.append(queued)
         self._records += len(queued.run)
         self._bytes += queued.weight
-        if self._records >= conf.max_records or self._bytes >= conf.max_bytes:
+        if self._is_full():
             self._cond.notify_all()
+
+    def _is_full(self) -> bool:
+        conf = self._conf
+        return self._full or self._records >= conf.max_records or self._bytes >= conf.max_bytes
 
     def _make_room(self) -> None:
         """Under the lock: wait while the batch being filled is full, raise a failure, note when a batch begins."""
-        conf = self._conf
-        while (
-            self._failure is None
-            and not self._closing
-            and (self._records >= conf.max_records or self._bytes >= conf.max_bytes)
-        ):
+        while self._failure is None and not self._closing and self._is_full():
             self._cond.wait(0.5)
         self._raise_failure()
         if not self._records:
@@ -183,6 +182,8 @@ class Accumulator:
             self._current = kept
             self._records = sum(len(q.run) for q in kept)
             self._bytes = sum(q.weight for q in kept)
+            self._full = False
+            self._cond.notify_all()
             for sp in partitions:
                 self._entries.pop(sp, None)
                 self._unwritten.pop(sp, None)
@@ -196,7 +197,7 @@ class Accumulator:
                     due_in = self._due_in()
                     if due_in <= 0:
                         runs = [q.run for q in self._current]
-                        self._current, self._records, self._bytes = [], 0, 0
+                        self._current, self._records, self._bytes, self._full = [], 0, 0, False
                         self._progress_since, self._eager = 0.0, False
                         self._sending = True
                         self._cond.notify_all()
@@ -212,13 +213,11 @@ class Accumulator:
 
     def _due_in(self) -> float:
         """Seconds until what is pending must be sent (0 or less: now). Under the lock."""
-        conf = self._conf
         now = time.monotonic()
         if self._records:
-            full = self._records >= conf.max_records or self._bytes >= conf.max_bytes
-            if full or self._flush_requested or self._eager:
+            if self._is_full() or self._flush_requested or self._eager:
                 return 0.0
-            return conf.linger - (now - self._since)
+            return self._conf.linger - (now - self._since)
         if self._unwritten or (self._current and self._flush_requested):
             return 0.0
         if self._current:
@@ -256,7 +255,7 @@ class Accumulator:
         """The sender failed: drop the batch being filled with the one that failed, remember why, and wake
         every waiter (the relay's, in the target and in its budget; the transform's)."""
         with self._cond:
-            self._current, self._records, self._bytes = [], 0, 0
+            self._current, self._records, self._bytes, self._full = [], 0, 0, False
             self._progress_since, self._eager = 0.0, False
             self._failure = failure
             self._sending = False
@@ -273,12 +272,13 @@ class Accumulator:
             self._cond.notify_all()
 
 
-def _fitting(run: Run, weights: Sequence[int] | None, room: int) -> int:
-    """How many of ``run``'s records, in order, weigh ``room`` or less (at least one)."""
+def _fitting(run: Run, weights: Sequence[int] | None, room: int, at_least_one: bool) -> int:
+    """How many of ``run``'s records, in order, weigh ``room`` or less (one at least, if ``at_least_one``: a
+    single record heavier than a whole batch must still pass)."""
     fits = 0
     for weight in weights if weights is not None else run.weights():
         room -= weight
         if room < 0:
             break
         fits += 1
-    return max(1, fits)
+    return max(1, fits) if at_least_one else fits

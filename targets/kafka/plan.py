@@ -163,29 +163,29 @@ def _one(
     routes = how.routes
     mirrors = {sp: (routes[sp.topic].target, sp.partition) for sp in moves if routes[sp.topic].partition == "preserve"}
     with_records = [run for run in runs if run.records]
-    if how.transform is not None or how.build_messages:
+    if how.transform is not None or how.build_messages or any(run.is_built for run in with_records):
         made = Made(_made(with_records, how)) if with_records else None
         return Plan(key, tuple(runs), (), made, moves, current, extra, mirrors)
     return Plan(key, tuple(runs), _chunks(with_records, how), None, moves, current, extra, mirrors)
 
 
 def _chunks(runs: Sequence[Run], how: Planning) -> tuple[Chunk, ...]:
-    """Consumed records per target partition, in source order per source partition."""
+    """Consumed records per target partition (the route's topic), in source order per source partition."""
     chunks: dict[Where, Chunk] = {}
     for run in runs:
         route = how.routes[run.source.topic]
-        mode = route.partition
+        topic, mode = route.target, route.partition
         if mode == "key":
-            count = how.partitions[run.target]
+            count = how.partitions[topic]
             split: dict[int, list[KafkaMessage]] = {}
             for rec in run.records:
                 p = target_partition("key", rec.key(), run.source.partition, count)
                 split.setdefault(p, []).append(rec)
             for p, recs in split.items():
-                chunks.setdefault((run.target, p), Chunk(run.cluster, run.target, p, [])).runs.append(recs)
+                chunks.setdefault((topic, p), Chunk(run.cluster, topic, p, [])).runs.append(recs)
             continue
         p = run.source.partition if mode == "preserve" else mode
-        chunks.setdefault((run.target, p), Chunk(run.cluster, run.target, p, [])).runs.append(run.records)
+        chunks.setdefault((topic, p), Chunk(run.cluster, topic, p, [])).runs.append(run.records)
     return tuple(chunks.values())
 
 

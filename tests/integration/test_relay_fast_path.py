@@ -177,12 +177,12 @@ def _group_target(cluster: KafkaCluster, topic: str) -> KafkaTarget:
     return kafka.build(config, context, RelayMetrics())
 
 
-def _raw(offsets: range) -> list[Run]:
+def _raw(topic: str, offsets: range) -> list[Run]:
     recs = [
         KafkaMessage(topic="orders", partition=0, offset=o, key=f"k{o}".encode(), value=f"v{o}".encode())
         for o in offsets
     ]
-    return [Run.consumed("src", SourcePartition("orders", 0), "orders", recs)]
+    return [Run.consumed("src", SourcePartition("orders", 0), topic, recs)]
 
 
 class _Acks:
@@ -214,15 +214,15 @@ def test_group_mode_new_owner_fences_the_old_one_with_runs_as_consumed(
     try:
         assert old.high_watermarks([sp]) == {}
         old.start(acked_old)
-        old.write_runs(_raw(range(0, 2500)), more=False)  # split into transactions of 1,000
+        old.write_runs(_raw(topic, range(0, 2500)), more=False)  # split into transactions of 1,000
         assert old.flush(30)
         assert acked_old.count == 2500
         assert new.high_watermarks([sp]) == {sp: 2500}
         new.start(acked_new)
-        old.write_runs(_raw(range(2500, 2600)), more=False)  # fenced: must never become visible
+        old.write_runs(_raw(topic, range(2500, 2600)), more=False)  # fenced: must never become visible
         old.flush(30)
         assert acked_old.count == 2500
-        new.write_runs(_raw(range(2500, 3000)), more=False)
+        new.write_runs(_raw(topic, range(2500, 3000)), more=False)
         assert new.flush(30)
         assert acked_new.count == 500
     finally:
