@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from kafka_lfs_relay import commands, demo, offsets
+from kafka_lfs_relay import commands, demo, offsets_command
 from kafka_lfs_relay.sandbox import cli as sandbox_cli
 from relay import __version__, logs
 
@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kafka-lfs-relay {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     commands.add_parsers(sub)
-    offsets.add_parser(sub)
+    offsets_command.add_parser(sub)
     demo.add_parser(sub)
     sandbox_cli.add_parser(sub)
     return parser

@@ -15,6 +15,7 @@ import structlog
 from kafka_lfs_relay import workers
 from kafka_lfs_relay.config import RelayConfig, load_config, validate
 from kafka_lfs_relay.config.model import parse_workers, with_workers
+from kafka_lfs_relay.exits import INTERNAL_ERROR, internal_error
 from kafka_lfs_relay.stopsignals import on_stop_signals
 from kafka_lfs_relay.wiring import build_background, build_relay
 from relay import logs
@@ -43,28 +44,9 @@ def add_parsers(sub: Any) -> None:
     check.set_defaults(func=cmd_check)
 
 
-INTERNAL_ERROR = 70
-"""Exit code of a run or check ended by a bug (EX_SOFTWARE), not by a user mistake."""
-
-
 def _say(masker: SecretMasker, text: str) -> None:
     """One line to stderr, known secrets scrubbed."""
     print(masker(f"kafka-lfs-relay: {text}"), file=sys.stderr)
-
-
-def internal_error(exc: BaseException) -> str:
-    """An exception that is a bug, for the one line the CLI prints: its type and message on one line.
-
-    The caller prints it through the config's :class:`SecretMasker`; the traceback, if any, goes
-    to the log.
-    """
-    kind = (
-        type(exc).__qualname__
-        if type(exc).__module__ == "builtins"
-        else f"{type(exc).__module__}.{type(exc).__qualname__}"
-    )
-    message = " ".join(str(exc).split())
-    return f"internal error: {kind}{': ' + message if message else ''} (a bug; please report it)"
 
 
 def _load(args: argparse.Namespace, masker: SecretMasker) -> RelayConfig:

@@ -16,7 +16,7 @@ import rich  # noqa: F401  (required: the console renderer would use it)
 import structlog
 
 from kafka_lfs_relay import cli
-from kafka_lfs_relay.commands import internal_error
+from kafka_lfs_relay.exits import internal_error
 from relay import logs
 from relay.errors import SecretMasker
 
