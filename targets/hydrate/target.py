@@ -56,8 +56,8 @@ Memory
     envelope's own size on acknowledgement);
   * a batch holds at most ``max_in_flight / (2 * copies)`` of payload (``target.batch.max_bytes``
     if smaller), so that while one batch is being committed the window has room to fetch the
-    next one. With a batch as large as the window, the next batch's fetches waited for each
-    commit and the producer then waited for them: 30% of the sender's time in the benchmark.
+    next one. With a batch as large as the window, the next batch's fetches would wait for each
+    commit, and the producer then for them.
 
   A fetch may always start when no other fetch is ahead of the producer, so a batch can always
   be completed, and fetching one record always overlaps producing the one before; the window is

@@ -19,9 +19,9 @@ _CONFIG_NAME = re.compile(r"[a-z][a-z0-9.]*[a-z0-9]")
 class BatchConfig:
     """When the target cuts a batch (one transaction): by records, by bytes, or after ``linger``.
 
-    ``max_bytes`` defaults to 64 MiB, or to ``max_in_flight`` when that is smaller: with records
-    of several MiB, 16 MiB batches committed a transaction every two records and the Kafka
-    target wrote 8 MiB records at 111 MB/s against 171 MB/s with 64 MiB batches.
+    ``max_bytes`` defaults to 64 MiB, or to ``max_in_flight`` when that is smaller: records of
+    several MiB need batches of many of them, or every transaction commits only a record or two
+    (docs/performance.md has the figures).
     """
 
     max_records: int = 20_000

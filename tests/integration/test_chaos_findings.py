@@ -29,13 +29,12 @@ TOPIC = "events"
 def test_a_failover_to_a_trailing_standby_never_commits_a_record_twice_nor_a_position_back(
     tmp_path: Path, cluster_factory: ClusterFactory
 ) -> None:
-    """Chaos seed 15: east killed while the standby trailed by a few seconds of records.
+    """East killed while the standby trailed by a few seconds of records: every record once, and the relay starts again.
 
-    The relay read west from west's end, below its own position, and committed those records a
-    second time with their position, which had moved back; that positions record cannot be read,
-    so every later start of the relay failed. Now the relay either waits for the standby or stops
-    before committing (one line naming the partition); restarted, it goes on from its committed
-    position. Either way: every record once, and the relay starts again.
+    Reading west from west's end, below the relay's own position, and committing those records a
+    second time with a position that moved back would leave a positions record no relay can read.
+    The relay either waits for the standby or stops before committing (one line naming the
+    partition); restarted, it goes on from its committed position.
     """
     east, west, target = cluster_factory("east"), cluster_factory("west"), cluster_factory("target")
     for cluster in (east, west):

@@ -84,7 +84,7 @@ def test_a_member_handed_a_share_creates_the_target_topic_with_the_source_partit
     kafka_cluster: KafkaCluster,
 ) -> None:
     """A group member assigned partitions 0 and 2 of a 6-partition source topic creates its missing target topic
-    with 6 partitions, not 3 (found by the workers test: the topic stayed too small for partition: preserve)."""
+    with 6 partitions, not 3 (which would stay too small for partition: preserve)."""
     topic = f"created-{uuid.uuid4().hex[:10]}"
     asked: list[list[str]] = []
 
