@@ -185,7 +185,14 @@ class KafkaTarget:
             accumulator.add([(run, None) for run in runs], more)
             return
         accumulator.flush(0)  # a failure is raised before any work begins for runs that would be dropped
-        accumulator.add([transform.begin(run) for run in runs], more)
+        begun = [transform.begin(run) for run in runs]
+        try:
+            accumulator.add(begun, more)
+        except BaseException:
+            # The sender failed after the check above: the work just begun belongs to runs the relay
+            # reads again, like all the work the failure dropped.
+            transform.drop()
+            raise
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every run written is committed; raises what the sender raised."""
