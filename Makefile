@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: test demo lint typecheck bench chaos chaos-ci clean
+.PHONY: test demo lint typecheck bench chaos chaos-ci clean deploy-rules test-pythons
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -63,3 +63,7 @@ chaos-ci: $(BIN)/.installed
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+
+# deploy/kubernetes/base/prometheusrule.yaml from deploy/prometheus-alerts.yml (the one source of the alerts).
+deploy-rules: $(BIN)/.installed
+	$(BIN)/python -m tests.deploy.rules
