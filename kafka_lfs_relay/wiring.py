@@ -76,7 +76,7 @@ def build_relay(
     return Relay(pool, target, settings, metrics, filters=filters, on_progress=on_progress)
 
 
-def build_background(config: RelayConfig, metrics: RelayMetrics) -> Periodic:
+def build_background(config: RelayConfig, metrics: RelayMetrics, leads: Callable[[], bool] = lambda: True) -> Periodic:
     """The periodic work beside the relay: the group offset sync (``group_offsets``) and the topic config
     sync (``target.topic_configs.sync_interval``), each if configured."""
     tasks: list[Task] = []
@@ -90,4 +90,4 @@ def build_background(config: RelayConfig, metrics: RelayMetrics) -> Periodic:
 
         sync = GroupOffsetSync(config, metrics, config.group_offsets.groups)
         tasks.append(Task("group offset sync", config.group_offsets.interval, sync.run_once, sync.close))
-    return Periodic(tasks)
+    return Periodic(tasks, leads)
