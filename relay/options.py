@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import TypeVar
 
 from relay.errors import ConfigError
+from relay.oauth import PROVIDERS, SIGNER_PACKAGE, OAuthSettings, signer_installed
 from relay.settings import Backoff, ClusterConfig, is_topic_name
 from relay.units import parse_duration, parse_size
 
@@ -202,15 +203,42 @@ class Section:
 
 
 def read_cluster(sec: Section, default_name: str) -> ClusterConfig:
-    """``name``, ``bootstrap_servers`` and ``kafka`` (librdkafka properties) of a cluster entry."""
+    """``name``, ``bootstrap_servers``, ``kafka`` (librdkafka properties) and ``sasl_oauth`` of a cluster entry."""
     cluster = ClusterConfig(
         name=sec.text("name", default_name),
         bootstrap_servers=sec.text("bootstrap_servers"),
         kafka=sec.string_map("kafka"),
+        oauth=read_oauth(sec.section("sasl_oauth")) if sec.has("sasl_oauth") else None,
     )
     if "bootstrap.servers" in cluster.kafka:
         raise ConfigError(sec.key_path("kafka.bootstrap.servers"), "set bootstrap_servers instead")
+    if cluster.oauth is not None and cluster.kafka.get("sasl.mechanism", "").upper() != "OAUTHBEARER":
+        raise ConfigError(sec.key_path("sasl_oauth"), "needs kafka: {sasl.mechanism: OAUTHBEARER}")
     return cluster
+
+
+def read_oauth(sec: Section) -> OAuthSettings:
+    """A ``sasl_oauth`` section: the provider of the cluster's OAUTHBEARER tokens (see :mod:`relay.oauth`)."""
+    provider = sec.choice("provider", PROVIDERS)
+    if not signer_installed():
+        raise ConfigError(
+            sec.key_path("provider"),
+            f"{provider} needs the package {SIGNER_PACKAGE}: pip install 'kafka-lfs-relay[msk-iam]'",
+            provider,
+        )
+    role_arn = sec.opt_text("role_arn")
+    if role_arn is not None and not role_arn.startswith("arn:"):
+        raise ConfigError(
+            sec.key_path("role_arn"), "expected a role ARN like arn:aws:iam::123456789012:role/relay", role_arn
+        )
+    settings = OAuthSettings(
+        provider=provider,
+        region=sec.text("region"),
+        role_arn=role_arn,
+        session_name=sec.text("session_name", OAuthSettings.session_name),
+    )
+    sec.finish()
+    return settings
 
 
 def read_backoff(sec: Section, default: Backoff) -> Backoff:
