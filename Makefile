@@ -70,16 +70,16 @@ deploy-rules: $(BIN)/.installed
 
 # The unit tests on every other CPython from 3.10 up found here (pyenv's or on PATH; `make test` runs
 # everything on python3, 3.11 here), each in its own venv
-# under build/py/; the oldest with the lowest dependency versions (tests/constraints-lowest.txt).
+# under build/py/.
 PYTHONS ?= 3.10 3.12 3.13
 test-pythons:
-	@set -e; lowest=1; for v in $(PYTHONS); do \
+	@set -e; for v in $(PYTHONS); do \
 	  py=$$(ls $$HOME/.pyenv/versions/$$v.*/bin/python$$v 2>/dev/null | tail -1); \
 	  [ -n "$$py" ] || py=$$(command -v python$$v || true); \
 	  if [ -z "$$py" ]; then echo "python$$v: not on this machine, skipped"; continue; fi; \
-	  env=build/py/$$v; constraints=; [ $$lowest = 1 ] && constraints="-c tests/constraints-lowest.txt"; lowest=0; \
+	  env=build/py/$$v; \
 	  [ -x $$env/bin/pytest ] || { $$py -m venv $$env && $$env/bin/pip install --quiet --upgrade pip && \
-	    $$env/bin/pip install --quiet $$constraints -e '.[test]'; }; \
-	  echo "== unit tests on $$($$env/bin/python --version) $${constraints:+(lowest dependencies)}"; \
+	    $$env/bin/pip install --quiet -e '.[test]'; }; \
+	  echo "== unit tests on $$($$env/bin/python --version)"; \
 	  $$env/bin/pytest -q -p no:cacheprovider tests/unit; \
 	done
