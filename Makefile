@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: test demo lint typecheck bench chaos chaos-ci clean
+.PHONY: test demo lint typecheck bench chaos chaos-ci clean deploy-rules test-pythons
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -63,3 +63,23 @@ chaos-ci: $(BIN)/.installed
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+
+# deploy/kubernetes/base/prometheusrule.yaml from deploy/prometheus-alerts.yml (the one source of the alerts).
+deploy-rules: $(BIN)/.installed
+	$(BIN)/python -m tests.deploy.rules
+
+# The unit tests on every other CPython from 3.10 up found here (pyenv's or on PATH; `make test` runs
+# everything on python3, 3.11 here), each in its own venv
+# under build/py/.
+PYTHONS ?= 3.10 3.12 3.13
+test-pythons:
+	@set -e; for v in $(PYTHONS); do \
+	  py=$$(ls $$HOME/.pyenv/versions/$$v.*/bin/python$$v 2>/dev/null | tail -1); \
+	  [ -n "$$py" ] || py=$$(command -v python$$v || true); \
+	  if [ -z "$$py" ]; then echo "python$$v: not on this machine, skipped"; continue; fi; \
+	  env=build/py/$$v; \
+	  [ -x $$env/bin/pytest ] || { $$py -m venv $$env && $$env/bin/pip install --quiet --upgrade pip && \
+	    $$env/bin/pip install --quiet -e '.[test]'; }; \
+	  echo "== unit tests on $$($$env/bin/python --version)"; \
+	  $$env/bin/pytest -q -p no:cacheprovider tests/unit; \
+	done

@@ -10,6 +10,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Final
 
 from filters._errors import FilterConfigError
+from relay.options import EnvText, env_flag, env_integer
 from relay.units import parse_size
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -64,8 +65,8 @@ def regex(config: Mapping[str, object], key: str) -> re.Pattern[str]:
 
 
 def flag(config: Mapping[str, object], key: str, default: bool) -> bool:
-    """An optional boolean."""
-    value = config.get(key, default)
+    """An optional boolean (or ``${VAR}`` text that is true or false)."""
+    value = env_flag(config.get(key, default))
     if not isinstance(value, bool):
         raise FilterConfigError(key, "expected true or false", value)
     return value
@@ -87,10 +88,15 @@ def size(config: Mapping[str, object], key: str) -> int | None:
 
 
 def fraction(config: Mapping[str, object], key: str) -> float:
-    """A required number from 0 to 1."""
+    """A required number from 0 to 1 (or ``${VAR}`` text that is one)."""
     if key not in config:
         raise FilterConfigError(key, "is required")
     value = config[key]
+    if isinstance(value, EnvText):
+        try:
+            value = float(value)
+        except ValueError:
+            raise FilterConfigError(key, "expected a number from 0 to 1", str(value)) from None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise FilterConfigError(key, "expected a number from 0 to 1", value)
     if not (math.isfinite(value) and 0 <= value <= 1):
@@ -112,7 +118,7 @@ def timestamp_ms(config: Mapping[str, object], key: str) -> int | None:
     """
     if key not in config:
         return None
-    value = config[key]
+    value = env_integer(config[key])
     expected = "expected epoch milliseconds or an RFC 3339 timestamp like 2024-05-01T00:00:00Z"
     if isinstance(value, bool):
         raise FilterConfigError(key, expected, value)

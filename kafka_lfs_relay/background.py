@@ -3,16 +3,25 @@
 Admin calls to a cluster that is down take their full timeout; they run here so that the relay's
 thread never waits for them. A task that fails is logged and tried again at its next turn; it
 never stops the relay.
+
+One instance of a relay does this work, whatever runs it (``--workers``, replicas of a
+Deployment): the one that owns the *lead partition*, partition 0 of the first configured topic
+(:func:`lead_partition`). Kafka's group gives that partition to exactly one member, so no
+election is needed, and the duty moves with it when that member dies or the group rebalances.
+Several instances doing it at once would commit a group's offsets from different views, one
+possibly older than the other. A relay outside group mode owns every partition and so leads.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import structlog
+
+from relay.message import SourcePartition
 
 log = structlog.get_logger("kafka_lfs_relay.background")
 
@@ -28,11 +37,22 @@ class Task:
     due: float = 0.0
 
 
-class Periodic:
-    """Runs tasks one after another on one daemon thread, each at its own interval."""
+def lead_partition(topics: Sequence[str]) -> SourcePartition:
+    """The partition whose owner does the periodic work: partition 0 of the first topic."""
+    return SourcePartition(topics[0], 0)
 
-    def __init__(self, tasks: list[Task]) -> None:
+
+class Periodic:
+    """Runs tasks one after another on one daemon thread, each at its own interval, while ``leads()``.
+
+    ``leads`` is asked before each turn (from this thread): while it is False the tasks wait, and
+    the first turn after it becomes True runs every task at once.
+    """
+
+    def __init__(self, tasks: list[Task], leads: Callable[[], bool] = lambda: True) -> None:
         self.tasks = tasks
+        self.leads = leads
+        self._leading = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -53,8 +73,25 @@ class Periodic:
                 if task.close is not None:
                     task.close()
 
+    def _leading_now(self) -> bool:
+        leading = self.leads()
+        if leading != self._leading:
+            log.info(
+                "this instance owns the lead partition: it runs the periodic work"
+                if leading
+                else "this instance no longer owns the lead partition: the periodic work moves with it",
+                tasks=[task.name for task in self.tasks],
+            )
+            self._leading = leading
+            for task in self.tasks:
+                task.due = 0.0
+        return leading
+
     def _loop(self) -> None:
         while not self._stop.is_set():
+            if not self._leading_now():
+                self._stop.wait(1.0)
+                continue
             now = time.monotonic()
             for task in self.tasks:
                 if self._stop.is_set() or task.due > now:
@@ -65,4 +102,4 @@ class Periodic:
                     log.warning("background task failed; trying again next time", task=task.name, error=str(exc))
                 task.due = time.monotonic() + task.interval
             wait = min(task.due for task in self.tasks) - time.monotonic()
-            self._stop.wait(max(0.05, wait))
+            self._stop.wait(min(max(0.05, wait), 1.0))  # leadership is looked at again every second

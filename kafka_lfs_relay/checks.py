@@ -57,9 +57,6 @@ def check_s3(config: RelayConfig, out: Callable[[str], None]) -> int:
     return problems
 
 
-_CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
-
-
 def _probe_bucket(client: Any, bucket: str, prefix: str, section: str) -> tuple[str, str]:
     """(verdict, reason) for one bucket: a one-key listing, which changes nothing and, unlike
     HeadBucket, answers with an error code that tells wrong credentials from a missing permission."""
@@ -67,14 +64,16 @@ def _probe_bucket(client: Any, bucket: str, prefix: str, section: str) -> tuple[
         client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
     except Exception as exc:  # every S3 failure is a finding here, described without secrets
         code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
-        if code in _CREDENTIAL_CODES:
+        kind = error_kind(exc)
+        if kind == "credentials":
+            what = f"the credentials were rejected ({code})" if code else f"no usable credentials ({describe(exc)})"
             return (
                 "PROBLEM",
-                f"the credentials were rejected ({code}); check access_key_id and secret_access_key in {section}",
+                f"{what}; a permanent error, run would stop on it: check access_key_id and secret_access_key, "
+                f"profile or role_arn in {section}, or the AWS environment (IRSA, instance role)",
             )
         if code == "NoSuchBucket":
             return "PROBLEM", "the bucket does not exist"
-        kind = error_kind(exc)
         if kind == "access_denied":
             # A least-privilege policy may allow PutObject/GetObject but not ListBucket.
             return (

@@ -13,6 +13,7 @@ from typing import Any
 import structlog
 
 from kafka_lfs_relay import workers
+from kafka_lfs_relay.background import lead_partition
 from kafka_lfs_relay.config import RelayConfig, load_config, validate
 from kafka_lfs_relay.config.model import parse_workers, with_workers
 from kafka_lfs_relay.exits import INTERNAL_ERROR, internal_error
@@ -165,16 +166,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         # collection, and young collections are made rarer.
         gc.freeze()
         gc.set_threshold(100_000, 50, 50)
-        # One process does the periodic work (group offsets, topic configs): workers would repeat it.
-        background = build_background(config, metrics) if not index else None
-        if background is not None:
-            background.start()
+        # One instance does the periodic work (group offsets, topic configs): the owner of the lead
+        # partition (kafka_lfs_relay.background), whether workers or replicas run the relay.
+        lead = lead_partition([t.source for t in config.topics])
+        background = build_background(config, metrics, leads=lambda: lead in relay.owned())
+        background.start()
         try:
             with on_stop_signals(on_signal):
                 relay.run()
         finally:
-            if background is not None:
-                background.stop()
+            background.stop()
     except RelayError as exc:
         if sys.stderr.isatty():
             sys.stderr.write("\n")

@@ -99,7 +99,7 @@ def _log_path(config: RelayConfig, filters: FilterChain | None) -> None:
         log.info("relay path: records as consumed (no Message per record)")
 
 
-def build_background(config: RelayConfig, metrics: RelayMetrics) -> Periodic:
+def build_background(config: RelayConfig, metrics: RelayMetrics, leads: Callable[[], bool] = lambda: True) -> Periodic:
     """The periodic work beside the relay: the group offset sync (``group_offsets``) and the topic config
     sync (``target.topic_configs.sync_interval``), each if configured."""
     tasks: list[Task] = []
@@ -113,4 +113,4 @@ def build_background(config: RelayConfig, metrics: RelayMetrics) -> Periodic:
 
         sync = GroupOffsetSync(config, metrics, config.group_offsets.groups)
         tasks.append(Task("group offset sync", config.group_offsets.interval, sync.run_once, sync.close))
-    return Periodic(tasks)
+    return Periodic(tasks, leads)

@@ -7,6 +7,7 @@ The listener serves ``/metrics`` (Prometheus), ``/healthz`` (liveness) and ``/re
 from __future__ import annotations
 
 import json
+import platform
 import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -14,10 +15,23 @@ from socketserver import ThreadingMixIn
 from typing import Any, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+import confluent_kafka
+from prometheus_client import (
+    GC_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    make_wsgi_app,
+)
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from relay import __version__
 from relay.health import RelayHealth
 
 PREFIX = "kafka_lfs_relay"
@@ -30,6 +44,23 @@ class RelayMetrics:
         self.registry = registry or CollectorRegistry()
         self.health = health or RelayHealth()
         r = self.registry
+        # The standard collectors, in the relay's own registry: process_* (CPU, resident memory,
+        # open file descriptors, start time), python_info and python_gc_*.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        if GC_COLLECTOR is not None:
+            GCCollector(registry=r)
+        self.build_info = Info(f"{PREFIX}_build", "The relay's version and the versions it runs on.", registry=r)
+        self.build_info.info(
+            {
+                "version": __version__,
+                "python": platform.python_version(),
+                "confluent_kafka": str(confluent_kafka.__version__),
+                "librdkafka": confluent_kafka.libversion()[0],
+            }
+        )
+        self.ready = Gauge(f"{PREFIX}_ready", "1 while /readyz answers ready (see relay.health), else 0.", registry=r)
+        self.ready.set_function(lambda: 1.0 if self.health.readiness()[0] else 0.0)
         self.records_relayed = Counter(
             f"{PREFIX}_records_relayed",
             "Records durably written to the target.",

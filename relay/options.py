@@ -7,15 +7,44 @@ option sections (``target.lfs``, ``target.hydrate``): one :class:`Section` per m
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TypeVar
 
 from relay.errors import ConfigError
+from relay.oauth import PROVIDERS, SIGNER_PACKAGE, OAuthSettings, signer_installed
 from relay.settings import Backoff, ClusterConfig, is_topic_name
 from relay.units import parse_duration, parse_size
 
 T = TypeVar("T")
 _MISSING = object()
+_INTEGER = re.compile(r"[-+]?[0-9]+", re.ASCII)
+_BOOLEANS = {"true": True, "false": False}
+
+
+class EnvText(str):
+    """A config string that ``${VAR}`` substitution produced.
+
+    YAML typed every other value when the file was read; an environment variable is always text.
+    A reader that wants a number or a boolean therefore parses an ``EnvText`` (``"20000"``,
+    ``"false"``) as YAML would have typed the same text written in the file, and refuses anything
+    else with the key's usual message. Sizes and durations read text already. A plain string in
+    the file stays a string: ``max_records: "20000"`` is still refused, as quoting it asks.
+    """
+
+
+def env_integer(value: object) -> object:
+    """``value`` as an int when it is ``EnvText`` holding a whole number, else unchanged."""
+    if isinstance(value, EnvText) and _INTEGER.fullmatch(value.strip()):
+        return int(value)
+    return value
+
+
+def env_flag(value: object) -> object:
+    """``value`` as a bool when it is ``EnvText`` holding true or false (any case), else unchanged."""
+    if isinstance(value, EnvText):
+        return _BOOLEANS.get(value.strip().lower(), value)
+    return value
 
 
 class Section:
@@ -73,15 +102,15 @@ class Section:
         return None if self.raw(key, None) is None else self.text(key)
 
     def flag(self, key: str, default: bool) -> bool:
-        """A YAML boolean."""
-        value = self.raw(key, default)
+        """A YAML boolean (or ``${VAR}`` text that is true or false)."""
+        value = env_flag(self.raw(key, default))
         if not isinstance(value, bool):
             raise ConfigError(self.key_path(key), "expected true or false", value)
         return value
 
     def integer(self, key: str, default: object = _MISSING, minimum: int | None = None) -> int:
-        """An integer, at least ``minimum``."""
-        value = self.raw(key, default)
+        """An integer (or ``${VAR}`` text that is one), at least ``minimum``."""
+        value = env_integer(self.raw(key, default))
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(self.key_path(key), "expected a whole number", value)
         if minimum is not None and value < minimum:
@@ -174,15 +203,42 @@ class Section:
 
 
 def read_cluster(sec: Section, default_name: str) -> ClusterConfig:
-    """``name``, ``bootstrap_servers`` and ``kafka`` (librdkafka properties) of a cluster entry."""
+    """``name``, ``bootstrap_servers``, ``kafka`` (librdkafka properties) and ``sasl_oauth`` of a cluster entry."""
     cluster = ClusterConfig(
         name=sec.text("name", default_name),
         bootstrap_servers=sec.text("bootstrap_servers"),
         kafka=sec.string_map("kafka"),
+        oauth=read_oauth(sec.section("sasl_oauth")) if sec.has("sasl_oauth") else None,
     )
     if "bootstrap.servers" in cluster.kafka:
         raise ConfigError(sec.key_path("kafka.bootstrap.servers"), "set bootstrap_servers instead")
+    if cluster.oauth is not None and cluster.kafka.get("sasl.mechanism", "").upper() != "OAUTHBEARER":
+        raise ConfigError(sec.key_path("sasl_oauth"), "needs kafka: {sasl.mechanism: OAUTHBEARER}")
     return cluster
+
+
+def read_oauth(sec: Section) -> OAuthSettings:
+    """A ``sasl_oauth`` section: the provider of the cluster's OAUTHBEARER tokens (see :mod:`relay.oauth`)."""
+    provider = sec.choice("provider", PROVIDERS)
+    if not signer_installed():
+        raise ConfigError(
+            sec.key_path("provider"),
+            f"{provider} needs the package {SIGNER_PACKAGE}: pip install 'kafka-lfs-relay[msk-iam]'",
+            provider,
+        )
+    role_arn = sec.opt_text("role_arn")
+    if role_arn is not None and not role_arn.startswith("arn:"):
+        raise ConfigError(
+            sec.key_path("role_arn"), "expected a role ARN like arn:aws:iam::123456789012:role/relay", role_arn
+        )
+    settings = OAuthSettings(
+        provider=provider,
+        region=sec.text("region"),
+        role_arn=role_arn,
+        session_name=sec.text("session_name", OAuthSettings.session_name),
+    )
+    sec.finish()
+    return settings
 
 
 def read_backoff(sec: Section, default: Backoff) -> Backoff:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from relay.errors import REDACTED, is_secret_path
+from relay.oauth import OAuthSettings
 
 MIB: Final = 1024 * 1024
 
@@ -62,10 +63,14 @@ class ClusterConfig:
     name: str
     bootstrap_servers: str
     kafka: Mapping[str, str] = field(default_factory=dict)
+    oauth: OAuthSettings | None = None
 
-    def client_config(self) -> dict[str, str]:
-        """librdkafka properties for a client of this cluster."""
-        return {**self.kafka, "bootstrap.servers": self.bootstrap_servers}
+    def client_config(self) -> dict[str, Any]:
+        """librdkafka properties for a client of this cluster (with its ``oauth_cb``, if it has one)."""
+        props: dict[str, Any] = {**self.kafka, "bootstrap.servers": self.bootstrap_servers}
+        if self.oauth is not None:
+            props["oauth_cb"] = self.oauth.callback()
+        return props
 
     def __repr__(self) -> str:
         return (

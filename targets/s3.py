@@ -1,8 +1,9 @@
 """The ``s3`` option section of the ``lfs`` and ``hydrate`` targets.
 
-Credentials: explicit ``access_key_id``/``secret_access_key`` (use ``${VAR}``), else boto3's
-standard chain (environment, shared config, instance role). Secrets never appear in a repr, a
-log line or an error.
+Credentials: explicit ``access_key_id``/``secret_access_key`` (use ``${VAR}``), or a ``profile``
+of the shared AWS config, else boto3's standard chain (environment, shared config, web identity
+as IRSA gives it, instance role); ``role_arn`` (with ``external_id``, ``session_name``) then
+assumes a role with them. Secrets never appear in a repr, a log line or an error.
 """
 
 from __future__ import annotations
@@ -29,6 +30,19 @@ def parse_s3(sec: Section, require_bucket: bool) -> S3Settings:
     secret = sec.opt_text("secret_access_key")
     if (access_key is None) != (secret is None):
         raise ConfigError(sec.path, "set both access_key_id and secret_access_key, or neither (standard AWS chain)")
+    profile = sec.opt_text("profile")
+    if profile is not None and access_key is not None:
+        raise ConfigError(sec.key_path("profile"), "set either a profile or access_key_id/secret_access_key, not both")
+    role_arn = sec.opt_text("role_arn")
+    external_id = sec.opt_text("external_id")
+    session_name = sec.text("session_name", d.session_name)
+    if role_arn is None and (external_id is not None or sec.has("session_name")):
+        key = "external_id" if external_id is not None else "session_name"
+        raise ConfigError(sec.key_path(key), "only applies with role_arn")
+    if role_arn is not None and not role_arn.startswith("arn:"):
+        raise ConfigError(
+            sec.key_path("role_arn"), "expected a role ARN like arn:aws:iam::123456789012:role/relay", role_arn
+        )
     settings = S3Settings(
         bucket=sec.text("bucket") if require_bucket else sec.opt_text("bucket"),
         endpoint_url=sec.opt_text("endpoint_url"),
@@ -38,6 +52,10 @@ def parse_s3(sec: Section, require_bucket: bool) -> S3Settings:
         access_key_id=access_key,
         secret_access_key=secret,
         session_token=sec.opt_text("session_token"),
+        profile=profile,
+        role_arn=role_arn,
+        external_id=external_id,
+        session_name=session_name,
         sse=sse,
         kms_key_id=sec.opt_text("kms_key_id"),
         tags=sec.string_map("tags"),

@@ -67,9 +67,9 @@ def _structlog_defaults() -> Iterator[None]:
 def _factory(root: Path, dist: KafkaDistribution) -> tuple[ClusterFactory, list[KafkaCluster]]:
     started: list[KafkaCluster] = []
 
-    def make(name: str | None = None, auth: bool = False) -> KafkaCluster:
+    def make(name: str | None = None, auth: bool = False, acls: bool = False) -> KafkaCluster:
         name = name or f"k{len(started) + 1}"
-        cluster = KafkaCluster.create(name, root / f"{name}-{uuid.uuid4().hex[:6]}", dist, auth=auth)
+        cluster = KafkaCluster.create(name, root / f"{name}-{uuid.uuid4().hex[:6]}", dist, auth=auth, acls=acls)
         started.append(cluster)
         cluster.start()
         return cluster

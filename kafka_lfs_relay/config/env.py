@@ -18,6 +18,7 @@ from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode
 
 from relay.errors import ConfigError, is_secret_path
+from relay.options import EnvText
 
 _REFERENCE_RE: Final = re.compile(r"\$\$\{|\$\{(?P<body>[^}]*)\}|\$\{")
 _BODY_RE: Final = re.compile(r"(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>.*))?", re.ASCII | re.DOTALL)
@@ -38,7 +39,10 @@ def join_index(path: str, index: int) -> str:
 
 
 def _substitute_string(text: str, env: Mapping[str, str], path: str, secrets: set[str] | None) -> str:
+    substituted = False
+
     def replace(match: re.Match[str]) -> str:
+        nonlocal substituted
         if match.group(0) == "$${":
             return "${"
         body = match.group("body")
@@ -52,9 +56,11 @@ def _substitute_string(text: str, env: Mapping[str, str], path: str, secrets: se
             raise ConfigError(path, f"environment variable {name} is not set")
         if secrets is not None and (is_secret_path(path) or is_secret_path(name)):
             secrets.add(value)
+        substituted = True
         return value
 
-    return _REFERENCE_RE.sub(replace, text)
+    result = _REFERENCE_RE.sub(replace, text)
+    return EnvText(result) if substituted else result
 
 
 def _substitute(
@@ -75,8 +81,11 @@ def _substitute(
 def substitute_env(tree: object, env: Mapping[str, str], path: str = "", secrets: set[str] | None = None) -> object:
     """A copy of a YAML-loaded ``tree`` with environment references in its strings replaced.
 
-    Only string values are rewritten (not mapping keys, not other scalars, and a result stays a
-    string: ``"${PORT}"`` becomes ``"9092"``, never ``9092``). Inside a string:
+    Only string values are rewritten (not mapping keys, not other scalars). A string with a
+    reference becomes :class:`relay.options.EnvText`: still text (``"${PORT}"`` becomes
+    ``"9092"``, and a librdkafka property or a password keeps its exact characters), but a key
+    that takes a number or a boolean reads it as one (``max_records: ${MAX:-20000}``,
+    ``stop_at_end: ${STOP:-false}``); sizes and durations read text anyway. Inside a string:
 
     * ``${NAME}`` is the value of ``NAME`` in ``env`` (which may be empty);
     * ``${NAME:-default}`` is ``default`` when ``NAME`` is unset *or empty*, as in the shell; the

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from kafka_lfs_relay.registry import CUSTOM_SECTION, SECTIONS, TARGETS
 from relay.errors import ConfigError
 from relay.health import STALL_TIMEOUT
-from relay.options import Section, read_backoff, read_cluster
+from relay.options import Section, env_integer, read_backoff, read_cluster
 from relay.plugins import is_dotted_path
 from relay.settings import (
     GAP_POLICIES,
@@ -147,7 +147,7 @@ def _source_pool(sec: Section) -> SourcePoolConfig:
 def _topic(sec: Section, on_gap: GapPolicy) -> TopicConfig:
     source = sec.topic("source")
     target = sec.topic("target", source)
-    raw = sec.raw("partition", TopicConfig.partition)
+    raw = env_integer(sec.raw("partition", TopicConfig.partition))
     partition: Any
     if raw in ("preserve", "key") or (isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0):
         partition = raw

@@ -35,11 +35,20 @@ logger.apache.level = WARN
 
 @dataclass
 class AuthProfile:
-    """A SASL_SSL listener with one SCRAM-SHA-512 user and a CA the sandbox generated."""
+    """A SASL_SSL listener with SCRAM-SHA-512 users and a CA the sandbox generated.
+
+    With ``acls`` the broker also runs KRaft's StandardAuthorizer with no ACL granted: the user
+    ``username`` may do nothing until ACLs allow it, while ``admin_username`` is a super user
+    (:meth:`KafkaCluster.admin_config`) who grants them. The broker's own listeners (inter-broker,
+    controller) stay plaintext on loopback and are super users too.
+    """
 
     username: str = "relay"
     password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
     store_password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    acls: bool = False
+    admin_username: str = "admin"
+    admin_password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
 
 
 @dataclass
@@ -102,9 +111,16 @@ class KafkaCluster:
 
     @classmethod
     def create(
-        cls, name: str, workdir: Path, dist: KafkaDistribution, auth: bool = False, heap: str = "512m"
+        cls,
+        name: str,
+        workdir: Path,
+        dist: KafkaDistribution,
+        auth: bool = False,
+        heap: str = "512m",
+        acls: bool = False,
     ) -> KafkaCluster:
-        """A new, not yet started cluster with fresh ports under ``workdir``."""
+        """A new, not yet started cluster with fresh ports under ``workdir`` (``acls`` implies ``auth``)."""
+        auth = auth or acls
         # Absolute, because the broker runs with workdir as its cwd and is given paths inside it.
         workdir = Path(workdir).absolute()
         workdir.mkdir(parents=True, exist_ok=True)
@@ -114,7 +130,7 @@ class KafkaCluster:
             broker_port=free_port(),
             controller_port=free_port(),
             internal_port=free_port() if auth else None,
-            auth=AuthProfile() if auth else None,
+            auth=AuthProfile(acls=acls) if auth else None,
             heap=heap,
         )
         return cls(spec, dist)
@@ -155,6 +171,13 @@ class KafkaCluster:
                 }
             )
         return conf
+
+    def admin_config(self) -> dict[str, str]:
+        """:meth:`client_config` as the super user of an ``acls`` cluster (the one who grants ACLs)."""
+        auth = self.spec.auth
+        if auth is None or not auth.acls:
+            raise SandboxError(f"cluster {self.name} runs no authorizer; it has no admin user")
+        return {**self.client_config(), "sasl.username": auth.admin_username, "sasl.password": auth.admin_password}
 
     def client_conf(self) -> dict[str, Any]:
         """:meth:`client_config` plus ``logger``, for a confluent-kafka client made in this process.
@@ -254,6 +277,12 @@ class KafkaCluster:
                 f"listener.name.external.ssl.keystore.password={spec.auth.store_password}",
                 f"listener.name.external.ssl.key.password={spec.auth.store_password}",
             ]
+            if spec.auth.acls:
+                lines += [
+                    "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                    f"super.users=User:{spec.auth.admin_username};User:ANONYMOUS",
+                    "allow.everyone.if.no.acl.found=false",
+                ]
         path = spec.workdir / "server.properties"
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         (spec.workdir / "log4j2.properties").write_text(_LOG4J2.format(log=self.log_path), encoding="utf-8")
@@ -346,6 +375,8 @@ class KafkaCluster:
         auth = self.spec.auth
         if auth is not None:
             args += ["--add-scram", f"SCRAM-SHA-512=[name={auth.username},password={auth.password}]"]
+            if auth.acls:
+                args += ["--add-scram", f"SCRAM-SHA-512=[name={auth.admin_username},password={auth.admin_password}]"]
         proc = subprocess.run(self._java("kafka.tools.StorageTool", *args), capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise SandboxError(f"cluster {self.name}: formatting storage failed: {(proc.stdout + proc.stderr).strip()}")
@@ -397,7 +428,7 @@ class KafkaCluster:
 
         # A starting broker refuses or drops connections: expected here, so every line is debug.
         conf: dict[str, Any] = {
-            **self.client_config(),
+            **(self.admin_config() if self.spec.auth is not None and self.spec.auth.acls else self.client_config()),
             "socket.timeout.ms": 2000,
             "logger": librdkafka_logger(quiet=True),
         }

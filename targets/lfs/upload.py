@@ -36,9 +36,11 @@ An object is new, or already holds the same bytes
 Retries (per request, by :func:`lfs.s3.error_kind`)
   ``throttled``/``unavailable``: forever, with capped exponential backoff and a log line per
   attempt: the relay pauses (the Kafka target's sender waits for the upload, the relay's
-  thread waits for the sender) and resumes when S3 is back. ``access_denied``/
-  ``no_such_bucket``: :class:`TargetError` at once. Anything else: a few attempts, then
-  :class:`TargetError`. A multipart upload that vanished (``NoSuchUpload``) is started again.
+  thread waits for the sender) and resumes when S3 is back. ``credentials`` (none, or
+  rejected), ``access_denied``, ``no_such_bucket``: :class:`TargetError` at once, also during
+  the start-up probe, so a relay without usable credentials stops at start with one line.
+  Anything else: a few attempts, then :class:`TargetError`. A multipart upload that vanished
+  (``NoSuchUpload``) is started again.
 
 Orphans, and what is never touched
   Keys are deterministic, so a retry or a restart rewrites (in fact: finds) the same object.
@@ -638,6 +640,12 @@ class S3Uploader:
                 if code == "NoSuchUpload":
                     raise _UploadLost() from None
                 where = f"s3://{self.bucket}/{key}"
+                if kind == "credentials":
+                    raise TargetError(
+                        f"S3 {op} of {where} for {_named(what)} failed: no usable credentials ({describe(exc)}); "
+                        "this does not pass by retrying: check access_key_id/secret_access_key, profile or role_arn "
+                        "in target.lfs.s3, or the AWS environment the relay runs in (IRSA, instance role)"
+                    ) from None
                 if kind == "access_denied":
                     raise TargetError(
                         f"S3 denied {op} of {where} for {_named(what)} ({describe(exc)}); check the "

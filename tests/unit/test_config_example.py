@@ -5,12 +5,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 from kafka_lfs_relay.config import RelayConfig, check_clients, parse_config, substitute_env
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.yml"
-ENV = {"EAST_PASSWORD": "x", "S3_ACCESS_KEY": "a", "S3_SECRET_KEY": "s", "S3_SESSION_TOKEN": "t"}
+ENV = {"EAST_PASSWORD": "x", "S3_ACCESS_KEY": "a", "S3_SECRET_KEY": "s", "S3_SESSION_TOKEN": "t", "S3_EXTERNAL_ID": "e"}
 
 
 def variant(kind: str) -> str:
@@ -55,8 +56,13 @@ def test_commented_hydrate_block_parses_when_uncommented() -> None:
     assert {rule.bucket for rule in config.target.settings.hydrate.policy.rules} == {"kafka-lfs", "shared-lfs"}
 
 
-def test_example_librdkafka_properties_and_s3_settings_are_accepted() -> None:
+def test_example_librdkafka_properties_and_s3_settings_are_accepted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Every client the example makes, for every target type, takes its properties (checked as at load time)."""
+    # The hydrate block names a profile of the shared AWS config; boto3 looks it up when the client is made.
+    (tmp_path / "aws-config").write_text("[profile relay-reader]\nregion = eu-west-1\n", encoding="utf-8")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
     for kind in ("kafka", "lfs", "hydrate"):
         check_clients(parse(kind))
 

@@ -65,5 +65,20 @@ def test_alerts_cover_the_operational_failures() -> None:
         "KafkaLfsRelaySourceCatchingUp",
         "KafkaLfsRelayS3Errors",
         "KafkaLfsRelayChecksumFailures",
+        "KafkaLfsRelayNotRelaying",
+        "KafkaLfsRelayNotReady",
+        "KafkaLfsRelayReplicationLagHigh",
     }
     assert wanted <= names
+
+
+def test_every_alert_links_its_runbook_in_docs_operations() -> None:
+    """Each alert's runbook_url is a section of docs/operations.md named after the alert."""
+    rules = yaml.safe_load((DEPLOY / "prometheus-alerts.yml").read_text())
+    operations = (DEPLOY.parent / "docs" / "operations.md").read_text(encoding="utf-8")
+    headings = {
+        line.removeprefix("### ").strip().lower() for line in operations.splitlines() if line.startswith("### ")
+    }
+    for rule in (rule for group in rules["groups"] for rule in group["rules"]):
+        assert rule["annotations"]["runbook_url"] == f"docs/operations.md#{rule['alert'].lower()}"
+        assert rule["alert"].lower() in headings, f"docs/operations.md has no section for {rule['alert']}"
