@@ -20,6 +20,7 @@ from confluent_kafka.admin import (
 )
 
 from kafka_lfs_relay.sandbox import KafkaCluster
+from relay.logs import librdkafka_logger
 from tests.conftest import ClusterFactory
 from tests.integration.harness import (
     RelayProcess,
@@ -79,7 +80,7 @@ def test_a_single_mode_relay_runs_with_exactly_the_documented_acls(
 ) -> None:
     """check passes and run --stop-at-end relays every record once with only the table's rows granted."""
     cluster: KafkaCluster = cluster_factory("secured", acls=True)
-    admin = AdminClient(cluster.admin_config())
+    admin = AdminClient({**cluster.admin_config(), "logger": librdkafka_logger()})
     source, target, name = f"acl-src-{uuid.uuid4().hex[:6]}", f"acl-dst-{uuid.uuid4().hex[:6]}", "acl-relay"
     admin.create_topics([NewTopic(source, 2, 1)])[source].result(60)
     names = {
