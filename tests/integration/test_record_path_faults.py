@@ -113,6 +113,7 @@ def test_overlapping_deploys_of_a_filtering_relay_lose_nothing(
     rng = random.Random(2026_12_06)
     fenced = 0
     try:
+        wait_for("the first relay to resume", lambda: "resuming" in first.log_text(), 60, first)  # its target exists
         wait_for("the first relay to write", lambda: committed_count(kafka_cluster, target, 2) > 10, 60, first)
         for n in range(3):
             second = RelayProcess(config)
