@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import signal
 import threading
 import time
 import uuid
@@ -23,7 +24,7 @@ import pytest
 
 from kafka_lfs_relay.sandbox import FeedProducer, KafkaCluster
 from kafka_lfs_relay.sandbox.s3 import S3Server
-from tests.conftest import TopicFactory
+from tests.conftest import ClusterFactory, TopicFactory
 from tests.integration.harness import RelayProcess, committed_count, relay_config, wait_for, write_config
 from tests.integration.lfs_harness import MIB, count_target, payload, produce_sized, s3_section, topic_pair
 from tests.readback import read_to_end
@@ -113,6 +114,7 @@ def test_overlapping_deploys_of_a_filtering_relay_lose_nothing(
     rng = random.Random(2026_12_06)
     fenced = 0
     try:
+        wait_for("the first relay to resume", lambda: "resuming" in first.log_text(), 60, first)  # its target exists
         wait_for("the first relay to write", lambda: committed_count(kafka_cluster, target, 2) > 10, 60, first)
         for n in range(3):
             second = RelayProcess(config)
@@ -141,43 +143,53 @@ def test_overlapping_deploys_of_a_filtering_relay_lose_nothing(
 
 
 def test_sigterm_while_waiting_for_budget_commits_only_what_was_written(
-    tmp_path: Path, kafka_cluster: KafkaCluster, topic_factory: TopicFactory
+    tmp_path: Path, kafka_cluster: KafkaCluster, cluster_factory: ClusterFactory, topic_factory: TopicFactory
 ) -> None:
-    """SIGTERM at random moments while the relay catches up under a max_in_flight far smaller than a poll, records
-    flowing into both partitions: what was read and never written is read again; every record arrives once."""
+    """SIGTERM while the relay waits for its byte budget (a backlog in one partition, the target paused, a second
+    partition trickling), then the target is back for the drain: what was read and never written is read again;
+    every record arrives once."""
+    target_cluster = cluster_factory("target")
     source, target = topic_factory(kafka_cluster, partitions=2), f"out-{uuid.uuid4().hex[:8]}"
     base_ms = int(time.time() * 1000) - 60_000
-    records = [_record(i, 2, base_ms, size=1000) for i in range(400_000)]
+    backlog = [(0, *rest) for _, *rest in (_record(i, 1, base_ms, size=65_536) for i in range(300))]
+    trickle = [(1, *rest) for _, *rest in (_record(i, 1, base_ms) for i in range(20_000))]
+    _feed(kafka_cluster, source, backlog, 1e9, None, [])
     config = write_config(
         tmp_path / "relay.yml",
         relay_config(
             [kafka_cluster],
-            kafka_cluster,
+            target_cluster,
             [{"source": source, "target": target}],
             name=f"sigterm-{uuid.uuid4().hex[:6]}",
-            max_in_flight="64KiB",
-            target={"batch": {"max_bytes": "32KiB", "linger": "5ms"}},
+            max_in_flight="1MiB",
+            target={"batch": {"max_bytes": "512KiB"}},
         ),
     )
     stop, sent = threading.Event(), []
-    feeder = threading.Thread(target=_feed, args=(kafka_cluster, source, records, 2000.0, stop, sent))
+    feeder = threading.Thread(target=_feed, args=(kafka_cluster, source, trickle, 100.0, stop, sent))
     feeder.start()
     relay = RelayProcess(config)
-    rng = random.Random(20261206)
     try:
-        for _ in range(10):
+        for _ in range(3):
             relay.start()
             wait_for("the relay to resume", lambda: "resuming" in relay.log_text().rsplit("=== run", 1)[-1], 60, relay)
-            time.sleep(rng.uniform(0.3, 1.5))
-            assert relay.terminate(90) == 0, relay.log_tail()
+            time.sleep(1.0)
+            target_cluster.pause()  # nothing is acknowledged: the budget fills and the relay waits for it
+            time.sleep(2.0)
+            assert relay.proc is not None
+            relay.proc.send_signal(signal.SIGTERM)
+            time.sleep(1.0)
+            target_cluster.resume()  # back for the drain, which commits what the relay wrote, and only that
+            assert relay.wait(90) == 0, relay.log_tail()
     finally:
+        target_cluster.resume()
         stop.set()
         feeder.join()
     final = RelayProcess(config, "--stop-at-end")
     final.log_path = tmp_path / "final.log"
     assert final.start().wait(180) == 0, final.log_tail()
-    assert len(sent) > 20_000
-    _assert_exact(sorted(sent, key=lambda r: r[0]), _target(kafka_cluster, target, 2))
+    assert len(sent) > 300
+    _assert_exact(backlog + sent, _target(target_cluster, target, 2))
 
 
 def test_an_lfs_backlog_meeting_a_permanent_failure_stops_the_relay_with_the_reason(
