@@ -34,8 +34,9 @@ def _offsets(admin: AdminClient, partitions: Collection[Where], spec: Any, timeo
     return {(tp.topic, tp.partition): fut.result(timeout=timeout).offset for tp, fut in futures.items()}
 
 
-def held(cluster: ClusterConfig, partitions: Collection[Where], timeout: float = 30.0) -> dict[Where, int]:
-    """Those of ``partitions`` that hold committed records, with how many offsets their log spans.
+def held(cluster: ClusterConfig, partitions: Collection[Where], timeout: float = 30.0) -> dict[Where, tuple[int, int]]:
+    """Those of ``partitions`` that hold committed records, with their log start and end offsets (the records
+    number at most their difference: transaction markers and aborted records take offsets too).
 
     Raises :class:`TargetError` naming the cluster when it cannot be read.
     """
@@ -51,7 +52,7 @@ def held(cluster: ClusterConfig, partitions: Collection[Where], timeout: float =
             f"target {cluster.name}: reading the offsets of the target topics: {exc.args[0].str()}"
         ) from None
     spans = {w: end[w] - start[w] for w in partitions if end[w] > start[w]}
-    return {w: spans[w] for w in _with_committed(cluster, start, spans, timeout)}
+    return {w: (start[w], end[w]) for w in _with_committed(cluster, start, spans, timeout)}
 
 
 def _with_committed(

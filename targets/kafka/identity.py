@@ -147,11 +147,12 @@ def refuse_existing(
     found = existing.held(cluster, candidates)
     if not found:
         return
-    (topic, partition), count = min(found.items())
+    (topic, partition), (start, end) = min(found.items())
     sp = candidates[(topic, partition)]
     more = f" (and {len(found) - 1} more partition(s))" if len(found) > 1 else ""
     raise TargetError(
-        f"target topic {topic!r} partition {partition} on {cluster.name} already holds {count} records{more}, and "
+        f"target topic {topic!r} partition {partition} on {cluster.name} already holds up to {end - start} records "
+        f"(offsets {start} to {end - 1}){more}, and "
         f"relay {name!r} has no position for {sp.topic}/{sp.partition} (was the relay renamed?). To take over a "
         f"stopped relay's positions: kafka-lfs-relay positions copy --from OLD_NAME --config FILE; to relay the "
         f"source from its beginning next to those records: set target.on_existing_data: append"
