@@ -25,6 +25,7 @@ from collections.abc import Sequence
 
 import structlog
 
+from relay.errors import RelayError
 from relay.message import Offsets, SourcePartition
 from relay.metrics import RelayMetrics
 from relay.run import Run
@@ -155,8 +156,17 @@ class KafkaTarget:
 
     def _topic_ids(self, wanted: set[SourcePartition]) -> identity.TopicIds:
         topics = sorted({sp.topic for sp in wanted})
-        cluster, source = self._source_topic_ids(topics) if self._source_topic_ids is not None else (None, {})
         target = self._topics.topic_ids(sorted({self._routes[t].target for t in topics}))
+        if self._source_topic_ids is None:
+            return identity.TopicIds(None, {}, target)
+        try:
+            cluster, source = self._source_topic_ids(topics)
+        except RelayError as exc:
+            # The source answered a moment ago (its partitions were counted): a hiccup must not stop the
+            # relay, and an entry is then trusted as one without ids is.
+            log.warning("could not read the source topic ids; a recreated source topic is not recognised now",
+                        error=str(exc))  # fmt: skip
+            return identity.TopicIds(None, {}, target)
         return identity.TopicIds(cluster, source, target)
 
     def _recreated(self, topic: str) -> None:
