@@ -93,7 +93,7 @@ def _with_committed(
                 todo.discard(where)
                 if err is None:
                     found.add(where)
-                consumer.incremental_unassign([TopicPartition(*where)])
+                consumer.pause([TopicPartition(*where)])  # answered: fetch no more of it
     finally:
         consumer.close()
     return found
