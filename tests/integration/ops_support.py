@@ -62,8 +62,13 @@ class Feed:
         self._thread.start()
         return self
 
-    def _run(self) -> None:
+    def _producer(self) -> FeedProducer:
         producer = FeedProducer({**self.cluster.client_config(), "enable.idempotence": True, "linger.ms": 5})
+        producer.list_topics(self.topic, timeout=10)  # knows every partition before the first record
+        return producer
+
+    def _run(self) -> None:
+        producer = self._producer()
         i = 0
         try:
             while not self._stop.is_set():
@@ -71,8 +76,12 @@ class Feed:
                     self._idle.set()
                     time.sleep(0.05)
                     continue
-                self._idle.clear()
+                if self._idle.is_set():  # resumed: the topic may have been recreated, which a client does not follow
+                    producer = self._producer()
+                    self._idle.clear()
                 count = self.partitions()
+                if count > len(producer.list_topics(self.topic, timeout=10).topics[self.topic].partitions):
+                    producer = self._producer()  # a partition was added: a client learns of it only later
                 for _ in range(self.per_round):
                     key, value, headers, ts = varied(i)
                     producer.send(self.topic, value, key, partition=i % count, headers=headers, timestamp=ts)

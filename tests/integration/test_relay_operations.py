@@ -151,7 +151,10 @@ def test_a_renamed_relay_refuses_to_copy_again_and_positions_copy_takes_over_exa
     feed = Feed(kafka_cluster, topic, lambda: 2).start()
     first = RelayProcess(old_cfg).start()
     wait_for("the first records", lambda: _count(full(kafka_cluster, copy, 2)) >= 60, 60, first)
+    refused = _cli("positions", "copy", "--from", old, "--config", str(new_cfg))
+    assert refused.returncode == 1 and "may still be running" in refused.stderr, refused.stderr
     assert first.terminate() == 0, first.log_tail()
+    stopped = time.monotonic()
     held = _count(full(kafka_cluster, copy, 2))
 
     renamed = RelayProcess(new_cfg).start()
@@ -160,9 +163,7 @@ def test_a_renamed_relay_refuses_to_copy_again_and_positions_copy_takes_over_exa
     assert f"{copy!r} partition" in line and "records" in line, line
     assert "positions copy --from" in line and "on_existing_data: append" in line, line
 
-    refused = _cli("positions", "copy", "--from", old, "--config", str(new_cfg))
-    assert refused.returncode == 1 and "may still be running" in refused.stderr, refused.stderr
-    time.sleep(5)
+    time.sleep(max(0.0, stopped + 5.5 - time.monotonic()))  # the old relay idle for its transaction timeout
     done = _cli("positions", "copy", "--from", old, "--config", str(new_cfg))
     assert done.returncode == 0, done.stderr
     assert "copied 2 position(s)" in done.stdout, done.stdout
