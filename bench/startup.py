@@ -82,15 +82,17 @@ def main() -> None:
                 # python -m puts the working directory first on the path: run from the release's tree.
                 argv = revision_argv(release, config(name), "--stop-at-end")
                 return _timed(Child(name, argv, work / f"{name}.log", revision_env(release), cwd=release))
+            # The target topic holds another producer's records: this relay relays next to them on purpose.
             if contender == "restart":
-                path = config("restart")
+                path = config("restart", on_existing_data="append")
             elif contender == "no-import":
-                path = config(name, import_header_positions=False)
+                path = config(name, import_header_positions=False, on_existing_data="append")
             else:
-                path = config(name)
+                path = config(name, on_existing_data="append")
             return _timed(Child(name, [*relay_argv(path), "--stop-at-end"], work / f"{name}.log", relay_env()))
 
-        _timed(Child("warm-up", [*relay_argv(config("restart")), "--stop-at-end"], work / "warm.log", relay_env()))
+        warm = config("restart", on_existing_data="append")
+        _timed(Child("warm-up", [*relay_argv(warm), "--stop-at-end"], work / "warm.log", relay_env()))
         for round_no in range(args.runs):
             for contender in CONTENDERS:
                 row = run(contender, round_no)

@@ -136,10 +136,15 @@ def run_checks(config: RelayConfig, out: Callable[[str], None]) -> int:
                 out(f"PROBLEM target topic {route.target!r} does not exist and target.create_topics is false")
                 problems += 1
             continue
-        if route.partition == "preserve" and need is not None and have < need:
+        if route.partition == "preserve" and need is not None and have < need and kafka.create_topics:
+            out(
+                f"ok      target topic {route.target!r} has {have} partitions, source topic {route.source!r} has "
+                f"{need}; the relay adds partitions up to {need} before relaying them (partition: preserve)"
+            )
+        elif route.partition == "preserve" and need is not None and have < need:
             out(
                 f"PROBLEM target topic {route.target!r} has {have} partitions but source topic {route.source!r} "
-                f"has {need}; partition: preserve needs at least as many"
+                f"has {need}; partition: preserve needs at least as many, and target.create_topics is false"
             )
             problems += 1
         elif isinstance(route.partition, int) and route.partition >= have:

@@ -163,6 +163,7 @@ class GroupTranslator:
             if sp not in preserved:
                 untranslatable[sp.topic] = untranslatable.get(sp.topic, 0) + 1
         entries = self.positions(set(preserved)) if preserved else {}
+        _refuse_before_recreation(group, preserved, entries, self.routes)
         wanted = {(self.routes[sp.topic].target, sp.partition) for sp in preserved}
         ranges = self.target.log_range(wanted)
         translations: list[Translation] = []
@@ -191,6 +192,30 @@ class GroupTranslator:
             found.answered,
             found.unreachable,
         )
+
+
+def _refuse_before_recreation(
+    group: str,
+    committed: Mapping[SourcePartition, int],
+    entries: Mapping[SourcePartition, Entry],
+    routes: Mapping[str, TopicConfig],
+) -> None:
+    """Raise :class:`OffsetsError` if the group committed, on a partition, below where the offset map of a
+    recreated target topic begins: the records it has not consumed before that point are not on the target."""
+    before = [
+        (sp, off, entry.since)
+        for sp, off in sorted(committed.items(), key=lambda i: (i[0].topic, i[0].partition))
+        if (entry := entries.get(sp)) is not None and entry.since is not None and off < entry.since
+    ]
+    if not before:
+        return
+    sp, off, since = before[0]
+    more = f" (and {len(before) - 1} more partition(s))" if len(before) > 1 else ""
+    raise OffsetsError(
+        f"group {group!r} committed {sp.topic}/{sp.partition} at source offset {off}, but target topic "
+        f"{routes[sp.topic].target!r} was recreated when the relay was at {since}{more}: records from {off} to "
+        f"{since} are not on the target, so no target offset stands for {off}; not translated"
+    )
 
 
 def commit_metadata(config: RelayConfig) -> str:

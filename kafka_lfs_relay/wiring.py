@@ -20,26 +20,33 @@ from relay.relay import Progress, Relay
 from relay.settings import RelaySettings
 from relay.sourcepool import SourcePool
 from relay.target import PartitionOwner, RunTarget, Target
-from targets.context import SourcePartitions
+from targets.context import SourcePartitions, SourceTopicIds
 
 log = structlog.get_logger("kafka_lfs_relay.relay")
 
 
 def build_target(
-    config: RelayConfig, metrics: RelayMetrics, source_partitions: SourcePartitions | None = None
+    config: RelayConfig,
+    metrics: RelayMetrics,
+    source_partitions: SourcePartitions | None = None,
+    source_topic_ids: SourceTopicIds | None = None,
 ) -> RunTarget:
     """The configured target: a built-in type of the registry, or a class loaded by dotted path (driven
     through :class:`relay.adapter.MessageTarget`, one ``Message`` at a time).
 
     ``source_partitions`` counts the source topics' partitions (the source pool's), for the target
-    topics a built-in target creates in group mode.
+    topics a built-in target creates in group mode; ``source_topic_ids`` names their topic ids on the
+    active source, so that a built-in target tells a recreated source topic from the one it relayed.
     """
     tc = config.target
     entry = TARGETS.get(tc.type)
     if entry is not None:
         # The source's topic configs and partition counts, for the target topics the Kafka target creates.
         context = dataclasses.replace(
-            config.target_context(), source_configs=source_configs_for(config), source_partitions=source_partitions
+            config.target_context(),
+            source_configs=source_configs_for(config),
+            source_partitions=source_partitions,
+            source_topic_ids=source_topic_ids,
         )
         return entry.build(tc.settings, context, metrics)
     try:
@@ -75,7 +82,7 @@ def build_relay(
     filters = build_filter_chain(config, metrics)
     sources = config.sources if config.mode == "failover" else config.sources[:1]
     pool = SourcePool(sources, [t.source for t in config.topics], config.source_pool, metrics)
-    target = build_target(config, metrics, pool.partitions)
+    target = build_target(config, metrics, pool.partitions, pool.topic_ids)
     settings = RelaySettings(config.topics, config.max_in_flight, config.stop_at_end, config.group)
     _log_path(config, filters)
     select = filters.select if filters else None

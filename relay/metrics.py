@@ -112,6 +112,13 @@ class RelayMetrics:
             ["reason", "topic", "partition"],
             registry=r,
         )
+        self.source_topic_recreated = Counter(
+            f"{PREFIX}_source_topic_recreated",
+            "Times a source topic was found deleted and created again (a new topic id): its records were relayed "
+            "from its beginning, after those of the old topic.",
+            ["topic"],
+            registry=r,
+        )
         self.produce_latency = Histogram(
             f"{PREFIX}_produce_latency_seconds",
             "Time to produce and commit one batch (one transaction).",

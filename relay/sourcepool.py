@@ -18,7 +18,15 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 import structlog
-from confluent_kafka import OFFSET_BEGINNING, Consumer, IsolationLevel, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    IsolationLevel,
+    KafkaError,
+    KafkaException,
+    TopicCollection,
+    TopicPartition,
+)
 from confluent_kafka import Message as KafkaMessage
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
@@ -109,6 +117,13 @@ class ClusterProbe:
             counts[topic] = len(tmd.partitions)
         return counts
 
+    def topic_ids(self, topics: Sequence[str]) -> dict[str, str]:
+        """The Kafka topic id of each of ``topics`` (new when a topic is deleted and created again)."""
+        if not topics:
+            return {}
+        futures = self.admin.describe_topics(TopicCollection(list(topics)), request_timeout=self.timeout * 5)
+        return {topic: str(fut.result(timeout=self.timeout * 10).topic_id) for topic, fut in futures.items()}
+
     def check(self, topics: Sequence[str]) -> Health:
         """Metadata and committed end offsets of every partition, within the request timeout."""
         now = time.monotonic()
@@ -180,6 +195,17 @@ class SourcePool:
     def partitions(self, topics: Iterable[str] | None = None) -> dict[str, int]:
         """Partition count of each of ``topics`` (default: the relay's topics) on the active source."""
         return self._probes[self.active].partitions(self.topics if topics is None else topics)
+
+    def topic_ids(self, topics: Sequence[str]) -> tuple[str, dict[str, str]]:
+        """The active source's name, and the Kafka topic id of each of ``topics`` there.
+
+        Raises :class:`SourceError` if the source cannot say.
+        """
+        name = self.active
+        try:
+            return name, self._probes[name].topic_ids(topics)
+        except KafkaException as exc:
+            raise SourceError(f"source {name}: describing topics {', '.join(topics)}: {exc.args[0].str()}") from None
 
     def end_offsets(self) -> dict[SourcePartition, int]:
         """Committed end offsets of the active source now; raises SourceError if it cannot answer."""

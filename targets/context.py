@@ -16,6 +16,9 @@ Raises :class:`relay.target.TargetError` when they cannot be read."""
 SourcePartitions = Callable[[Sequence[str]], Mapping[str, int]]
 """Given source topic names, each one's partition count on the active source cluster."""
 
+SourceTopicIds = Callable[[Sequence[str]], tuple[str, Mapping[str, str]]]
+"""Given source topic names, the active source cluster's name and each topic's Kafka topic id there."""
+
 
 @dataclass(frozen=True)
 class TargetContext:
@@ -28,6 +31,8 @@ class TargetContext:
     target topics the Kafka target creates (None: they get the target's defaults);
     ``source_partitions`` counts the source topics' partitions: in group mode a target is handed
     a share of them, and a target topic it creates must still get as many as its source;
+    ``source_topic_ids`` names each source topic's Kafka topic id on the active source (a topic
+    deleted and created again gets a new one: its records are new data);
     ``messages`` builds every record as a :class:`~relay.message.Message` before it is produced
     (``fast_path: false``: what a plugin filter or a custom target costs, for comparison).
     """
@@ -39,6 +44,7 @@ class TargetContext:
     source_configs: SourceConfigs | None = None
     source_partitions: SourcePartitions | None = None
     messages: bool = False
+    source_topic_ids: SourceTopicIds | None = None
 
 
 def read_side_topic(sec: Section, key: str, context: TargetContext) -> str | None:

@@ -16,9 +16,14 @@ high watermark as it was when reading started, waiting for transactions still op
 finish (an open transaction holds back what a ``read_committed`` consumer sees, so stopping at
 the first end-of-partition could miss a committed entry written after it).
 
-Wire format of a value (JSON): ``{"v": 1, "next": 1234, "map": [[1000, 980], [1234, 1214]]}``;
-``map`` is left out when empty. A value this version cannot read stops the relay with a line
-naming the record: guessing a position would lose or duplicate records.
+Wire format of a value (JSON): ``{"v": 1, "next": 1234, "map": [[1000, 980], [1234, 1214]], "w": "dr",
+"src": {"east": "<topic id>"}, "tid": "<topic id>", "since": 1000}``; ``map`` is left out when empty, and
+``w`` (the writer's transactional id), ``src`` (the source topic's Kafka topic id per source cluster),
+``tid`` (the target topic's) and ``since`` (where a new offset map began after the target topic was
+recreated) when unknown: entries written before they existed are read and trusted as they are, and a
+relay of that version reads these entries too (it ignores the fields it does not know). A value this
+version cannot read stops the relay with a line naming the record: guessing a position would lose or
+duplicate records.
 
 The map stays bounded (:func:`thin`): the newest :data:`DENSE` points are all kept; behind them
 the gap between two kept points is at most the distance (in source offsets) of the newer one from
@@ -35,7 +40,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 import structlog
@@ -83,17 +88,34 @@ class PositionError(ValueError):
 
 @dataclass(frozen=True)
 class Entry:
-    """One source partition's position: the next offset to read (-1: from the beginning) and its offset map."""
+    """One source partition's position: the next offset to read (-1: from the beginning) and its offset map.
+
+    ``writer`` is the transactional id of the relay that wrote it; ``source_ids`` the Kafka topic id of
+    the source topic on each source cluster it was read from (cluster name, id); ``target_id`` that of
+    the target topic; ``since`` the source offset from which the target topic holds this relay's
+    records, when that is not the beginning (the target topic was recreated there). An entry written
+    before these were kept has none of them, and is trusted as it is.
+    """
 
     next: int
     map: tuple[Point, ...] = ()
+    writer: str | None = None
+    source_ids: tuple[tuple[str, str], ...] = ()
+    target_id: str | None = None
+    since: int | None = None
+
+    def source_id(self, cluster: str) -> str | None:
+        """The source topic's id on ``cluster`` when this entry was written, if known."""
+        return dict(self.source_ids).get(cluster)
 
     def advanced(self, next_offset: int, target_next: int | None) -> Entry:
         """This entry moved to ``next_offset``, with a map point when the next target offset is known.
 
         Raises :class:`PositionError` if ``next_offset`` is behind this entry: records already committed
         were read again, and the entry would be one that :func:`decode` refuses (the map must grow),
-        so that no relay could start from the positions topic again.
+        so that no relay could start from the positions topic again. A target offset below the
+        newest point's means the target partition was recreated (or truncated) under the relay: the
+        map starts again there (see :attr:`since`), since its old points no longer describe that log.
         """
         if next_offset < self.next:
             raise PositionError(f"the position would move back from {self.next} to {next_offset}")
@@ -102,8 +124,15 @@ class Entry:
         if target_next is None:
             target_next = self.map[-1][1] if self.map else None
         if target_next is None:
-            return Entry(next_offset, self.map)
-        return Entry(next_offset, thin((*self.map, (next_offset, target_next))))
+            return replace(self, next=next_offset)
+        if self.map and target_next < self.map[-1][1]:
+            return replace(self, next=next_offset, map=((next_offset, target_next),), target_id=None, since=next_offset)
+        return replace(self, next=next_offset, map=thin((*self.map, (next_offset, target_next))))
+
+
+def map_restarted(before: Entry | None, after: Entry) -> bool:
+    """Whether ``after`` started a new offset map where ``before`` had one (the target partition went back)."""
+    return before is not None and bool(before.map) and after.since is not None and after.since != before.since
 
 
 def advance(
@@ -125,7 +154,10 @@ def advance(
         last = offsets.get(where) if where is not None else None
         entry = current.get(sp, Entry(-1))
         try:
-            out[sp] = entry.advanced(next_offset, None if last is None else last + 1) if where else Entry(next_offset)
+            if where:
+                out[sp] = entry.advanced(next_offset, None if last is None else last + 1)
+            else:
+                out[sp] = replace(entry, next=next_offset, map=())
         except PositionError as exc:
             raise PositionError(f"{sp.topic}/{sp.partition}: {exc}") from None
     return out
@@ -145,11 +177,20 @@ def parse_key(raw: bytes) -> tuple[str, SourcePartition] | None:
         return None
 
 
-def encode(entry: Entry) -> bytes:
-    """The record value of ``entry``."""
+def encode(entry: Entry, writer: str | None = None) -> bytes:
+    """The record value of ``entry``, naming ``writer`` (default: the entry's own)."""
     body: dict[str, Any] = {"v": VERSION, "next": entry.next}
     if entry.map:
         body["map"] = [list(p) for p in entry.map]
+    writer = writer or entry.writer
+    if writer:
+        body["w"] = writer
+    if entry.source_ids:
+        body["src"] = dict(entry.source_ids)
+    if entry.target_id:
+        body["tid"] = entry.target_id
+    if entry.since is not None:
+        body["since"] = entry.since
     return json.dumps(body, separators=(",", ":")).encode()
 
 
@@ -183,7 +224,19 @@ def decode(raw: bytes) -> Entry:
         points.append(point)
     if points and points[-1][0] > nxt:
         raise PositionError("the map runs past the position")
-    return Entry(nxt, tuple(points))
+    return Entry(nxt, tuple(points), *_identity(body))
+
+
+def _identity(body: dict[str, Any]) -> tuple[str | None, tuple[tuple[str, str], ...], str | None, int | None]:
+    """The writer, source topic ids, target topic id and map start of an entry (absent in older ones)."""
+    writer, src, tid, since = body.get("w"), body.get("src", {}), body.get("tid"), body.get("since")
+    if writer is not None and not isinstance(writer, str):
+        raise PositionError("w (the writer) is not a string")
+    if not isinstance(src, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in src.items()):
+        raise PositionError("src is not an object of topic ids")
+    if tid is not None and not isinstance(tid, str):
+        raise PositionError("tid is not a topic id")
+    return writer, tuple(sorted(src.items())), tid, None if since is None else _offset(since, 0)
 
 
 def thin(points: Sequence[Point]) -> tuple[Point, ...]:
@@ -243,9 +296,11 @@ class PositionsTopic:
         self.topic = topic
         self.name = name
         self.timeout = timeout
+        self.newest_ms = 0
+        """When the newest entry of this relay that :meth:`read` found was written (ms since the epoch; 0: none)."""
 
-    def read(self, wanted: Collection[SourcePartition]) -> dict[SourcePartition, Entry]:
-        """The newest committed entry of each of ``wanted`` that has one.
+    def read(self, wanted: Collection[SourcePartition] | None) -> dict[SourcePartition, Entry]:
+        """The newest committed entry of each of ``wanted`` that has one (None: every entry of this relay).
 
         Raises :class:`TargetError` naming the record if an entry of this relay cannot be read.
         """
@@ -288,16 +343,21 @@ class PositionsTopic:
         return found
 
     def _take(
-        self, msg: Any, prefix: bytes, wanted: Collection[SourcePartition], found: dict[SourcePartition, Entry]
+        self,
+        msg: Any,
+        prefix: bytes,
+        wanted: Collection[SourcePartition] | None,
+        found: dict[SourcePartition, Entry],
     ) -> None:
         raw_key = msg.key()
         if not raw_key or not raw_key.startswith(prefix):
             return  # another relay's entry
         parsed = parse_key(raw_key)
-        if parsed is None or parsed[0] != self.name or parsed[1] not in wanted:
+        if parsed is None or parsed[0] != self.name or (wanted is not None and parsed[1] not in wanted):
             return
         sp = parsed[1]
         value = msg.value()
+        self.newest_ms = max(self.newest_ms, msg.timestamp()[1])
         if value is None:  # a tombstone: the entry was deleted (by an operator resetting the relay)
             found.pop(sp, None)
             return
@@ -345,6 +405,8 @@ class PositionsTopic:
         return {tp.partition: fut.result(timeout=self.timeout).offset for tp, fut in futures.items()}
 
 
-def records(name: str, entries: Mapping[SourcePartition, Entry]) -> list[tuple[bytes, bytes]]:
-    """The positions records (key, value) for ``entries``."""
-    return [(key(name, sp), encode(entry)) for sp, entry in entries.items()]
+def records(
+    name: str, entries: Mapping[SourcePartition, Entry], writer: str | None = None
+) -> list[tuple[bytes, bytes]]:
+    """The positions records (key, value) for ``entries``, naming ``writer`` (default: each entry's own)."""
+    return [(key(name, sp), encode(entry, writer)) for sp, entry in entries.items()]

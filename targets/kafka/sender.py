@@ -156,6 +156,18 @@ class TransactionalSender:
         if err is not None and err.code() in _PERMANENT_CLIENT_ERRORS:
             raise TargetError(f"target {self._cluster.name}: {doing}: {client_error_text(err.str())}")
 
+    @property
+    def transactional_id(self) -> str:
+        """The transactional id this relay writes as (group mode: the stem of each partition's); its entries name it."""
+        return self._txn_id
+
+    def refresh_metadata(self, topics: Sequence[str]) -> None:
+        """Have every producer fetch ``topics``' metadata now: partitions just added are written at once."""
+        for producer in list(self._producers.values()):
+            for topic in topics:
+                with contextlib.suppress(KafkaException):
+                    producer.list_topics(topic, timeout=10)
+
     def key(self, sp: SourcePartition) -> Key:
         """The producer that writes ``sp``."""
         return sp if self.per_partition else None
@@ -289,7 +301,15 @@ class TransactionalSender:
             entries = plan.entries(production.offsets)
         except positions.PositionError as exc:  # a position no relay could read back: never written
             raise TargetError(f"target {self._cluster.name}: {exc}; refusing to commit") from None
-        for pos_key, pos_value in positions.records(self._name, entries):
+        for sp, entry in entries.items():
+            if positions.map_restarted(plan.current.get(sp), entry):
+                log.warning(
+                    "target partition offsets went back under the relay (target topic recreated?); a new offset "
+                    "map starts, and groups committed before it are not translated",
+                    partition=f"{sp.topic}/{sp.partition}",
+                    since=entry.since,
+                )
+        for pos_key, pos_value in positions.records(self._name, entries, self._txn_id):
             self._produce_position(production.producer, pos_key, pos_value)
         return entries
 

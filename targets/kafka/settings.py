@@ -40,7 +40,9 @@ class KafkaTargetConfig:
     source partition that has no entry there yet (see :mod:`targets.kafka.legacy`).
     ``replication_factor`` is that of the topics the relay creates (-1: the target cluster's
     default); ``topic_configs`` which configs they take from their source topics
-    (:mod:`targets.kafka.topicconfig`).
+    (:mod:`targets.kafka.topicconfig`). ``on_existing_data`` says what a source partition with no
+    positions entry does when its target partition already holds records (:mod:`targets.kafka.existing`):
+    ``fail`` stops the relay, ``append`` relays it from the source's beginning next to them.
     """
 
     cluster: ClusterConfig
@@ -53,6 +55,7 @@ class KafkaTargetConfig:
     import_header_positions: bool = True
     replication_factor: int = -1
     topic_configs: TopicConfigPolicy = TopicConfigPolicy()
+    on_existing_data: str = "fail"
 
     def positions_topic_for(self, name: str) -> str:
         """The positions topic of the relay called ``name``."""
@@ -100,6 +103,7 @@ def parse_kafka_target(sec: Section, context: TargetContext) -> KafkaTargetConfi
         transactional_id=sec.opt_text("transactional_id"),
         transaction_timeout=sec.duration("transaction_timeout", d.transaction_timeout, positive=True),
         create_topics=sec.flag("create_topics", d.create_topics),
+        on_existing_data=sec.choice("on_existing_data", ("fail", "append"), d.on_existing_data),
     )
 
 

@@ -25,12 +25,13 @@ from collections.abc import Sequence
 
 import structlog
 
+from relay.errors import RelayError
 from relay.message import Offsets, SourcePartition
 from relay.metrics import RelayMetrics
 from relay.run import Run
 from relay.target import Acks, TargetError
 from targets.context import TargetContext
-from targets.kafka import legacy
+from targets.kafka import identity, legacy
 from targets.kafka.accumulator import Accumulator
 from targets.kafka.plan import Planning
 from targets.kafka.positions import Entry, PositionsTopic
@@ -61,6 +62,8 @@ class KafkaTarget:
         self._transform = transform
         self._extra_topics = transform.extra_topics if transform is not None else ()
         self._source_partitions = context.source_partitions if context.group else None
+        self._source_topic_ids = context.source_topic_ids
+        self._metrics = metrics
         positions_topic = config.positions_topic_for(context.name)
         self._sender = TransactionalSender(
             config, config.transactional_id or context.name, context.name, positions_topic, metrics, context.group
@@ -115,16 +118,59 @@ class KafkaTarget:
         # transactions, so what is read back below can no longer change under us.
         for key in {sender.key(sp) for sp in wanted}:
             sender.producer(key)
+        if self._topics.grown:
+            sender.refresh_metadata(sorted(self._topics.grown))
+            self._topics.grown.clear()
         sender.lost -= wanted
-        entries = self._positions.read(wanted)
+        entries, unwritten = self._read_entries(wanted)
+        current, rewritten = identity.reconcile(
+            entries, wanted, self._routes, self._topic_ids(wanted), sender.transactional_id, self._recreated
+        )
+        unwritten = {**{sp: current[sp] for sp in unwritten}, **rewritten}
+        # Unwritten entries are written by the sender's next transaction, with data or on their own.
+        self._accumulator.resumed(current, unwritten)
+        return {sp: entry.next for sp, entry in current.items() if entry.next >= 0}
+
+    def _read_entries(
+        self, wanted: set[SourcePartition]
+    ) -> tuple[dict[SourcePartition, Entry], dict[SourcePartition, Entry]]:
+        """The entries of ``wanted`` (and the positions imported from headers, to be written), after refusing
+        another writer's entries and, unless ``on_existing_data: append``, target records nobody accounts for."""
+        topics = {sp.topic for sp in wanted}
+        mine = {sp: e for sp, e in self._positions.read(None).items() if sp.topic in topics}
+        where = f"target {self._config.cluster.name}: positions topic {self._positions.topic!r}"
+        identity.check_writers(mine, self._sender.transactional_id, self._positions.name, where)
+        entries = {sp: e for sp, e in mine.items() if sp in wanted}
         missing = sorted(wanted - entries.keys())
         unwritten: dict[SourcePartition, Entry] = {}
         if missing and self._config.import_header_positions:
             unwritten = self._import_headers(missing)
-            entries.update(unwritten)
-        # Unwritten entries are written by the sender's next transaction, with data or on their own.
-        self._accumulator.resumed(entries, unwritten)
-        return {sp: entry.next for sp, entry in entries.items() if entry.next >= 0}
+            entries.update({sp: e for sp, e in unwritten.items() if e.next >= 0})
+            missing = sorted(wanted - entries.keys())
+        if missing and self._config.on_existing_data == "fail":
+            has = {sp.topic for sp in mine}
+            identity.refuse_existing(
+                self._config.cluster, self._positions.name, missing, has, self._routes, self._topics.partitions
+            )
+        return entries, unwritten
+
+    def _topic_ids(self, wanted: set[SourcePartition]) -> identity.TopicIds:
+        topics = sorted({sp.topic for sp in wanted})
+        target = self._topics.topic_ids(sorted({self._routes[t].target for t in topics}))
+        if self._source_topic_ids is None:
+            return identity.TopicIds(None, {}, target)
+        try:
+            cluster, source = self._source_topic_ids(topics)
+        except RelayError as exc:
+            # The source answered a moment ago (its partitions were counted): a hiccup must not stop the
+            # relay, and an entry is then trusted as one without ids is.
+            log.warning("could not read the source topic ids; a recreated source topic is not recognised now",
+                        error=str(exc))  # fmt: skip
+            return identity.TopicIds(None, {}, target)
+        return identity.TopicIds(cluster, source, target)
+
+    def _recreated(self, topic: str) -> None:
+        self._metrics.source_topic_recreated.labels(topic=topic).inc()
 
     def _import_headers(self, missing: Sequence[SourcePartition]) -> dict[SourcePartition, Entry]:
         """Positions of ``missing`` from the ``kfr-pos`` headers of earlier releases (-1 where there are none)."""

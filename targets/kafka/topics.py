@@ -7,10 +7,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import structlog
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, TopicCollection
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AdminClient,
     ConfigResource,
+    NewPartitions,
     NewTopic,
     ResourceType,
 )
@@ -59,6 +60,8 @@ class TopicPreparer:
         self._positions_checked = False
         self.partitions: dict[str, int] = {}
         """Partition count of every prepared topic."""
+        self.grown: set[str] = set()
+        """Target topics :meth:`grow` added partitions to (their writers' metadata must be refreshed)."""
 
     def _admin(self) -> AdminClient:
         conf: dict[str, Any] = {
@@ -74,7 +77,7 @@ class TopicPreparer:
         """Check (and if allowed, create) the target topic of each route and each extra topic.
 
         ``source_partitions`` is each source topic's partition count. Under ``preserve`` a
-        target topic with fewer partitions than its source is an error that names both.
+        target topic with fewer partitions than its source is grown (:meth:`grow`).
         The positions topic is created if missing, whatever ``create_topics`` says: it is the
         relay's own.
         """
@@ -141,15 +144,66 @@ class TopicPreparer:
             count = self.partitions[route.target]
             have = source_partitions.get(route.source, 0)
             if route.partition == "preserve" and count < have:
-                raise TargetError(
-                    f"partition: preserve needs target topic {route.target!r} to have at least "
-                    f"{have} partitions like source topic {route.source!r}, but it has {count}"
-                )
+                count = self.partitions[route.target] = self.grow(admin, route, count, have)
             if isinstance(route.partition, int) and not isinstance(route.partition, bool) and route.partition >= count:
                 raise TargetError(
                     f"topics: partition {route.partition} does not exist in target topic "
                     f"{route.target!r} ({count} partitions)"
                 )
+
+    def grow(self, admin: AdminClient, route: TopicConfig, count: int, wanted: int) -> int:
+        """Add partitions to ``route``'s target topic (``count`` now) until it has ``wanted``, as its source has.
+
+        Under ``partition: preserve`` a source partition's records go to the target partition of the
+        same number, so a source topic that grew must grow its target first. Only a relay that may
+        create target topics (``create_topics``) adds partitions; another relay (or a worker) that
+        grew it first is fine. Returns the count now; raises :class:`TargetError` naming the topic
+        and both counts when the relay may not, or the cluster refuses.
+        """
+        name, topic = self._cluster.name, route.target
+        need = (
+            f"partition: preserve needs target topic {topic!r} to have at least {wanted} partitions like source "
+            f"topic {route.source!r}, but it has {count}"
+        )
+        if not self._create:
+            raise TargetError(
+                f"{need}, and target.create_topics is false, so the relay does not add partitions on {name} "
+                f"(add them to {topic!r}, or allow create_topics)"
+            )
+        try:
+            admin.create_partitions([NewPartitions(topic, wanted)], operation_timeout=30)[topic].result(timeout=60)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.code() != KafkaError.INVALID_PARTITIONS:  # another worker grew it first: looked at below
+                raise TargetError(f"{need}; adding partitions on {name} failed: {err.str()}") from None
+        deadline = time.monotonic() + _TOPIC_READY_TIMEOUT
+        while True:
+            tmd = admin.list_topics(topic, timeout=15).topics.get(topic)
+            now = len(tmd.partitions) if tmd is not None and tmd.error is None else 0
+            if now >= wanted and _has_leaders(tmd):
+                break
+            if time.monotonic() >= deadline:
+                raise TargetError(f"{need}; partitions were added on {name}, but have no leader after "
+                                  f"{_TOPIC_READY_TIMEOUT:.0f} s")  # fmt: skip
+            time.sleep(0.25)
+        if count < wanted <= now:
+            log.warning("target topic grown like its source", topic=topic, cluster=name, partitions_before=count,
+                        partitions=now, source_topic=route.source)  # fmt: skip
+        self.grown.add(topic)
+        return now
+
+    def topic_ids(self, topics: Sequence[str]) -> dict[str, str]:
+        """The Kafka topic id of each of ``topics`` that exists (a topic deleted and created again has a new one)."""
+        if not topics:
+            return {}
+        admin = self._admin()
+        try:
+            futures = admin.describe_topics(TopicCollection(list(topics)), request_timeout=30)
+            return {topic: str(fut.result(timeout=60).topic_id) for topic, fut in futures.items()}
+        except KafkaException as exc:
+            raise TargetError(
+                f"target {self._cluster.name}: describing topics {', '.join(topics)}: {exc.args[0].str()}"
+            ) from None
 
     def _configs_like_source(
         self, admin: AdminClient, md: Any, routes: Sequence[TopicConfig]

@@ -58,16 +58,18 @@ def test_second_run_resumes_where_the_first_stopped(
 def test_existing_target_data_is_kept_and_not_mistaken_for_progress(
     tmp_path: Path, kafka_cluster: KafkaCluster, topic_factory: TopicFactory
 ) -> None:
-    """Records another producer wrote to the target topic stay, and every source record still arrives once."""
+    """With on_existing_data: append, records another producer wrote to the target topic stay, and every source
+    record still arrives once."""
     topic = topic_factory(kafka_cluster, partitions=1)
     target_topic = topic_factory(kafka_cluster, partitions=1)
     foreign = [(0, b"foreign", f"other-{i}".encode()) for i in range(500)]
     produce([kafka_cluster], target_topic, foreign)
     records = numbered(2_000, 1)
     produce([kafka_cluster], topic, records)
+    routes = [{"source": topic, "target": target_topic}]
+    target = {"on_existing_data": "append"}
     config = write_config(
-        tmp_path / "relay.yml",
-        relay_config([kafka_cluster], kafka_cluster, [{"source": topic, "target": target_topic}], stop_at_end=True),
+        tmp_path / "relay.yml", relay_config([kafka_cluster], kafka_cluster, routes, stop_at_end=True, target=target)
     )
     relay = RelayProcess(config)
     assert relay.start().wait(120) == 0, relay.log_tail()

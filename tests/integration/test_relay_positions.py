@@ -225,7 +225,8 @@ def test_upgrade_takes_the_kfr_pos_headers_of_the_old_release_once(
 def test_without_the_header_import_a_new_relay_starts_from_the_beginning(
     tmp_path: Path, kafka_cluster: KafkaCluster, topic_factory: TopicFactory
 ) -> None:
-    """import_header_positions: false ignores kfr-pos headers in the target: the relay starts at the source's start."""
+    """import_header_positions: false ignores kfr-pos headers in the target: the relay refuses the records it has no
+    position for, and with on_existing_data: append starts at the source's start."""
     release = _old_release(tmp_path)
     topic = topic_factory(kafka_cluster, partitions=1)
     target_topic = topic_factory(kafka_cluster, partitions=1)
@@ -234,10 +235,18 @@ def test_without_the_header_import_a_new_relay_starts_from_the_beginning(
     routes = [{"source": topic, "target": target_topic}]
     old = write_config(tmp_path / "old.yml", relay_config([kafka_cluster], kafka_cluster, routes, name="no-import"))
     _run_old_release(release, old)
+    no_import = {"import_header_positions": False}
+    refusing = write_config(
+        tmp_path / "refusing.yml",
+        relay_config([kafka_cluster], kafka_cluster, routes, name="no-import", target=no_import),
+    )
+    refused = RelayProcess(refusing, "--stop-at-end")
+    assert refused.start().wait(180) == 1, refused.log_tail()
+    assert "already holds up to" in refused.log_text() and "on_existing_data: append" in refused.log_text()
     new = write_config(
         tmp_path / "new.yml",
         relay_config(
-            [kafka_cluster], kafka_cluster, routes, name="no-import", target={"import_header_positions": False}
+            [kafka_cluster], kafka_cluster, routes, name="no-import", target={**no_import, "on_existing_data": "append"}
         ),
     )
     relay = RelayProcess(new, "--stop-at-end")

@@ -11,10 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
-from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka import KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from kafka_lfs_relay.config.model import DEFAULT_NAME
 from kafka_lfs_relay.sandbox import KafkaCluster
+from targets.kafka.positions import Entry, decode, default_topic, encode
 from tests.conftest import ClusterFactory, TopicFactory, create_topic
 from tests.integration.harness import (
     ByPartition,
@@ -29,6 +31,7 @@ from tests.integration.harness import (
     write_config,
 )
 from tests.integration.lfs_harness import free_port, scrape
+from tests.readback import read_to_end
 
 pytestmark = pytest.mark.integration
 
@@ -262,18 +265,37 @@ def _recreate(cluster: KafkaCluster, topic: str, partitions: int) -> None:
             time.sleep(0.5)
 
 
+def _forget_topic_ids(cluster: KafkaCluster, name: str, topic: str) -> None:
+    """Rewrite relay ``name``'s entries of ``topic`` as a release that kept no topic ids wrote them."""
+    positions_topic = default_topic(name)
+    newest: dict[bytes, bytes] = {}
+    for msg in read_to_end(cluster.client_config(), positions_topic, 1)[0]:
+        if msg.key() and msg.key().startswith(f"{name}/{topic}/".encode()) and msg.value() is not None:
+            newest[msg.key()] = msg.value()
+    assert newest, f"relay {name} wrote no positions for {topic}"
+    producer = Producer({**cluster.client_conf(), "transactional.id": f"strip-{topic}"})
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    for k, value in newest.items():
+        entry = decode(value)
+        producer.produce(positions_topic, encode(Entry(entry.next, entry.map)), k, partition=0)
+    producer.commit_transaction(30)
+
+
 def test_a_single_source_that_lost_relayed_records_is_waited_for(
     tmp_path: Path, kafka_cluster: KafkaCluster, topic_factory: TopicFactory
 ) -> None:
-    """Single mode, start-up: the source topic was deleted and created again, so it ends below the positions
-    the target holds. The relay says it waits (log line, metric), relays nothing, and once the source reaches
-    the positions again it goes on from exactly there: nothing re-read, nothing skipped."""
+    """Single mode, start-up: the source ends below the positions the target holds (a topic deleted and created
+    again, whose positions were written before topic ids were kept, so nothing tells it apart). The relay says
+    it waits (log line, metric), relays nothing, and once the source reaches the positions again it goes on
+    from exactly there: nothing re-read, nothing skipped."""
     topic = topic_factory(kafka_cluster, partitions=2)
     old = numbered(2_000, 2)
     produce([kafka_cluster], topic, old)
     routes = [{"source": topic, "target": f"{topic}-copy"}]
     first = write_config(tmp_path / "first.yml", relay_config([kafka_cluster], kafka_cluster, routes))
     assert RelayProcess(first, "--stop-at-end").start().wait(90) == 0
+    _forget_topic_ids(kafka_cluster, DEFAULT_NAME, topic)
     _recreate(kafka_cluster, topic, 2)
     new = numbered(3_000, 2, start=10_000)
     produce([kafka_cluster], topic, new[:600])
