@@ -7,6 +7,7 @@ option sections (``target.lfs``, ``target.hydrate``): one :class:`Section` per m
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TypeVar
 
@@ -179,7 +180,10 @@ def read_cluster(sec: Section, default_name: str) -> ClusterConfig:
         name=sec.text("name", default_name),
         bootstrap_servers=sec.text("bootstrap_servers"),
         kafka=sec.string_map("kafka"),
+        id=sec.opt_text("id"),
     )
+    if cluster.id is not None and not re.fullmatch(r"[A-Za-z0-9._:-]{1,200}", cluster.id):
+        raise ConfigError(sec.key_path("id"), "expected letters, digits, '.', '_', ':' or '-'", cluster.id)
     if "bootstrap.servers" in cluster.kafka:
         raise ConfigError(sec.key_path("kafka.bootstrap.servers"), "set bootstrap_servers instead")
     return cluster

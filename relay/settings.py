@@ -62,6 +62,8 @@ class ClusterConfig:
     name: str
     bootstrap_servers: str
     kafka: Mapping[str, str] = field(default_factory=dict)
+    id: str | None = None
+    """A stable id for provenance headers (None: the cluster id Kafka reports)."""
 
     def client_config(self) -> dict[str, str]:
         """librdkafka properties for a client of this cluster."""
@@ -70,7 +72,7 @@ class ClusterConfig:
     def __repr__(self) -> str:
         return (
             f"ClusterConfig(name={self.name!r}, bootstrap_servers={self.bootstrap_servers!r}, "
-            f"kafka={_masked(self.kafka)!r})"
+            f"kafka={_masked(self.kafka)!r}, id={self.id!r})"
         )
 
 

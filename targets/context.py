@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from relay.errors import ConfigError
 from relay.options import Section
-from relay.settings import TopicConfig
+from relay.settings import ClusterConfig, TopicConfig
 
 SourceConfigs = Callable[[Sequence[str]], Mapping[str, Mapping[str, str]]]
 """Given source topic names, each one's configs (name -> effective value) on a source cluster.
@@ -29,7 +29,10 @@ class TargetContext:
     ``source_partitions`` counts the source topics' partitions: in group mode a target is handed
     a share of them, and a target topic it creates must still get as many as its source;
     ``messages`` builds every record as a :class:`~relay.message.Message` before it is produced
-    (``fast_path: false``: what a plugin filter or a custom target costs, for comparison).
+    (``fast_path: false``: what a plugin filter or a custom target costs, for comparison);
+    ``provenance`` stamps each record with the id of the source cluster it was read from and drops
+    records whose provenance names the target cluster (ids of ``sources`` and the target: their
+    ``id``, or the cluster id Kafka reports).
     """
 
     name: str
@@ -39,6 +42,8 @@ class TargetContext:
     source_configs: SourceConfigs | None = None
     source_partitions: SourcePartitions | None = None
     messages: bool = False
+    provenance: bool = False
+    sources: tuple[ClusterConfig, ...] = ()
 
 
 def read_side_topic(sec: Section, key: str, context: TargetContext) -> str | None:
