@@ -6,7 +6,11 @@ the rule's options and a target name made from its template (``{topic}``: the so
 name, ``{source}``: the source cluster's name). A :class:`TopicSelection` answers, for a list of
 topic names, which are read and where each goes (:meth:`TopicSelection.routes`): an explicit
 entry wins over a pattern, and among patterns the first that matches wins, so a topic has one
-route. Internal topics (:data:`INTERNAL`) are never selected by a pattern, only by name.
+route. Internal topics (:data:`INTERNAL`) are never selected by a pattern, only by name, and
+neither is a topic another relay mirrored here from the target cluster under the same template
+(``{source}.{topic}`` mirroring from ``a`` into ``b`` never selects ``b.orders`` on ``a``): with a
+prefix or suffix naming the cluster, two relays mirroring both ways never mirror a topic back,
+as MirrorMaker 2's replication policy does.
 
 :func:`collisions` refuses at config time any two rules that could send two source topics into
 one target topic. Everything here is pure.
@@ -102,6 +106,8 @@ class TopicSelection:
     rules: tuple[TopicRule, ...]
     source: str
     refresh: float = TOPIC_REFRESH
+    target: str = ""
+    """The target cluster's name: a topic named like a mirror of the target's topics is never selected."""
 
     @property
     def explicit(self) -> tuple[TopicConfig, ...]:
@@ -124,7 +130,18 @@ class TopicSelection:
                 return rule
         if topic in self._names or is_internal(topic):
             return None
-        return next((rule for rule in self.rules if rule.selects(topic)), None)
+        return next((rule for rule in self.rules if rule.selects(topic) and not self._from_target(rule, topic)), None)
+
+    def _from_target(self, rule: TopicRule, topic: str) -> bool:
+        """Whether ``topic`` is named like a mirror of a target topic under ``rule``'s template naming
+        the target cluster (only a template with ``{source}`` names a cluster)."""
+        if not self.target or "{source}" not in rule.target:
+            return False
+        affixes = _affixes(rule.target, self.target)
+        if affixes is None:
+            return False
+        head, tail = affixes
+        return len(topic) > len(head) + len(tail) and topic.startswith(head) and topic.endswith(tail)
 
     def routes(self, topics: Iterable[str]) -> dict[str, TopicConfig]:
         """The route of each of ``topics`` that a rule takes (source topic -> route), explicit entries always."""

@@ -355,12 +355,15 @@ def parse_config(tree: object, asked: set[str] | None = None) -> RelayConfig:
     provenance = _provenance(top.section("provenance"))
     context = TargetContext(name, topics, max_in_flight, group is not None, provenance=provenance, sources=sources)
     metrics_listen, stall_timeout = _metrics(top.section("metrics"))
+    target = _target(top.section("target"), context)
+    if target.kafka is not None:
+        selection = replace(selection, target=target.kafka.cluster.name)
     config = RelayConfig(
         name=name,
         mode=mode,
         sources=sources,
         topics=topics,
-        target=_target(top.section("target"), context),
+        target=target,
         source_pool=_source_pool(top.section("source_pool")),
         filters=tuple(_filter(s, i) for i, s in enumerate(top.sections("filters"))),
         stop_at_end=top.flag("stop_at_end", d.stop_at_end),
