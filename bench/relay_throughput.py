@@ -21,8 +21,10 @@ Two fresh sandbox clusters, ``src`` and ``dst``. The source topic is filled once
 And the cost of our guarantees (issue 17): ``relay-nocompress`` is our relay with the target
 producer's ``compression.type: none`` (``go-nocompress``: the Go loop without lz4);
 ``relay-batch-N`` our relay with ``target.batch.max_records: N`` (``max_bytes`` raised where it
-would cut the batch first). Beside ``go`` vs ``go-txn`` they show how much of the gap to a
-compiled relay is exactly-once and how much is Python.
+would cut the batch first); ``relay+provenance`` our relay with ``provenance: {enabled: true}`` (a
+header stamped on every record, every record's headers read for the loop guard). Beside ``go``
+vs ``go-txn`` they show how much of the gap to a compiled relay is exactly-once and how much is
+Python.
 
 Run alone: ``python -m bench.relay_throughput --records 100000 --runs 1``.
 """
@@ -87,7 +89,9 @@ TOPIC = "small"
 ALL = ("relay", "relay+header", "relay+json", "mm2", "plain", "go", "go-txn", "raw-produce", "raw-consume")
 # The cost of our guarantees: run by default too (about 3 of the 9 minutes of a 3-run scenario at 1M records).
 # Any relay-batch-N can be named; these are the default ones.
-COST = ("relay-full", "relay-nocompress", "go-nocompress", "relay-batch-2000", "relay-batch-100000")
+COST = (
+    "relay-full", "relay+provenance", "relay-nocompress", "go-nocompress", "relay-batch-2000", "relay-batch-100000"
+)  # fmt: skip
 # Not run unless named: MirrorMaker 2 with exactly-once source support, and a candidate relay build.
 OPTIONAL = ("mm2-eos", "candidate")
 BATCH_CONTENDER = re.compile(r"relay-batch-(\d+)")
@@ -162,6 +166,8 @@ class Bench:
             settings["target"]["kafka"] = {"compression.type": "none"}
         if contender == "relay-full":
             settings["fast_path"] = False
+        if contender == "relay+provenance":
+            settings["provenance"] = {"enabled": True}
         match = BATCH_CONTENDER.fullmatch(contender)
         if match:
             records = int(match.group(1))
@@ -408,6 +414,7 @@ COMPARISONS = (
     ("plain", "go", "the bare loop (no transactions) in Python with confluent-kafka vs Go with franz-go"),
     ("relay", "plain", "what our relay adds in Python: transactions, resume positions, batching, metrics"),
     ("relay", "relay-full", "the passthrough fast path vs a Message per record (fast_path: false)"),
+    ("relay+provenance", "relay", "a provenance header stamped on every record, and the loop guard reading headers"),
     ("relay", "relay-nocompress", "lz4 compression of the target batches (librdkafka, C)"),
     ("go", "go-nocompress", "lz4 compression of the target batches (franz-go, pure Go)"),
 )  # fmt: skip

@@ -7,8 +7,10 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
+from kafka_lfs_relay.config import RelayConfig
+from relay.discovery import listed_topics
 from relay.logs import librdkafka_logger
-from relay.settings import ClusterConfig
+from relay.settings import ClusterConfig, TopicConfig
 
 
 class Admins:
@@ -30,3 +32,22 @@ def error_text(exc: BaseException) -> str:
     if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
         return str(exc.args[0].str())
     return str(exc) or type(exc).__name__
+
+
+def selected_routes(config: RelayConfig, admins: Admins, timeout: float) -> list[TopicConfig]:
+    """The routes ``config`` selects now: its explicit topics, and what its patterns match on the first
+    source that lists its topics (the sources hold the same topics). Raises the last source's error
+    when none answers."""
+    selection = config.rules
+    if not selection.dynamic:
+        return list(config.topics)
+    failure: BaseException | None = None
+    for cluster in config.sources:
+        try:
+            ready, _ = listed_topics(admins(cluster).list_topics(timeout=timeout))
+        except KafkaException as exc:
+            failure = exc
+            continue
+        return list(selection.routes(ready).values())
+    assert failure is not None
+    raise failure

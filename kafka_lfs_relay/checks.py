@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kafka_lfs_relay.admin import error_text
@@ -16,8 +16,9 @@ from targets.hydrate.target import claim_report
 from targets.lfs import LfsTargetConfig
 
 
-def _partitions(cluster: ClusterConfig, topics: list[str], timeout: float) -> tuple[dict[str, int], str | None]:
-    """Partition counts of ``topics`` that exist, and the reason the cluster cannot be read (if so)."""
+def _partitions(cluster: ClusterConfig, topics: list[str] | None, timeout: float) -> tuple[dict[str, int], str | None]:
+    """Partition counts of ``topics`` that exist (None: of every topic), and the reason the cluster cannot be
+    read (if so)."""
     probe = ClusterProbe(cluster, timeout)
     try:
         md = probe.admin.list_topics(timeout=timeout)
@@ -25,8 +26,28 @@ def _partitions(cluster: ClusterConfig, topics: list[str], timeout: float) -> tu
         probe.admin.poll(0.5)
         reason = probe.auth_error or (exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else str(exc))
         return {}, reason
-    counts = {t: len(md.topics[t].partitions) for t in topics if t in md.topics and md.topics[t].error is None}
+    names = md.topics if topics is None else topics
+    counts = {t: len(md.topics[t].partitions) for t in names if t in md.topics and md.topics[t].error is None}
     return counts, None
+
+
+def _patterns(
+    config: RelayConfig, cluster: ClusterConfig, listed: Mapping[str, int], out: Callable[[str], None]
+) -> None:
+    """One line per pattern entry: the topics it selects on ``cluster`` now, and where they go."""
+    selection = config.rules
+    for index, found in selection.matches(listed).items():
+        rule = selection.rules[index]
+        if not found:
+            out(f"warn    source {cluster.name}: topics[{index}] {rule.describe()} selects no topic now")
+            continue
+        shown = ", ".join(f"{t} -> {rule.route(t, selection.source).target}" for t in found[:_SHOWN])
+        more = f" and {len(found) - _SHOWN} more" if len(found) > _SHOWN else ""
+        out(f"ok      source {cluster.name}: topics[{index}] {rule.describe()} selects {len(found)}: {shown}{more}")
+
+
+_SHOWN = 20
+"""Topics a pattern's line names before it only counts the rest."""
 
 
 def _s3_buckets(config: RelayConfig) -> tuple[str, S3Settings, list[str]] | None:
@@ -90,15 +111,20 @@ def run_checks(config: RelayConfig, out: Callable[[str], None]) -> int:
     """Print one line per finding; return the number of problems."""
     timeout = max(5.0, config.source_pool.request_timeout)
     problems = 0
-    source_topics = [t.source for t in config.topics]
+    routes = {r.source: r for r in config.topics}
     reference: dict[str, int] = {}
     for cluster in config.sources:
-        counts, reason = _partitions(cluster, source_topics, timeout)
+        counts, reason = _partitions(cluster, None, timeout)
         if reason is not None:
             out(f"PROBLEM source {cluster.name} ({cluster.bootstrap_servers}) is not reachable: {reason}")
             problems += 1
             continue
         out(f"ok      source {cluster.name} ({cluster.bootstrap_servers}) is reachable")
+        if config.rules.dynamic:
+            _patterns(config, cluster, counts, out)
+            for topic, route in config.rules.routes(counts).items():
+                routes.setdefault(topic, route)
+        source_topics = list(routes)
         for topic in source_topics:
             if topic not in counts:
                 out(f"PROBLEM source {cluster.name}: topic {topic!r} does not exist")
@@ -118,12 +144,12 @@ def run_checks(config: RelayConfig, out: Callable[[str], None]) -> int:
         return problems
     problems += check_s3(config, out)
     target = kafka.cluster
-    counts, reason = _partitions(target, [t.target for t in config.topics], timeout)
+    counts, reason = _partitions(target, [t.target for t in routes.values()], timeout)
     if reason is not None:
         out(f"PROBLEM target {target.name} ({target.bootstrap_servers}) is not reachable: {reason}")
         return problems + 1
     out(f"ok      target {target.name} ({target.bootstrap_servers}) is reachable")
-    for route in config.topics:
+    for route in routes.values():
         have = counts.get(route.target)
         need = reference.get(route.source)
         if have is None:
@@ -153,7 +179,7 @@ def run_checks(config: RelayConfig, out: Callable[[str], None]) -> int:
         else:
             out(f"ok      target topic {route.target!r} has {have} partitions (partition: {route.partition})")
     if isinstance(config.target.settings, HydrateTargetConfig):
-        targets = [route.target for route in config.topics]
+        targets = [route.target for route in routes.values()]
         for line in claim_report(config.target.settings, config.max_in_flight, targets, timeout):
             out(line)
     return problems + check_topic_configs(config, out)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import structlog
 from confluent_kafka import ConsumerGroupTopicPartitions
 
-from kafka_lfs_relay.admin import Admins, error_text
+from kafka_lfs_relay.admin import Admins, error_text, selected_routes
 from kafka_lfs_relay.config import RelayConfig
 from relay.errors import RelayError
 from relay.message import SourcePartition
@@ -147,6 +147,8 @@ class GroupTranslator:
         on the relay's topics (a misspelt group must not look like a group with nothing to move).
         """
         asked = list(sources if sources is not None else self.config.sources)
+        if self.config.rules.dynamic:  # the topics the patterns select now, named by the target template
+            self.routes = {r.source: r for r in selected_routes(self.config, self.admins, self.timeout)}
         found = read_source_offsets(asked, group, list(self.routes), self.timeout, self.admins)
         if not found.answered:
             reasons = "; ".join(f"{name}: {why}" for name, why in found.unreachable.items())
@@ -177,7 +179,7 @@ class GroupTranslator:
             translations.append(translate_offset(sp, target_topic, entries.get(sp), preserved[sp], *log_range))
         uncommitted = [
             SourcePartition(r.source, p)
-            for r in self.config.topics
+            for r in self.routes.values()
             if r.partition == "preserve"
             for p in range(found.partitions.get(r.source, 0))
             if SourcePartition(r.source, p) not in found.offsets

@@ -61,7 +61,7 @@ def _setup(
         raise ConfigError(
             "target.type", "offsets need a built-in target type (kafka, lfs, hydrate)", config.target.type
         )
-    if not any(r.partition == "preserve" for r in config.topics):
+    if not any(r.partition == "preserve" for r in config.rules.rules):
         raise ConfigError(
             "topics", "no topic has partition: preserve; only a mirrored partition has an offset map to translate with"
         )
@@ -133,7 +133,8 @@ def _preamble(config: RelayConfig, kafka: KafkaTargetConfig, report: GroupReport
 
 
 def _route(config: RelayConfig, topic: str) -> str:
-    return str(next(r.partition for r in config.topics if r.source == topic))
+    rule = config.rules.rule_of(topic)
+    return str(rule.partition if rule is not None else "?")
 
 
 def _as_json(report: GroupReport) -> dict[str, Any]:

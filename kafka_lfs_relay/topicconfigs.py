@@ -20,7 +20,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ResourceType,
 )
 
-from kafka_lfs_relay.admin import Admins, error_text
+from kafka_lfs_relay.admin import Admins, error_text, selected_routes
 from kafka_lfs_relay.config import RelayConfig
 from kafka_lfs_relay.registry import TARGETS
 from relay.settings import ClusterConfig
@@ -108,15 +108,16 @@ class TopicConfigComparer:
         admin = self.admins(self.kafka.cluster)
         md = admin.list_topics(timeout=self.timeout)
         keys = self.kafka.topic_configs.keys
-        described = self.source([r.source for r in self.config.topics])
+        selected = selected_routes(self.config, self.admins, self.timeout)
+        described = self.source([r.source for r in selected])
         broker_max = broker_message_max(admin, md) if "max.message.bytes" in keys else 0
         producer_max = int(self.kafka.cluster.kafka.get("message.max.bytes", "0") or 0)
         planned = {
             r.target: topicconfig.wanted(described.get(r.source, {}), keys, broker_max, producer_max)
-            for r in self.config.topics
+            for r in selected
             if r.target not in md.topics and r.source in described
         }
-        routes = [r for r in self.config.topics if r.target in md.topics and r.source in described]
+        routes = [r for r in selected if r.target in md.topics and r.source in described]
         if not routes:
             return [], planned
         resources = {r.target: ConfigResource(ResourceType.TOPIC, r.target) for r in routes}

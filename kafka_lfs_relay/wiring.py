@@ -7,20 +7,26 @@ from collections.abc import Callable, Mapping
 
 import structlog
 
-from filters import FilterChain, build_filters
+from filters import ChainLink, FilterChain, build_filters
 from kafka_lfs_relay.background import Periodic, Task
 from kafka_lfs_relay.config import RelayConfig
 from kafka_lfs_relay.registry import TARGETS
 from kafka_lfs_relay.topicconfigs import TopicConfigComparer, source_configs_for
 from relay.adapter import MessageTarget
+from relay.discovery import TopicWatch
 from relay.errors import ConfigError
 from relay.metrics import RelayMetrics
 from relay.plugins import PluginLoadError, load_dotted
-from relay.relay import Progress, Relay
+from relay.relay import Progress, Relay, RunFilter
+from relay.run import Run
 from relay.settings import RelaySettings
 from relay.sourcepool import SourcePool
 from relay.target import PartitionOwner, RunTarget, Target
 from targets.context import SourcePartitions, SourceTopicIds
+from targets.kafka import KafkaTarget
+
+PROVENANCE_FILTER = "provenance"
+"""The filter name records dropped by the provenance loop guard are counted under."""
 
 log = structlog.get_logger("kafka_lfs_relay.relay")
 
@@ -64,13 +70,26 @@ def build_target(
     return MessageTarget(target)
 
 
-def build_filter_chain(config: RelayConfig, metrics: RelayMetrics) -> FilterChain | None:
-    """The filter chain (its counters exported as metrics), or None when no filters are configured."""
-    if not config.filters:
-        return None
-    chain = build_filters(config.filters)
-    metrics.watch_filters(chain.stats)
-    return chain
+def _selector(
+    config: RelayConfig, metrics: RelayMetrics, filters: FilterChain | None, target: RunTarget
+) -> RunFilter | None:
+    """What runs go through before the target: the provenance loop guard first (if on), then the filters."""
+    guard = target.loop_guard if isinstance(target, KafkaTarget) else None
+    if guard is None:
+        if not filters:
+            return None
+        metrics.watch_filters(filters.stats)
+        return filters.select
+    guarded = FilterChain([ChainLink(PROVENANCE_FILTER, guard)])
+    if not filters:
+        metrics.watch_filters(guarded.stats)
+        return guarded.select
+    metrics.watch_filters(lambda: {**guarded.stats(), **filters.stats()})
+
+    def select(run: Run) -> Run:
+        return filters.select(guarded.select(run))
+
+    return select
 
 
 def build_relay(
@@ -79,14 +98,18 @@ def build_relay(
     on_progress: Callable[[Progress], None] | None = None,
 ) -> Relay:
     """A relay for ``config``; nothing is connected until :meth:`Relay.run`."""
-    filters = build_filter_chain(config, metrics)
+    filters = build_filters(config.filters) if config.filters else None
     sources = config.sources if config.mode == "failover" else config.sources[:1]
     pool = SourcePool(sources, [t.source for t in config.topics], config.source_pool, metrics)
     target = build_target(config, metrics, pool.partitions, pool.topic_ids)
     settings = RelaySettings(config.topics, config.max_in_flight, config.stop_at_end, config.group)
     _log_path(config, filters)
-    select = filters.select if filters else None
-    return Relay(pool, target, settings, metrics, filters=select, on_progress=on_progress)
+    select = _selector(config, metrics, filters, target)
+    watch = None
+    if config.rules.dynamic:
+        clusters = {s.name: s for s in sources}
+        watch = TopicWatch(config.rules, clusters, lambda: pool.active, config.source_pool.request_timeout)
+    return Relay(pool, target, settings, metrics, filters=select, on_progress=on_progress, watch=watch)
 
 
 def _log_path(config: RelayConfig, filters: FilterChain | None) -> None:

@@ -209,7 +209,10 @@ def read_cluster(sec: Section, default_name: str) -> ClusterConfig:
         bootstrap_servers=sec.text("bootstrap_servers"),
         kafka=sec.string_map("kafka"),
         oauth=read_oauth(sec.section("sasl_oauth")) if sec.has("sasl_oauth") else None,
+        id=sec.opt_text("id"),
     )
+    if cluster.id is not None and not re.fullmatch(r"[A-Za-z0-9._:-]{1,200}", cluster.id):
+        raise ConfigError(sec.key_path("id"), "expected letters, digits, '.', '_', ':' or '-'", cluster.id)
     if "bootstrap.servers" in cluster.kafka:
         raise ConfigError(sec.key_path("kafka.bootstrap.servers"), "set bootstrap_servers instead")
     if cluster.oauth is not None and cluster.kafka.get("sasl.mechanism", "").upper() != "OAUTHBEARER":

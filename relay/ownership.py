@@ -44,6 +44,10 @@ class Reads(Protocol):
         """The partitions read now."""
         ...
 
+    def drop(self, partitions: Sequence[SourcePartition]) -> None:
+        """Stop reading ``partitions`` and tracking them (their topic was deleted on the source)."""
+        ...
+
 
 class Ownership(Protocol):
     """The relay loop's hooks for one way of owning partitions."""
@@ -68,6 +72,11 @@ class Ownership(Protocol):
         """The relay drained; called before the reader is closed."""
         ...
 
+    def retopic(self, added: Sequence[str], removed: Sequence[str]) -> None:
+        """Topics were selected (``added``: read them from where the target says) or deleted on the
+        source (``removed``: stop reading them); before :meth:`begin`, only remembered."""
+        ...
+
 
 def _names(partitions: Sequence[SourcePartition]) -> list[str]:
     return [f"{sp.topic}/{sp.partition}" for sp in partitions]
@@ -80,9 +89,11 @@ class AllPartitions:
         self._pool = pool
         self._reads = reads
         self._last_check = time.monotonic()
+        self._begun = False
 
     def begin(self, reader: SourceReader) -> None:
         """Read every partition the active source has, from where the target says each resumes."""
+        self._begun = True
         counts = self._pool.partitions()
         self._reads.resume([SourcePartition(t, p) for t, n in counts.items() for p in range(n)])
 
@@ -109,6 +120,20 @@ class AllPartitions:
     def end(self) -> None:
         """Nothing to do."""
 
+    def retopic(self, added: Sequence[str], removed: Sequence[str]) -> None:
+        """Read the partitions of ``added`` from where the target says; stop reading those of ``removed``."""
+        if not self._begun:
+            return  # begin() reads every topic of the pool
+        gone = set(removed)
+        dropped = [sp for sp in self._reads.owned() if sp.topic in gone]
+        if dropped:
+            self._reads.drop(dropped)
+        if added:
+            counts = self._pool.partitions(added)
+            fresh = [SourcePartition(t, p) for t, n in counts.items() for p in range(n)]
+            if fresh:
+                self._reads.resume(fresh)
+
 
 class GroupShare:
     """Instances with the same group id share the partitions; Kafka assigns them (cooperative-sticky).
@@ -134,6 +159,7 @@ class GroupShare:
         self._budget = budget
         self._metrics = metrics
         self._reader: SourceReader | None = None
+        self._callbacks = {"on_assign": self._assigned, "on_revoke": self._revoked, "on_lost": self._lost}
         # Bytes in flight per partition (to give back the budget of a lost partition) and the
         # next offset the target acknowledged (committed to the group).
         self._inflight: dict[SourcePartition, int] = defaultdict(int)
@@ -144,7 +170,8 @@ class GroupShare:
         """Join the group; the callbacks below run inside later polls."""
         self._reader = reader
         log.info("joining consumer group", group=self._group.id, source=reader.cluster.name)
-        reader.subscribe(self._topics, on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost)
+        if self._topics:  # else the first topic selected subscribes (retopic)
+            reader.subscribe(self._topics, **self._callbacks)
 
     def written(self, runs: Sequence[Run]) -> None:
         """Count the bytes in flight per partition."""
@@ -166,6 +193,18 @@ class GroupShare:
     def end(self) -> None:
         """Commit the final positions before leaving the group."""
         self._commit(asynchronous=False)
+
+    def retopic(self, added: Sequence[str], removed: Sequence[str]) -> None:
+        """Subscribe to the topics as they are now: the group assigns the new topics' partitions, and
+        revokes those of deleted topics (after committing what is in flight for them)."""
+        gone = set(removed)
+        self._topics = [t for t in self._topics if t not in gone] + [t for t in added if t not in self._topics]
+        if self._reader is None:
+            return
+        if self._topics:
+            self._reader.subscribe(self._topics, **self._callbacks)
+        else:
+            self._reader.consumer.unsubscribe()
 
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         sps = [SourcePartition(tp.topic, tp.partition) for tp in partitions]

@@ -28,6 +28,7 @@ from confluent_kafka import Message as KafkaMessage
 
 from relay.acks import LagClock, RelayAcks
 from relay.budget import ByteBudget
+from relay.discovery import TopicWatch
 from relay.failover import Decision
 from relay.gate import SourceGate
 from relay.message import SourcePartition
@@ -35,9 +36,10 @@ from relay.metrics import RelayMetrics
 from relay.ownership import AllPartitions, GroupShare, Ownership
 from relay.readpositions import ReadPositions
 from relay.run import Run, cut
+from relay.selection import Change, Routes
 from relay.settings import RelaySettings
 from relay.sourcepool import OFFSET_ERRORS, Fingerprint, SourceError, SourcePool, SourceReader, fingerprint
-from relay.target import PartitionOwner, RunTarget, TargetRestart
+from relay.target import PartitionOwner, RouteTaker, RunTarget, TargetRestart
 
 log = structlog.get_logger("kafka_lfs_relay.relay")
 
@@ -70,12 +72,15 @@ class Relay:
         metrics: RelayMetrics,
         filters: RunFilter | None = None,
         on_progress: Callable[[Progress], None] | None = None,
+        watch: TopicWatch | None = None,
     ) -> None:
         self.pool = pool
         self.target = target
         self.settings = settings
-        self.routes = {t.source: t for t in settings.topics}
+        # Routes grow while running (live discovery); the relay's thread alone adds to them.
+        self.routes = Routes(settings.topics)
         self._targets = {t.source: t.target for t in settings.topics}
+        self._watch = watch
         self.metrics = metrics
         self.filters = filters
         self.on_progress = on_progress
@@ -113,17 +118,23 @@ class Relay:
         active = self.pool.choose_initial()
         self._reader = self.pool.reader(active, self._queue_bytes, self.settings.group)
         try:
+            if self._watch is not None:
+                self._retopic(self._watch.scan())
             # Before the target starts: the target contract has high_watermarks come first.
             self.ownership.begin(self._reader)
             if self.settings.stop_at_end:
                 self.reads.stop_at(self.pool.end_offsets())
             self.target.start(self.acks)
             self.pool.start()
+            if self._watch is not None and not self.settings.stop_at_end:
+                self._watch.start()  # stop_at_end relays the topics selected at start
             self.health.running()
             self._loop()
             self._drain()
             self.ownership.end()
         finally:
+            if self._watch is not None:
+                self._watch.stop()
             self._gate.cancel()
             self.pool.stop()
             if self._reader is not None:
@@ -157,6 +168,28 @@ class Relay:
     def owned(self) -> Sequence[SourcePartition]:
         """The partitions read now."""
         return self.reads.owned()
+
+    def drop(self, partitions: Sequence[SourcePartition]) -> None:
+        """Stop reading ``partitions`` (their topic was deleted on the source); what is in flight commits."""
+        assert self._reader is not None
+        self._reader.unassign(partitions)
+        self.forget(partitions)
+
+    def _retopic(self, change: Change | None) -> None:
+        """Carry out what discovery found: new routes for the relay, the target and the health checks,
+        then the ownership reads the new topics (or stops reading the deleted ones)."""
+        if not change:
+            return
+        if change.added:
+            self.routes.add(change.added)
+            self._targets.update({r.source: r.target for r in change.added})
+            if isinstance(self.target, RouteTaker):
+                self.target.add_routes(change.added)
+            log.info("topics selected", topics={r.source: r.target for r in change.added}, source=self.pool.active)
+        for topic in change.removed:
+            log.warning("topic no longer on the source; not read any more", topic=topic, source=self.pool.active)
+        self.pool.retopic([r.source for r in change.added], change.removed)
+        self.ownership.retopic([r.source for r in change.added], change.removed)
 
     def _drain(self) -> None:
         self.health.draining()
@@ -202,6 +235,8 @@ class Relay:
                 self._gate.gate()
                 self._report()
                 self.ownership.tick(now)
+                if self._watch is not None:
+                    self._retopic(self._watch.take())
 
     def _handle(self, batch: list[KafkaMessage], more: bool) -> None:
         """Hand ``batch`` to the target; ``more``: the source has more to give at once.

@@ -64,6 +64,8 @@ class ClusterConfig:
     bootstrap_servers: str
     kafka: Mapping[str, str] = field(default_factory=dict)
     oauth: OAuthSettings | None = None
+    id: str | None = None
+    """A stable id for provenance headers (None: the cluster id Kafka reports)."""
 
     def client_config(self) -> dict[str, Any]:
         """librdkafka properties for a client of this cluster (with its ``oauth_cb``, if it has one)."""
@@ -75,7 +77,7 @@ class ClusterConfig:
     def __repr__(self) -> str:
         return (
             f"ClusterConfig(name={self.name!r}, bootstrap_servers={self.bootstrap_servers!r}, "
-            f"kafka={_masked(self.kafka)!r})"
+            f"kafka={_masked(self.kafka)!r}, id={self.id!r})"
         )
 
 

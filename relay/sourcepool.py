@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -105,12 +105,15 @@ class ClusterProbe:
         if err.code() in _AUTH_ERRORS:
             self.auth_error = client_error_text(err.str())
 
-    def partitions(self, topics: Iterable[str]) -> dict[str, int]:
-        """Partition count of each topic; raises SourceError naming a missing topic."""
+    def partitions(self, topics: Iterable[str], optional: Collection[str] = ()) -> dict[str, int]:
+        """Partition count of each topic; raises SourceError naming a missing topic (one of ``optional``,
+        selected by a pattern, is left out instead: it was deleted)."""
         md = self.admin.list_topics(timeout=self.timeout)
         counts: dict[str, int] = {}
         for topic in topics:
             tmd = md.topics.get(topic)
+            if (tmd is None or tmd.error is not None or not tmd.partitions) and topic in optional:
+                continue
             if tmd is None or tmd.error is not None or not tmd.partitions:
                 reason = tmd.error.str() if tmd is not None and tmd.error is not None else "it does not exist"
                 raise SourceError(f"source {self.cluster.name}: topic {topic!r} cannot be read: {reason}")
@@ -124,11 +127,11 @@ class ClusterProbe:
         futures = self.admin.describe_topics(TopicCollection(list(topics)), request_timeout=self.timeout * 5)
         return {topic: str(fut.result(timeout=self.timeout * 10).topic_id) for topic, fut in futures.items()}
 
-    def check(self, topics: Sequence[str]) -> Health:
+    def check(self, topics: Sequence[str], optional: Collection[str] = ()) -> Health:
         """Metadata and committed end offsets of every partition, within the request timeout."""
         now = time.monotonic()
         try:
-            counts = self.partitions(topics)
+            counts = self.partitions(topics, optional)
             request = {TopicPartition(t, p): _LATEST for t, n in counts.items() for p in range(n)}
             futures = self.admin.list_offsets(
                 request, isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=self.timeout
@@ -162,6 +165,8 @@ class SourcePool:
         self.sources = {s.name: s for s in sources}
         self.order = [s.name for s in sources]
         self.topics = list(topics)
+        # Topics selected by a pattern: one the source lacks was deleted there, which is no failure.
+        self.optional: frozenset[str] = frozenset()
         self.config = config
         self.metrics = metrics
         self._probes = {s.name: ClusterProbe(s, config.request_timeout) for s in sources}
@@ -179,7 +184,7 @@ class SourcePool:
     # -- choosing ------------------------------------------------------------------------------
     def choose_initial(self) -> str:
         """Check every source once and pick where to start; raises SourceError if none is usable."""
-        checks = {name: probe.check(self.topics) for name, probe in self._probes.items()}
+        checks = {name: probe.check(self.topics, self.optional) for name, probe in self._probes.items()}
         for health in checks.values():
             self._record(health)
         usable = [name for name in self.order if checks[name].ok]
@@ -194,7 +199,7 @@ class SourcePool:
 
     def partitions(self, topics: Iterable[str] | None = None) -> dict[str, int]:
         """Partition count of each of ``topics`` (default: the relay's topics) on the active source."""
-        return self._probes[self.active].partitions(self.topics if topics is None else topics)
+        return self._probes[self.active].partitions(self.topics if topics is None else topics, self.optional)
 
     def topic_ids(self, topics: Sequence[str]) -> tuple[str, dict[str, str]]:
         """The active source's name, and the Kafka topic id of each of ``topics`` there.
@@ -209,10 +214,21 @@ class SourcePool:
 
     def end_offsets(self) -> dict[SourcePartition, int]:
         """Committed end offsets of the active source now; raises SourceError if it cannot answer."""
-        health = self._probes[self.active].check(self.topics)
+        health = self._probes[self.active].check(self.topics, self.optional)
         if not health.ok:
             raise SourceError(f"source {self.active}: cannot read end offsets: {health.error}")
         return dict(health.end_offsets)
+
+    def retopic(self, added: Iterable[str], removed: Collection[str]) -> None:
+        """Topics selected by a pattern appeared (``added``) or went away (``removed``) (the relay's thread).
+
+        The health checks read the lists on their own thread: each is replaced, never changed.
+        """
+        new = list(added)
+        # Optional before listed, and unlisted before not optional: a check never sees a required topic it may lack.
+        self.optional = self.optional | frozenset(new)
+        self.topics = [t for t in self.topics if t not in removed] + [t for t in new if t not in self.topics]
+        self.optional = self.optional - frozenset(removed)
 
     def latest(self, name: str) -> Health | None:
         """The newest health check of source ``name``."""
@@ -246,7 +262,7 @@ class SourcePool:
             for name in self.order:
                 if self._stop.is_set():
                     return
-                health = self._probes[name].check(self.topics)
+                health = self._probes[name].check(self.topics, self.optional)
                 previous = self._record(health)
                 if previous is not None and previous.ok != health.ok:
                     log.warning("source health changed", source=name, healthy=health.ok, error=health.error)
@@ -358,6 +374,13 @@ class SourceReader:
         ]
         self.consumer.incremental_assign(tps)
         self.assigned.update(positions)
+
+    def unassign(self, partitions: Collection[SourcePartition]) -> None:
+        """Stop reading ``partitions`` (their topic was deleted on the source)."""
+        tps = [TopicPartition(sp.topic, sp.partition) for sp in partitions if sp in self.assigned]
+        if tps:
+            self.consumer.incremental_unassign(tps)
+        self.assigned -= set(partitions)
 
     def subscribe(self, topics: list[str], **callbacks: Callable[[Consumer, list[TopicPartition]], None]) -> None:
         """Join the group for ``topics``; the callbacks assign and unassign (group mode)."""

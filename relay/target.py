@@ -29,6 +29,7 @@ from typing import Protocol, runtime_checkable
 from relay.errors import RelayError
 from relay.message import Message, Offsets, SourcePartition
 from relay.run import Run
+from relay.settings import TopicConfig
 
 AckCallback = Callable[[Sequence[Message]], None]
 
@@ -122,6 +123,16 @@ class PartitionOwner(Protocol):
         ``high_watermarks`` is called again when partitions are (re)assigned, and must fence
         any earlier writer of them before it reads positions back.
         """
+        ...
+
+
+@runtime_checkable
+class RouteTaker(Protocol):
+    """What a target adds to hear of source topics selected while the relay runs (live discovery)."""
+
+    def add_routes(self, routes: Sequence[TopicConfig]) -> None:
+        """Records of ``routes``' source topics follow (the relay's thread, before their partitions
+        are passed to ``high_watermarks``)."""
         ...
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from relay.errors import ConfigError
 from relay.options import Section
-from relay.settings import TopicConfig
+from relay.settings import ClusterConfig, TopicConfig
 
 SourceConfigs = Callable[[Sequence[str]], Mapping[str, Mapping[str, str]]]
 """Given source topic names, each one's configs (name -> effective value) on a source cluster.
@@ -34,7 +34,10 @@ class TargetContext:
     ``source_topic_ids`` names each source topic's Kafka topic id on the active source (a topic
     deleted and created again gets a new one: its records are new data);
     ``messages`` builds every record as a :class:`~relay.message.Message` before it is produced
-    (``fast_path: false``: what a plugin filter or a custom target costs, for comparison).
+    (``fast_path: false``: what a plugin filter or a custom target costs, for comparison);
+    ``provenance`` stamps each record with the id of the source cluster it was read from and drops
+    records whose provenance names the target cluster (ids of ``sources`` and the target: their
+    ``id``, or the cluster id Kafka reports).
     """
 
     name: str
@@ -45,6 +48,8 @@ class TargetContext:
     source_partitions: SourcePartitions | None = None
     messages: bool = False
     source_topic_ids: SourceTopicIds | None = None
+    provenance: bool = False
+    sources: tuple[ClusterConfig, ...] = ()
 
 
 def read_side_topic(sec: Section, key: str, context: TargetContext) -> str | None:

@@ -19,6 +19,7 @@ from relay.errors import ConfigError
 from relay.health import STALL_TIMEOUT
 from relay.options import Section, env_integer, read_backoff, read_cluster
 from relay.plugins import is_dotted_path
+from relay.selection import TOPIC_REFRESH, TopicRule, TopicSelection, collisions, template_problem
 from relay.settings import (
     GAP_POLICIES,
     SOURCE_MANAGED_PROPERTIES,
@@ -106,11 +107,30 @@ class RelayConfig:
     fast_path: bool = True
     workers: Workers | None = None
     group_offsets: GroupOffsetsConfig | None = None
+    selection: TopicSelection | None = None
+    """Every ``topics`` entry, patterns included (``topics`` holds the explicit entries' routes alone)."""
+    provenance: bool = False
+
+    @property
+    def rules(self) -> TopicSelection:
+        """The topic selection: the configured one, or the explicit ``topics`` as rules."""
+        if self.selection is not None:
+            return self.selection
+        rules = tuple(TopicRule(t.source, None, (), t.target, t.partition, t.on_gap) for t in self.topics)
+        return TopicSelection(rules, self.sources[0].name)
 
     def target_context(self) -> TargetContext:
         """What a built-in target is parsed and built with."""
         group = self.group is not None
-        return TargetContext(self.name, self.topics, self.max_in_flight, group, messages=not self.fast_path)
+        return TargetContext(
+            self.name,
+            self.topics,
+            self.max_in_flight,
+            group,
+            messages=not self.fast_path,
+            provenance=self.provenance,
+            sources=self.sources,
+        )
 
 
 def _source(sec: Section, index: int) -> ClusterConfig:
@@ -144,9 +164,18 @@ def _source_pool(sec: Section) -> SourcePoolConfig:
     return pool
 
 
-def _topic(sec: Section, on_gap: GapPolicy) -> TopicConfig:
-    source = sec.topic("source")
-    target = sec.topic("target", source)
+def _topic(sec: Section, on_gap: GapPolicy) -> TopicRule:
+    if sec.has("source") == sec.has("source_pattern"):
+        raise ConfigError(sec.key_path("source"), "give either source (a topic name) or source_pattern (a regex)")
+    source = sec.topic("source") if sec.has("source") else None
+    pattern = _regex(sec, "source_pattern") if source is None else None
+    exclude = tuple(_regex(sec, "exclude", i) for i in range(len(sec.strings("exclude"))))
+    if exclude and pattern is None:
+        raise ConfigError(sec.key_path("exclude"), "applies to source_pattern only")
+    target = sec.text("target", "{topic}")
+    problem = template_problem(target)
+    if problem is not None:
+        raise ConfigError(sec.key_path("target"), problem, target)
     raw = env_integer(sec.raw("partition", TopicConfig.partition))
     partition: Any
     if raw in ("preserve", "key") or (isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0):
@@ -155,7 +184,40 @@ def _topic(sec: Section, on_gap: GapPolicy) -> TopicConfig:
         raise ConfigError(sec.key_path("partition"), "expected preserve, key or a partition number >= 0", raw)
     policy = _gap_policy(sec, on_gap)
     sec.finish()
-    return TopicConfig(source, target, partition, policy)
+    return TopicRule(source, pattern, exclude, target, partition, policy)
+
+
+def _regex(sec: Section, key: str, index: int | None = None) -> str:
+    """A regular expression (matched against whole topic names) at ``key`` (item ``index`` of a list)."""
+    if index is None:
+        value, path = sec.text(key), sec.key_path(key)
+    else:
+        value, path = sec.strings(key)[index], f"{sec.key_path(key)}[{index}]"
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ConfigError(path, f"is not a regular expression ({exc})", value) from None
+    return value
+
+
+def _selection(top: Section, mode: str, sources: tuple[ClusterConfig, ...]) -> TopicSelection:
+    on_gap = _gap_policy(top, TopicConfig.on_gap)
+    rules = tuple(_topic(s, on_gap) for s in top.sections("topics", required=True))
+    for i, rule in enumerate(rules):
+        if rule.source is not None and rule.source in [r.source for r in rules[:i]]:
+            raise ConfigError(f"topics[{i}].source", "is listed twice", rule.source)
+        if "{source}" in rule.target and mode == "failover" and len(sources) > 1:
+            raise ConfigError(
+                f"topics[{i}].target",
+                "cannot name {source} in mode failover: the sources are copies of one cluster, and a target topic "
+                "named after the active one would change at every switch; write the name instead",
+                rule.target,
+            )
+    found = collisions(rules, sources[0].name)
+    if found is not None:
+        raise ConfigError(f"topics[{found[0]}].target", found[1], rules[found[0]].target)
+    refresh = top.duration("topic_refresh", TOPIC_REFRESH, positive=True)
+    return TopicSelection(rules, sources[0].name, refresh)
 
 
 def _target(sec: Section, context: TargetContext) -> TargetConfig:
@@ -226,6 +288,12 @@ def _group(sec: Section) -> GroupConfig:
     return group
 
 
+def _provenance(sec: Section) -> bool:
+    enabled = sec.flag("enabled", RelayConfig.provenance)
+    sec.finish()
+    return enabled
+
+
 def parse_workers(value: object, path: str = "workers") -> Workers:
     """``workers``: a number >= 1 or ``auto``."""
     if value == "auto":
@@ -273,19 +341,8 @@ def parse_config(tree: object, asked: set[str] | None = None) -> RelayConfig:
             raise ConfigError(f"sources[{i}].name", "is used by another source", name)
     if mode == "single" and len(sources) != 1:
         raise ConfigError("sources", f"mode single takes exactly one source, got {len(sources)}; use mode: failover")
-    on_gap = _gap_policy(top, TopicConfig.on_gap)
-    topics = tuple(_topic(s, on_gap) for s in top.sections("topics", required=True))
-    seen: dict[str, str] = {}
-    for i, t in enumerate(topics):
-        if t.source in seen:
-            raise ConfigError(f"topics[{i}].source", "is listed twice", t.source)
-        if t.target in seen.values():
-            raise ConfigError(
-                f"topics[{i}].target",
-                "already receives another source topic; each target topic takes exactly one source topic",
-                t.target,
-            )
-        seen[t.source] = t.target
+    selection = _selection(top, mode, sources)
+    topics = selection.explicit
     log = _log(top.section("log"))
     name = top.text("name", DEFAULT_NAME)
     max_in_flight = top.size("max_in_flight", d.max_in_flight, positive=True)
@@ -295,14 +352,18 @@ def parse_config(tree: object, asked: set[str] | None = None) -> RelayConfig:
     if workers is not None and group is None:
         # Workers share the partitions as a group; its id is the relay's name unless group.id says otherwise.
         group = GroupConfig(id=name)
-    context = TargetContext(name, topics, max_in_flight, group is not None)
+    provenance = _provenance(top.section("provenance"))
+    context = TargetContext(name, topics, max_in_flight, group is not None, provenance=provenance, sources=sources)
     metrics_listen, stall_timeout = _metrics(top.section("metrics"))
+    target = _target(top.section("target"), context)
+    if target.kafka is not None:
+        selection = replace(selection, target=target.kafka.cluster.name)
     config = RelayConfig(
         name=name,
         mode=mode,
         sources=sources,
         topics=topics,
-        target=_target(top.section("target"), context),
+        target=target,
         source_pool=_source_pool(top.section("source_pool")),
         filters=tuple(_filter(s, i) for i, s in enumerate(top.sections("filters"))),
         stop_at_end=top.flag("stop_at_end", d.stop_at_end),
@@ -314,6 +375,8 @@ def parse_config(tree: object, asked: set[str] | None = None) -> RelayConfig:
         fast_path=top.flag("fast_path", d.fast_path),
         workers=workers,
         group_offsets=_group_offsets(top.section("group_offsets")),
+        selection=selection,
+        provenance=provenance,
     )
     top.finish()
     validate(config)
@@ -322,6 +385,14 @@ def parse_config(tree: object, asked: set[str] | None = None) -> RelayConfig:
 
 def validate(config: RelayConfig) -> None:
     """Rules across sections, checked again after command-line overrides."""
+    if config.provenance:
+        if config.target.kafka is None:
+            raise ConfigError("provenance", "needs a built-in target type: a custom target writes no headers")
+        for i, flt in enumerate(config.filters):
+            if flt.name == "provenance":
+                raise ConfigError(
+                    f"filters[{i}].name", "is the name records dropped by provenance are counted under", flt.name
+                )
     if config.workers is not None:
         if config.mode == "failover":
             raise ConfigError(
@@ -336,7 +407,7 @@ def validate(config: RelayConfig) -> None:
     if config.group_offsets is not None:
         if config.target.kafka is None:
             raise ConfigError("group_offsets", "needs a built-in target type: a custom target keeps no offset map")
-        if not any(t.partition == "preserve" for t in config.topics):
+        if not any(t.partition == "preserve" for t in config.rules.rules):
             raise ConfigError(
                 "group_offsets",
                 "needs a topic with partition: preserve: only a mirrored partition has an offset map to translate with",
@@ -351,7 +422,7 @@ def validate(config: RelayConfig) -> None:
         )
     if config.stop_at_end:
         raise ConfigError("group", "group mode cannot be combined with stop_at_end: partitions move between instances")
-    for i, topic in enumerate(config.topics):
+    for i, topic in enumerate(config.rules.rules):
         if topic.partition != "preserve":
             raise ConfigError(
                 f"topics[{i}].partition",

@@ -285,6 +285,10 @@ class Hydrate:
     def start(self) -> None:
         """Nothing to start: fetches run on a pool made with the transform."""
 
+    def routes_added(self, targets: Sequence[str]) -> None:
+        """Read the limits of these target topics too, at the next :meth:`topics_ready`."""
+        self._target_topics = tuple(dict.fromkeys((*self._target_topics, *targets)))
+
     def topics_ready(self) -> None:
         """The target topics exist from here on: their ``max.message.bytes`` is read, to bound claims."""
         self._read_topic_limits()

@@ -6,11 +6,14 @@ partition whose offset the offset map needs, which carries an :class:`OffsetColl
 records are produced one call each. After a failed transaction the retry runs *diagnosing*:
 every record carries a :class:`FailureCollector`, so that a record the broker rejects for good
 is named (by its source coordinates, never its payload).
+
+With provenance on, every record also carries the header of the source cluster it was read from
+(:mod:`targets.kafka.provenance`), appended after its own headers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from itertools import islice
 from typing import Any, NamedTuple, cast
 
@@ -20,6 +23,7 @@ from confluent_kafka import Message as KafkaMessage
 from relay.message import Message
 from relay.run import describe
 from targets.kafka.plan import Chunk, Placed
+from targets.kafka.provenance import Stamp
 
 PERMANENT_RECORD_ERRORS = frozenset(
     {
@@ -110,12 +114,15 @@ class Production:
     """One attempt at producing a plan's records with one producer.
 
     ``offsets`` collects the offsets the map needs (``wants_offsets``: a record carries a callback
-    for one); ``failed`` the records that failed, when ``diagnose`` is on.
+    for one); ``failed`` the records that failed, when ``diagnose`` is on; ``stamps`` the provenance
+    header added to records of each source cluster (None: none).
     """
 
-    def __init__(self, producer: Producer, diagnose: bool) -> None:
+    def __init__(self, producer: Producer, diagnose: bool, stamps: Mapping[str, Stamp] | None = None) -> None:
         self.producer = producer
         self.diagnose = diagnose
+        self.stamps = stamps
+        self.stamp: Stamp | None = None
         self.cluster = ""
         self.offsets: Offsets = {}
         self.wants_offsets = False
@@ -124,6 +131,7 @@ class Production:
     def consumed(self, chunk: Chunk, want_offset: bool) -> None:
         """Produce a chunk's records to its target partition, in order; the last one's offset when ``want_offset``."""
         self.cluster = chunk.cluster
+        self.stamp = self.stamps[chunk.cluster] if self.stamps is not None else None
         topic, partition, runs = chunk.topic, chunk.partition, chunk.runs
         for n, recs in enumerate(runs):
             final = n == len(runs) - 1
@@ -131,6 +139,8 @@ class Production:
             if self.diagnose:
                 for rec in islice(recs, stop):
                     self._one(rec, topic, partition, FailureCollector(self.failed, rec, self.cluster))
+            elif self.stamp is not None:
+                self._loop_stamped(recs, stop, topic, partition, self.stamp)
             else:
                 self._loop(recs, stop, topic, partition)
             if final:
@@ -159,14 +169,35 @@ class Production:
             except KafkaException as exc:
                 _refused(exc, recs[i], topic, self.cluster)
 
+    def _loop_stamped(self, recs: Sequence[KafkaMessage], stop: int, topic: str, partition: int, stamp: Stamp) -> None:
+        """As :meth:`_loop`, each record with the provenance header ``stamp`` after its own."""
+        produce = self.producer.produce
+        start = i = 0
+        while start < stop:
+            try:
+                for i, rec in enumerate(islice(recs, start, stop), start):  # noqa: B007  # i: where to resume
+                    ts = rec.timestamp()[1]
+                    headers: Any = rec.headers()
+                    produce(
+                        topic, rec.value(), rec.key(), partition, None, None, ts if ts > 0 else 0,
+                        headers + stamp if headers else stamp,
+                    )  # fmt: skip
+                return
+            except BufferError:
+                start = i
+                self.producer.poll(0.05)
+            except KafkaException as exc:
+                _refused(exc, recs[i], topic, self.cluster)
+
     def _one(self, rec: KafkaMessage, topic: str, partition: int, cb: Any) -> None:
         """Queue one consumed record with delivery callback ``cb`` (or None)."""
         ts = rec.timestamp()[1]
+        headers: Any = rec.headers()
+        if self.stamp is not None:
+            headers = headers + self.stamp if headers else self.stamp
         while True:
             try:
-                self.producer.produce(
-                    topic, rec.value(), rec.key(), partition, cb, None, ts if ts > 0 else 0, rec.headers()
-                )
+                self.producer.produce(topic, rec.value(), rec.key(), partition, cb, None, ts if ts > 0 else 0, headers)
                 return
             except BufferError:
                 self.producer.poll(0.05)
@@ -181,6 +212,9 @@ class Production:
             cb = OffsetCollector(self.offsets, (topic, partition), cb)
             self.wants_offsets = True
         headers = cast(Any, list(msg.headers) if msg.headers else None)
+        if self.stamps is not None:
+            stamp = self.stamps[msg.source_cluster]
+            headers = headers + stamp if headers else stamp
         ts = msg.timestamp_ms if msg.timestamp_ms > 0 else 0
         while True:
             try:

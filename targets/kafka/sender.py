@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 import structlog
@@ -31,6 +31,7 @@ from targets.kafka import positions
 from targets.kafka.plan import Placed, Plan
 from targets.kafka.positions import Entry
 from targets.kafka.produce import PERMANENT_RECORD_ERRORS, Production, RecordRejected
+from targets.kafka.provenance import Stamp
 from targets.kafka.settings import KafkaTargetConfig
 
 log = structlog.get_logger("kafka_lfs_relay.target")
@@ -120,6 +121,8 @@ class TransactionalSender:
         """Group mode: partitions another instance took over; their records are abandoned."""
         self._client_error: KafkaError | None = None
         self._restarts: list[float] = []
+        self.stamps: Mapping[str, Stamp] | None = None
+        """Provenance: the header added to records read from each source cluster (None: none added)."""
 
     # -- the thread --------------------------------------------------------------------------------
     def run(self, batches: Batches) -> None:
@@ -241,7 +244,7 @@ class TransactionalSender:
             producer = self.producer(key)
             self.raise_if_fatal("producing")
             started = time.monotonic()
-            production = Production(producer, diagnose)
+            production = Production(producer, diagnose, self.stamps)
             try:
                 producer.begin_transaction()
                 entries = self._send(plan, production)

@@ -29,12 +29,15 @@ from relay.errors import RelayError
 from relay.message import Offsets, SourcePartition
 from relay.metrics import RelayMetrics
 from relay.run import Run
+from relay.selection import Routes
+from relay.settings import TopicConfig
 from relay.target import Acks, TargetError
 from targets.context import TargetContext
 from targets.kafka import identity, legacy
 from targets.kafka.accumulator import Accumulator
 from targets.kafka.plan import Planning
 from targets.kafka.positions import Entry, PositionsTopic
+from targets.kafka.provenance import LoopGuard, Provenance
 from targets.kafka.sender import TransactionalSender
 from targets.kafka.settings import KafkaTargetConfig
 from targets.kafka.topics import TopicPreparer
@@ -58,7 +61,9 @@ class KafkaTarget:
         transform: Transform | None = None,
     ) -> None:
         self._config = config
-        self._routes = {t.source: t for t in context.topics}
+        # Routes grow while running (live discovery): the sender's thread plans with them meanwhile.
+        self._routes = Routes(context.topics)
+        self._provenance = Provenance(config.cluster, context.sources) if context.provenance else None
         self._transform = transform
         self._extra_topics = transform.extra_topics if transform is not None else ()
         self._source_partitions = context.source_partitions if context.group else None
@@ -68,6 +73,8 @@ class KafkaTarget:
         self._sender = TransactionalSender(
             config, config.transactional_id or context.name, context.name, positions_topic, metrics, context.group
         )
+        if self._provenance is not None:
+            self._sender.stamps = self._provenance.stamps
         self._topics = TopicPreparer(
             config.cluster,
             config.create_topics,
@@ -93,6 +100,17 @@ class KafkaTarget:
         return self._transform
 
     @property
+    def loop_guard(self) -> LoopGuard | None:
+        """The filter that drops records whose provenance names this target's cluster (``provenance``), if on."""
+        return LoopGuard(self._provenance) if self._provenance is not None else None
+
+    def add_routes(self, routes: Sequence[TopicConfig]) -> None:
+        """Source topics selected while running (:class:`relay.target.RouteTaker`); their partitions follow."""
+        self._routes.add(routes)
+        if self._transform is not None:
+            self._transform.routes_added([r.target for r in routes])
+
+    @property
     def config(self) -> KafkaTargetConfig:
         """The settings the target was built with."""
         return self._config
@@ -113,6 +131,8 @@ class KafkaTarget:
         self._topics.prepare(list(self._routes.values()), self._extra_topics, counts)
         if self._transform is not None:
             self._transform.topics_ready()
+        if self._provenance is not None:
+            self._provenance.ready()
         sender = self._sender
         # Producers first: initialising them fences older writers and aborts their open
         # transactions, so what is read back below can no longer change under us.
@@ -227,6 +247,10 @@ class KafkaTarget:
     def write_runs(self, runs: Sequence[Run], more: bool) -> None:
         """Add ``runs`` to the batch being filled (after the transform began their work); blocks while it is full."""
         accumulator, transform = self._accumulator, self._transform
+        provenance = self._provenance
+        if provenance is not None:
+            for cluster in {run.cluster for run in runs} - provenance.stamps.keys():
+                provenance.stamp(cluster)  # resolved before the sender can plan a run read from it
         if transform is None:
             accumulator.add([(run, None) for run in runs], more)
             return

@@ -42,6 +42,11 @@ class Transform(Protocol):
         """The target topics were checked (or created): their configs may be read now."""
         ...
 
+    def routes_added(self, targets: Sequence[str]) -> None:
+        """Target topics of source topics selected while running (live discovery); :meth:`topics_ready`
+        follows once they are checked."""
+        ...
+
     def begin(self, run: Run) -> tuple[Run, Sequence[int]]:
         """Start what ``run`` needs (the relay's thread); returns the run as the target keeps it (for
         example holding built records without the values offloaded) and each record's weight

@@ -144,6 +144,9 @@ class Offload:
     def topics_ready(self) -> None:
         """Nothing to read from the target topics."""
 
+    def routes_added(self, targets: Sequence[str]) -> None:
+        """Nothing to know of the target topics."""
+
     def begin(self, run: Run) -> tuple[Run, list[int]]:
         """Start the upload of each offloaded record of ``run``; the run as kept, offloaded records without
         their value (see Memory in the module docstring), and what each record weighs in a batch."""

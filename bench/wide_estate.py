@@ -1,0 +1,375 @@
+"""Scenario g: a wide estate, the same records in 1 topic x 6 partitions and in 60 topics x 20 partitions.
+
+Two fresh sandbox clusters, ``src`` and ``dst``. The source holds ``--records`` 1 KiB records twice:
+once in ``narrow`` (6 partitions), once spread over ``--topics`` topics ``wide-NN`` of
+``--partitions`` partitions each. Contenders, alternated run by run, each a ``run --stop-at-end``
+into freshly created target topics (``LogAppendTime``, so the broker stamps when each record
+landed):
+
+* ``narrow``: the relay with ``topics: [{source: narrow}]``;
+* ``wide``: the relay with ``topics: [{source_pattern: "wide-[0-9]+"}]``, 1,200 partitions.
+
+Per run: throughput (records over the span from the first to the last record appended to the
+target), start-up (process start to the first record appended to the target), CPU seconds and
+peak RSS of the relay process, and what it wrote to its positions topic: records, transactions
+(read back with ``read_committed``, a transaction's records are contiguous offsets and its commit
+marker takes the next one), positions records per transaction, and whether every positions record
+is one a transaction needed (one per source partition that carried records in it: the commit
+markers in the target partitions count those pairs exactly).
+
+Then ``restart``: the last ``wide`` relay started again with nothing to relay, after its positions
+topic was given the entries of ``--entries`` partitions in all (the 1,200 it owns, the rest from
+topics no longer on the source, each with an offset map of 37 points, what 60,000 transactions
+leave, and written twice: a topic not compacted yet): its wall time is start-up. And
+``read``: the positions topic read back in this process wanting all ``--entries`` partitions
+(every entry decoded).
+
+``python -m bench.wide_estate [--records 120000] [--runs 3]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
+
+from bench.common import (
+    LOG_APPEND,
+    MIB,
+    WORK,
+    Child,
+    Result,
+    admin,
+    append_span,
+    cluster_entry,
+    common_args,
+    create_topic,
+    delete_topics,
+    end_offsets,
+    exit_on_sigterm,
+    fill_topic,
+    fresh_clusters,
+    log,
+    machine_info,
+    median,
+    now_text,
+    relay_argv,
+    relay_env,
+    write_result,
+    write_yaml,
+)
+from kafka_lfs_relay.sandbox import KafkaCluster
+from relay.message import SourcePartition
+from targets.kafka import positions
+from targets.kafka.positions import Entry, PositionsTopic
+
+CONTENDERS = ("narrow", "wide")
+NARROW_PARTITIONS = 6
+MAP_POINTS = 37
+
+
+def main() -> None:
+    exit_on_sigterm()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=120_000, help="1 KiB records, in each layout")
+    parser.add_argument("--topics", type=int, default=60, help="topics of the wide layout")
+    parser.add_argument("--partitions", type=int, default=20, help="partitions of each wide topic")
+    parser.add_argument("--entries", type=int, default=10_000, help="partitions' entries in the restart's positions")
+    common_args(parser, runs=3)
+    args = parser.parse_args()
+    started = now_text()
+    bench = Estate(args)
+    with fresh_clusters(["src", "dst"], "wide") as clusters:
+        bench.src, bench.dst = clusters["src"], clusters["dst"]
+        bench.fill()
+        for round_no in range(args.runs):
+            for contender in CONTENDERS:
+                log(f"round {round_no + 1}/{args.runs}: {contender}")
+                row = bench.run(contender, round_no)
+                log(
+                    f"  {contender}: {row['records/s']:,.0f} records/s, start-up {row['start-up s']:.2f} s, "
+                    f"CPU {row['CPU s']:.1f} s, peak RSS {row['peak RSS MiB']:.0f} MiB, "
+                    f"{row['positions records per transaction']:.1f} positions records per transaction"
+                )
+        restarts = bench.restarts()
+    write_result(bench.result(started, restarts))
+
+
+class Estate:
+    """The data set and how each contender runs once."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.src: KafkaCluster
+        self.dst: KafkaCluster
+        self.wide = [f"wide-{i:02d}" for i in range(args.topics)]
+        self.work = WORK / f"wide-{uuid.uuid4().hex[:6]}"
+        self.runs: list[dict[str, Any]] = []
+        self.last_wide = ""
+
+    def layout(self, contender: str) -> dict[str, int]:
+        """Source topic -> partitions of a contender."""
+        if contender == "narrow":
+            return {"narrow": NARROW_PARTITIONS}
+        return dict.fromkeys(self.wide, self.args.partitions)
+
+    def fill(self) -> None:
+        """Write the records in both layouts."""
+        log(f"filling narrow and {len(self.wide)} wide topics with {self.args.records:,} records each way")
+        create_topic(self.src, "narrow", NARROW_PARTITIONS)
+        fill_topic([self.src], "narrow", self.args.records, NARROW_PARTITIONS)
+        _create_topics(self.src, self.wide, self.args.partitions, {})
+        per_topic = self.args.records // len(self.wide)
+        for topic in self.wide:
+            fill_topic([self.src], topic, per_topic, self.args.partitions)
+
+    def config(self, contender: str, name: str) -> Path:
+        topics: list[dict[str, Any]] = [{"source": "narrow"}]
+        if contender != "narrow":
+            topics = [{"source_pattern": "wide-[0-9]+"}]
+        body = {
+            "name": name,
+            "sources": [cluster_entry(self.src, "src")],
+            "topics": topics,
+            "target": cluster_entry(self.dst, "dst"),
+            "log": {"format": "json"},
+        }
+        return write_yaml(self.work / f"{name}.yml", body)
+
+    def run(self, contender: str, round_no: int) -> dict[str, Any]:
+        """One ``run --stop-at-end`` into fresh target topics, measured."""
+        layout = self.layout(contender)
+        delete_topics(self.dst)
+        _create_topics(self.dst, list(layout), next(iter(layout.values())), LOG_APPEND)
+        time.sleep(1.0)
+        name = f"{contender}-{round_no}-{uuid.uuid4().hex[:6]}"
+        path = self.config(contender, name)
+        child = Child(name, [*relay_argv(path), "--stop-at-end"], self.work / f"{name}.log", relay_env())
+        began = time.time()
+        stats = child.start().wait(900)
+        if stats.returncode != 0:
+            raise RuntimeError(f"{name} exited {stats.returncode}; see {child.log_path}:\n{child.log_tail()}")
+        spans = [append_span(self.dst, topic, n) for topic, n in layout.items()]
+        first, last = min(s[0] for s in spans), max(s[1] for s in spans)
+        ends = sum(sum(end_offsets(self.dst, topic, n)) for topic, n in layout.items())
+        if ends < self.args.records:
+            raise RuntimeError(f"{name}: the target holds {ends} offsets, expected at least {self.args.records}")
+        written = _positions_written(self.dst, positions.default_topic(name))
+        # One commit marker per target partition per transaction that wrote to it: with partition: preserve,
+        # exactly the (transaction, source partition) pairs a positions record is needed for.
+        needed = ends - self.args.records
+        row = {
+            "contender": contender,
+            "partitions": sum(layout.values()),
+            "records/s": self.args.records / max(last - first, 1e-3),
+            "start-up s": first - began,
+            "CPU s": stats.cpu,
+            "peak RSS MiB": stats.peak_rss / MIB,
+            "transactions": written["transactions"],
+            "positions records": written["records"],
+            "positions records per transaction": written["records"] / max(1, written["transactions"]),
+            "most in one transaction": written["most"],
+            "partition-transactions with records": needed,
+        }
+        self.runs.append(row)
+        if contender == "wide":
+            self.last_wide = name
+        return row
+
+    def restarts(self) -> list[dict[str, Any]]:
+        """The last wide relay started again over ``--entries`` partitions' entries, and the read alone."""
+        name = self.last_wide
+        topic = positions.default_topic(name)
+        owned = [SourcePartition(t, p) for t in self.wide for p in range(self.args.partitions)]
+        ghosts = [SourcePartition(f"gone-{i // 20:04d}", i % 20) for i in range(max(0, self.args.entries - len(owned)))]
+        log(f"writing {len(ghosts):,} more entries with {MAP_POINTS}-point maps, twice, to {topic}")
+        for _ in range(2):
+            _write_entries(self.dst, name, topic, ghosts)
+        size = sum(end_offsets(self.dst, topic, 1))
+        rows = []
+        path = self.config("wide", name)
+        for round_no in range(self.args.runs):
+            child = Child(f"restart-{round_no}", [*relay_argv(path), "--stop-at-end"],
+                          self.work / f"restart-{round_no}.log", relay_env())  # fmt: skip
+            stats = child.start().wait(600)
+            if stats.returncode != 0:
+                raise RuntimeError(f"restart exited {stats.returncode}:\n{child.log_tail()}")
+            reader = PositionsTopic(_cluster_config(self.dst), topic, name, timeout=60)
+            began = time.monotonic()
+            found = reader.read(set(owned) | set(ghosts))
+            read_s = time.monotonic() - began
+            if len(found) != len(owned) + len(ghosts):
+                raise RuntimeError(f"read {len(found)} entries back, expected {len(owned) + len(ghosts)}")
+            row = {"start-up s": stats.wall, "CPU s": stats.cpu, "read s": read_s, "positions offsets": size}
+            log(f"  restart: {stats.wall:.2f} s (CPU {stats.cpu:.1f} s); reading all entries alone: {read_s:.2f} s")
+            rows.append(row)
+        return rows
+
+    def result(self, started: str, restarts: list[dict[str, Any]]) -> Result:
+        rows = []
+        for contender in CONTENDERS:
+            mine = [r for r in self.runs if r["contender"] == contender]
+            row: dict[str, Any] = {"contender": contender, "partitions": mine[0]["partitions"]}
+            for key in mine[0]:
+                if key not in row:
+                    row[key] = median([r[key] for r in mine])
+            rows.append(row)
+        narrow, wide = rows
+        ratio = wide["records/s"] / narrow["records/s"]
+        restart_s = median([r["start-up s"] for r in restarts])
+        read_s = median([r["read s"] for r in restarts])
+        exact = all(r["positions records"] == r["partition-transactions with records"] for r in self.runs)
+        goals = [
+            {
+                "goal": "wide estate (60 x 20 partitions) at >= 0.7x the narrow one's throughput (1 x 6)",
+                "measured": f"{ratio:.2f}x ({wide['records/s']:,.0f} vs {narrow['records/s']:,.0f} records/s)",
+                "met": ratio >= 0.7,
+            },
+            {
+                "goal": f"start-up on a positions topic holding {self.args.entries:,} partitions' entries "
+                "(with the offset map) under 10 s",
+                "measured": f"{restart_s:.1f} s (reading every entry back alone: {read_s:.1f} s)",
+                "met": restart_s < 10,
+            },
+            {
+                "goal": "positions records per transaction bounded: untouched partitions are not rewritten",
+                "measured": f"{wide['positions records per transaction']:.0f} per transaction of the wide estate "
+                f"(at most {wide['most in one transaction']:.0f}, of {wide['partitions']:,} partitions); every "
+                "positions record is one a transaction needed"
+                if exact
+                else "some transaction wrote positions of partitions it did not carry",
+                "met": exact,
+            },
+        ]
+        notes = [
+            f"wide vs narrow: {ratio:.2f}x the throughput, {wide['start-up s'] - narrow['start-up s']:+.1f} s of "
+            f"start-up, {wide['CPU s'] / narrow['CPU s']:.2f}x the CPU, "
+            f"{wide['peak RSS MiB'] - narrow['peak RSS MiB']:+.0f} MiB peak RSS.",
+            "partition-transactions with records: the commit markers in the target partitions (each transaction "
+            "leaves one in every partition it wrote); with partition: preserve each is one source partition moved "
+            "by one transaction, which is exactly what needs a positions record.",
+            "Start-up is from process start to the first record appended to the target: metadata, target topics "
+            "checked, producers fenced, positions read back, the first batch committed.",
+        ]
+        restart_rows = [
+            {
+                "entries": self.args.entries,
+                "positions offsets read": restarts[0]["positions offsets"],
+                "start-up s": restart_s,
+                "CPU s": median([r["CPU s"] for r in restarts]),
+                "reading every entry alone s": read_s,
+                "runs": len(restarts),
+            }
+        ]
+        section = {
+            "title": f"Restart on {self.args.entries:,} partitions' entries",
+            "columns": list(restart_rows[0]),
+            "rows": restart_rows,
+            "notes": [
+                f"The wide relay ({self.args.topics * self.args.partitions:,} partitions of its own, their entries "
+                f"as its runs wrote them) restarted with nothing to relay; its positions topic also holds entries of "
+                f"{self.args.entries - self.args.topics * self.args.partitions:,} partitions of topics no longer on "
+                f"the source, each with a {MAP_POINTS}-point offset map and written twice (compaction has not run). "
+                "start-up s is the whole run's wall time.",
+                "reading every entry alone: the positions topic read in one process wanting all the entries, so "
+                "each one is decoded.",
+            ],
+        }
+        return Result(
+            name="g_wide_estate",
+            title=f"g. A wide estate: {self.args.records:,} x 1 KiB records in 1 x 6 vs "
+            f"{self.args.topics} x {self.args.partitions} partitions",
+            columns=list(rows[0]),
+            rows=rows,
+            settings={
+                "records": self.args.records,
+                "narrow": f"1 topic x {NARROW_PARTITIONS} partitions",
+                "wide": f"{self.args.topics} topics x {self.args.partitions} partitions, by pattern",
+                "relay": "run --stop-at-end, defaults (batch.max_records 20000, linger 50ms)",
+            },
+            notes=notes,
+            goals=goals,
+            sections=[section],
+            runs=self.runs + [{"contender": "restart", **r} for r in restarts],
+            machine=machine_info(),
+            started=started,
+            finished=now_text(),
+        )
+
+
+def _cluster_config(cluster: KafkaCluster) -> Any:
+    from relay.settings import ClusterConfig
+
+    return ClusterConfig(cluster.name, cluster.bootstrap_servers)
+
+
+def _create_topics(cluster: KafkaCluster, names: list[str], partitions: int, config: dict[str, str]) -> None:
+    """Create ``names`` in one request and wait for them."""
+    client = admin(cluster)
+    futures = client.create_topics([NewTopic(n, partitions, 1, config=config) for n in names], operation_timeout=60)
+    for fut in futures.values():
+        fut.result(timeout=120)
+
+
+def _positions_written(cluster: KafkaCluster, topic: str) -> dict[str, int]:
+    """Committed records of a positions topic (partition 0), transactions, and the most records in one."""
+    consumer = Consumer(
+        {
+            **cluster.client_conf(),
+            "group.id": f"bench-{uuid.uuid4().hex[:6]}",
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+    groups: list[int] = []
+    last = -2
+    try:
+        while True:
+            msgs = consumer.consume(5000, 5.0)
+            if not msgs:
+                raise RuntimeError(f"no end of {topic} in sight")
+            done = False
+            for msg in msgs:
+                err = msg.error()
+                if err is not None:
+                    done = err.code() == KafkaError._PARTITION_EOF
+                    continue
+                offset = msg.offset() or 0
+                if offset == last + 1 and groups:
+                    groups[-1] += 1
+                else:
+                    groups.append(1)
+                last = offset
+            if done:
+                break
+    finally:
+        consumer.close()
+    return {"records": sum(groups), "transactions": len(groups), "most": max(groups, default=0)}
+
+
+def _write_entries(cluster: KafkaCluster, name: str, topic: str, ghosts: list[SourcePartition]) -> None:
+    """Entries of ``ghosts`` with full offset maps, written to the positions topic as a relay would (without a
+    transaction: a read_committed reader sees them all the same)."""
+    producer = Producer({**cluster.client_conf(), "linger.ms": 20, "enable.idempotence": True})
+    points = tuple((i * 1000, i * 1000) for i in range(MAP_POINTS))
+    entries = {sp: Entry(MAP_POINTS * 1000, points) for sp in ghosts}
+    for key, value in positions.records(name, entries):
+        while True:
+            try:
+                producer.produce(topic, value, key, partition=0)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    if producer.flush(120) != 0:
+        raise RuntimeError(f"could not write {topic}")
+
+
+if __name__ == "__main__":
+    main()
