@@ -314,7 +314,7 @@ class Relay:
         if err.code() == KafkaError._PARTITION_EOF:
             self._at_end(sp, raw.offset() or 0)
         elif err.code() in OFFSET_ERRORS:
-            self._gate.out_of_range(sp)
+            self._gate.out_of_range(sp, err)
         else:
             self._source_error(err)
 

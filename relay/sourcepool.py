@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import re
 import threading
 import time
 import uuid
@@ -72,10 +73,30 @@ def fingerprint(offset: int, key: bytes | None, value: bytes | None, source: str
     return Fingerprint(offset, zlib.crc32(value or b"", zlib.crc32(key or b"")), source)
 
 
-OFFSET_ERRORS: Final = frozenset({KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE})
+OFFSET_ERRORS: Final = frozenset(
+    {KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE, KafkaError._LOG_TRUNCATION}
+)
 """Error events of a consumer whose position is outside the partition's log. Source consumers run
 with ``auto.offset.reset: error``: librdkafka then stops fetching the partition and reports
-``_AUTO_OFFSET_RESET`` (seen against Kafka 4.1) instead of jumping to either end of the log."""
+``_AUTO_OFFSET_RESET`` (seen against Kafka 4.1) instead of jumping to either end of the log; a
+log truncation it detects (KIP-320: the leader's log ends below the position, after an unclean
+leader election) comes the same way, saying so in its text (see :func:`truncation_end`)."""
+
+_TRUNCATION_END = re.compile(r"broker end offset is (-?\d+)")
+
+
+def truncation_end(err: KafkaError) -> int | None:
+    """Where the partition's log ends now if ``err`` reports a log truncation, else None (-1: not said).
+
+    librdkafka reports it as ``_LOG_TRUNCATION``, or, under ``auto.offset.reset: error``, as
+    ``_AUTO_OFFSET_RESET`` whose text carries the truncation's reason and end offset: there is no
+    other signal.
+    """
+    text = err.str()
+    if err.code() != KafkaError._LOG_TRUNCATION and "log truncation" not in text.lower():
+        return None
+    found = _TRUNCATION_END.search(text)
+    return int(found.group(1)) if found is not None and int(found.group(1)) >= 0 else -1
 
 
 def probe_config(cluster: ClusterConfig, timeout: float) -> dict[str, Any]:

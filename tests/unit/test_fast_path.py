@@ -120,7 +120,7 @@ def _relay(topics: Sequence[str]) -> tuple[Any, _Target, list[tuple[str, Any]]]:
     relay.stopping = threading.Event()
     relay.ownership = AllPartitions(None, relay)  # type: ignore[arg-type]
     relay._at_end = lambda sp, off: events.append(("eof", (sp, off, dict(relay._next))))  # type: ignore[method-assign]
-    relay._gate = SimpleNamespace(out_of_range=lambda sp: events.append(("range", sp)))  # type: ignore[assignment]
+    relay._gate = SimpleNamespace(out_of_range=lambda sp, err=None: events.append(("range", sp)))  # type: ignore[assignment]
     return relay, target, events
 
 
