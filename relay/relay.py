@@ -44,6 +44,7 @@ from relay.sourcepool import (
     SourceReader,
     fingerprint,
 )
+from relay.startup import StartUp
 from relay.target import BatchTarget, PartitionOwner, ProgressSink, Target, TargetRestart
 
 log = structlog.get_logger("kafka_lfs_relay.relay")
@@ -128,13 +129,15 @@ class Relay:
         acknowledged and nothing else is marked as done.
         """
         self.passthrough = self._choose_path()
-        active = self.pool.choose_initial()
-        self._reader = self.pool.reader(active, self._queue_bytes, self.settings.group)
+        # Each step waits (backs off, not ready) while a cluster does not answer; see relay.startup.
+        starting = StartUp(self.health, self.stopping, self.pool.config.backoff)
+        active = starting.step("choosing a source", self.pool.choose_initial)
+        reader = self._reader = self.pool.reader(active, self._queue_bytes, self.settings.group)
         try:
             # Before the target starts: the Target contract has high_watermarks come first.
-            self.ownership.begin(self._reader)
+            starting.step("reading positions back from the target", lambda: self.ownership.begin(reader))
             if self.stop_at_end:
-                self._ends = self.pool.end_offsets()
+                self._ends = starting.step("reading the source's end offsets", self.pool.end_offsets)
                 # A position beyond the end is not done: the source lost records the relay already
                 # relayed (or trails); the relay waits for it instead of calling the run complete.
                 self._done = {sp for sp, end in self._ends.items() if self._next.get(sp, -1) == max(end, 0)}

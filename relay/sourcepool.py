@@ -24,9 +24,9 @@ from confluent_kafka import Message as KafkaMessage
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
 from relay.backoff import backoff_delay
-from relay.errors import RelayError
+from relay.errors import RelayError, passing
 from relay.failover import Decision, Health, RelayView, Switchboard
-from relay.kafkautil import client_error_text
+from relay.kafkautil import client_error_text, retriable
 from relay.logs import librdkafka_logger
 from relay.message import SourcePartition
 from relay.metrics import RelayMetrics
@@ -126,7 +126,9 @@ class ClusterProbe:
             tmd = md.topics.get(topic)
             if tmd is None or tmd.error is not None or not tmd.partitions:
                 reason = tmd.error.str() if tmd is not None and tmd.error is not None else "it does not exist"
-                raise SourceError(f"source {self.cluster.name}: topic {topic!r} cannot be read: {reason}")
+                error = SourceError(f"source {self.cluster.name}: topic {topic!r} cannot be read: {reason}")
+                # A leader being elected passes; a topic that does not exist is a mistake to report.
+                raise passing(error) if tmd is not None and tmd.error is not None and retriable(tmd.error) else error
             counts[topic] = len(tmd.partitions)
         return counts
 
@@ -145,13 +147,14 @@ class ClusterProbe:
             }
             return Health(self.cluster.name, True, now, ends)
         except SourceError as exc:
-            return Health(self.cluster.name, False, now, error=str(exc))
+            return Health(self.cluster.name, False, now, error=str(exc), passing=exc.transient)
         except Exception as exc:  # every client failure is "unhealthy", with librdkafka's reason
             # Authentication failures reach error_cb only when the client is polled; without this
             # the reason would read "broker transport failure" instead of naming the real cause.
             self.admin.poll(0.5)
             reason = self.auth_error or (exc.args[0].str() if isinstance(exc, KafkaException) else str(exc))
-            return Health(self.cluster.name, False, now, error=reason or type(exc).__name__)
+            passing = self.auth_error is None and isinstance(exc, KafkaException) and retriable(exc.args[0])
+            return Health(self.cluster.name, False, now, error=reason or type(exc).__name__, passing=passing)
 
 
 class SourcePool:
@@ -191,7 +194,9 @@ class SourcePool:
         usable = [name for name in self.order if checks[name].ok]
         if not usable:
             reasons = "; ".join(f"{n}: {checks[n].error}" for n in self.order)
-            raise SourceError(f"no source cluster is usable ({reasons})")
+            error = SourceError(f"no source cluster is usable ({reasons})")
+            # Waited for at start-up (relay.startup) when every source is away, not misconfigured.
+            raise passing(error) if all(c.passing for c in checks.values()) else error
         # The first usable source in config order, so an operator knows where a relay starts.
         self.board.start_on(random.choice(usable) if self.config.random_initial else usable[0], time.monotonic())
         self._publish_active()
@@ -206,7 +211,8 @@ class SourcePool:
         """Committed end offsets of the active source now; raises SourceError if it cannot answer."""
         health = self._probes[self.active].check(self.topics)
         if not health.ok:
-            raise SourceError(f"source {self.active}: cannot read end offsets: {health.error}")
+            error = SourceError(f"source {self.active}: cannot read end offsets: {health.error}")
+            raise passing(error) if health.passing else error
         return dict(health.end_offsets)
 
     def latest(self, name: str) -> Health | None:

@@ -15,6 +15,8 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ResourceType,
 )
 
+from relay.errors import passing
+from relay.kafkautil import retriable
 from relay.logs import librdkafka_logger
 from relay.settings import ClusterConfig, TopicConfig
 from relay.target import TargetError
@@ -85,7 +87,7 @@ class TopicPreparer:
         except KafkaException as exc:
             admin.poll(0.5)  # authentication failures reach error_cb only when polled
             self._raise_if_fatal("reading metadata")
-            raise TargetError(f"target {name} is unreachable: {exc.args[0].str()}") from None
+            raise passing(TargetError(f"target {name} is unreachable: {exc.args[0].str()}")) from None
         routes = [r for r in routes if r.source in source_partitions]
         wanted = {r.target: source_partitions[r.source] for r in routes}
         # Side topics (e.g. a dead-letter topic) get as many partitions as the widest source topic,
@@ -116,8 +118,10 @@ class TopicPreparer:
                         configs=configs.get(topic, {}),
                     )
                 except KafkaException as exc:
-                    if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                        raise TargetError(f"creating target topic {topic!r} on {name}: {exc.args[0].str()}") from None
+                    err = exc.args[0]
+                    if err.code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                        error = TargetError(f"creating target topic {topic!r} on {name}: {err.str()}")
+                        raise (passing(error) if retriable(err) else error) from None
             md = admin.list_topics(timeout=15)
         # A topic just created (by us or by whoever set it up a moment ago) is listed without
         # leaders for a short while; writing then fails, so wait for leaders before giving up.
@@ -129,9 +133,11 @@ class TopicPreparer:
             time.sleep(0.25)
             md = admin.list_topics(timeout=15)
         if unready:
-            raise TargetError(
-                f"target topic {unready[0]!r} is not available on {name}: "
-                f"no leader for all its partitions after {_TOPIC_READY_TIMEOUT:.0f} s"
+            raise passing(
+                TargetError(
+                    f"target topic {unready[0]!r} is not available on {name}: "
+                    f"no leader for all its partitions after {_TOPIC_READY_TIMEOUT:.0f} s"
+                )
             )
         for topic in wanted:
             self.partitions[topic] = len(md.topics[topic].partitions)
@@ -171,10 +177,11 @@ class TopicPreparer:
         try:
             configs = admin.describe_configs([resource])[resource].result(timeout=30)
         except KafkaException as exc:
-            raise TargetError(
+            error = TargetError(
                 f"target {self._cluster.name}: reading the config of positions topic {self._positions_topic!r}: "
                 f"{exc.args[0].str()}"
-            ) from None
+            )
+            raise (passing(error) if retriable(exc.args[0]) else error) from None
         policy = configs.get("cleanup.policy")
         problem = positions_topic_problem(None if policy is None else str(policy.value), partitions)
         if problem is not None:
