@@ -404,6 +404,25 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 # -- the background sync -----------------------------------------------------------------------------
+def sync_moves(
+    translations: Sequence[Translation], current: Mapping[tuple[str, int], tuple[int, str]], ours: str
+) -> dict[tuple[str, int], int]:
+    """The target offsets the background sync commits: (topic, partition) -> offset.
+
+    ``current`` is what the target group holds, with the metadata committed with it; ``ours`` the
+    metadata the sync commits with. A partition with nothing committed, or behind its translation,
+    moves forward; one ahead moves back only if the sync committed it (the source group was
+    rewound), never when a consumer did (it read that far on the target).
+    """
+    moves: dict[tuple[str, int], int] = {}
+    for t in translations:
+        where = (t.target_topic, t.source.partition)
+        offset, metadata = current.get(where, (-1, ours))
+        if t.target > offset or (t.target < offset and metadata == ours):
+            moves[where] = t.target
+    return moves
+
+
 class GroupOffsetSync:
     """Keeps the target's copy of every matching group at its translated position (``group_offsets``).
 
@@ -474,14 +493,7 @@ class GroupOffsetSync:
             return "active_members"
         ours = commit_metadata(self.config)
         current = self.target.commits(group)
-        moves: dict[tuple[str, int], int] = {}
-        back = 0
-        for t in report.translations:
-            where = (t.target_topic, t.source.partition)
-            offset, metadata = current.get(where, (-1, ours))
-            if t.target > offset or (t.target < offset and metadata == ours):
-                moves[where] = t.target
-                back += t.target < offset
+        moves = sync_moves(report.translations, current, ours)
         if not moves:
             return "unchanged"
         self.target.commit(group, moves, ours)
@@ -489,7 +501,7 @@ class GroupOffsetSync:
             "synced group offsets to the target",
             group=group,
             partitions=len(moves),
-            moved_back=back,
+            moved_back=sum(1 for where, offset in moves.items() if offset < current.get(where, (-1, ""))[0]),
             reread_at_most=report.reread,
         )
         return "committed"
