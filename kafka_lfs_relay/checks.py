@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from kafka_lfs_relay.admin import error_text
+from confluent_kafka.admin import ConfigResource, ResourceType  # type: ignore[attr-defined]
+
+from kafka_lfs_relay.admin import Admins, error_text
 from kafka_lfs_relay.config import RelayConfig
 from kafka_lfs_relay.topicconfigs import TopicConfigComparer, source_configs_for
 from lfs.s3 import S3Settings, describe, error_kind, make_client
@@ -13,6 +15,8 @@ from relay.settings import ClusterConfig
 from relay.sourcepool import ClusterProbe
 from targets.hydrate import HydrateTargetConfig
 from targets.hydrate.target import claim_report
+from targets.kafka import topicconfig
+from targets.kafka.topics import positions_topic_problem
 from targets.lfs import LfsTargetConfig
 
 
@@ -178,6 +182,7 @@ def run_checks(config: RelayConfig, out: Callable[[str], None]) -> int:
             problems += 1
         else:
             out(f"ok      target topic {route.target!r} has {have} partitions (partition: {route.partition})")
+    problems += check_positions_topic(config, out, timeout)
     if isinstance(config.target.settings, HydrateTargetConfig):
         targets = [route.target for route in routes.values()]
         for line in claim_report(config.target.settings, config.max_in_flight, targets, timeout):
@@ -185,12 +190,38 @@ def run_checks(config: RelayConfig, out: Callable[[str], None]) -> int:
     return problems + check_topic_configs(config, out)
 
 
+def check_positions_topic(config: RelayConfig, out: Callable[[str], None], timeout: float) -> int:
+    """The relay's positions topic: created by the relay if missing, else exactly compacted with one partition."""
+    kafka = config.target.kafka
+    assert kafka is not None
+    topic = kafka.positions_topic_for(config.name)
+    admin = Admins()(kafka.cluster)
+    try:
+        md = admin.list_topics(topic, timeout=timeout)
+        tmd = md.topics.get(topic)
+        if tmd is None or tmd.error is not None:
+            out(f"ok      positions topic {topic!r} does not exist yet; the relay creates it (compact, 1 partition)")
+            return 0
+        resource = ConfigResource(ResourceType.TOPIC, topic)
+        entry = admin.describe_configs([resource])[resource].result(timeout=timeout + 5).get("cleanup.policy")
+    except Exception as exc:  # a finding like any other: the check goes on
+        out(f"warn    positions topic {topic!r} was not checked: {error_text(exc)}")
+        return 0
+    problem = positions_topic_problem(None if entry is None else str(entry.value), len(tmd.partitions))
+    if problem is not None:
+        out(f"PROBLEM positions topic {topic!r} {problem}; the relay refuses to start")
+        return 1
+    out(f"ok      positions topic {topic!r} is compacted and has one partition")
+    return 0
+
+
 def check_topic_configs(config: RelayConfig, out: Callable[[str], None]) -> int:
     """Where an existing target topic's configs differ from its source topic's (on the keys copied); problems.
 
     A different ``cleanup.policy`` is a problem (a compacted source mirrored into a deleting topic
-    loses keys; the reverse keeps records the source deleted); other differences are warnings: a
-    disaster-recovery site may keep data longer or shorter on purpose.
+    loses keys; the reverse keeps records the source deleted), and so are timestamp limits narrower
+    than the source's (the target refuses a record the source took, and the relay stops on it);
+    other differences are warnings: a disaster-recovery site may keep data longer or shorter on purpose.
     """
     kafka = config.target.kafka
     source = source_configs_for(config)
@@ -207,11 +238,13 @@ def check_topic_configs(config: RelayConfig, out: Callable[[str], None]) -> int:
             out(f"ok      target topic {topic!r} will be created with its source's configs: {shown}")
     problems = 0
     for diff in found:
-        verdict = "PROBLEM" if diff.key == "cleanup.policy" else "warn   "
+        refuses = diff.key in topicconfig.TIMESTAMP_LIMITS
+        verdict = "PROBLEM" if diff.key == "cleanup.policy" or refuses else "warn   "
         problems += verdict == "PROBLEM"
         out(
             f"{verdict} target topic {diff.target_topic!r} has {diff.key}={diff.actual}; from source topic "
-            f"{diff.source_topic!r} it should be {diff.wanted}"
+            f"{diff.source_topic!r} it should be {'at least ' if refuses else ''}{diff.wanted}"
+            + (": it would refuse records the source accepts, and the relay stops at the first" if refuses else "")
             + (" (target.topic_configs.sync_interval sets it)" if kafka.topic_configs.sync_interval > 0 else "")
         )
     compared = {r.target for r in config.topics} - set(planned)
@@ -220,4 +253,4 @@ def check_topic_configs(config: RelayConfig, out: Callable[[str], None]) -> int:
     return problems
 
 
-__all__ = ["check_s3", "check_topic_configs", "run_checks"]
+__all__ = ["check_positions_topic", "check_s3", "check_topic_configs", "run_checks"]

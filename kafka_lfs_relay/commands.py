@@ -179,7 +179,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     except RelayError as exc:
         if sys.stderr.isatty():
             sys.stderr.write("\n")
-        log.error("relay stopped", error=str(exc), code=exc.code)
+        # A stop asked for while start-up waited is clean (exit 0), not an error.
+        (log.info if exc.exit_code == 0 else log.error)("relay stopped", error=str(exc), code=exc.code)
         _say(masker, str(exc))
         return exc.exit_code
     except Exception as exc:  # a bug, not a user mistake: keep the traceback in the log for the report

@@ -226,13 +226,36 @@ def commit_metadata(config: RelayConfig) -> str:
 
 
 # -- the background sync -----------------------------------------------------------------------------
+def sync_moves(
+    translations: Sequence[Translation], current: Mapping[tuple[str, int], tuple[int, str]], ours: str
+) -> dict[tuple[str, int], int]:
+    """The target offsets the background sync commits: (topic, partition) -> offset.
+
+    ``current`` is what the target group holds, with the metadata committed with it; ``ours`` the
+    metadata the sync commits with. A partition with nothing committed, or behind its translation,
+    moves forward; one ahead moves back only if the sync committed it (the source group was
+    rewound), never when a consumer did (it read that far on the target).
+    """
+    moves: dict[tuple[str, int], int] = {}
+    for t in translations:
+        where = (t.target_topic, t.source.partition)
+        offset, metadata = current.get(where, (-1, ours))
+        if t.target > offset or (t.target < offset and metadata == ours):
+            moves[where] = t.target
+    return moves
+
+
 class GroupOffsetSync:
     """Keeps the target's copy of every matching group at its translated position (``group_offsets``).
 
     Each :meth:`run_once` lists the groups on the sources, translates those matching one of
-    ``patterns`` and commits, on the target, only partitions whose translated offset is ahead of
-    what the target group holds (never backwards), and only for groups with no member on the target.
-    It runs on its own thread (:class:`kafka_lfs_relay.background.Periodic`), never on the relay's.
+    ``patterns`` and commits them on the target, only for groups with no member there. It follows
+    the source group both ways: a partition whose target offset the sync committed itself (known
+    by the metadata it commits, :func:`commit_metadata`) moves forward and back with the source
+    group, so a group rewound on the source for reprocessing is rewound on the target too; one a
+    consumer committed on the target (after a failover) only moves forward, never back over what
+    that consumer read. It runs on its own thread (:class:`kafka_lfs_relay.background.Periodic`),
+    never on the relay's.
     """
 
     def __init__(self, config: RelayConfig, metrics: RelayMetrics, patterns: Sequence[str]) -> None:
@@ -290,16 +313,19 @@ class GroupOffsetSync:
         if members:
             log.debug("group has members on the target; not touched", group=group, members=len(members))
             return "active_members"
-        current = self.target.committed(group)
-        ahead = {
-            (t.target_topic, t.source.partition): t.target
-            for t in report.translations
-            if t.target > current.get((t.target_topic, t.source.partition), -1)
-        }
-        if not ahead:
+        ours = commit_metadata(self.config)
+        current = self.target.commits(group)
+        moves = sync_moves(report.translations, current, ours)
+        if not moves:
             return "unchanged"
-        self.target.commit(group, ahead, commit_metadata(self.config))
-        log.info("synced group offsets to the target", group=group, partitions=len(ahead), reread_at_most=report.reread)
+        self.target.commit(group, moves, ours)
+        log.info(
+            "synced group offsets to the target",
+            group=group,
+            partitions=len(moves),
+            moved_back=sum(1 for where, offset in moves.items() if offset < current.get(where, (-1, ""))[0]),
+            reread_at_most=report.reread,
+        )
         return "committed"
 
     def close(self) -> None:

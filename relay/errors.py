@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 SECRET_WORDS: Final = (
     "password",
@@ -77,10 +77,25 @@ def _render_value(path: str, value: object) -> str:
 
 
 class RelayError(Exception):
-    """Root of every error the relay raises on purpose."""
+    """Root of every error the relay raises on purpose.
+
+    ``transient`` marks one whose cause may pass by itself (a cluster that does not answer, a broker
+    answering with a retriable error): start-up waits and tries again instead of stopping (see
+    :mod:`relay.startup` and :func:`passing`).
+    """
 
     code: str = "relay_error"
     exit_code: int = 1
+    transient: bool = False
+
+
+RelayErrorT = TypeVar("RelayErrorT", bound=RelayError)
+
+
+def passing(exc: RelayErrorT) -> RelayErrorT:
+    """``exc`` marked :attr:`RelayError.transient`: its cause may pass by itself."""
+    exc.transient = True
+    return exc
 
 
 class ConfigError(RelayError):

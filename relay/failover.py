@@ -40,6 +40,9 @@ class Health:
     checked_at: float
     end_offsets: Mapping[SourcePartition, int] = field(default_factory=dict)
     error: str | None = None
+    passing: bool = False
+    """A failed check whose cause may pass by itself (no answer, a retriable error), unlike a missing
+    topic or refused credentials."""
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 import structlog
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 
 from relay.failover import RelayView
 from relay.health import RelayHealth
@@ -29,7 +29,7 @@ from relay.message import SourcePartition
 from relay.metrics import RelayMetrics
 from relay.readpositions import ReadPositions
 from relay.settings import TopicConfig
-from relay.sourcepool import Fingerprint, SourceError, SourcePool, SourceReader, Verification
+from relay.sourcepool import Fingerprint, SourceError, SourcePool, SourceReader, Verification, truncation_end
 
 log = structlog.get_logger("kafka_lfs_relay.relay")
 
@@ -110,8 +110,12 @@ class SourceGate:
             self._unverified.discard(sp)
             self._seen_end.pop(sp, None)
 
-    def out_of_range(self, sp: SourcePartition) -> None:
-        """The reader's position on ``sp`` is outside the active source's log; librdkafka stopped fetching it."""
+    def out_of_range(self, sp: SourcePartition, err: KafkaError | None = None) -> None:
+        """The reader's position on ``sp`` is outside the active source's log; librdkafka stopped fetching it.
+
+        ``err`` is the consumer's error event: a log truncation it reports is handled under
+        ``on_gap`` (see :meth:`_truncated`).
+        """
         reader = self._reader()
         assert reader is not None
         pos = self._reads.get(sp)
@@ -133,20 +137,28 @@ class SourceGate:
             self.wait([sp], seen_end=-1)
             self._pool.check_now()
             return
+        reported = truncation_end(err) if err is not None else None
+        end = high if reported is None or reported < 0 else min(reported, high)
+        recent = time.monotonic() - self._reseeked.get(sp, -_RESEEK_AGAIN) < _RESEEK_AGAIN
         if pos < low:
             self._gap(sp, pos, low)
-        elif pos > high:
+        elif end < pos and (reported is not None or (recent and self._read_here(sp, reader.cluster.name))):
+            self._truncated(sp, pos, end)
+        elif pos > high and not self._read_here(sp, reader.cluster.name):
             # The source trails the relay (or lost records already relayed): wait for it, and verify
             # the record before the position again once it is back, as after a failover.
             if self._reads.fingerprint(sp) is not None and self._pool.config.verify_on_switch:
                 self._unverified.add(sp)
             self.wait([sp], seen_end=high)
-        elif time.monotonic() - self._reseeked.get(sp, -_RESEEK_AGAIN) < _RESEEK_AGAIN:
+        elif recent:
             self.wait([sp], seen_end=pos - 1)
         else:
+            # The log holds the position, or the relay read the record before it from this very
+            # source, which now ends below it: read it again at once, and a second out-of-range
+            # soon after is a truncation (a passing error reads on).
             self._reseeked[sp] = time.monotonic()
             log.warning(
-                "position reported outside the source log, which holds it; reading it again",
+                "position reported outside the source log; reading it again",
                 source=reader.cluster.name,
                 topic=sp.topic,
                 partition=sp.partition,
@@ -155,6 +167,47 @@ class SourceGate:
                 log_end=high,
             )
             reader.reposition({sp: pos})
+
+    def _read_here(self, sp: SourcePartition, source: str) -> bool:
+        """Whether the relay read the record before ``sp``'s position from ``source`` (this run, since a switch)."""
+        fp = self._reads.fingerprint(sp)
+        return fp is not None and fp.source == source
+
+    def _truncated(self, sp: SourcePartition, pos: int, end: int) -> None:
+        """The source's log of ``sp`` now ends at ``end``, below the position ``pos`` the relay read from it.
+
+        The records at ``[end, pos)`` that the relay copied are gone from the source (an unclean
+        leader election), and the records the source writes next take their offsets: records the
+        relay will not read, as a retention gap's. ``on_gap: fail`` stops; ``skip`` goes on from
+        ``pos`` once the source reaches it, and counts ``pos - end`` in ``records_lost_total``.
+        """
+        reader = self._reader()
+        assert reader is not None
+        cluster = reader.cluster.name
+        where = f"source {cluster}: topic {sp.topic} partition {sp.partition}"
+        if self._routes[sp.topic].on_gap == "fail":
+            raise SourceError(
+                f"{where}: the log was truncated to offset {end}, below the relay's position {pos} (an unclean "
+                f"leader election?); the records the source writes at offsets [{end}, {pos}) again would not be "
+                f"relayed, so on_gap is fail and the relay stops (on_gap: skip would go on from offset {pos} "
+                "once the source reaches it and count them in records_lost_total)"
+            )
+        log.error(
+            "the source's log was truncated below the relay's position; the records it writes at these offsets "
+            "again are skipped (on_gap: skip)",
+            source=cluster,
+            topic=sp.topic,
+            partition=sp.partition,
+            missing=f"[{end}, {pos})",
+            records=pos - end,
+        )
+        self._metrics.records_lost.labels(reason="truncation", topic=sp.topic, partition=str(sp.partition)).inc(
+            pos - end
+        )
+        # The record before the position is gone, and the one that will be there is another.
+        self._reads.forget_fingerprints([sp])
+        self._unverified.discard(sp)
+        self.wait([sp], seen_end=end)
 
     def _gap(self, sp: SourcePartition, pos: int, low: int) -> None:
         """Offsets ``[pos, low)`` of ``sp`` were deleted from the active source before they were relayed."""

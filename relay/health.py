@@ -10,8 +10,11 @@ have *polled its source* (its loop comes round at least every 0.2 s, with or wit
 or *had records acknowledged by the target* within ``stall_timeout``. A loop that waits for
 room in the byte budget while the target keeps committing is alive; a loop stuck in a call that
 never returns, or waiting on a target that acknowledges nothing any more, is stalled, and a
-restart is the remedy (it resumes exactly where the target says). Starting up (target
-initialisation, reading positions back) and a clean stop count as alive.
+restart is the remedy (it resumes exactly where the target says). A clean stop counts as alive.
+Starting up (choosing a source, reading positions back, starting the target) is alive while it
+makes progress: each attempt of a start-up step that begins, or each step that ends, counts
+(:mod:`relay.startup`), so a relay that waits for a cluster with backoff stays alive, while one
+call that has not returned for ``stall_timeout`` is stalled and gets restarted.
 
 Readiness (``/readyz``): is this instance doing what it is there for? The target has started,
 and the active source passed its last health check, or the relay is *catching up* (an input its
@@ -47,6 +50,8 @@ class RelayHealth:
         self._clock = clock
         self._phase = "starting"
         self._phase_since = clock()
+        self._started: float | None = None
+        self._waiting: str | None = None
         self._polled: float | None = None
         self._acked: float | None = None
         self._catching_up: str | None = None
@@ -63,6 +68,11 @@ class RelayHealth:
     def in_group(self, group_id: str) -> None:
         """This relay is a member of consumer group ``group_id`` (group mode)."""
         self._group = group_id
+
+    def starting(self, waiting: str | None) -> None:
+        """Start-up made progress (an attempt begins, a step ends); ``waiting`` says what it waits for, if anything."""
+        self._started = self._clock()
+        self._waiting = waiting
 
     def running(self) -> None:
         """The target has started and the loop begins."""
@@ -109,6 +119,16 @@ class RelayHealth:
             "last_ack_seconds_ago": _ago(now, self._acked),
             "stall_timeout_seconds": self.stall_timeout,
         }
+        if phase == "starting":
+            idle = now - max(t for t in (self._started, self._phase_since) if t is not None)
+            if idle <= self.stall_timeout:
+                return True, body
+            body["status"] = "stalled"
+            body["reason"] = (
+                f"start-up has made no progress for {idle:.0f} s (stall_timeout {self.stall_timeout:g} s): "
+                "a call that does not return"
+            )
+            return False, body
         if phase not in ("running", "draining"):
             return True, body
         # The phase change counts as progress: a drain starts its own clock, and so does the loop.
@@ -130,7 +150,10 @@ class RelayHealth:
         body: dict[str, Any] = {"status": "ready", "phase": phase}
         reasons: list[str] = []
         if phase == "starting":
-            reasons.append("starting: the target has not started yet")
+            if self._waiting is not None:
+                body["waiting"] = self._waiting
+            waiting = self._waiting
+            reasons.append(f"starting: waiting for {waiting}" if waiting else "starting: the target has not started")
         elif phase != "running":
             reasons.append(f"{phase}: the relay is stopping")
         name, check = self._source() if self._source is not None else (None, None)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
-from typing import cast
+from typing import Final, cast
 
+from confluent_kafka import KafkaError
 from confluent_kafka import Message as KafkaMessage
 
 from relay.message import Headers
@@ -26,3 +27,36 @@ _STATE_SUFFIX = re.compile(r" \(after \d+ms in state \w+(?:, \d+ identical error
 def client_error_text(text: str) -> str:
     """librdkafka's error text without the broker URL prefix and the timing suffix."""
     return _STATE_SUFFIX.sub("", _BROKER_PREFIX.sub("", text))
+
+
+RETRIABLE: Final = frozenset(
+    {
+        KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError._TIMED_OUT,
+        KafkaError._WAIT_COORD,
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError.BROKER_NOT_AVAILABLE,
+        KafkaError.NETWORK_EXCEPTION,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.NOT_CONTROLLER,
+        KafkaError.KAFKA_STORAGE_ERROR,
+        KafkaError.OFFSET_NOT_AVAILABLE,
+        KafkaError.FENCED_LEADER_EPOCH,
+        KafkaError.UNKNOWN_LEADER_EPOCH,
+        KafkaError.NOT_ENOUGH_REPLICAS,
+        KafkaError.CONCURRENT_TRANSACTIONS,
+    }
+)
+"""Errors a broker or the client answers while a cluster is away or moving things around (a leader
+elected, a coordinator loading): asking again later can succeed. librdkafka flags some of them as
+retriable itself, but not those it hands back inside admin results (a partition's ``Not leader``)."""
+
+
+def retriable(err: KafkaError) -> bool:
+    """Whether asking again later can succeed (see :data:`RETRIABLE`)."""
+    return bool(err.retriable()) or err.code() in RETRIABLE

@@ -105,9 +105,13 @@ class ReadPositions:
         """The partitions with a record read since they were resumed."""
         return set(self._fingerprints)
 
-    def forget_fingerprints(self) -> None:
-        """Records read before now are not to be verified (positions are read again from the target)."""
-        self._fingerprints.clear()
+    def forget_fingerprints(self, partitions: Iterable[SourcePartition] | None = None) -> None:
+        """Records read before now on ``partitions`` (default: all) are not to be verified: positions are
+        read again from the target, or the source's log no longer holds the record read last."""
+        if partitions is None:
+            self._fingerprints.clear()
+        for sp in partitions or ():
+            self._fingerprints.pop(sp, None)
 
     # -- stop_at_end ---------------------------------------------------------------------------------
     def stop_at(self, ends: Mapping[SourcePartition, int]) -> None:

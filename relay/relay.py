@@ -39,6 +39,7 @@ from relay.run import Run, cut
 from relay.selection import Change, Routes
 from relay.settings import RelaySettings
 from relay.sourcepool import OFFSET_ERRORS, Fingerprint, SourceError, SourcePool, SourceReader, fingerprint
+from relay.startup import StartUp
 from relay.target import PartitionOwner, RouteTaker, RunTarget, TargetRestart
 
 log = structlog.get_logger("kafka_lfs_relay.relay")
@@ -115,15 +116,17 @@ class Relay:
         Raises :class:`RelayError` on anything unrecoverable; what was acknowledged stays
         acknowledged and nothing else is marked as done.
         """
-        active = self.pool.choose_initial()
-        self._reader = self.pool.reader(active, self._queue_bytes, self.settings.group)
+        # Each step waits (backs off, not ready) while a cluster does not answer; see relay.startup.
+        starting = StartUp(self.health, self.stopping, self.pool.config.backoff)
+        active = starting.step("choosing a source", self.pool.choose_initial)
+        reader = self._reader = self.pool.reader(active, self._queue_bytes, self.settings.group)
         try:
             if self._watch is not None:
                 self._retopic(self._watch.scan())
             # Before the target starts: the target contract has high_watermarks come first.
-            self.ownership.begin(self._reader)
+            starting.step("reading positions back from the target", lambda: self.ownership.begin(reader))
             if self.settings.stop_at_end:
-                self.reads.stop_at(self.pool.end_offsets())
+                self.reads.stop_at(starting.step("reading the source's end offsets", self.pool.end_offsets))
             self.target.start(self.acks)
             self.pool.start()
             if self._watch is not None and not self.settings.stop_at_end:
@@ -298,7 +301,7 @@ class Relay:
         if err.code() == KafkaError._PARTITION_EOF:
             self.reads.at_end(sp, raw.offset() or 0)
         elif err.code() in OFFSET_ERRORS:
-            self._gate.out_of_range(sp)
+            self._gate.out_of_range(sp, err)
         else:
             self._source_error(err)
 

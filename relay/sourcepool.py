@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import re
 import threading
 import time
 import uuid
@@ -31,9 +32,9 @@ from confluent_kafka import Message as KafkaMessage
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
 from relay.backoff import backoff_delay
-from relay.errors import RelayError
+from relay.errors import RelayError, passing
 from relay.failover import Decision, Health, RelayView, Switchboard
-from relay.kafkautil import client_error_text
+from relay.kafkautil import client_error_text, retriable
 from relay.logs import librdkafka_logger
 from relay.message import SourcePartition
 from relay.metrics import RelayMetrics
@@ -80,10 +81,30 @@ def fingerprint(offset: int, key: bytes | None, value: bytes | None, source: str
     return Fingerprint(offset, zlib.crc32(value or b"", zlib.crc32(key or b"")), source)
 
 
-OFFSET_ERRORS: Final = frozenset({KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE})
+OFFSET_ERRORS: Final = frozenset(
+    {KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE, KafkaError._LOG_TRUNCATION}
+)
 """Error events of a consumer whose position is outside the partition's log. Source consumers run
 with ``auto.offset.reset: error``: librdkafka then stops fetching the partition and reports
-``_AUTO_OFFSET_RESET`` (seen against Kafka 4.1) instead of jumping to either end of the log."""
+``_AUTO_OFFSET_RESET`` (seen against Kafka 4.1) instead of jumping to either end of the log; a
+log truncation it detects (KIP-320: the leader's log ends below the position, after an unclean
+leader election) comes the same way, saying so in its text (see :func:`truncation_end`)."""
+
+_TRUNCATION_END = re.compile(r"broker end offset is (-?\d+)")
+
+
+def truncation_end(err: KafkaError) -> int | None:
+    """Where the partition's log ends now if ``err`` reports a log truncation, else None (-1: not said).
+
+    librdkafka reports it as ``_LOG_TRUNCATION``, or, under ``auto.offset.reset: error``, as
+    ``_AUTO_OFFSET_RESET`` whose text carries the truncation's reason and end offset: there is no
+    other signal.
+    """
+    text = err.str()
+    if err.code() != KafkaError._LOG_TRUNCATION and "log truncation" not in text.lower():
+        return None
+    found = _TRUNCATION_END.search(text)
+    return int(found.group(1)) if found is not None and int(found.group(1)) >= 0 else -1
 
 
 def probe_config(cluster: ClusterConfig, timeout: float) -> dict[str, Any]:
@@ -116,7 +137,9 @@ class ClusterProbe:
                 continue
             if tmd is None or tmd.error is not None or not tmd.partitions:
                 reason = tmd.error.str() if tmd is not None and tmd.error is not None else "it does not exist"
-                raise SourceError(f"source {self.cluster.name}: topic {topic!r} cannot be read: {reason}")
+                error = SourceError(f"source {self.cluster.name}: topic {topic!r} cannot be read: {reason}")
+                # A leader being elected passes; a topic that does not exist is a mistake to report.
+                raise passing(error) if tmd is not None and tmd.error is not None and retriable(tmd.error) else error
             counts[topic] = len(tmd.partitions)
         return counts
 
@@ -142,13 +165,14 @@ class ClusterProbe:
             }
             return Health(self.cluster.name, True, now, ends)
         except SourceError as exc:
-            return Health(self.cluster.name, False, now, error=str(exc))
+            return Health(self.cluster.name, False, now, error=str(exc), passing=exc.transient)
         except Exception as exc:  # every client failure is "unhealthy", with librdkafka's reason
             # Authentication failures reach error_cb only when the client is polled; without this
             # the reason would read "broker transport failure" instead of naming the real cause.
             self.admin.poll(0.5)
             reason = self.auth_error or (exc.args[0].str() if isinstance(exc, KafkaException) else str(exc))
-            return Health(self.cluster.name, False, now, error=reason or type(exc).__name__)
+            passing = self.auth_error is None and isinstance(exc, KafkaException) and retriable(exc.args[0])
+            return Health(self.cluster.name, False, now, error=reason or type(exc).__name__, passing=passing)
 
 
 class SourcePool:
@@ -190,7 +214,9 @@ class SourcePool:
         usable = [name for name in self.order if checks[name].ok]
         if not usable:
             reasons = "; ".join(f"{n}: {checks[n].error}" for n in self.order)
-            raise SourceError(f"no source cluster is usable ({reasons})")
+            error = SourceError(f"no source cluster is usable ({reasons})")
+            # Waited for at start-up (relay.startup) when every source is away, not misconfigured.
+            raise passing(error) if all(c.passing for c in checks.values()) else error
         # The first usable source in config order, so an operator knows where a relay starts.
         self.board.start_on(random.choice(usable) if self.config.random_initial else usable[0], time.monotonic())
         self._publish_active()
@@ -216,7 +242,8 @@ class SourcePool:
         """Committed end offsets of the active source now; raises SourceError if it cannot answer."""
         health = self._probes[self.active].check(self.topics, self.optional)
         if not health.ok:
-            raise SourceError(f"source {self.active}: cannot read end offsets: {health.error}")
+            error = SourceError(f"source {self.active}: cannot read end offsets: {health.error}")
+            raise passing(error) if health.passing else error
         return dict(health.end_offsets)
 
     def retopic(self, added: Iterable[str], removed: Collection[str]) -> None:

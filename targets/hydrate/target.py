@@ -15,7 +15,10 @@ positions in the positions topic within it) with :class:`Hydrate` as its transfo
   is made once, in source order: an envelope record, once its fetch is done, becomes the plain record: the verified
   payload as value, the envelope record's key, timestamp, partition and headers, then each of
   ``original_headers`` that is not already there, then ``content-type`` from ``content_type``
-  if no header of that name (in any case) is there. Non-envelope records pass unchanged.
+  if no header of that name (in any case) is there. Non-envelope records pass unchanged. An
+  envelope record of the ``lfs`` target keeps its record's headers, and has ``content_type``
+  only where the record had that header, so nothing is added to it: the round trip gives each
+  record back as it was.
 * ``kfr-pos`` headers that arrive with a source record are the resume positions an earlier
   release of the relay that wrote the envelope topic kept in its records; they are dropped, or
   the one-time import of those headers (``target.import_header_positions``) could take the

@@ -172,6 +172,10 @@ class TargetGroups:
 
     def committed(self, group: str) -> dict[TopicPartitionKey, int]:
         """The offsets ``group`` has committed on the target."""
+        return {tp: offset for tp, (offset, _) in self.commits(group).items()}
+
+    def commits(self, group: str) -> dict[TopicPartitionKey, tuple[int, str]]:
+        """The offsets ``group`` has committed on the target, each with the metadata committed with it."""
         try:
             res = self._admin.list_consumer_group_offsets(
                 [ConsumerGroupTopicPartitions(group)], request_timeout=self.timeout
@@ -180,7 +184,11 @@ class TargetGroups:
             if exc.args and isinstance(exc.args[0], KafkaError) and exc.args[0].code() == KafkaError.GROUP_ID_NOT_FOUND:
                 return {}
             raise self._fail(f"reading the offsets of group {group!r}", exc) from None
-        return {(tp.topic, tp.partition): tp.offset for tp in (res.topic_partitions or []) if tp.offset >= 0}
+        return {
+            (tp.topic, tp.partition): (tp.offset, tp.metadata or "")
+            for tp in (res.topic_partitions or [])
+            if tp.offset >= 0
+        }
 
     def commit(self, group: str, offsets: Mapping[TopicPartitionKey, int], metadata: str) -> None:
         """Commit ``offsets`` for ``group`` on the target (the broker refuses it while the group has members)."""

@@ -48,6 +48,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, IsolationLevel, KafkaErr
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
 from relay.backoff import backoff_delay
+from relay.errors import passing
+from relay.kafkautil import retriable
 from relay.logs import librdkafka_logger
 from relay.message import SourcePartition
 from relay.settings import ClusterConfig
@@ -317,18 +319,21 @@ class PositionsTopic:
             consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in todo])
             while todo:
                 if time.monotonic() > deadline:
-                    raise TargetError(
-                        f"target {self.cluster.name}: reading positions topic {self.topic!r} did not reach offset "
-                        f"{max(todo.values())} within {self.timeout:.0f}s (a transaction stays open on it)"
+                    raise passing(
+                        TargetError(
+                            f"target {self.cluster.name}: reading positions topic {self.topic!r} did not reach "
+                            f"offset {max(todo.values())} within {self.timeout:.0f}s (a transaction stays open on it)"
+                        )
                     )
                 for msg in consumer.consume(5000, 0.5):
                     err = msg.error()
                     partition = msg.partition() or 0
                     if err is not None:
                         if err.code() != KafkaError._PARTITION_EOF:
-                            raise TargetError(
+                            error = TargetError(
                                 f"target {self.cluster.name}: reading positions topic {self.topic!r}: {err.str()}"
                             )
+                            raise passing(error) if retriable(err) else error
                         if partition in todo and (msg.offset() or 0) >= todo[partition]:
                             del todo[partition]
                         elif partition in todo and not waiting_logged:
@@ -385,10 +390,11 @@ class PositionsTopic:
             except KafkaException as exc:
                 err: KafkaError = exc.args[0]
                 attempt += 1
-                if not err.retriable() or time.monotonic() > deadline:
-                    raise TargetError(
+                if not retriable(err) or time.monotonic() > deadline:
+                    error = TargetError(
                         f"target {self.cluster.name}: reading the end of positions topic {self.topic!r}: {err.str()}"
-                    ) from None
+                    )
+                    raise (passing(error) if retriable(err) else error) from None
                 time.sleep(backoff_delay(0.1, 2.0, attempt))
 
     def _ask_high_watermarks(self, admin: AdminClient) -> dict[int, int]:

@@ -21,7 +21,8 @@ import structlog
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from relay.backoff import backoff_delay
-from relay.kafkautil import client_error_text
+from relay.errors import passing
+from relay.kafkautil import client_error_text, retriable
 from relay.logs import librdkafka_logger
 from relay.message import SourcePartition
 from relay.metrics import RelayMetrics
@@ -202,10 +203,11 @@ class TransactionalSender:
                 err: KafkaError = exc.args[0]
                 self.raise_if_fatal(f"initialising transactions as {txn_id!r}")
                 if not err.retriable() or attempt >= 5:
-                    raise TargetError(
+                    error = TargetError(
                         f"target {self._cluster.name}: could not initialise transactional producer "
                         f"{txn_id!r}: {err.str()}"
-                    ) from None
+                    )
+                    raise (passing(error) if retriable(err) else error) from None
                 attempt += 1
                 time.sleep(backoff_delay(self._retry.min, self._retry.max, attempt))
 

@@ -18,10 +18,16 @@ The rules, key by key (:func:`wanted`):
 * ``message.timestamp.type``: always ``CreateTime``. The relay copies every record's source
   timestamp; a ``LogAppendTime`` target would replace it with the time the relay wrote it (hours
   later after a catch-up), changing what time-based retention and ``offsetsForTimes`` see.
+* ``message.timestamp.after.max.ms``: the source's (how far ahead of the broker's clock a record
+  may be stamped; Kafka 4 lowered the default to an hour, so a source that accepts more would
+  feed the mirror records it refuses), or the source's ``message.timestamp.difference.max.ms``
+  where it has no such key (before Kafka 3.6), else the widest there is.
+* ``message.timestamp.before.max.ms``: always the widest there is. A record reaches the target
+  later than it reached the source, by as much as the relay lags (hours after an outage), so even
+  the source's own limit would refuse a record the source took.
 * Not copied by default: replication and durability (``min.insync.replicas``,
-  ``unclean.leader.election.enable``: they depend on the target cluster's size), storage tuning
-  (``segment.*``, ``compression.type``, tiered storage) and timestamp validation
-  (``message.timestamp.*.max.ms``: copied records carry old timestamps that it would reject).
+  ``unclean.leader.election.enable``: they depend on the target cluster's size) and storage
+  tuning (``segment.*``, ``compression.type``, tiered storage).
 
 For the ``lfs`` and ``hydrate`` targets the target's records are not the source's in size
 (envelopes instead of payloads, or the reverse): the application leaves ``max.message.bytes`` and
@@ -44,8 +50,17 @@ DEFAULT_INCLUDE: Final = (
     "max.compaction.lag.ms",
     "delete.retention.ms",
     "message.timestamp.type",
+    "message.timestamp.before.max.ms",
+    "message.timestamp.after.max.ms",
 )
 """The configs copied by default: those that define what the topic is to its consumers."""
+
+TIMESTAMP_LIMITS: Final = frozenset({"message.timestamp.before.max.ms", "message.timestamp.after.max.ms"})
+"""How far behind and ahead of the broker's clock a record's timestamp may be: a target topic narrower
+than its source refuses records the source took, and the relay stops on the first."""
+
+WIDEST: Final = str(2**63 - 1)
+"""Kafka's largest (and, for ``message.timestamp.before.max.ms``, default) limit: no limit."""
 
 SIZE_KEYS: Final = frozenset({"max.message.bytes", "retention.bytes"})
 """Configs about record sizes: not copied where the target's records differ in size from the source's."""
@@ -83,6 +98,10 @@ def wanted(source: Mapping[str, str], keys: Collection[str], broker_max: int, pr
             need = max(_int(source.get(key)), producer_max)
             if need > broker_max:
                 out[key] = str(need)
+        elif key == "message.timestamp.before.max.ms":
+            out[key] = WIDEST
+        elif key == "message.timestamp.after.max.ms":
+            out[key] = source.get(key) or source.get("message.timestamp.difference.max.ms") or WIDEST
         elif source.get(key) is not None:
             out[key] = source[key]
     return out
@@ -98,7 +117,7 @@ def _int(value: str | None) -> int:
 def _same(key: str, want: str, have: str | None) -> bool:
     if have is None:
         return False
-    if key == "max.message.bytes":
+    if key == "max.message.bytes" or key in TIMESTAMP_LIMITS:
         return _int(have) >= _int(want)  # a larger limit on the target takes every record too
     if key == "cleanup.policy":
         return sorted(want.replace(" ", "").split(",")) == sorted(have.replace(" ", "").split(","))

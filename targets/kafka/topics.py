@@ -16,6 +16,8 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ResourceType,
 )
 
+from relay.errors import passing
+from relay.kafkautil import retriable
 from relay.logs import librdkafka_logger
 from relay.settings import ClusterConfig, TopicConfig
 from relay.target import TargetError
@@ -88,7 +90,7 @@ class TopicPreparer:
         except KafkaException as exc:
             admin.poll(0.5)  # authentication failures reach error_cb only when polled
             self._raise_if_fatal("reading metadata")
-            raise TargetError(f"target {name} is unreachable: {exc.args[0].str()}") from None
+            raise passing(TargetError(f"target {name} is unreachable: {exc.args[0].str()}")) from None
         routes = [r for r in routes if r.source in source_partitions]
         wanted = {r.target: source_partitions[r.source] for r in routes}
         # Side topics (e.g. a dead-letter topic) get as many partitions as the widest source topic,
@@ -119,8 +121,10 @@ class TopicPreparer:
                         configs=configs.get(topic, {}),
                     )
                 except KafkaException as exc:
-                    if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                        raise TargetError(f"creating target topic {topic!r} on {name}: {exc.args[0].str()}") from None
+                    err = exc.args[0]
+                    if err.code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                        error = TargetError(f"creating target topic {topic!r} on {name}: {err.str()}")
+                        raise (passing(error) if retriable(err) else error) from None
             md = admin.list_topics(timeout=15)
         # A topic just created (by us or by whoever set it up a moment ago) is listed without
         # leaders for a short while; writing then fails, so wait for leaders before giving up.
@@ -132,14 +136,16 @@ class TopicPreparer:
             time.sleep(0.25)
             md = admin.list_topics(timeout=15)
         if unready:
-            raise TargetError(
-                f"target topic {unready[0]!r} is not available on {name}: "
-                f"no leader for all its partitions after {_TOPIC_READY_TIMEOUT:.0f} s"
+            raise passing(
+                TargetError(
+                    f"target topic {unready[0]!r} is not available on {name}: "
+                    f"no leader for all its partitions after {_TOPIC_READY_TIMEOUT:.0f} s"
+                )
             )
         for topic in wanted:
             self.partitions[topic] = len(md.topics[topic].partitions)
         if not self._positions_checked:
-            self._check_positions_topic(admin)
+            self._check_positions_topic(admin, len(md.topics[self._positions_topic].partitions))
         for route in routes:
             count = self.partitions[route.target]
             have = source_partitions.get(route.source, 0)
@@ -219,24 +225,47 @@ class TopicPreparer:
             r.target: topicconfig.wanted(described.get(r.source, {}), keys, broker_max, producer_max) for r in routes
         }
 
-    def _check_positions_topic(self, admin: AdminClient) -> None:
-        """Refuse a positions topic that is not compacted: its entries would expire and be lost."""
+    def _check_positions_topic(self, admin: AdminClient, partitions: int) -> None:
+        """Refuse a positions topic that is not exactly what the relay needs (see :func:`positions_topic_problem`)."""
         resource = ConfigResource(ResourceType.TOPIC, self._positions_topic)
         try:
             configs = admin.describe_configs([resource])[resource].result(timeout=30)
         except KafkaException as exc:
-            raise TargetError(
+            error = TargetError(
                 f"target {self._cluster.name}: reading the config of positions topic {self._positions_topic!r}: "
                 f"{exc.args[0].str()}"
-            ) from None
-        policy = configs.get("cleanup.policy")
-        if policy is None or "compact" not in str(policy.value).split(","):
-            raise TargetError(
-                f"target {self._cluster.name}: positions topic {self._positions_topic!r} has cleanup.policy="
-                f"{policy.value if policy is not None else '?'}; it must be compact, or positions would expire "
-                "(set cleanup.policy=compact on it)"
             )
+            raise (passing(error) if retriable(exc.args[0]) else error) from None
+        policy = configs.get("cleanup.policy")
+        problem = positions_topic_problem(None if policy is None else str(policy.value), partitions)
+        if problem is not None:
+            raise TargetError(f"target {self._cluster.name}: positions topic {self._positions_topic!r} {problem}")
         self._positions_checked = True
+
+
+def positions_topic_problem(cleanup_policy: str | None, partitions: int) -> str | None:
+    """What is wrong with a positions topic of ``cleanup_policy`` and ``partitions`` (None: nothing).
+
+    As Kafka Connect refuses such an offsets topic: with ``delete`` in its policy, the entries of
+    partitions that stay idle longer than ``retention.ms`` expire and the relay copies them again
+    from the beginning; with more than one partition, the relay writes partition 0 but an entry or
+    tombstone written to another would be read in no defined order against it.
+    """
+    policies = sorted({p.strip() for p in (cleanup_policy or "").split(",") if p.strip()})
+    if policies != ["compact"]:
+        return (
+            f"has cleanup.policy={cleanup_policy or '?'}; it must be exactly compact: with delete its entries "
+            "expire and the relay would copy their partitions again from the beginning "
+            "(set cleanup.policy=compact on it)"
+        )
+    if partitions != 1:
+        return (
+            f"has {partitions} partitions; it must have exactly 1: the relay writes its entries to partition 0, "
+            "and an entry or tombstone in another partition is read in no defined order against them "
+            "(create a compacted topic with one partition, copy partition 0 into it and name it in "
+            "target.positions_topic)"
+        )
+    return None
 
 
 def _has_leaders(tmd: Any) -> bool:

@@ -267,7 +267,8 @@ def parse_lfs(sec: Section, context: TargetContext) -> LfsConfig:
     ``always_offload_topics`` (list of source topics): every record of these is offloaded.
     ``key_template`` (``{prefix}/{relay}/{topic}/{partition}/{offset}-{sha256}``): see :class:`KeyTemplate`.
     ``checksum_alg`` (sha256): sha256, md5, crc32 or none; the envelope's ``sha256`` is always set.
-    ``content_type_default`` (application/octet-stream): when a record has no ``content-type`` header.
+    ``content_type_default`` (application/octet-stream): the stored object's Content-Type when a record
+    has no ``content-type`` header (its envelope then has no ``content_type``, see :func:`build_envelope`).
     ``header_allowlist`` (KafScale's list): headers copied into ``original_headers``; ``[]`` for none.
     ``upload_concurrency`` (8): S3 uploads (PUTs and parts) in flight at once.
     ``part_size`` (8MiB, at least 5MiB): larger values are uploaded in parts of this size.
@@ -416,7 +417,6 @@ def build_envelope(
     sha256: str,
     alg: str,
     checksum: str,
-    content_type_default: str,
     header_allowlist: Sequence[str],
     proxy_id: str,
     now: datetime | None = None,
@@ -425,8 +425,11 @@ def build_envelope(
 
     ``checksum``/``checksum_alg`` are written only when the algorithm is not sha256 (``none``
     writes ``checksum_alg`` alone). ``content_type`` comes from the record's ``content-type``
-    header, else ``content_type_default``. ``original_headers`` holds the allow-listed headers
-    (names matched case-insensitively, the record's spelling kept; the last of a repeated name wins).
+    header and is left out when the record has none: the envelope says what the record said, so
+    hydration, which adds ``content_type`` as a header where none is, gives back the record as it
+    was (``content_type_default`` is only the stored object's Content-Type). ``original_headers``
+    holds the allow-listed headers (names matched case-insensitively, the record's spelling kept;
+    the last of a repeated name wins).
     """
     allowed = {name.lower() for name in header_allowlist}
     original: dict[str, str] = {}
@@ -444,7 +447,7 @@ def build_envelope(
         sha256=sha256,
         checksum=checksum if alg in ("md5", "crc32") else None,
         checksum_alg=None if alg == "sha256" else alg,
-        content_type=content_type or content_type_default,
+        content_type=content_type,
         original_headers=original or None,
         created_at=created_at(now),
         proxy_id=proxy_id,

@@ -258,7 +258,6 @@ class Offload:
             sha256=stored.sha256,
             alg=stored.alg,
             checksum=stored.checksum,
-            content_type_default=self.lfs.content_type_default,
             header_allowlist=self.lfs.header_allowlist,
             proxy_id=self.lfs.proxy_id,
         )

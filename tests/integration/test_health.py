@@ -28,6 +28,7 @@ from tests.integration.harness import (
     wait_for,
     write_config,
 )
+from tests.integration.hydrate_support import Rec, assert_records, produce_records, read_records
 
 pytestmark = pytest.mark.integration
 
@@ -147,3 +148,71 @@ def test_in_group_mode_readiness_says_what_each_instance_owns(tmp_path: Path, ka
         for relay in relays:
             if relay.alive():
                 assert relay.terminate(90) == 0, relay.log_tail()
+
+
+def _waiting(port: int, step: str) -> bool:
+    """Whether /readyz answers 503 waiting on ``step`` while /healthz answers 200."""
+    status, body = probe(port, "/readyz")
+    return status == 503 and body is not None and str(body.get("waiting", "")).startswith(step)
+
+
+def test_start_up_waits_for_a_source_and_a_target_that_are_down(
+    tmp_path: Path, cluster_factory: ClusterFactory, kafka_cluster: KafkaCluster
+) -> None:
+    """A relay started while its only source is down, then one started while its target is down, each waits
+    (not ready, alive, one log line), ends on SIGTERM with exit 0, and relays every record once the cluster is back."""
+    away = cluster_factory("away")
+    records = _full_records(60)
+    port = free_port()
+    backoff = {"healthcheck_interval": "500ms", "request_timeout": "1s", "backoff": {"min": "200ms", "max": "1s"}}
+    for side in ("source", "target"):
+        topic = create_topic(kafka_cluster if side == "target" else away, f"{side}-{uuid.uuid4().hex[:8]}", 2)
+        source, target = (away, kafka_cluster) if side == "source" else (kafka_cluster, away)
+        produce_records(source, topic, records[:30])
+        away.stop()
+        # An attempt to reach a target that is down takes its metadata timeout (15 s): a stall
+        # timeout below that would count one attempt as a hang.
+        stall = "5s" if side == "source" else "30s"
+        config = relay_config(
+            [source], target, [{"source": topic, "target": f"{topic}-copy"}], name=f"waits-{topic}",
+            metrics={"listen": f"127.0.0.1:{port}", "stall_timeout": stall}, source_pool=backoff,
+        )  # fmt: skip
+        relay = RelayProcess(write_config(tmp_path / f"{side}.yml", config))
+        step = "choosing a source" if side == "source" else "reading positions back from the target"
+        try:
+            relay.start()
+            wait_for(f"/readyz waiting on {step}", lambda step=step: _waiting(port, step), 60, relay)
+            if side == "source":
+                assert relay.terminate(30) == 0, relay.log_tail()  # SIGTERM while waiting: a clean stop
+                assert "stopped while start-up waited (choosing a source" in relay.log_tail(1)
+                relay.start()
+                wait_for(f"/readyz waiting on {step} again", lambda step=step: _waiting(port, step), 60, relay)
+                watched_until = time.monotonic() + 7  # longer than stall_timeout: alive all along
+                while time.monotonic() < watched_until:
+                    status, alive = probe(port, "/healthz")
+                    assert status == 200 and alive is not None and alive["phase"] == "starting", alive
+                    time.sleep(0.5)
+            status, alive = probe(port, "/healthz")
+            assert status == 200 and alive is not None and alive["phase"] == "starting", alive
+            away.start()
+            produce_records(source, topic, records[30:])
+            wait_for("/readyz to answer 200", lambda: _answers(port, "/readyz", 200), 90, relay)
+            copied = f"{topic}-copy"
+            wait_for("every record relayed", lambda t=target, c=copied: committed_count(t, c, 2) >= 60, 60, relay)
+            assert relay.terminate(60) == 0, relay.log_tail()
+        finally:
+            if relay.alive():
+                relay.kill9()
+        runs = 2 if side == "source" else 1
+        assert relay.log_text().count('"start-up waits') == runs, relay.log_tail()  # once per run, not per attempt
+        assert_records(records, read_records(target, f"{topic}-copy", 2))
+
+
+def _full_records(count: int) -> list[Rec]:
+    """Records over 2 partitions with null and empty keys and values, duplicate and null-valued headers."""
+    out = []
+    for i in range(count):
+        key = None if i % 5 == 0 else b"" if i % 5 == 1 else f"key-{i}".encode()
+        value = None if i % 7 == 0 else b"" if i % 7 == 1 else f"value-{i}".encode()
+        out.append(Rec(i % 2, key, value, (("h", b"1"), ("h", None)), 1_700_000_000_000 + i * 1000))
+    return out

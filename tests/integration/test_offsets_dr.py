@@ -282,12 +282,13 @@ def test_the_first_read_of_a_positions_tail_waits_for_every_partition_end(
         tail.close()
 
 
-def test_background_sync_follows_groups_forward_only_and_leaves_active_groups_alone(
+def test_background_sync_follows_groups_both_ways_and_leaves_consumers_commits_and_active_groups_alone(
     tmp_path: Path, cluster_factory: ClusterFactory, topic_factory: TopicFactory
 ) -> None:
-    """group_offsets syncs matching groups while the relay runs, through a filter: a consumer switching then
-    misses no kept record; it never moves a target group back, never touches one with members, and exports
-    the re-read as a metric."""
+    """group_offsets syncs matching groups while the relay runs, through a filter: a group rewound on the
+    source is rewound on the target, so a consumer switching then misses no kept record after the rewound
+    position; a consumer's own commit on the target is never moved back, a group with members never touched,
+    and the re-read is exported as a metric."""
     source, target = cluster_factory("source"), cluster_factory("target")
     topic = topic_factory(source, partitions=2)
     rows = numbered(4_000, 2)
@@ -344,13 +345,22 @@ def test_background_sync_follows_groups_forward_only_and_leaves_active_groups_al
         finally:
             member.close()
         wait_for("shop-follow synced again", lambda: target_offsets(target, "shop-follow") != before, 30, relay)
+        ahead = target_offsets(target, "shop-follow")
+        # Reprocessing on the source: the group is rewound there, and the target copy follows it back.
+        commit_on(source, "shop-follow", topic, {0: 333, 1: 1_000})
+        wait_for(
+            "shop-follow rewound on the target",
+            lambda: all(off < ahead[tp] for tp, off in target_offsets(target, "shop-follow").items()),
+            30,
+            relay,
+        )
     finally:
         assert relay.terminate() == 0, relay.log_tail()
     assert target_offsets(target, "shop-behind") == {(topic, 0): 900, (topic, 1): 900}
     assert target_offsets(target, "other-app") == {}
-    # Switching now: every kept record at or after the group's source position is read on the target.
+    # Switching now: every kept record at or after the group's rewound source position is read on the target.
     kept = {p: [(k, v) for q, k, v in rows if q == p and int(k[4:]) % 10 < 5] for p in (0, 1)}
-    position = {0: 1_900, 1: 1_990}
+    position = {0: 333, 1: 1_000}
     got = consume_as(target, "shop-follow", topic, 2)
     for p in (0, 1):
         source_offsets = [i // 2 for i, (q, k, _) in enumerate(rows) if q == p and int(k[4:]) % 10 < 5]

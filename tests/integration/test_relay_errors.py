@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from tests.integration.harness import (
     numbered,
     produce,
     relay_config,
+    wait_for,
     write_config,
 )
 
@@ -39,13 +41,19 @@ def _fails(tmp_path: Path, config: dict[str, object], timeout: float = 90) -> st
     return _error_line(relay)
 
 
-def test_unreachable_source_is_named(tmp_path: Path, kafka_cluster: KafkaCluster) -> None:
-    """A source nobody listens on ends the run with an error naming that source."""
+def test_unreachable_source_is_named_and_waited_for(tmp_path: Path, kafka_cluster: KafkaCluster) -> None:
+    """A source nobody listens on is not a mistake to stop on: the relay says once that it waits, naming
+    that source, and a SIGTERM ends the wait with exit 0 and the same line."""
     config = relay_config([kafka_cluster], kafka_cluster, [{"source": "anything"}])
     config["sources"] = [{"name": "nowhere", "bootstrap_servers": f"127.0.0.1:{free_port()}"}]
-    config["source_pool"] = {"request_timeout": "1s"}
-    line = _fails(tmp_path, config)
-    assert "no source cluster is usable" in line and "nowhere" in line
+    config["source_pool"] = {"request_timeout": "1s", "backoff": {"min": "100ms", "max": "500ms"}}
+    relay = RelayProcess(write_config(tmp_path / "relay.yml", config)).start()
+    wait_for("the relay to say it waits", lambda: "start-up waits" in relay.log_text(), 60, relay)
+    time.sleep(2)  # several more attempts: still one line
+    assert relay.terminate(30) == 0, relay.log_tail()
+    assert relay.log_text().count("start-up waits") == 1, relay.log_tail()
+    line = _error_line(relay)
+    assert "stopped while start-up waited" in line and "no source cluster is usable" in line and "nowhere" in line
 
 
 def test_unknown_source_topic_is_named(tmp_path: Path, kafka_cluster: KafkaCluster) -> None:

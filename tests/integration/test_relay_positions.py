@@ -16,6 +16,7 @@ import pytest
 from confluent_kafka import Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewPartitions
 
+from kafka_lfs_relay.cli import main
 from kafka_lfs_relay.sandbox import KafkaCluster
 from relay.message import SourcePartition
 from relay.settings import ClusterConfig
@@ -288,12 +289,27 @@ def test_an_entry_that_cannot_be_read_stops_the_relay_with_one_line(
     assert f"{topic}/0" in last and "Traceback" not in relay.log_text()
 
 
-def test_a_positions_topic_that_is_not_compacted_is_refused(
-    tmp_path: Path, kafka_cluster: KafkaCluster, topic_factory: TopicFactory
+@pytest.mark.parametrize(
+    ("policy", "partitions", "why"),
+    [
+        ("delete", 1, "has cleanup.policy=delete; it must be exactly compact"),
+        ("compact,delete", 1, "has cleanup.policy=compact,delete; it must be exactly compact"),
+        ("compact", 3, "has 3 partitions; it must have exactly 1"),
+    ],
+)
+def test_a_positions_topic_that_is_not_compacted_with_one_partition_is_refused(
+    tmp_path: Path,
+    kafka_cluster: KafkaCluster,
+    topic_factory: TopicFactory,
+    capsys: pytest.CaptureFixture[str],
+    policy: str,
+    partitions: int,
+    why: str,
 ) -> None:
-    """An existing positions topic with cleanup.policy=delete stops the relay: its positions would expire."""
+    """check and the relay refuse a positions topic whose entries could expire or whose partitions could disagree."""
     topic = topic_factory(kafka_cluster, partitions=1)
-    positions_topic = topic_factory(kafka_cluster, partitions=1)
+    produce([kafka_cluster], topic, numbered(10, 1))
+    positions_topic = topic_factory(kafka_cluster, partitions=partitions, config={"cleanup.policy": policy})
     config = write_config(
         tmp_path / "relay.yml",
         relay_config(
@@ -301,9 +317,14 @@ def test_a_positions_topic_that_is_not_compacted_is_refused(
             target={"positions_topic": positions_topic},
         ),
     )  # fmt: skip
+    capsys.readouterr()
+    assert main(["check", "--config", str(config)]) == 1
+    assert f"PROBLEM positions topic {positions_topic!r} {why}" in capsys.readouterr().out
     relay = RelayProcess(config, "--stop-at-end")
     assert relay.start().wait(120) == 1, relay.log_tail()
-    assert "cleanup.policy=delete" in relay.log_text() and positions_topic in relay.log_text()
+    last = relay.log_text().strip().splitlines()[-1]
+    assert last.startswith(f"kafka-lfs-relay: target target: positions topic {positions_topic!r} {why}"), last
+    assert committed_count(kafka_cluster, f"{topic}-out", 1) == 0
 
 
 def _entries(cluster: KafkaCluster, name: str, topic: str, partitions: int) -> dict[int, int]:

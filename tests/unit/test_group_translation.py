@@ -5,8 +5,9 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kafka_lfs_relay.offsets import sync_moves
 from relay.message import SourcePartition
-from targets.kafka.groups import translate_offset
+from targets.kafka.groups import Translation, translate_offset
 from targets.kafka.positions import Entry, thin
 
 SP = SourcePartition("orders", 0)
@@ -105,3 +106,15 @@ def test_thinned_map_bounds_the_re_read_by_the_group_s_distance_from_the_newest_
         tr = translate_offset(SP, "orders", entry, committed, start=0, end=100_001)
         assert tr.point is not None and tr.reread <= max(10, newest - committed), (committed, tr)
     assert len(entry.map) <= 16 + 2 * 17
+
+
+def test_the_background_sync_follows_its_own_commits_both_ways_and_a_consumer_s_only_forward() -> None:
+    """A partition the sync committed moves back with a rewound source group; one a consumer committed does not."""
+
+    def at(partition: int, target: int) -> Translation:
+        return Translation(SourcePartition("t", partition), "t", target, target, 0, (target, target))
+
+    ours = "kafka-lfs-relay dr: translated from the source's committed offset"
+    current = {("t", 0): (900, ours), ("t", 1): (900, ""), ("t", 2): (100, ""), ("t", 3): (500, ours)}
+    translations = [at(0, 300), at(1, 300), at(2, 400), at(3, 500), at(4, 50)]
+    assert sync_moves(translations, current, ours) == {("t", 0): 300, ("t", 2): 400, ("t", 4): 50}

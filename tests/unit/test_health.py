@@ -31,14 +31,35 @@ def _health(stall: float = 60.0) -> tuple[RelayHealth, Clock, dict[str, Health |
 
 
 def test_starting_is_alive_but_not_ready() -> None:
-    """While the target starts (reading positions back may take long) the relay is alive, not ready."""
+    """While the target starts (reading positions back may take a while) the relay is alive, not ready."""
     health, clock, _ = _health()
-    clock.now += 600
+    clock.now += 59
     assert health.liveness()[0]
     ready, body = health.readiness()
-    assert (
-        not ready and body["status"] == "not_ready" and body["reasons"] == ["starting: the target has not started yet"]
-    )
+    assert not ready and body["status"] == "not_ready" and body["reasons"] == ["starting: the target has not started"]
+
+
+def test_a_start_up_that_keeps_trying_is_alive_and_says_what_it_waits_for() -> None:
+    """Each start-up attempt is progress: waiting an hour for a cluster with backoff is alive, and not ready."""
+    health, clock, _ = _health()
+    for _ in range(60):
+        clock.now += 59
+        health.starting("choosing a source, attempt 2: no source cluster is usable")
+        assert health.liveness()[0]
+    ready, body = health.readiness()
+    assert not ready and body["reasons"] == [
+        "starting: waiting for choosing a source, attempt 2: no source cluster is usable"
+    ]
+
+
+def test_a_start_up_call_that_does_not_return_is_stalled() -> None:
+    """A start-up step that has not returned for longer than stall_timeout fails liveness, so it is restarted."""
+    health, clock, _ = _health(stall=60)
+    health.starting(None)
+    clock.now += 61
+    alive, body = health.liveness()
+    assert not alive and body["status"] == "stalled" and body["phase"] == "starting"
+    assert "start-up has made no progress for 61 s (stall_timeout 60 s)" in body["reason"]
 
 
 def test_running_with_a_healthy_source_is_alive_and_ready() -> None:

@@ -214,7 +214,6 @@ def _envelope(alg: str, headers: Headers = (), allow: tuple[str, ...] = DEFAULT_
         sha256=hasher.sha256_hex(),
         alg=alg,
         checksum=hasher.hexdigest(),
-        content_type_default="application/octet-stream",
         header_allowlist=allow,
         proxy_id="kafka-lfs-relay/edge",
         now=datetime(2026, 1, 2, 3, 4, 5, 678, tzinfo=timezone.utc),
@@ -228,10 +227,10 @@ def test_sha256_envelope_has_no_checksum_fields() -> None:
     assert encoded.startswith(b'{"kfs_lfs":1,"bucket":"bkt","key":"p/orders/1/42","size":7,"sha256":"')
     assert (env.checksum, env.checksum_alg) == (None, None)
     assert env.created_at == "2026-01-02T03:04:05Z" and env.proxy_id == "kafka-lfs-relay/edge"
-    assert env.content_type == "application/octet-stream" and env.original_headers is None
+    assert env.content_type is None and env.original_headers is None
     assert decode_envelope(encoded) == env
     assert set(json.loads(encoded)) == {
-        "kfs_lfs", "bucket", "key", "size", "sha256", "content_type", "created_at", "proxy_id",
+        "kfs_lfs", "bucket", "key", "size", "sha256", "created_at", "proxy_id",
     }  # fmt: skip
 
 

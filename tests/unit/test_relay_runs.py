@@ -65,7 +65,7 @@ def _relay(filters: Any = None, budget: int = 1 << 30) -> tuple[Relay, _Target, 
     relay.stopping = threading.Event()
     relay.ownership = AllPartitions(None, relay)  # type: ignore[arg-type]
     relay._lag = LagClock(RelayMetrics().replication_lag)
-    relay._gate = SimpleNamespace(out_of_range=out_of_range.append)  # type: ignore[assignment]
+    relay._gate = SimpleNamespace(out_of_range=lambda sp, err=None: out_of_range.append(sp))  # type: ignore[assignment]
     return relay, target, out_of_range
 
 

@@ -9,7 +9,8 @@ import pytest
 from kafka_lfs_relay.config import parse_config
 from kafka_lfs_relay.registry import TARGETS
 from relay.errors import ConfigError
-from targets.kafka.topicconfig import DEFAULT_INCLUDE, TopicConfigPolicy, differences, wanted
+from targets.kafka.topicconfig import DEFAULT_INCLUDE, WIDEST, TopicConfigPolicy, differences, wanted
+from targets.kafka.topics import positions_topic_problem
 
 COMPACTED = {
     "cleanup.policy": "compact",
@@ -27,7 +28,7 @@ COMPACTED = {
 
 
 def test_semantic_configs_are_copied_and_operational_ones_are_not() -> None:
-    """Cleanup, retention and compaction settings are copied; replication, segments and timestamp checks are not."""
+    """Cleanup, retention, compaction and timestamp limits are taken from the source; replication and segments not."""
     got = wanted(COMPACTED, DEFAULT_INCLUDE, broker_max=1_048_588, producer_max=0)
     assert got == {
         "cleanup.policy": "compact",
@@ -37,7 +38,58 @@ def test_semantic_configs_are_copied_and_operational_ones_are_not() -> None:
         "max.compaction.lag.ms": "9223372036854775807",
         "delete.retention.ms": "86400000",
         "message.timestamp.type": "CreateTime",
+        "message.timestamp.before.max.ms": WIDEST,
+        "message.timestamp.after.max.ms": WIDEST,
     }
+
+
+@pytest.mark.parametrize(
+    ("source", "after"),
+    [
+        ({"message.timestamp.after.max.ms": "10800000"}, "10800000"),  # a source raised above Kafka 4's hour
+        ({"message.timestamp.after.max.ms": "3600000"}, "3600000"),
+        ({"message.timestamp.difference.max.ms": "7200000"}, "7200000"),  # a source before Kafka 3.6
+        ({}, WIDEST),  # nothing known about the source: no limit
+    ],
+)
+def test_timestamp_limits_are_never_narrower_than_the_source_s(source: dict[str, str], after: str) -> None:
+    """after.max.ms is the source's; before.max.ms has no limit, since a record reaches the target later."""
+    keys = ["message.timestamp.before.max.ms", "message.timestamp.after.max.ms"]
+    source = {**source, "message.timestamp.before.max.ms": "86400000"}
+    assert wanted(source, keys, 0, 0) == {
+        "message.timestamp.before.max.ms": WIDEST,
+        "message.timestamp.after.max.ms": after,
+    }
+
+
+def test_a_timestamp_limit_differs_only_when_narrower() -> None:
+    """A target limit at or above the wanted one takes every record the source took; a narrower one differs."""
+    after, before = "message.timestamp.after.max.ms", "message.timestamp.before.max.ms"
+    want = {after: "10800000", before: WIDEST}
+    assert differences(want, {after: WIDEST, before: WIDEST}) == []
+    assert differences(want, {after: "3600000", before: "86400000"}) == [
+        (after, "10800000", "3600000"),
+        (before, WIDEST, "86400000"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("policy", "partitions", "problem"),
+    [
+        ("compact", 1, None),
+        (" compact ", 1, None),
+        ("compact,delete", 1, "has cleanup.policy=compact,delete; it must be exactly compact"),
+        ("delete", 1, "has cleanup.policy=delete; it must be exactly compact"),
+        (None, 1, "has cleanup.policy=?; it must be exactly compact"),
+        ("compact", 2, "has 2 partitions; it must have exactly 1"),
+    ],
+)
+def test_a_positions_topic_must_be_compacted_with_one_partition(
+    policy: str | None, partitions: int, problem: str | None
+) -> None:
+    """Only cleanup.policy=compact and one partition is a positions topic the relay accepts."""
+    found = positions_topic_problem(policy, partitions)
+    assert found == problem if problem is None else found is not None and found.startswith(problem)
 
 
 def test_timestamps_stay_the_source_s() -> None:
