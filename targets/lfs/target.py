@@ -68,6 +68,7 @@ from targets.lfs.config import (
     expected_checksum,
     offload_reason,
 )
+from targets.lfs.rehome import Rehomed, Rehomer
 from targets.lfs.upload import LfsMetrics, S3Uploader, Stored, Upload, UploadCancelled, UploadJob, cancel_all
 
 log = structlog.get_logger("kafka_lfs_relay.lfs")
@@ -126,6 +127,7 @@ class LfsTarget(ThroughKafka):
         self.uploader = S3Uploader(
             lfs.s3, lfs.upload_concurrency, lfs.part_size, config.kafka.retry, self.metrics, probe_prefix
         )
+        self.rehomer = Rehomer(lfs, self.uploader, self.metrics, config.kafka.retry) if lfs.rehome else None
         hooks = Hooks(
             transform=self._transform,
             weigh=_batch_weight,
@@ -146,6 +148,8 @@ class LfsTarget(ThroughKafka):
         """Start the uploader and the Kafka target's sender."""
         self._on_ack = on_ack
         self.uploader.start()
+        if self.rehomer is not None:
+            self.rehomer.start()
         self.kafka.start(self._acked)
 
     def write(self, message: Message) -> None:
@@ -166,12 +170,17 @@ class LfsTarget(ThroughKafka):
             self.kafka.close()
         finally:
             self._drop_pending()
+            if self.rehomer is not None:
+                self.rehomer.close()
             self.uploader.close()
 
     # -- offload ------------------------------------------------------------------------------------
     def _begin(self, msg: Message) -> Upload | None:
         """The upload for ``msg`` if it is offloaded, else None."""
         lfs = self.lfs
+        key_for = partial(_key_for, lfs.key_template, lfs.s3.prefix, lfs.relay, msg.coordinates_key(), msg.topic)
+        if self.rehomer is not None and (rehomed := self.rehomer.begin(msg, key_for)) is not None:
+            return rehomed  # an envelope: its object is copied into our bucket (targets.lfs.rehome)
         if offload_reason(msg, lfs.threshold, lfs.always_offload_topics) is None:
             return None
         assert msg.value is not None
@@ -187,7 +196,7 @@ class LfsTarget(ThroughKafka):
         except RecordError as exc:
             return Upload.failed(exc)
         job = UploadJob(
-            key_for=partial(_key_for, lfs.key_template, lfs.s3.prefix, lfs.relay, msg.coordinates_key(), msg.topic),
+            key_for=key_for,
             data=msg.value,
             alg=alg,
             expected=expected,
@@ -222,6 +231,9 @@ class LfsTarget(ThroughKafka):
             raise TargetError(
                 f"the upload of record {msg.coordinates()} was abandoned because the target is closing"
             ) from None
+        if isinstance(stored, Rehomed) and stored.envelope is not None:
+            self._outcome(coords, "rehomed")
+            return _replace_value(msg, stored.envelope.encode())
         envelope = build_envelope(
             msg,
             bucket=stored.bucket,
@@ -259,6 +271,8 @@ class LfsTarget(ThroughKafka):
         for msg, outcome in zip(messages, outcomes, strict=True):
             if outcome == "offloaded":
                 self.metrics.records_offloaded.labels(topic=msg.source_topic).inc()
+            elif outcome == "rehomed":
+                self.metrics.records_rehomed.labels(topic=msg.source_topic).inc()
             elif outcome == "passed":
                 self.metrics.records_passed_through.labels(topic=msg.source_topic).inc()
             else:

@@ -107,6 +107,14 @@ class LfsMetrics:
             registry=registry,
         )  # fmt: skip
         self.bytes_uploaded = Counter(f"{p}_bytes_uploaded", "Payload bytes stored in S3.", registry=registry)
+        self.records_rehomed = Counter(
+            f"{p}_records_rehomed", "Envelope records whose object was copied into the target's bucket (committed).",
+            ["topic"], registry=registry,
+        )  # fmt: skip
+        self.bytes_rehomed = Counter(
+            f"{p}_bytes_rehomed", "Payload bytes copied into the target's bucket, by path: server or stream.",
+            ["path"], registry=registry,
+        )  # fmt: skip
         self.upload_latency = Histogram(
             f"{p}_upload_latency_seconds",
             "Time to store one object in S3, retries included.",
@@ -122,6 +130,9 @@ class LfsMetrics:
             registry=registry,
         )  # fmt: skip
         self.uploads_in_flight = Gauge(f"{p}_uploads_in_flight", "Objects being uploaded now.", registry=registry)
+        self.rehomes_in_flight = Gauge(
+            f"{p}_rehomes_in_flight", "Objects being copied into the target's bucket now.", registry=registry
+        )
 
 
 class UploadCancelled(Exception):
