@@ -1,10 +1,11 @@
-"""Re-homing on its own (targets.lfs.rehome): envelopes' objects copied between two buckets, and between two servers."""
+"""Re-homing (targets.lfs.rehome): copies between two buckets and two servers; a DR site that outlives its source."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,21 +14,36 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from kafka_lfs_relay.sandbox import KafkaCluster
 from kafka_lfs_relay.sandbox.s3 import S3Server
-from lfs import Envelope, checksum, decode_envelope
+from lfs import Envelope, checksum, decode_envelope, detect
 from relay.message import Message
 from relay.options import Section
 from relay.settings import Backoff, TopicConfig
 from relay.target import TargetError
 from targets.context import TargetContext
-from targets.lfs.config import LfsConfig, RecordError, parse_lfs
+from targets.lfs.config import LfsConfig, RecordError, build_envelope, parse_lfs
 from targets.lfs.rehome import Rehomed, Rehomer
-from targets.lfs.upload import LfsMetrics, S3Uploader
-from tests.integration.lfs_harness import list_keys, object_bytes
+from targets.lfs.upload import SHA256_METADATA, LfsMetrics, S3Uploader
+from tests.integration.harness import RelayProcess, wait_for
+from tests.integration.hydrate_support import Rec, assert_records, hydrate_relay, produce_records, read_records
+from tests.integration.lfs_harness import (
+    big_topic,
+    free_port,
+    incomplete_uploads,
+    lfs_config,
+    list_keys,
+    metric,
+    object_bytes,
+    s3_section,
+    scrape,
+)
 
 pytestmark = pytest.mark.integration
 
 MIB = 1024 * 1024
+REHOMED = "kafka_lfs_relay_lfs_records_rehomed_total"
+REHOMING = "kafka_lfs_relay_lfs_rehomes_in_flight"
 
 
 def connection(server: S3Server) -> dict[str, Any]:
@@ -199,3 +215,85 @@ def test_a_bucket_on_another_server_is_streamed_with_its_checksums_verified(
         assert client.list_multipart_uploads(Bucket=s3_server.bucket, Prefix=prefix).get("Uploads", []) == []
     finally:
         copier.close()
+
+
+def test_mirror_of_envelopes_killed_mid_copy_then_source_bucket_deleted_hydrates_from_dr_byte_for_byte(
+    tmp_path: Path, kafka_cluster: KafkaCluster, s3_server: S3Server, other_server: S3Server
+) -> None:
+    """KafScale's envelopes and ours, re-homed across servers with a kill -9 mid-copy; then the source is lost."""
+    east = new_bucket(other_server)
+    source, dr, plain = (big_topic(kafka_cluster, 2) for _ in range(3))
+    payloads: list[Rec] = []  # the records a consumer of the DR site must get back, hydrated
+    envelopes: list[Rec] = []  # what the source topic holds
+    now = int(time.time() * 1000)
+    for i in range(16):
+        size = [3 * MIB, 700 * 1024, 11 * MIB, 6 * MIB][i % 4]
+        data = os.urandom(size)
+        headers: tuple[tuple[str, bytes | None], ...] = (("content-type", b"application/x-order"), ("n", b"%d" % i))
+        rec = Rec(i % 2, f"order-{i}".encode(), data, headers, now + i)
+        payloads.append(rec)
+        if i % 4 == 3:  # our own envelope, as an lfs relay in the east region wrote it
+            key = f"east/east-mirror/orders/{i % 2}/{i}-{checksum(data)}"
+            metadata = {SHA256_METADATA: checksum(data)}
+            other_server.client().put_object(Bucket=east, Key=key, Body=data, Metadata=metadata)
+            msg = Message(rec.key, data, headers, "orders", "east", "orders", i % 2, i, now + i)
+            env = build_envelope(
+                msg, bucket=east, key=key, size=size, sha256=checksum(data), alg="sha256", checksum=checksum(data),
+                content_type_default="application/octet-stream", header_allowlist=("content-type",),
+                proxy_id="kafka-lfs-relay/east-mirror",
+            )  # fmt: skip
+            value = env.encode()
+        elif i % 4 == 2:  # the documented legacy shape
+            legacy = stored_envelope(other_server, east, data, checksum_alg="crc32", checksum=checksum(data, "crc32"))
+            value = legacy.encode("lfs_version")
+        else:  # KafScale's proxy
+            value = stored_envelope(
+                other_server, east, data, checksum_alg="md5" if i % 2 else None,
+                checksum=checksum(data, "md5") if i % 2 else None, original_headers={"n": str(i)},
+                content_type="application/x-order", created_at="2026-12-01T00:00:00Z", proxy_id="lfs-proxy-east",
+            ).encode()  # fmt: skip
+        envelopes.append(dataclasses.replace(rec, value=value))
+    small = Rec(0, b"small", b"inline", (("content-type", b"text/plain"),), now + 100)
+    large = Rec(1, b"large", os.urandom(2 * MIB), (("content-type", b"text/plain"),), now + 101)
+    tombstone = Rec(0, b"gone", None, (), now + 102)
+    produce_records(kafka_cluster, source, [*envelopes, small, large, tombstone])
+    expected = [*payloads, small, large, tombstone]
+
+    prefix = f"dr-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    rehome = {"allowed_buckets": [east], "s3": connection(other_server), "concurrency": 2}
+    lfs = {"part_size": "5MiB", "s3": s3_section(s3_server, prefix), "rehome": rehome}
+    config = lfs_config(tmp_path / "rehome.yml", kafka_cluster, source, dr, lfs, metrics_port=port)
+    relay = RelayProcess(config).start()
+
+    def mid_copy() -> bool:
+        values = scrape(port)
+        return metric(values, REHOMED) >= 3 and metric(values, REHOMING) >= 1
+
+    wait_for("three records re-homed and a copy in flight", mid_copy, 120, relay)
+    relay.kill9()
+    final = RelayProcess(config, "--stop-at-end")
+    assert final.start().wait(240) == 0, final.log_tail()
+
+    client = s3_server.client()
+    mirrored = read_records(kafka_cluster, dr, 2)
+    named = set()
+    for rec in mirrored:
+        found = detect(rec.value)
+        if found is not None:
+            assert found.bucket == s3_server.bucket and found.key.startswith(f"{prefix}/"), "an envelope names east"
+            assert found.key not in named, "two envelopes name one object"
+            named.add(found.key)
+    assert len(named) == 17, "every envelope re-homed, and the large record offloaded"
+    assert list_keys(client, s3_server.bucket, prefix) == named, "orphan objects in the DR bucket"
+    assert incomplete_uploads(client, s3_server.bucket, prefix) == [], "incomplete multipart uploads left behind"
+
+    # The east region is lost: its bucket deleted, its S3 gone.
+    other_server.client().delete_bucket(Bucket=east)
+    other_server.kill()
+    hydrate = hydrate_relay(
+        tmp_path, kafka_cluster, dr, plain, s3_server, "--stop-at-end",
+        allowed_buckets=[{"bucket": s3_server.bucket, "prefixes": [f"{prefix}/"]}],
+    )  # fmt: skip
+    assert hydrate.start().wait(240) == 0, hydrate.log_tail()
+    assert_records(expected, read_records(kafka_cluster, plain, 2))
