@@ -272,6 +272,7 @@ def test_mirror_of_envelopes_killed_mid_copy_then_source_bucket_deleted_hydrates
 
     wait_for("three records re-homed and a copy in flight", mid_copy, 120, relay)
     relay.kill9()
+    assert len(read_records(kafka_cluster, dr, 2)) < len(expected), "the kill came after the last commit"
     final = RelayProcess(config, "--stop-at-end")
     assert final.start().wait(240) == 0, final.log_tail()
 
