@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from kafka_lfs_relay import commands, demo, offsets
+from kafka_lfs_relay import commands, demo, lfsgc, offsets, verify
 from kafka_lfs_relay.sandbox import cli as sandbox_cli
 from relay import __version__, logs
 
@@ -21,6 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     commands.add_parsers(sub)
     offsets.add_parser(sub)
+    verify.add_parser(sub)
+    lfsgc.add_parser(sub)
     demo.add_parser(sub)
     sandbox_cli.add_parser(sub)
     return parser
