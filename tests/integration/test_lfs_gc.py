@@ -77,7 +77,8 @@ def test_gc_deletes_orphans_and_expired_objects_only_while_the_relay_keeps_writi
         head = [r for r in read_target(kafka_cluster, out, 2)[1] if r.offset < 4]
         expired = {decode_envelope(r.value or b"").key for r in head}
         tp = TopicPartition(out, 1, 4)
-        AdminClient(kafka_cluster.client_conf()).delete_records([tp])[tp].result(30)
+        admin = AdminClient(kafka_cluster.client_conf())
+        admin.delete_records([tp])[tp].result(30)
         time.sleep(4.5)  # everything so far is now older than the grace period
         young = plant(src, 0, 5)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import AdminClient
 
 from kafka_lfs_relay import cli
 from kafka_lfs_relay.sandbox import KafkaCluster, S3Server
@@ -20,7 +20,7 @@ from lfs import decode_envelope, detect
 from relay.message import SourcePartition
 from targets.kafka import positions
 from targets.kafka.positions import Entry
-from tests.conftest import TopicFactory
+from tests.conftest import TopicFactory, create_topic
 from tests.integration.harness import (
     RelayProcess,
     end_offsets,
@@ -59,9 +59,7 @@ def faulty_mirror(cluster: KafkaCluster, source: str, target: str, name: str, pa
     """
     found = read_to_end(cluster.client_config(), source, partitions)
     pos_topic = positions.default_topic(name)
-    AdminClient(cluster.client_conf()).create_topics([NewTopic(pos_topic, 1, 1, config=dict(positions.TOPIC_CONFIG))])[
-        pos_topic
-    ].result(30)
+    create_topic(cluster, pos_topic, 1, dict(positions.TOPIC_CONFIG))
     producer = Producer({**cluster.client_config(), "transactional.id": f"faulty-{name}"})
     producer.init_transactions(30)
     foreign = Producer(cluster.client_config())
@@ -113,7 +111,8 @@ def test_a_broken_mirror_names_each_missing_extra_and_altered_record(
     assert (p0["missing"], p0["first_missing_source_offset"], p0["extra"], p0["different"]) == (1, 7, 0, 0)
     assert (p0["compared"], p1["compared"], p2["compared"], p3["compared"]) == (59, 60, 60, 60)
     assert (p1["different"], p1["missing"], p1["extra"]) == (1, 0, 0)
-    assert p1["first_different"] == {"source_offset": 25, "target_offset": faults["altered"], "what": "value"}
+    what = "value (100 vs 7 bytes, first differing at byte 0)"  # outside digest mode: where, never the bytes
+    assert p1["first_different"] == {"source_offset": 25, "target_offset": faults["altered"], "what": what}
     assert (p2["extra"], p2["first_extra_target_offset"], p2["missing"], p2["different"]) == (
         1,
         faults["duplicate"],
@@ -192,9 +191,8 @@ def test_lfs_and_hydrate_mirrors_verify_objects_and_name_an_overwritten_one(
     victim = next(r for r in offloaded if r.partition == 0)
     env = decode_envelope(victim.value or b"")
     s3_server.client().put_object(Bucket=env.bucket, Key=env.key, Body=os.urandom(env.size))
-    AdminClient(kafka_cluster.client_conf()).delete_records([TopicPartition(envelopes, 1, 2)])[
-        TopicPartition(envelopes, 1, 2)
-    ].result(30)  # fmt: skip
+    admin, head = AdminClient(kafka_cluster.client_conf()), TopicPartition(envelopes, 1, 2)
+    admin.delete_records([head])[head].result(30)
     code, doc = verify(capsys, offload, "--digest")
     assert code == 1
     p0, p1 = doc["by"][(source, 0)], doc["by"][(source, 1)]

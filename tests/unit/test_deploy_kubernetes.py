@@ -76,9 +76,19 @@ def _config(kind: str, name: str, tmp_path: Path) -> RelayConfig:
 
 
 def test_the_manifests_hold_a_group_deployment_its_config_secret_and_pdb_and_a_backfill_job() -> None:
-    """The set the README describes: Deployment, ConfigMap, Secret, PodDisruptionBudget; a Job with its ConfigMap."""
+    """The set the README describes: Deployment, ConfigMap, Secret, PodDisruptionBudget; a Job with its ConfigMap;
+    the lfs gc CronJob with its ConfigMap (tests/unit/test_deploy_lfs_gc.py)."""
     kinds = sorted(kind for kind, _ in OBJECTS)
-    assert kinds == ["ConfigMap", "ConfigMap", "Deployment", "Job", "PodDisruptionBudget", "Secret"]
+    assert kinds == [
+        "ConfigMap",
+        "ConfigMap",
+        "ConfigMap",
+        "CronJob",
+        "Deployment",
+        "Job",
+        "PodDisruptionBudget",
+        "Secret",
+    ]
 
 
 @pytest.mark.parametrize(("kind", "name"), WORKLOADS)
