@@ -17,6 +17,7 @@ from confluent_kafka.admin import AdminClient
 from kafka_lfs_relay import cli
 from kafka_lfs_relay.sandbox import KafkaCluster, S3Server
 from lfs import decode_envelope, detect
+from relay.logs import librdkafka_logger
 from relay.message import SourcePartition
 from targets.kafka import positions
 from targets.kafka.positions import Entry
@@ -60,9 +61,10 @@ def faulty_mirror(cluster: KafkaCluster, source: str, target: str, name: str, pa
     found = read_to_end(cluster.client_config(), source, partitions)
     pos_topic = positions.default_topic(name)
     create_topic(cluster, pos_topic, 1, dict(positions.TOPIC_CONFIG))
-    producer = Producer({**cluster.client_config(), "transactional.id": f"faulty-{name}"})
+    logger = librdkafka_logger()
+    producer = Producer({**cluster.client_config(), "transactional.id": f"faulty-{name}", "logger": logger})
     producer.init_transactions(30)
-    foreign = Producer(cluster.client_config())
+    foreign = Producer({**cluster.client_config(), "logger": logger})
     faults: dict[str, int] = {}
     for p, records in found.items():
         sp, entry = SourcePartition(source, p), Entry(-1)
