@@ -78,6 +78,9 @@ def segments(entry: Entry, source_start: int, target_start: int, from_offset: in
 def consumer_config(cluster: ClusterConfig) -> dict[str, Any]:
     """A read_committed reader of ``cluster`` that commits nothing and never jumps (without its logger)."""
     return {
+        # Ranges are read one partition after another: a fetch long-polling at the end of one would hold
+        # up the first fetch of the next (one connection to the broker), so long polls stay short.
+        "fetch.wait.max.ms": 20,
         "fetch.max.bytes": 64 * 1024 * 1024,
         "max.partition.fetch.bytes": 8 * 1024 * 1024,
         **cluster.client_config(),
@@ -107,7 +110,8 @@ class RangeReader:
         reached = start
         try:
             while True:
-                for msg in consumer.consume(_BATCH, 0.5):
+                # consume() waits for a full batch: never ask for more than the range holds, and not long.
+                for msg in consumer.consume(max(1, min(_BATCH, end - reached)), 0.05):
                     err = msg.error()
                     offset = msg.offset() or 0
                     if err is not None:
@@ -123,6 +127,8 @@ class RangeReader:
                     reached = offset + 1
                     last_progress = time.monotonic()
                     yield msg
+                    if reached >= end:  # the range's last offset: nothing after it is asked for
+                        return
                 position = consumer.position([TopicPartition(topic, partition)])[0].offset
                 if position >= end:
                     return
