@@ -17,6 +17,10 @@ positions in the positions topic within it) with a ``transform`` in front:
   Kafka target, written in the transaction of the batch its record came from, so it resumes
   like the main one.
 
+With ``rehome``, a source record that is itself an envelope is not passed through: its object is
+copied into this target's bucket (:mod:`targets.lfs.rehome`) like an upload, and the envelope written
+names the copy.
+
 Exactly once: a source offset is acknowledged only when the transaction holding its envelope is
 committed, and that transaction is only begun once its objects are stored. Object keys come from
 the relay's name, the source coordinates and the payload's SHA-256 (``key_template``), so the
