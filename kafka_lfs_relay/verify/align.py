@@ -22,18 +22,18 @@ from __future__ import annotations
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, NamedTuple
 
 DEFAULT_WINDOW: Final = 10_000
 
 
-@dataclass(frozen=True, slots=True)
-class Fingerprint:
+class Fingerprint(NamedTuple):
     """One record as verify compares it: digests of its key and headers, its value's identity, its timestamp.
 
     ``value`` is the identity of what the value stands for (the payload's SHA-256 for an envelope,
     see :mod:`kafka_lfs_relay.verify.values`); ``note`` says why a value could not be established (a
-    missing or altered object); ``raw`` keeps the value outside digest mode.
+    missing or altered object); ``raw`` keeps the value outside digest mode. A tuple: one is made
+    for every record read, twice per record compared.
     """
 
     offset: int
@@ -47,7 +47,7 @@ class Fingerprint:
     @property
     def whole(self) -> tuple[object, ...]:
         """Everything compared, as one hashable value."""
-        return (self.key, self.value, self.headers, self.timestamp)
+        return self[1:5]
 
 
 def differing_fields(source: Fingerprint, target: Fingerprint) -> list[str]:
@@ -114,30 +114,39 @@ class _Window:
         self.stream = stream
         self.size = size
         self.items: deque[Fingerprint] = deque()
+        self.wholes: deque[tuple[object, ...]] = deque()
         self.counts: Counter[tuple[object, ...]] = Counter()
         self.done = False
 
     def fill(self) -> None:
-        while not self.done and len(self.items) < self.size:
+        items, wholes, counts = self.items, self.wholes, self.counts
+        while not self.done and len(items) < self.size:
             item = next(self.stream, None)
             if item is None:
                 self.done = True
                 return
-            self.items.append(item)
-            self.counts[item.whole] += 1
+            whole = item[1:5]
+            items.append(item)
+            wholes.append(whole)
+            counts[whole] += 1
+
+    def head(self) -> tuple[object, ...]:
+        return self.wholes[0]
 
     def pop(self) -> Fingerprint:
-        item = self.items.popleft()
-        self.counts[item.whole] -= 1
-        if not self.counts[item.whole]:
-            del self.counts[item.whole]
-        return item
+        whole = self.wholes.popleft()
+        left = self.counts[whole] - 1
+        if left:
+            self.counts[whole] = left
+        else:
+            del self.counts[whole]
+        return self.items.popleft()
 
-    def has(self, item: Fingerprint) -> bool:
-        return item.whole in self.counts
+    def has(self, whole: tuple[object, ...]) -> bool:
+        return whole in self.counts
 
-    def distance(self, item: Fingerprint) -> int:
-        return next(i for i, other in enumerate(self.items) if other.whole == item.whole)
+    def distance(self, whole: tuple[object, ...]) -> int:
+        return self.wholes.index(whole)
 
 
 def align(
@@ -160,7 +169,7 @@ def align(
         if not tgt.items:
             _missing(tally, src.pop())
             continue
-        if src.items and src.items[0].whole == tgt.items[0].whole:
+        if src.items and src.head() == tgt.head():
             src.pop(), tgt.pop()
             tally.compared += 1
             matched = True
@@ -179,7 +188,7 @@ def align(
 
 def _decide(src: _Window, tgt: _Window) -> str:
     """For two unequal head records: ``extra`` (the target's), ``missing`` (the source's) or ``different``."""
-    s, t = src.items[0], tgt.items[0]
+    s, t = src.head(), tgt.head()
     s_ahead, t_ahead = tgt.has(s), src.has(t)
     if s_ahead and t_ahead:  # reordered: the nearer one decides
         return "extra" if tgt.distance(s) <= src.distance(t) else "missing"

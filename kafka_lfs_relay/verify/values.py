@@ -39,6 +39,7 @@ Headers = Sequence[tuple[str, bytes | None]]
 RAW_LIMIT: Final = 64 * 1024
 """Outside digest mode, values up to this size are kept, to say where two of them first differ."""
 _CHUNK: Final = 1024 * 1024
+_NO_HEADERS: Final = hashlib.blake2b(digest_size=16).digest()
 
 
 def digest(data: bytes | None) -> bytes | None:
@@ -48,6 +49,8 @@ def digest(data: bytes | None) -> bytes | None:
 
 def headers_digest(headers: Headers | None) -> bytes:
     """A digest of headers in order, names and values (null distinct from empty)."""
+    if not headers:
+        return _NO_HEADERS
     h = hashlib.blake2b(digest_size=16)
     for name, value in headers or ():
         encoded = name.encode("utf-8", "surrogatepass")
