@@ -92,7 +92,8 @@ class Scan:
         ranges = TargetGroups(self.kafka.cluster, self.timeout).log_range(
             {(t, p) for t in routes for p in range(self._partitions(t))}
         )
-        reader = RangeReader(self.kafka.cluster)
+        # A relay that died inside a transaction holds committed records back until the broker aborts it.
+        reader = RangeReader(self.kafka.cluster, stall=self.kafka.transaction_timeout + 30)
         try:
             for (topic, partition), (start, end) in sorted(ranges.items()):
                 for msg in reader.read(topic, partition, start, end):

@@ -173,7 +173,9 @@ class Verifier:
         src_ranges = TargetGroups(self.source, self.timeout).log_range({(sp.topic, sp.partition) for sp in partitions})
         wanted = {(partitions[sp], sp.partition) for sp in partitions}
         tgt_ranges = TargetGroups(self.kafka.cluster, self.timeout).log_range(wanted)
-        source_reader, target_reader = RangeReader(self.source), RangeReader(self.kafka.cluster)
+        # A relay that died inside a transaction holds committed records back until the broker aborts it.
+        source_reader = RangeReader(self.source)
+        target_reader = RangeReader(self.kafka.cluster, stall=self.kafka.transaction_timeout + 30)
         results = []
         try:
             for sp, target_topic in partitions.items():
