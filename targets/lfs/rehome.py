@@ -40,8 +40,9 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Final, TypeVar
@@ -113,24 +114,18 @@ class Rehomer:
         self._closed = threading.Event()
         self._source_client: Any = None
         self._source: Resolver | None = None
-        self._target: Resolver | None = None
+        self._lock = threading.Lock()
+        self._readers: set[Resolver] = set()
         self._pool: ThreadPoolExecutor | None = None
 
     # -- life cycle ------------------------------------------------------------------------------------
     def start(self) -> None:
-        """Create the clients, the resolvers (source, and target for verifying server-side copies) and the pool."""
-        rehome, part = self.config, self.lfs.part_size
-        self._source_client = make_client(self.config.s3)
-        backoff = (self.retry.min, self.retry.max)
-        common: dict[str, Any] = {"part_size": part, "retries": None, "backoff": backoff, "on_retry": self._on_retry}
-        # Two ranged GETs ahead of the part being uploaded: the network stays busy, memory stays small.
+        """Create the source client, the resolver that checks envelopes (no I/O) and the pool of copies."""
+        rehome = self.config
+        self._source_client = make_client(rehome.s3)
         self._source = Resolver(
             self._source_client, rehome.policy, max_object_size=rehome.max_object_size,
-            allow_unverified=rehome.allow_unverified, concurrency=2 * rehome.concurrency, **common,
-        )  # fmt: skip
-        self._target = Resolver(
-            self.uploader.client, [BucketRule(self.lfs.bucket)], max_object_size=rehome.max_object_size,
-            allow_unverified=True, concurrency=2 * rehome.concurrency, **common,
+            allow_unverified=rehome.allow_unverified,
         )  # fmt: skip
         self._pool = ThreadPoolExecutor(rehome.concurrency, thread_name_prefix="lfs-rehome")
         log.info(
@@ -143,11 +138,47 @@ class Rehomer:
     def close(self) -> None:
         """Abandon every copy (retries end at once); incomplete multipart uploads are aborted as they unwind."""
         self._closed.set()
-        for resolver in (self._source, self._target):
+        with self._lock:
+            readers = [self._source, *self._readers]
+        for resolver in readers:
             if resolver is not None:
                 resolver.close()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
+
+    @contextmanager
+    def _reading(self, stop: Stop, at_target: bool = False) -> Iterator[Resolver]:
+        """A resolver for one copy: the source's buckets, or (``at_target``) our bucket to verify a copy.
+
+        One per copy, with two ranged GETs in flight: each copy then holds the part being uploaded and
+        the two being read, whatever the number of copies. Reads are retried while S3 is unavailable
+        or throttling, until the copy is abandoned (``stop``) or the target closes.
+        """
+
+        def on_retry(err: StorageError, attempt: int, delay: float) -> None:
+            stop.check()  # an abandoned copy stops retrying: UploadCancelled ends its read
+            self._on_retry(err, attempt, delay)
+
+        rehome = self.config
+        client, rules = (self.uploader.client, [BucketRule(self.lfs.bucket)]) if at_target else (
+            self._source_client, rehome.policy,
+        )  # fmt: skip
+        unverified = at_target or rehome.allow_unverified
+        resolver = Resolver(
+            client, rules, max_object_size=rehome.max_object_size, allow_unverified=unverified, concurrency=2,
+            part_size=self.lfs.part_size, retries=None, backoff=(self.retry.min, self.retry.max),
+            on_retry=on_retry,
+        )  # fmt: skip
+        with self._lock:
+            self._readers.add(resolver)
+        try:
+            if self._closed.is_set():
+                raise UploadCancelled()
+            yield resolver
+        finally:
+            with self._lock:
+                self._readers.discard(resolver)
+            resolver.close()
 
     # -- one record ------------------------------------------------------------------------------------
     def begin(self, msg: Message, key_for: KeyFor) -> Upload | None:
@@ -257,8 +288,7 @@ class Rehomer:
 
     def _verify(self, moved: Envelope, stop: Stop) -> None:
         """Read the copy back at the target's endpoint and check its size and every checksum; raises LfsError."""
-        assert self._target is not None
-        with self._target.open(moved) as stream:
+        with self._reading(stop, at_target=True) as reader, reader.open(moved) as stream:
             _drain(stream, stop)
 
     def _delete(self, key: str, what: str, stop: Stop) -> None:
@@ -268,9 +298,9 @@ class Rehomer:
     # -- streamed --------------------------------------------------------------------------------------
     def _stream_copy(self, envelope: Envelope, moved: Envelope, what: str, stop: Stop) -> None:
         """Read the object through the relay and upload it; it appears only once verified."""
-        assert self._source is not None and moved.sha256 is not None
+        assert moved.sha256 is not None
         if envelope.size <= self.lfs.part_size:
-            with self._source.open(envelope) as stream:
+            with self._reading(stop) as reader, reader.open(envelope) as stream:
                 data = _read(stream, envelope.size + 1, stop)
             job = UploadJob(
                 key_for=lambda _sha256: moved.key,
@@ -297,7 +327,7 @@ class Rehomer:
     def _multipart_once(self, envelope: Envelope, moved: Envelope, what: str, stop: Stop) -> bool:
         """One multipart upload fed from the source as it arrives: True once completed, False if the key
         was taken meanwhile; aborted unless completed."""
-        assert self._source is not None and moved.sha256 is not None
+        assert moved.sha256 is not None
         up, bucket, key = self.uploader, self.lfs.bucket, moved.key
         created = up.call(
             "CreateMultipartUpload",
@@ -317,7 +347,7 @@ class Rehomer:
         completed = False
         try:
             parts: list[dict[str, Any]] = []
-            with self._source.open(envelope) as stream:
+            with self._reading(stop) as reader, reader.open(envelope) as stream:
                 # The read that reaches the end verifies size and checksums, before the last part is sent
                 # or, for a last part of exactly part_size, before the upload is completed.
                 while chunk := _read(stream, self.lfs.part_size, stop):
@@ -347,9 +377,8 @@ class Rehomer:
 
     def _sha256_of(self, envelope: Envelope, what: str, stop: Stop) -> str:
         """The SHA-256 of a legacy envelope's payload (which names none), read and verified by what it names."""
-        assert self._source is not None
         hasher = Hasher("sha256")
-        with self._source.open(envelope) as stream:
+        with self._reading(stop) as reader, reader.open(envelope) as stream:
             _drain(stream, stop, hasher)
         log.info("read a legacy envelope's payload to learn its sha256", record=what)
         return hasher.sha256_hex()
