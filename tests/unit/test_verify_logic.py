@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import pytest
+from confluent_kafka import Message
 
+from filters import build_filters
+from kafka_lfs_relay.config.model import FilterConfig
 from kafka_lfs_relay.verify.align import Fingerprint, Tally, align, first_difference
 from kafka_lfs_relay.verify.command import parse_from_time
 from kafka_lfs_relay.verify.plan import Segment, segments
+from kafka_lfs_relay.verify.values import Values
+from lfs import Envelope, checksum
 from relay.errors import ConfigError
 from targets.kafka.positions import Entry
 
@@ -128,3 +133,39 @@ def test_from_time_takes_iso_times_and_durations_ago() -> None:
     assert parse_from_time("1h", now=10_000.0) == 6_400_000
     with pytest.raises(ConfigError, match="--from-time"):
         parse_from_time("yesterday")
+
+
+def record(value: bytes | None, headers: list[tuple[str, bytes | None]] | None = None, offset: int = 0) -> Message:
+    return Message(topic="orders", partition=0, offset=offset, key=b"k", value=value, headers=headers,
+                   timestamp=(1, 1_700_000_000_000))  # fmt: skip
+
+
+def test_kafka_records_are_the_same_only_byte_for_byte() -> None:
+    """Equal records give equal fingerprints; a null value is not an empty one; header order counts."""
+    values = Values("kafka")
+    same = values.source(record(b"v", [("a", b"1"), ("b", None)]), "east", "orders")
+    assert same is not None and same.whole == values.target(record(b"v", [("a", b"1"), ("b", None)], 9)).whole
+    assert values.target(record(None)).whole != values.target(record(b"")).whole
+    assert values.target(record(b"v", [("b", None), ("a", b"1")])).whole != same.whole
+
+
+def test_a_hydrated_record_is_expected_with_the_payload_and_the_headers_hydration_gives() -> None:
+    """The envelope stands for its sha256; kfr-pos goes, original_headers and content-type come."""
+    payload = b"payload"
+    env = Envelope(bucket="b", key="k", size=len(payload), sha256=checksum(payload),
+                   original_headers={"trace": "t1"}, content_type="text/plain")  # fmt: skip
+    values = Values("hydrate")
+    expected = values.source(record(env.encode(), [("n", b"1"), ("kfr-pos", b"x")]), "east", "plain")
+    hydrated = values.target(record(payload, [("n", b"1"), ("trace", b"t1"), ("content-type", b"text/plain")]))
+    assert expected is not None and expected.whole == hydrated.whole
+
+
+def test_an_lfs_envelope_passed_through_stands_for_its_claim_and_filtered_records_are_not_expected() -> None:
+    """An envelope naming another bucket is not fetched; a record a filter drops is not expected at all."""
+    payload = b"x" * 100
+    env = Envelope(bucket="elsewhere", key="k", size=len(payload), sha256=checksum(payload))
+    values = Values("lfs", bucket="ours", filters=build_filters([FilterConfig("no-drop", "key", {"matches": "^k$"})]))
+    source = values.source(record(payload), "east", "orders")
+    assert source is not None and source.whole == values.target(record(env.encode())).whole
+    dropping = Values("kafka", filters=build_filters([FilterConfig("drop", "key", {"matches": "^other$"})]))
+    assert dropping.source(record(b"v"), "east", "orders") is None
