@@ -224,7 +224,7 @@ class Verifier:
                 from_offset = entry.next
         segs = segments(entry, src[0], tgt[0], from_offset)
         if not segs:
-            result.note = "no offset-map point within both logs: nothing to compare"
+            result.note = "nothing to compare (no offset-map point within both logs, or none after --from-time)"
             return
         src_stream = source_reader.read(sp.topic, sp.partition, segs[0].src_start, segs[-1].src_end)
         tgt_stream = target_reader.read(topic, sp.partition, segs[0].tgt_start, segs[-1].tgt_end)
