@@ -32,7 +32,8 @@ typecheck: $(BIN)/.installed
 # with the Go baseline bench/gorelay, which `go build` makes on first use (Go 1.26+, franz-go from the Go
 # module proxy); b: latency, c/d: LFS offload/hydrate, e: failover with the relay's default health checks
 # (request_timeout 1s) and again with request_timeout 2s, f: start-up on a target holding 1M foreign
-# records), then docs/benchmarks.md + .png.
+# records, g: re-homing envelopes vs a raw S3 copy, h: verify on a clean 100k-record mirror), then
+# docs/benchmarks.md + .png.
 # BENCH_ARGS="--runs 1" for a quick pass; one scenario alone: .venv/bin/python -m bench.latency --help.
 # BENCH_A_ARGS reaches scenario a only, e.g. BENCH_A_ARGS="--candidate-rev 92ab6cf" adds the release as a contender.
 bench: $(BIN)/.installed
@@ -45,6 +46,8 @@ bench: $(BIN)/.installed
 	$(BIN)/python -m bench.failover $(BENCH_ARGS)
 	$(BIN)/python -m bench.failover --request-timeout 2 --name e_failover_rt2 $(BENCH_ARGS)
 	$(BIN)/python -m bench.startup $(BENCH_ARGS)
+	$(BIN)/python -m bench.rehome $(BENCH_ARGS)
+	$(BIN)/python -m bench.verify $(BENCH_ARGS)
 	$(BIN)/python -m bench.report
 
 # Chaos soak (issue 15, docs/reliability.md): mirror+LFS with failover, hydration and group mode at once on

@@ -314,9 +314,18 @@ class Bench:
 
 
 def _goals(row: dict[str, Any]) -> list[dict[str, Any]]:
-    """The issue's goal (80% of a raw GET) and the same goal against what the machine can hydrate."""
+    """The issue's goal (80% of a raw GET) and the same goal against what the machine can hydrate; for
+    64 MiB payloads also the later goal of 90% of a raw GET+produce."""
     size = row["payload MiB"]
     steady = row["relay steady MB/s"]
+    later = [
+        {
+            "goal": f"hydrate ({size} MiB) at least 90% of a raw GET+produce on the same machine",
+            "measured": f"{steady:,.1f} vs {row['raw GET+produce MB/s']:,.1f} MB/s "
+            f"({row['steady / raw GET+produce']:.2f}x)",
+            "met": row["steady / raw GET+produce"] >= 0.9,
+        }
+    ]
     return [
         {
             "goal": f"hydrate ({size} MiB) at least 80% of the raw S3 GET rate",
@@ -330,6 +339,7 @@ def _goals(row: dict[str, Any]) -> list[dict[str, Any]]:
             f"({row['steady / raw GET+produce']:.2f}x)",
             "met": row["steady / raw GET+produce"] >= 0.8,
         },
+        *(later if size == 64 else []),
     ]
 
 

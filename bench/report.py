@@ -21,7 +21,8 @@ from bench.common import RESULTS, ROOT, log, markdown_table
 DOCS = ROOT / "docs"
 
 
-# The issue's scenario letters: a, b, c (LFS offload), d (hydrate), e; anything else after them.
+# The issue's scenario letters: a, b, c (LFS offload), d (hydrate), e, f; g (re-homing) and h (verify) of
+# issue 25; anything else after them.
 ORDER = {
     "a_throughput": "a",
     "b_latency": "b",
@@ -30,6 +31,8 @@ ORDER = {
     "e_failover": "e",
     "e_failover_rt2": "e2",
     "f_startup": "f",
+    "rehome": "g",
+    "verify": "h",
 }
 
 

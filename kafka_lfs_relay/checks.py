@@ -54,31 +54,32 @@ _SHOWN = 20
 """Topics a pattern's line names before it only counts the rest."""
 
 
-def _s3_buckets(config: RelayConfig) -> tuple[str, S3Settings, list[str]] | None:
-    """The target's S3 section path, settings and the buckets it uses, if it uses S3."""
+def _s3_buckets(config: RelayConfig) -> list[tuple[str, S3Settings, list[str]]]:
+    """The target's S3 section paths, settings and the buckets each uses (re-homing reads its own)."""
     settings = config.target.settings
     if isinstance(settings, LfsTargetConfig):
         s3 = settings.lfs.s3
-        return "target.lfs.s3", s3, [s3.bucket] if s3.bucket else []
+        found = [("target.lfs.s3", s3, [s3.bucket] if s3.bucket else [])]
+        rehome = settings.lfs.rehome
+        if rehome is not None:
+            found.append(("target.lfs.rehome.s3", rehome.s3, sorted({rule.bucket for rule in rehome.policy.rules})))
+        return found
     if isinstance(settings, HydrateTargetConfig):
         hydrate = settings.hydrate
-        return "target.hydrate.s3", hydrate.s3, sorted({rule.bucket for rule in hydrate.policy.rules})
-    return None
+        return [("target.hydrate.s3", hydrate.s3, sorted({rule.bucket for rule in hydrate.policy.rules}))]
+    return []
 
 
 def check_s3(config: RelayConfig, out: Callable[[str], None]) -> int:
     """For targets that use S3: reach every bucket; return the problems."""
-    found = _s3_buckets(config)
-    if found is None:
-        return 0
-    section, settings, buckets = found
-    where = settings.endpoint_url or "AWS S3"
-    client = make_client(settings)
     problems = 0
-    for bucket in buckets:
-        line = _probe_bucket(client, bucket, settings.prefix, section)
-        out(f"{line[0]:<7} S3 bucket {bucket!r} at {where}: {line[1]}")
-        problems += line[0] == "PROBLEM"
+    for section, settings, buckets in _s3_buckets(config):
+        where = settings.endpoint_url or "AWS S3"
+        client = make_client(settings)
+        for bucket in buckets:
+            line = _probe_bucket(client, bucket, settings.prefix, section)
+            out(f"{line[0]:<7} S3 bucket {bucket!r} at {where}: {line[1]}")
+            problems += line[0] == "PROBLEM"
     return problems
 
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from kafka_lfs_relay import commands, demo, offsets_command, positions_command
+from kafka_lfs_relay import commands, demo, lfsgc, offsets_command, positions_command, verify
 from kafka_lfs_relay.sandbox import cli as sandbox_cli
 from relay import __version__, logs
 
@@ -22,6 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parsers(sub)
     offsets_command.add_parser(sub)
     positions_command.add_parser(sub)
+    verify.add_parser(sub)
+    lfsgc.add_parser(sub)
     demo.add_parser(sub)
     sandbox_cli.add_parser(sub)
     return parser

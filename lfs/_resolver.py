@@ -13,10 +13,12 @@ are still downloading, with :class:`lfs.Hasher`. The payload is used only after 
 every digest of :meth:`Envelope.digests` (its ``checksum``, sha256, md5 or crc32, and its
 ``sha256`` whenever it has one) match.
 
-Memory grows with the bytes received, never with the size an envelope claims: nothing is
-allocated up front; a part is kept as the chunks that arrived, and :meth:`Resolver.fetch` appends
-them, in order, to a buffer that grows as they come. A forged envelope claiming gigabytes that
-points at a small object costs the few bytes of that object.
+Memory grows with the bytes the server sends, never with the size an envelope claims: nothing is
+allocated before a response has said how long the object is (and that is the claimed size); a
+part is read into one buffer of the length the response declares, and :meth:`Resolver.fetch`
+appends the parts, in order, to a buffer that grows as they come (a payload of one part is
+returned as it was read). A forged envelope claiming gigabytes that points at a small object
+costs the few bytes of that object.
 
 Errors are :class:`~lfs.LfsError` subclasses, each with a ``kind`` (see
 :mod:`lfs._errors`). A failing request is retried when S3 is unavailable or throttling
@@ -70,7 +72,6 @@ DEFAULT_MAX_OBJECT_SIZE: Final = 5 * 1024 * MIB
 """Largest payload a :class:`Resolver` fetches unless told otherwise (S3's single-PUT limit)."""
 LEGACY_PARSE_LIMIT: Final = MAX_ENVELOPE_SIZE
 """Values up to this size that mention ``"lfs_version"`` are parsed to see whether they are envelopes."""
-_CHUNK: Final = 1 * MIB  # bytes read from a response at a time
 
 
 # -- detection -----------------------------------------------------------------------------------
@@ -310,19 +311,30 @@ class Resolver:
 
         Parts are fetched concurrently and hashed in order as they arrive; their chunks are
         appended, in order, to one buffer that grows with the bytes received (never sized by the
-        claim) and becomes the returned bytes without a copy. A fetch holds what it received,
+        claim) and becomes the returned bytes without a copy; a payload that arrived in one piece
+        (one part) is returned as it arrived. A fetch holds what it received,
         at most ``concurrency`` parts of it not yet in order. Raises :class:`LfsError` (see the
         module docstring); nothing unverified is ever returned.
         """
         self.check(envelope)
         verifier = _Verifier(envelope)
-        buffer = io.BytesIO()
+        buffer: io.BytesIO | None = None
+        first: bytes | None = None
         for part in self._parts(envelope):
             for chunk in part:
                 verifier.update(chunk)
+                if first is None and buffer is None:
+                    first = chunk  # a payload that arrives in one piece is returned as it is: no copy
+                    continue
+                if buffer is None:
+                    buffer = io.BytesIO()
+                    buffer.write(first or b"")
+                    first = None
                 buffer.write(chunk)
             part.clear()
         verifier.finish()
+        if buffer is None:
+            return first or b""
         # Nothing else refers to the buffer, so CPython hands it over (trimmed) rather than a copy.
         return buffer.getvalue()
 
@@ -456,7 +468,9 @@ class Resolver:
                     raise SizeError(size, total, where)
                 limit = end - start + 1
                 while filled < limit and not abandoned.is_set():
-                    chunk = body.read(min(_CHUNK, limit - filled))
+                    # All that is left of the part at once: one allocation the size the server declared
+                    # (never more than asked for), filled straight from the socket.
+                    chunk = body.read(limit - filled)
                     if not chunk:
                         break
                     if filled + len(chunk) > length:  # the byte past the claimed size arrived

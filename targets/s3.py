@@ -8,8 +8,10 @@ assumes a role with them. Secrets never appear in a repr, a log line or an error
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Final, Literal
 
+from lfs import BucketPolicy, BucketRule
 from lfs.s3 import S3Settings
 from relay.errors import ConfigError
 from relay.options import Section
@@ -68,3 +70,62 @@ def parse_s3(sec: Section, require_bucket: bool) -> S3Settings:
         raise ConfigError(sec.key_path("kms_key_id"), "only applies with sse: aws:kms")
     sec.finish()
     return settings
+
+
+WRITER_ONLY_S3_KEYS: Final = ("bucket", "prefix", "sse", "kms_key_id", "tags")
+"""Keys of an ``s3`` section that only a writer uses: a reader takes buckets from envelopes."""
+
+
+def refuse_writer_keys(sec: Section, reader: str) -> None:
+    """Refuse the writer-only keys in a reader's ``s3`` section ``sec``; ``reader`` ends the sentence."""
+    for key in WRITER_ONLY_S3_KEYS:
+        if sec.has(key):
+            hint = "; list the buckets to read from in allowed_buckets" if key == "bucket" else ""
+            raise ConfigError(sec.key_path(key), f"applies to writing (the lfs target) only: {reader}{hint}")
+
+
+def parse_allowed_buckets(sec: Section) -> BucketPolicy:
+    """``allowed_buckets`` of ``sec`` (required, non-empty): bucket names or ``{bucket, prefixes}`` mappings."""
+    key = sec.key_path("allowed_buckets")
+    items = sec.raw("allowed_buckets", None)
+    if items is None:
+        raise ConfigError(key, "is required: list the buckets (and optionally key prefixes) envelopes may point at")
+    if not isinstance(items, list):
+        raise ConfigError(key, "expected a list of bucket names or {bucket, prefixes} mappings", items)
+    if not items:
+        raise ConfigError(key, "needs at least one bucket (nothing is fetched from a bucket not listed)")
+    rules: list[BucketRule] = []
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        item_path = f"{key}[{i}]"
+        prefixes: tuple[str, ...] = ()
+        if isinstance(item, str):
+            bucket = item.strip()
+            if not bucket:
+                raise ConfigError(item_path, "must not be empty", item)
+        elif isinstance(item, Mapping):
+            entry = Section(item, item_path)
+            bucket = entry.text("bucket")
+            prefixes = _prefixes(entry)
+            entry.finish()
+        else:
+            raise ConfigError(item_path, "expected a bucket name or a mapping with bucket and prefixes", item)
+        if bucket in seen:
+            raise ConfigError(item_path, f"bucket {bucket!r} is listed twice")
+        seen.add(bucket)
+        rules.append(BucketRule(bucket, prefixes))
+    return BucketPolicy(rules)
+
+
+def _prefixes(entry: Section) -> tuple[str, ...]:
+    raw = entry.raw("prefixes", None)
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(entry.key_path("prefixes"), "expected a non-empty list of key prefixes", raw)
+    out: list[str] = []
+    for j, prefix in enumerate(raw):
+        if not isinstance(prefix, str) or not prefix:
+            raise ConfigError(f"{entry.key_path('prefixes')}[{j}]", "expected a non-empty string", prefix)
+        out.append(prefix)
+    return tuple(out)

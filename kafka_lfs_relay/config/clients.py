@@ -213,13 +213,14 @@ def _clients(config: RelayConfig) -> list[_Client]:
     return found
 
 
-def _s3(config: RelayConfig) -> tuple[str, S3Settings] | None:
+def _s3(config: RelayConfig) -> list[tuple[str, S3Settings]]:
     settings = config.target.settings
     if isinstance(settings, LfsTargetConfig):
-        return "target.lfs.s3", settings.lfs.s3
+        rehome = settings.lfs.rehome
+        return [("target.lfs.s3", settings.lfs.s3), *([("target.lfs.rehome.s3", rehome.s3)] if rehome else [])]
     if isinstance(settings, HydrateTargetConfig):
-        return "target.hydrate.s3", settings.hydrate.s3
-    return None
+        return [("target.hydrate.s3", settings.hydrate.s3)]
+    return []
 
 
 def _s3_refusal(settings: S3Settings) -> str | None:
@@ -260,6 +261,5 @@ def check_clients(config: RelayConfig) -> None:
     for client, reason in zip(clients, reasons, strict=True):
         if reason is not None:
             raise _refused(client, reason)
-    s3 = _s3(config)
-    if s3 is not None:
-        check_s3_settings(*s3)
+    for section, settings in _s3(config):
+        check_s3_settings(section, settings)

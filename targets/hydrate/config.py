@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final, Literal, cast
+from typing import Literal, cast
 
-from lfs import BucketPolicy, BucketRule
+from lfs import BucketPolicy
 from lfs.s3 import S3Settings
 from relay.errors import ConfigError
 from relay.options import Section
 from relay.settings import MIB
 from targets.context import TargetContext, read_side_topic
 from targets.kafka.settings import KafkaTargetConfig, parse_kafka_target
-from targets.s3 import parse_s3
+from targets.s3 import parse_allowed_buckets, parse_s3, refuse_writer_keys
 
 OnError = Literal["fail", "dead-letter", "passthrough"]
-
-_WRITER_ONLY_S3_KEYS: Final = ("bucket", "prefix", "sse", "kms_key_id", "tags")
 
 
 @dataclass(frozen=True)
@@ -50,14 +47,9 @@ def parse_hydrate(sec: Section, context: TargetContext) -> HydrateConfig:
     refused, since buckets come from envelopes and must be listed in ``allowed_buckets``.
     """
     d = HydrateConfig
-    policy = _allowed_buckets(sec)
+    policy = parse_allowed_buckets(sec)
     s3_sec = sec.section("s3")
-    for key in _WRITER_ONLY_S3_KEYS:
-        if s3_sec.has(key):
-            hint = "; list the buckets to read from in allowed_buckets" if key == "bucket" else ""
-            raise ConfigError(
-                s3_sec.key_path(key), f"applies to writing (the lfs target) only: the hydrate target reads{hint}"
-            )
+    refuse_writer_keys(s3_sec, "the hydrate target reads")
     s3_cap = s3_sec.raw("max_object_size", None) is not None
     s3 = parse_s3(s3_sec, require_bucket=False)
     max_object_size: int | None = s3.max_object_size if s3_cap else None
@@ -87,52 +79,6 @@ def parse_hydrate(sec: Section, context: TargetContext) -> HydrateConfig:
         on_error=on_error,
         dead_letter_topic=dlq,
     )
-
-
-def _allowed_buckets(sec: Section) -> BucketPolicy:
-    key = sec.key_path("allowed_buckets")
-    items = sec.raw("allowed_buckets", None)
-    if items is None:
-        raise ConfigError(key, "is required: list the buckets (and optionally key prefixes) envelopes may point at")
-    if not isinstance(items, list):
-        raise ConfigError(key, "expected a list of bucket names or {bucket, prefixes} mappings", items)
-    if not items:
-        raise ConfigError(key, "needs at least one bucket (nothing is fetched from a bucket not listed)")
-    rules: list[BucketRule] = []
-    seen: set[str] = set()
-    for i, item in enumerate(items):
-        item_path = f"{key}[{i}]"
-        prefixes: tuple[str, ...] = ()
-        if isinstance(item, str):
-            bucket = item.strip()
-            if not bucket:
-                raise ConfigError(item_path, "must not be empty", item)
-        elif isinstance(item, Mapping):
-            entry = Section(item, item_path)
-            bucket = entry.text("bucket")
-            prefixes = _prefixes(entry)
-            entry.finish()
-        else:
-            raise ConfigError(item_path, "expected a bucket name or a mapping with bucket and prefixes", item)
-        if bucket in seen:
-            raise ConfigError(item_path, f"bucket {bucket!r} is listed twice")
-        seen.add(bucket)
-        rules.append(BucketRule(bucket, prefixes))
-    return BucketPolicy(rules)
-
-
-def _prefixes(entry: Section) -> tuple[str, ...]:
-    raw = entry.raw("prefixes", None)
-    if raw is None:
-        return ()
-    if not isinstance(raw, list) or not raw:
-        raise ConfigError(entry.key_path("prefixes"), "expected a non-empty list of key prefixes", raw)
-    out: list[str] = []
-    for j, prefix in enumerate(raw):
-        if not isinstance(prefix, str) or not prefix:
-            raise ConfigError(f"{entry.key_path('prefixes')}[{j}]", "expected a non-empty string", prefix)
-        out.append(prefix)
-    return tuple(out)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 Nothing here does I/O, so every rule can be unit-tested on its own:
 
 * :func:`parse_lfs` validates ``target.lfs`` into an :class:`LfsConfig` (one :class:`ConfigError`
-  naming the key path on any mistake).
+  naming the key path on any mistake), with ``target.lfs.rehome`` as a :class:`RehomeConfig`.
 * :class:`KeyTemplate` renders deterministic object keys from a record's source coordinates, the
   relay's name and the payload's SHA-256.
 * :func:`offload_reason` decides whether a record goes to S3.
@@ -18,10 +18,10 @@ import string
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Final, Literal
+from typing import Final, Literal, cast
 from urllib.parse import quote
 
-from lfs import Envelope, EnvelopeError, LfsError, decode_envelope, is_lfs_envelope, normalize_alg
+from lfs import BucketPolicy, Envelope, EnvelopeError, LfsError, decode_envelope, is_lfs_envelope, normalize_alg
 from lfs.s3 import S3Settings
 from relay.errors import ConfigError
 from relay.message import Message
@@ -29,7 +29,7 @@ from relay.options import Section
 from relay.settings import MIB
 from targets.context import TargetContext, read_side_topic
 from targets.kafka.settings import KafkaTargetConfig, parse_kafka_target
-from targets.s3 import parse_s3
+from targets.s3 import parse_allowed_buckets, parse_s3, refuse_writer_keys
 
 LFS_BLOB: Final = "LFS_BLOB"
 """Header that marks a record for offload; a non-empty value is the payload's expected checksum."""
@@ -92,6 +92,44 @@ MAX_PART_SIZE: Final = 5 * 1024 * MIB
 MAX_PARTS: Final = 10_000
 
 RecordErrorPolicy = Literal["fail", "dead-letter"]
+CopyMode = Literal["auto", "server", "stream"]
+
+
+@dataclass(frozen=True)
+class RehomeConfig:
+    """Validated ``target.lfs.rehome``: envelopes in the source topics get their objects copied into ``lfs.s3.bucket``.
+
+    ``policy`` and ``max_object_size``/``allow_unverified`` are the hydrate target's rules for which
+    envelopes may be fetched at all; ``s3`` is how the source buckets are reached (no bucket: envelopes
+    name it); ``copy`` chooses a server-side copy or a stream through the relay (see
+    :func:`server_side`); ``concurrency`` is how many objects are copied at once.
+    """
+
+    policy: BucketPolicy
+    s3: S3Settings
+    max_object_size: int
+    copy: CopyMode = "auto"
+    allow_unverified: bool = False
+    concurrency: int = 4
+
+
+def server_side(rehome: RehomeConfig, target: S3Settings) -> bool:
+    """Whether re-homing copies server-side (``CopyObject`` at the target's endpoint).
+
+    ``auto``: when the source buckets are reached at the target's endpoint with the target's
+    credentials (``rehome.s3`` left out, or naming the same endpoint, region and keys), so the
+    target's endpoint can read them; otherwise the bytes are streamed through the relay.
+    """
+    if rehome.copy != "auto":
+        return rehome.copy == "server"
+    src = rehome.s3
+    return (src.endpoint_url, src.region, src.access_key_id, src.secret_access_key, src.session_token) == (
+        target.endpoint_url,
+        target.region,
+        target.access_key_id,
+        target.secret_access_key,
+        target.session_token,
+    )
 
 
 @dataclass(frozen=True)
@@ -112,6 +150,8 @@ class LfsConfig:
     part_size: int = 8 * MIB
     on_record_error: RecordErrorPolicy = "fail"
     dead_letter_topic: str | None = None
+    rehome: RehomeConfig | None = None
+    """Set: source records that are envelopes get their objects copied into ``s3.bucket`` (re-homed)."""
 
     @property
     def bucket(self) -> str:
@@ -277,6 +317,7 @@ def parse_lfs(sec: Section, context: TargetContext) -> LfsConfig:
     ``dead_letter_topic``: where ``dead-letter`` sends the original record (required with it).
     ``proxy_id`` (``kafka-lfs-relay/<name>``): the envelope's ``proxy_id``.
     ``s3``: see :func:`lfs.s3.parse_s3`; ``bucket`` is required.
+    ``rehome``: see :func:`parse_rehome`; absent, envelopes in the source pass through unchanged.
     """
     d = LfsConfig
     source_topics = {t.source for t in context.topics}
@@ -311,6 +352,7 @@ def parse_lfs(sec: Section, context: TargetContext) -> LfsConfig:
         raise ConfigError(sec.key_path("dead_letter_topic"), "only applies with on_record_error: dead-letter", dlq)
     proxy_id = sec.text("proxy_id", f"kafka-lfs-relay/{context.name}")
     s3 = parse_s3(sec.section("s3"), require_bucket=True)
+    rehome = parse_rehome(sec.section("rehome"), s3) if sec.has("rehome") else None
     sec.finish()
     if s3.max_object_size > part_size * MAX_PARTS:
         raise ConfigError(
@@ -332,7 +374,43 @@ def parse_lfs(sec: Section, context: TargetContext) -> LfsConfig:
         part_size=part_size,
         on_record_error=policy,
         dead_letter_topic=dlq,
+        rehome=rehome,
     )
+
+
+_CONNECTION_KEYS: Final = (
+    "endpoint_url", "region", "path_style", "access_key_id", "secret_access_key", "session_token", "connect_timeout",
+    "read_timeout", "max_pool_connections",
+)  # fmt: skip
+
+
+def parse_rehome(sec: Section, target: S3Settings) -> RehomeConfig:
+    """Validate ``target.lfs.rehome`` (``target`` is the validated ``target.lfs.s3``).
+
+    ``allowed_buckets`` (required): the buckets, and optionally key prefixes, envelopes may name,
+    as in ``target.hydrate``; an envelope naming another is a record error. ``s3``: how to reach
+    them (endpoint, region, keys); left out, the target's own connection. ``copy`` (auto):
+    ``server`` copies at the target's endpoint (``CopyObject``), ``stream`` reads through the relay
+    and uploads; ``auto`` picks ``server`` when ``s3`` connects as the target does. ``max_object_size``
+    (``target.lfs.s3.max_object_size``): the largest claim copied. ``allow_unverified`` (false).
+    ``concurrency`` (4): objects copied at once.
+    """
+    d = RehomeConfig
+    policy = parse_allowed_buckets(sec)
+    if sec.has("s3"):
+        s3_sec = sec.section("s3")
+        refuse_writer_keys(s3_sec, "re-homing reads the buckets envelopes name")
+        source = parse_s3(s3_sec, require_bucket=False)
+    else:
+        source = S3Settings(bucket=None, **{key: getattr(target, key) for key in _CONNECTION_KEYS})
+    copy = cast(CopyMode, sec.choice("copy", ("auto", "server", "stream"), d.copy))
+    max_size = sec.size("max_object_size", target.max_object_size, positive=True)
+    allow_unverified = sec.flag("allow_unverified", d.allow_unverified)
+    concurrency = sec.integer("concurrency", d.concurrency, minimum=1)
+    if concurrency > 64:
+        raise ConfigError(sec.key_path("concurrency"), "must be at most 64", concurrency)
+    sec.finish()
+    return RehomeConfig(policy, source, max_size, copy, allow_unverified, concurrency)
 
 
 # -- decisions on one record ---------------------------------------------------------------------

@@ -18,6 +18,10 @@ positions in the positions topic within it) with :class:`Offload` as its transfo
   Kafka target, written in the transaction of the batch its record came from, so it resumes
   like the main one.
 
+With ``rehome``, a source record that is itself an envelope is not passed through: its object is
+copied into this target's bucket (:mod:`targets.lfs.rehome`) like an upload, and the envelope written
+names the copy.
+
 Exactly once: a source offset is acknowledged only when the transaction holding its envelope is
 committed, and that transaction is only begun once its objects are stored. Object keys come from
 the relay's name, the source coordinates and the payload's SHA-256 (``key_template``), so the
@@ -70,6 +74,7 @@ from targets.lfs.config import (
     expected_checksum,
     offload_reason,
 )
+from targets.lfs.rehome import Rehomed, Rehomer
 from targets.lfs.upload import LfsMetrics, S3Uploader, Stored, Upload, UploadCancelled, UploadJob, cancel_all
 
 log = structlog.get_logger("kafka_lfs_relay.lfs")
@@ -126,6 +131,7 @@ class Offload:
         self.metrics = LfsMetrics(metrics.registry)
         probe_prefix = "/".join(p for p in (lfs.s3.prefix, quote(lfs.relay, safe="")) if p) + "/"
         self.uploader = S3Uploader(lfs.s3, lfs.upload_concurrency, lfs.part_size, retry, self.metrics, probe_prefix)
+        self.rehomer = Rehomer(lfs, self.uploader, self.metrics, retry) if lfs.rehome else None
         self._lock = threading.Lock()
         self._uploads: dict[_Coordinates, _Pending] = {}
         # What outputs made of each record, counted when the record is committed.
@@ -138,8 +144,10 @@ class Offload:
         return (self.lfs.dead_letter_topic,) if self.lfs.dead_letter_topic else ()
 
     def start(self) -> None:
-        """Start the uploader (it probes the bucket first)."""
+        """Start the uploader (it probes the bucket first), then the re-homer, which shares its client."""
         self.uploader.start()
+        if self.rehomer is not None:
+            self.rehomer.start()
 
     def topics_ready(self) -> None:
         """Nothing to read from the target topics."""
@@ -178,6 +186,8 @@ class Offload:
         for msg, outcome in outcomes:
             if outcome == "offloaded":
                 self.metrics.records_offloaded.labels(topic=msg.source_topic).inc()
+            elif outcome == "rehomed":
+                self.metrics.records_rehomed.labels(topic=msg.source_topic).inc()
             elif outcome == "passed":
                 self.metrics.records_passed_through.labels(topic=msg.source_topic).inc()
             else:
@@ -192,14 +202,19 @@ class Offload:
         cancel_all(p.upload for p in pending)
 
     def close(self) -> None:
-        """Abandon any upload still running and stop the uploader."""
+        """Abandon any upload still running and stop the re-homer, then the uploader it shares."""
         self.drop()
+        if self.rehomer is not None:
+            self.rehomer.close()
         self.uploader.close()
 
     # -- offload ------------------------------------------------------------------------------------
     def _begin(self, msg: Message) -> Upload | None:
         """The upload for ``msg`` if it is offloaded, else None."""
         lfs = self.lfs
+        key_for = partial(_key_for, lfs.key_template, lfs.s3.prefix, lfs.relay, msg.coordinates_key(), msg.topic)
+        if self.rehomer is not None and (rehomed := self.rehomer.begin(msg, key_for)) is not None:
+            return rehomed  # an envelope: its object is copied into our bucket (targets.lfs.rehome)
         if offload_reason(msg, lfs.threshold, lfs.always_offload_topics) is None:
             return None
         assert msg.value is not None
@@ -215,7 +230,7 @@ class Offload:
         except RecordError as exc:
             return Upload.failed(exc)
         job = UploadJob(
-            key_for=partial(_key_for, lfs.key_template, lfs.s3.prefix, lfs.relay, msg.coordinates_key(), msg.topic),
+            key_for=key_for,
             data=msg.value,
             alg=alg,
             expected=expected,
@@ -250,6 +265,9 @@ class Offload:
             raise TargetError(
                 f"the upload of record {msg.coordinates()} was abandoned because the target is closing"
             ) from None
+        if isinstance(stored, Rehomed) and stored.envelope is not None:
+            self._outcome(coords, "rehomed")
+            return _replace_value(msg, stored.envelope.encode())
         envelope = build_envelope(
             msg,
             bucket=stored.bucket,

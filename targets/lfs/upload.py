@@ -109,6 +109,14 @@ class LfsMetrics:
             registry=registry,
         )  # fmt: skip
         self.bytes_uploaded = Counter(f"{p}_bytes_uploaded", "Payload bytes stored in S3.", registry=registry)
+        self.records_rehomed = Counter(
+            f"{p}_records_rehomed", "Envelope records whose object was copied into the target's bucket (committed).",
+            ["topic"], registry=registry,
+        )  # fmt: skip
+        self.bytes_rehomed = Counter(
+            f"{p}_bytes_rehomed", "Payload bytes copied into the target's bucket, by path: server or stream.",
+            ["path"], registry=registry,
+        )  # fmt: skip
         self.upload_latency = Histogram(
             f"{p}_upload_latency_seconds",
             "Time to store one object in S3, retries included.",
@@ -124,6 +132,9 @@ class LfsMetrics:
             registry=registry,
         )  # fmt: skip
         self.uploads_in_flight = Gauge(f"{p}_uploads_in_flight", "Objects being uploaded now.", registry=registry)
+        self.rehomes_in_flight = Gauge(
+            f"{p}_rehomes_in_flight", "Objects being copied into the target's bucket now.", registry=registry
+        )
 
 
 class UploadCancelled(Exception):
@@ -134,7 +145,7 @@ class _UploadLost(Exception):
     """The multipart upload no longer exists on the server (``NoSuchUpload``)."""
 
 
-class _Expected(Exception):
+class Expected(Exception):
     """A request failed in a way its caller asked to handle itself: ``code`` is the S3 code or kind."""
 
     def __init__(self, code: str) -> None:
@@ -188,7 +199,7 @@ class Upload:
         return self.future.result()
 
 
-class _Stop:
+class Stop:
     """Any of several events: the uploader closing, the record abandoned, or its sibling parts failing."""
 
     def __init__(self, *events: threading.Event) -> None:
@@ -209,9 +220,9 @@ class _Stop:
                 return
             self.events[0].wait(min(left, 0.1))
 
-    def child(self) -> tuple[_Stop, threading.Event]:
+    def child(self) -> tuple[Stop, threading.Event]:
         own = threading.Event()
-        return _Stop(*self.events, own), own
+        return Stop(*self.events, own), own
 
 
 class _ViewReader:
@@ -283,6 +294,11 @@ class S3Uploader:
         self._records: ThreadPoolExecutor | None = None
         self._parts: ThreadPoolExecutor | None = None
 
+    @property
+    def client(self) -> Any:
+        """The boto3 client of the target's bucket (made by :meth:`start`)."""
+        return self._client
+
     def start(self) -> None:
         """Create the client and the two pools; learn whether the server honours conditional writes."""
         # Coordinators issue small requests while the parts are on the wire: room for both.
@@ -298,7 +314,7 @@ class S3Uploader:
         """Start storing ``job`` now; returns at once."""
         assert self._records is not None, "start() first"
         upload = Upload()
-        stop = _Stop(self._closed, upload.cancel)
+        stop = Stop(self._closed, upload.cancel)
         upload.future = self._records.submit(self._store, job, stop)
         return upload
 
@@ -319,10 +335,10 @@ class S3Uploader:
         """
         key = f"{self.probe_prefix}{PROBE_NAME}{uuid.uuid4().hex}"
         what = "the conditional-write probe"
-        stop = _Stop(self._closed)
+        stop = Stop(self._closed)
 
         def put() -> None:
-            self._call(
+            self.call(
                 "PutObject",
                 key,
                 what,
@@ -333,7 +349,7 @@ class S3Uploader:
 
         try:
             put()
-        except _Expected as exc:
+        except Expected as exc:
             log.warning(
                 "S3 refused the conditional-write probe; keys are looked at (HEAD) before they are written",
                 bucket=self.bucket,
@@ -344,10 +360,10 @@ class S3Uploader:
         try:
             put()
             honoured = False
-        except _Expected as exc:
+        except Expected as exc:
             honoured = exc.code == "PreconditionFailed"
         try:
-            self._call(
+            self.call(
                 "DeleteObject",
                 key,
                 what,
@@ -355,7 +371,7 @@ class S3Uploader:
                 stop,
                 expect=("access_denied", "other"),
             )
-        except _Expected as exc:
+        except Expected as exc:
             log.warning("could not delete the conditional-write probe", bucket=self.bucket, key=key, error=exc.code)
         log.info(
             "S3 conditional writes probed",
@@ -365,25 +381,25 @@ class S3Uploader:
         )
         return honoured
 
-    def _existing(self, job: UploadJob, key: str, hasher: Hasher, stop: _Stop) -> bool:
-        """True if ``key`` holds this payload already, False if nothing is there; other bytes stop the relay."""
+    def existing(self, what: str, key: str, size: int, sha256: str, stop: Stop) -> bool:
+        """True if ``key`` holds the payload of ``size`` bytes with ``sha256`` already, False if nothing is
+        there; other bytes stop the relay. ``what`` names the record in errors."""
         try:
-            head = self._call(
+            head = self.call(
                 "HeadObject",
                 key,
-                job.what,
+                what,
                 lambda: self._client.head_object(Bucket=self.bucket, Key=key),
                 stop,
                 expect=("no_such_key",),
             )
-        except _Expected:
+        except Expected:
             return False
-        size = int(head.get("ContentLength", -1))
-        sha256 = hasher.sha256_hex()
-        if size == hasher.size:
+        found_size = int(head.get("ContentLength", -1))
+        if found_size == size:
             if str(head.get("Metadata", {}).get(SHA256_METADATA, "")).lower() == sha256:
                 return True
-            found = self._hash_object(job, key, stop)
+            found = self._hash_object(what, key, stop)
             if found is None:
                 return False  # deleted since the HEAD
             if found == sha256:
@@ -392,12 +408,12 @@ class S3Uploader:
         else:
             theirs = "another length"
         raise TargetError(
-            f"S3 object s3://{self.bucket}/{key} already holds other bytes ({size} bytes, {theirs}) than record "
-            f"{job.what} ({hasher.size} bytes, sha256 {sha256}), so the relay stops rather than overwrite an object "
+            f"S3 object s3://{self.bucket}/{key} already holds other bytes ({found_size} bytes, {theirs}) than record "
+            f"{what} ({size} bytes, sha256 {sha256}), so the relay stops rather than overwrite an object "
             "an envelope may point to: another writer uses this key"
         )
 
-    def _hash_object(self, job: UploadJob, key: str, stop: _Stop) -> str | None:
+    def _hash_object(self, what: str, key: str, stop: Stop) -> str | None:
         """The SHA-256 of what ``key`` holds, read back streamed; None if it is gone."""
 
         def read() -> str:
@@ -412,12 +428,12 @@ class S3Uploader:
             return hasher.sha256_hex()
 
         try:
-            return self._call("GetObject", key, job.what, read, stop, expect=("no_such_key",))
-        except _Expected:
+            return self.call("GetObject", key, what, read, stop, expect=("no_such_key",))
+        except Expected:
             return None
 
     # -- one object ---------------------------------------------------------------------------
-    def _store(self, job: UploadJob, stop: _Stop) -> Stored:
+    def _store(self, job: UploadJob, stop: Stop) -> Stored:
         started = time.monotonic()
         self.metrics.uploads_in_flight.inc()
         try:
@@ -442,31 +458,31 @@ class S3Uploader:
     def _metadata(self, hasher: Hasher) -> dict[str, Any]:
         return {"Metadata": {SHA256_METADATA: hasher.sha256_hex()}, **self._extra}
 
-    def _single(self, job: UploadJob, key: str, hasher: Hasher, stop: _Stop) -> None:
+    def _single(self, job: UploadJob, key: str, hasher: Hasher, stop: Stop) -> None:
         """One PUT, unless ``key`` already holds the payload."""
         assert self._parts is not None
         for _ in range(_WRITE_ATTEMPTS):
-            if not self.conditional and self._existing(job, key, hasher, stop):
+            if not self.conditional and self.existing(job.what, key, hasher.size, hasher.sha256_hex(), stop):
                 return
             put = self._parts.submit(self._put_object, job, key, hasher, stop)
             try:
                 put.result()
                 return
-            except _Expected:  # 412: the key exists
+            except Expected:  # 412: the key exists
                 pass
-            if self._existing(job, key, hasher, stop):
+            if self.existing(job.what, key, hasher.size, hasher.sha256_hex(), stop):
                 return
         raise TargetError(f"S3 object s3://{self.bucket}/{key} for record {job.what} kept appearing and vanishing")
 
-    def _multipart(self, job: UploadJob, key: str, hasher: Hasher, stop: _Stop) -> None:
+    def _multipart(self, job: UploadJob, key: str, hasher: Hasher, stop: Stop) -> None:
         """A multipart upload, unless ``key`` already holds the payload."""
         data = memoryview(job.data)
         size = data.nbytes
         bounds = [(n + 1, lo, min(lo + self.part_size, size)) for n, lo in enumerate(range(0, size, self.part_size))]
-        self._abort_stale(job, key, stop)
+        self.abort_stale(job.what, key, stop)
         lost = 0
         for _ in range(_WRITE_ATTEMPTS + _LOST_ATTEMPTS):
-            if self._existing(job, key, hasher, stop):
+            if self.existing(job.what, key, hasher.size, hasher.sha256_hex(), stop):
                 return  # a retry, or a restart: the same payload is stored already
             try:
                 if self._multipart_once(job, key, data, bounds, hasher, stop):
@@ -489,11 +505,11 @@ class S3Uploader:
         data: memoryview,
         bounds: list[tuple[int, int, int]],
         hasher: Hasher,
-        stop: _Stop,
+        stop: Stop,
     ) -> bool:
         """One multipart upload: True once completed, False if the key was taken meanwhile (412; aborted)."""
         assert self._parts is not None
-        created = self._call(
+        created = self.call(
             "CreateMultipartUpload",
             key,
             job.what,
@@ -525,8 +541,8 @@ class S3Uploader:
                 **condition,
             )
             try:
-                self._call("CompleteMultipartUpload", key, job.what, complete, stop, expect=("PreconditionFailed",))
-            except _Expected:
+                self.call("CompleteMultipartUpload", key, job.what, complete, stop, expect=("PreconditionFailed",))
+            except Expected:
                 return False
             completed = True
             return True
@@ -534,7 +550,7 @@ class S3Uploader:
             if not completed:
                 fail_parts.set()
                 wait_all(futures)
-                self._abort(key, upload_id)
+                self.abort(key, upload_id)
 
     @staticmethod
     def _content_type(job: UploadJob) -> dict[str, str]:
@@ -556,9 +572,9 @@ class S3Uploader:
         )
 
     # -- requests ---------------------------------------------------------------------------------
-    def _put_object(self, job: UploadJob, key: str, hasher: Hasher, stop: _Stop) -> None:
+    def _put_object(self, job: UploadJob, key: str, hasher: Hasher, stop: Stop) -> None:
         condition = {"IfNoneMatch": "*"} if self.conditional else {}
-        self._call(
+        self.call(
             "PutObject",
             key,
             job.what,
@@ -574,8 +590,8 @@ class S3Uploader:
             expect=("PreconditionFailed",),
         )
 
-    def _put_part(self, job: UploadJob, key: str, upload_id: str, number: int, view: memoryview, stop: _Stop) -> str:
-        response = self._call(
+    def _put_part(self, job: UploadJob, key: str, upload_id: str, number: int, view: memoryview, stop: Stop) -> str:
+        response = self.call(
             "UploadPart",
             key,
             job.what,
@@ -586,7 +602,7 @@ class S3Uploader:
         )
         return str(response["ETag"])
 
-    def _abort(self, key: str, upload_id: str) -> None:
+    def abort(self, key: str, upload_id: str) -> None:
         """Abort a multipart upload this uploader created, once, best effort."""
         try:
             self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
@@ -594,7 +610,7 @@ class S3Uploader:
             self.metrics.s3_errors.labels(kind=error_kind(exc), operation="AbortMultipartUpload").inc()
             log.info("could not abort a multipart upload; a lifecycle rule must", key=key, error=describe(exc))
 
-    def _abort_stale(self, job: UploadJob, key: str, stop: _Stop) -> None:
+    def abort_stale(self, what: str, key: str, stop: Stop) -> None:
         """Abort incomplete multipart uploads of this exact key begun before this uploader started; best effort.
 
         The key names this relay, so those were left by an earlier run of it (killed mid-upload).
@@ -612,15 +628,15 @@ class S3Uploader:
             log.debug("cannot list incomplete multipart uploads", key=key, error=describe(exc))
             return
         for upload_id in stale:
-            log.info("aborting an incomplete multipart upload an earlier run left", key=key, record=job.what)
-            self._abort(key, upload_id)
+            log.info("aborting an incomplete multipart upload an earlier run left", key=key, record=what)
+            self.abort(key, upload_id)
 
-    def _call(
-        self, op: str, key: str, what: str, request: Callable[[], T], stop: _Stop, expect: Collection[str] = ()
+    def call(
+        self, op: str, key: str, what: str, request: Callable[[], T], stop: Stop, expect: Collection[str] = ()
     ) -> T:
         """Run one S3 request with the retry policy of the module docstring.
 
-        A failure whose S3 error code or kind is in ``expect`` raises :class:`_Expected` at once.
+        A failure whose S3 error code or kind is in ``expect`` raises :class:`Expected` at once.
         """
         attempt = 0
         while True:
@@ -635,7 +651,7 @@ class S3Uploader:
                 if code == "412":
                     code = "PreconditionFailed"
                 if code in expect or kind in expect:
-                    raise _Expected(code if code in expect else kind) from None
+                    raise Expected(code if code in expect else kind) from None
                 self.metrics.s3_errors.labels(kind=kind, operation=op).inc()
                 if code == "NoSuchUpload":
                     raise _UploadLost() from None

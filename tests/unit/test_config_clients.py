@@ -208,6 +208,16 @@ def test_s3_settings_boto3_refuses_are_named(s3: dict[str, Any], path: str, frag
     assert "s3-secret-value" not in str(info.value)
 
 
+def test_the_rehome_connection_is_checked_too() -> None:
+    """target.lfs.rehome.s3 is built like target.lfs.s3: a malformed endpoint there names its key path."""
+    tree = _tree()
+    lfs = {"s3": {"bucket": "payloads"}, "rehome": {"allowed_buckets": ["east"], "s3": {"endpoint_url": "nope"}}}
+    tree["target"] = {**tree["target"], "type": "lfs", "lfs": lfs}
+    with pytest.raises(ConfigError) as info:
+        check_clients(parse_config(tree))
+    assert info.value.path == "target.lfs.rehome.s3.endpoint_url"
+
+
 def test_s3_settings_are_checked_without_looking_for_credentials() -> None:
     """No keys in the config (the standard AWS chain): the check builds its client with placeholders, asks nothing."""
     check_clients(_lfs({"endpoint_url": "http://127.0.0.1:1", "region": "us-east-1"}))

@@ -95,7 +95,12 @@ def test_example_config_shows_every_key() -> None:
     present |= set(re.findall(r"^# (workers):", EXAMPLE.read_text(encoding="utf-8"), re.MULTILINE))
 
     def norm(paths: set[str]) -> set[str]:
-        # target.hydrate.s3 is documented "as for lfs": its keys are those of target.lfs.s3.
-        return {re.sub(r"\[\d+\]", "[]", p).replace("target.hydrate.s3.", "target.lfs.s3.") for p in paths}
+        # target.hydrate.s3 and target.lfs.rehome.s3 are documented "as for s3": their keys are target.lfs.s3's.
+        return {
+            re.sub(r"\[\d+\]", "[]", p)
+            .replace("target.hydrate.s3.", "target.lfs.s3.")
+            .replace("target.lfs.rehome.s3.", "target.lfs.s3.")
+            for p in paths
+        }
 
     assert norm(asked) - norm(present) - {"target.options"} == set()

@@ -14,7 +14,7 @@ from relay.settings import MIB, ClusterConfig
 from relay.target import RunTarget
 from targets.kafka import KafkaTarget
 from targets.lfs import Offload
-from targets.lfs.config import DEFAULT_HEADER_ALLOWLIST, KeyTemplate, LfsConfig
+from targets.lfs.config import DEFAULT_HEADER_ALLOWLIST, KeyTemplate, LfsConfig, server_side
 from targets.lfs.target import _with_message_limit
 
 
@@ -172,3 +172,46 @@ def test_message_limit_respects_the_users_setting() -> None:
     plain = ClusterConfig("t", "dst:9092")
     assert _with_message_limit(plain, 900_000) is plain
     assert _with_message_limit(plain, 3 * MIB).kafka == {"message.max.bytes": str(3 * MIB)}
+
+
+def test_rehome_defaults_to_the_targets_connection_and_a_server_side_copy() -> None:
+    """rehome with allowed_buckets only: the target's endpoint and keys, CopyObject, its size cap, 4 at once."""
+    s3 = {"bucket": "dr", "endpoint_url": "http://s3.dr:9000", "access_key_id": "a", "secret_access_key": "s"}
+    cfg = parsed(s3=s3, rehome={"allowed_buckets": ["east", {"bucket": "west", "prefixes": ["orders/"]}]})
+    rehome = cfg.rehome
+    assert rehome is not None
+    assert [(r.bucket, r.prefixes) for r in rehome.policy.rules] == [("east", ()), ("west", ("orders/",))]
+    assert (rehome.s3.bucket, rehome.s3.endpoint_url, rehome.s3.access_key_id) == (None, "http://s3.dr:9000", "a")
+    assert (rehome.copy, rehome.max_object_size, rehome.allow_unverified, rehome.concurrency) == (
+        "auto", cfg.s3.max_object_size, False, 4,
+    )  # fmt: skip
+    assert server_side(rehome, cfg.s3)
+    assert parsed().rehome is None, "re-homing is off unless configured"
+
+
+def test_rehome_from_another_endpoint_streams_unless_told_to_copy_server_side() -> None:
+    """A connection of its own streams through the relay (auto), or copies server-side when copy says so."""
+    other = {"endpoint_url": "http://s3.east:9000", "region": "us-east-1"}
+    streamed = parsed(rehome={"allowed_buckets": ["east"], "s3": other}).rehome
+    assert streamed is not None and not server_side(streamed, parsed().s3)
+    forced = parsed(rehome={"allowed_buckets": ["east"], "s3": other, "copy": "server"}).rehome
+    assert forced is not None and server_side(forced, parsed().s3)
+
+
+@pytest.mark.parametrize(
+    ("rehome", "path", "says"),
+    [
+        ({}, "target.lfs.rehome.allowed_buckets", "is required"),
+        ({"allowed_buckets": []}, "target.lfs.rehome.allowed_buckets", "at least one bucket"),
+        ({"allowed_buckets": ["e"], "s3": {"bucket": "e"}}, "target.lfs.rehome.s3.bucket", "writing"),
+        ({"allowed_buckets": ["e"], "s3": {"sse": "AES256"}}, "target.lfs.rehome.s3.sse", "writing"),
+        ({"allowed_buckets": ["e"], "copy": "rsync"}, "target.lfs.rehome.copy", "auto"),
+        ({"allowed_buckets": ["e"], "concurrency": 0}, "target.lfs.rehome.concurrency", ""),
+        ({"allowed_buckets": ["e"], "concurrency": 65}, "target.lfs.rehome.concurrency", "at most 64"),
+        ({"allowed_buckets": ["e"], "verify": False}, "target.lfs.rehome.verify", ""),
+    ],
+)
+def test_rehome_mistakes_name_their_key(rehome: dict[str, Any], path: str, says: str) -> None:
+    """Each mistake in target.lfs.rehome is one error naming its key path."""
+    err = error(rehome=rehome)
+    assert err.path == path and says in str(err)
