@@ -175,8 +175,9 @@ class Operations(threading.Thread):
 
     @contextlib.contextmanager
     def _claimed(self, kind: str, subjects: Sequence[str]) -> Iterator[bool]:
-        """Hold ``subjects`` for the operation (waiting up to 120 s for faults on them to heal)."""
-        if not self.claims.wait(subjects, 120, self.stopping):
+        """Hold ``subjects`` for the operation (waiting up to 120 s for faults on them to heal); not once
+        the run stops."""
+        if self.stopping.is_set() or not self.claims.wait(subjects, 120, self.stopping):
             self.log.write(kind, "skip", why=f"{', '.join(subjects)} stayed busy")
             yield False
             return
@@ -211,18 +212,24 @@ class Operations(threading.Thread):
                 relay.start()
             relay.held = False
 
-    def _sleep(self, seconds: float) -> None:
-        self.stopping.wait(seconds)
+    # An operation under way is carried out to its end even when the run stops: cut short, it
+    # would leave what it did half done (a relay killed while it starts, a producer paused). Its
+    # waits are bounded instead; stopping only keeps the next step from starting (``_claimed``).
+    @staticmethod
+    def _sleep(seconds: float) -> None:
+        time.sleep(seconds)
 
-    def _wait(self, seconds: float, done: Callable[[], bool], every: float = 1.0) -> bool:
-        """Poll ``done`` until it holds (True) or ``seconds`` pass or the run stops (False)."""
+    @staticmethod
+    def _wait(seconds: float, done: Callable[[], bool], every: float = 1.0) -> bool:
+        """Poll ``done`` until it holds (True) or ``seconds`` pass (False)."""
         deadline = time.monotonic() + seconds
         while True:
             with contextlib.suppress(Exception):  # a cluster under a fault: ask again
                 if done():
                     return True
-            if time.monotonic() > deadline or self.stopping.wait(every):
+            if time.monotonic() > deadline:
                 return False
+            time.sleep(every)
 
     # -- kinds -----------------------------------------------------------------------------------
     def _partitions_added(self, rng: random.Random) -> None:
