@@ -10,16 +10,14 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from bench.chaos.model import MIB, Entry, Headers, client_conf, parse_key, record_headers, sha256
+from bench.chaos.model import MIB, SHAPES, Entry, Headers, client_conf, identity, record_fields, sha256
 from kafka_lfs_relay.sandbox import KafkaCluster
-
-POSITION_HEADER = "kfr-pos"
 
 
 @dataclass(frozen=True)
@@ -27,10 +25,29 @@ class Seen:
     """One committed record on a target, reduced to what is compared: no payload is kept."""
 
     key: bytes | None
-    digest: str  # SHA-256 of the value, or for an envelope the sha256 it claims
+    digest: str | None  # SHA-256 of the value (None: a null value), or for an envelope the sha256 it claims
     size: int  # value length, or for an envelope the size it claims
     headers: Headers
+    timestamp: int = 0
     envelope_key: str | None = None  # the object an envelope points at
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Offsets [start, end) of one partition of one generation of a source topic, deleted before they were relayed."""
+
+    partition: int
+    start: int
+    end: int
+    generation: int = 0
+
+    def holds(self, entry: Entry) -> bool:
+        """Whether ``entry`` was deleted with this gap."""
+        return (
+            entry.partition == self.partition
+            and entry.generation == self.generation
+            and self.start <= entry.offset < self.end
+        )
 
 
 @dataclass
@@ -48,11 +65,12 @@ class Verdict:
     foreign: int = 0
     gap_expected: int = 0
     gap_present: int = 0
+    removed: int = 0  # records on a target topic that was then deleted: not expected any more
     problems: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        """Exactly once and in order, apart from the reported gap."""
+        """Exactly once and in order, every field as produced, apart from the reported gap."""
         return not (
             self.lost or self.duplicated or self.reordered or self.corrupted or self.foreign or self.gap_present
         )
@@ -68,75 +86,102 @@ def compare(
     target: str,
     expected: Mapping[int, Sequence[Entry]],
     seen: Mapping[int, Sequence[Seen]],
-    gaps: Mapping[int, Sequence[tuple[int, int]]] | None = None,
+    gaps: Collection[Gap] = (),
     check_value: Callable[[Entry, Seen], str | None] | None = None,
+    removed: Collection[int] = (),
 ) -> Verdict:
-    """Per partition: every expected record once, in source offset order, equal to what was produced.
+    """Per partition: every expected record once, in the source partition's order, every field as produced.
 
-    ``gaps``: per partition, the half-open offset ranges the relay reported lost; records there must
-    be absent. ``check_value`` may add a target-specific check (None when fine, else why not).
+    ``expected``: the ledger's records per source partition; ``seen``: the target's, per target
+    partition (the same number: partitions are preserved). A record is known by its ``chaos-seq``
+    header. ``gaps``: records the relay reported lost, which must be absent. ``removed``: sequence
+    numbers of records that were on the target topic when it was deleted and created again; they
+    are not expected any more, and one that arrives again was relayed twice. ``check_value`` may
+    add a target-specific check (None when fine, else why not).
     """
     verdict = Verdict(pipe, target)
-    gaps = gaps or {}
+    by_seq = {e.seq: e for entries in expected.values() for e in entries}
+    gapped = {e.seq for e in by_seq.values() if any(g.holds(e) for g in gaps)}
+    removed = set(removed)
+    counted: dict[int, int] = {}
     for partition in sorted(set(expected) | set(seen)):
-        want = expected.get(partition, [])
-        by_seq = {e.seq: e for e in want}
-        ranges = gaps.get(partition, [])
-
-        def in_gap(offset: int, ranges: Sequence[tuple[int, int]] = ranges) -> bool:
-            return any(a <= offset < b for a, b in ranges)
-
-        counted: dict[int, int] = {}
-        last_offset = -1
+        last: tuple[int, int] = (-1, -1)
         for index, rec in enumerate(seen.get(partition, [])):
             verdict.found += 1
-            ident = parse_key(rec.key)
+            ident = identity(rec.headers)
             entry = by_seq.get(ident[1]) if ident is not None and ident[0] == pipe else None
             where = f"{target} partition {partition} index {index}"
             if entry is None:
                 verdict.foreign += 1
-                verdict.note(f"{where}: key {rec.key!r} was never produced into this partition")
+                verdict.note(f"{where}: a record that was never produced ({ident or rec.key!r})")
                 continue
             counted[entry.seq] = counted.get(entry.seq, 0) + 1
+            what = f"source offset {entry.offset} of generation {entry.generation} ({pipe} {entry.seq})"
             if counted[entry.seq] > 1:
                 verdict.duplicated += 1
-                verdict.note(f"{where}: source offset {entry.offset} ({rec.key!r}) appears again")
+                verdict.note(f"{where}: {what} appears again")
                 continue
-            if entry.offset < last_offset:
+            if entry.seq in removed:
+                verdict.duplicated += 1
+                verdict.note(f"{where}: {what} was on the target topic deleted before, and was relayed again")
+                continue
+            if entry.partition == partition and entry.position < last:
                 verdict.reordered += 1
-                verdict.note(f"{where}: source offset {entry.offset} after {last_offset}")
-            last_offset = max(last_offset, entry.offset)
-            if in_gap(entry.offset):
+                verdict.note(f"{where}: {what} after offset {last[1]} of generation {last[0]}")
+            if entry.partition == partition:
+                last = max(last, entry.position)
+            if entry.seq in gapped:
                 verdict.gap_present += 1
-                verdict.note(f"{where}: source offset {entry.offset} is in a reported gap but arrived")
-            why = _value_problem(entry, rec)
+                verdict.note(f"{where}: {what} is in a reported gap but arrived")
+            why = field_problem(pipe, entry, rec, partition)
             if why is None and check_value is not None:
                 why = check_value(entry, rec)
             if why is not None:
                 verdict.corrupted += 1
-                verdict.note(f"{where}: source offset {entry.offset}: {why}")
-        for entry in want:
-            if in_gap(entry.offset):
+                verdict.note(f"{where}: {what}: {why}")
+    for partition in sorted(expected):  # once every partition was read: a misplaced record is not lost
+        for entry in expected[partition]:
+            if entry.seq in gapped:
                 verdict.gap_expected += 1
-                continue
-            verdict.expected += 1
-            if entry.seq not in counted:
-                verdict.lost += 1
-                verdict.note(
-                    f"{target} partition {partition}: source offset {entry.offset} ({pipe} {entry.seq}) missing"
-                )
+            elif entry.seq in removed:
+                verdict.removed += 1
+            else:
+                verdict.expected += 1
+                if entry.seq not in counted:
+                    verdict.lost += 1
+                    verdict.note(f"{target} partition {partition}: source offset {entry.offset} of generation "
+                                 f"{entry.generation} ({pipe} {entry.seq}) missing")  # fmt: skip
     return verdict
 
 
-def _value_problem(entry: Entry, rec: Seen) -> str | None:
+def field_problem(pipe: str, entry: Entry, rec: Seen, partition: int) -> str | None:
+    """Why ``rec`` (read from target ``partition``) is not the record ``entry`` was produced as; None if it is.
+
+    Every field: the partition, the key (null distinct from empty), the value (its size and
+    SHA-256; null distinct from empty), the headers in order (null values distinct from empty
+    ones) and the timestamp.
+    """
+    key, headers = record_fields(pipe, entry.seq, entry.shape)
+    shape = SHAPES[entry.shape]
+    if partition != entry.partition:
+        return f"in partition {partition}, produced into {entry.partition}"
+    if rec.key != key:
+        return f"key {_show(rec.key)}, produced {_show(key)} ({shape.key})"
+    if (rec.digest is None) != (entry.sha256 is None):
+        return f"value {'null' if rec.digest is None else 'not null'}, produced {shape.value}"
     if rec.size != entry.size:
-        return f"size {rec.size}, produced {entry.size}"
+        return f"value of {rec.size} bytes, produced {entry.size}"
     if rec.digest != entry.sha256:
         return "value differs from what was produced"
-    headers = tuple(h for h in rec.headers if h[0] != POSITION_HEADER)
-    if headers != record_headers(entry.seq):
-        return f"headers {headers!r} differ from what was produced"
+    if rec.headers != headers:
+        return f"headers {rec.headers!r} differ from the {shape.headers} headers produced {headers!r}"
+    if rec.timestamp != entry.timestamp:
+        return f"timestamp {rec.timestamp}, produced {entry.timestamp}"
     return None
+
+
+def _show(key: bytes | None) -> str:
+    return "null" if key is None else repr(key[:40])
 
 
 # -- gaps -----------------------------------------------------------------------------------------------
@@ -172,27 +217,30 @@ def parse_reported_gaps(
 
 # -- orphans ------------------------------------------------------------------------------------------
 def classify_orphans(
-    listed: Iterable[str], referenced: set[str], prefix: str, topic: str, gaps: Mapping[int, Sequence[tuple[int, int]]]
+    listed: Iterable[str], referenced: set[str], prefix: str, relay: str, topic: str, gapped: Collection[Entry]
 ) -> dict[str, list[str]]:
     """Objects no envelope points to, by reason.
 
-    Object keys are the source coordinates (``{prefix}/{topic}/{partition}/{offset}``), so a retry
-    rewrites the same object. The only expected orphans are objects uploaded for records whose
-    transaction never committed and that were then deleted from the sources before being relayed
-    again (the gap): the relay cannot write them again, and nothing deletes the object.
+    Object keys are ``{prefix}/{relay}/{topic}/{partition}/{offset}-{sha256}`` (the relay's default
+    template): a retry rewrites the same object. The only expected orphans are objects uploaded
+    for records whose transaction never committed and that were then deleted from the sources
+    before being relayed again (``gapped``: the gap): the relay cannot write them again, and
+    nothing deletes the object. Objects of another relay name come from a relay started under a
+    new name (the operations nemesis), which must have refused to start.
     """
     out: dict[str, list[str]] = {}
-    pattern = re.compile(rf"^{re.escape(prefix)}/{re.escape(topic)}/(\d+)/(\d+)$")
+    pattern = re.compile(rf"^{re.escape(prefix)}/([^/]+)/{re.escape(topic)}/(\d+)/(\d+)-([0-9a-f]{{64}})$")
+    in_gap = {(e.partition, e.offset, e.sha256) for e in gapped}
     for key in sorted(set(listed) - referenced):
         match = pattern.match(key)
         if match is None:
             reason = "unexplained: a key the relay does not make"
+        elif match.group(1) != relay:
+            reason = f"unexplained: uploaded by relay {match.group(1)!r} (started under a new name)"
+        elif (int(match.group(2)), int(match.group(3)), match.group(4)) in in_gap:
+            reason = "uploaded, transaction aborted (relay killed or stopped), record then deleted (gap)"
         else:
-            partition, offset = int(match.group(1)), int(match.group(2))
-            if any(a <= offset < b for a, b in gaps.get(partition, [])):
-                reason = "uploaded, transaction aborted (relay killed or stopped), record then deleted (gap)"
-            else:
-                reason = "unexplained: the record was relayed again but its envelope points elsewhere, or never"
+            reason = "unexplained: the record was relayed again but its envelope points elsewhere, or never"
         out.setdefault(reason, []).append(key)
     return out
 
@@ -208,6 +256,9 @@ class Window:
     end: float
 
 
+FENCING = frozenset({"relay_pause", "relay_kill", "overlap_deploy", "rolling_restart", "target_recreated"})
+"""Faults and operations after which a relay may be fenced: another instance of it started, or (group
+mode) a member left or came back and the partitions moved."""
 SLACK_BEFORE = 5.0
 SLACK_AFTER = 180.0
 
@@ -255,7 +306,7 @@ def explain(
             for w in windows
             if near(w)
             and (
-                (w.kind in ("relay_pause", "relay_kill") and (w.subject == relay or role == "group"))
+                (w.kind in FENCING and (w.subject == relay or role == "group"))
                 or (w.kind == "broker_kill" and w.subject in used)
             )
         ]
@@ -283,35 +334,57 @@ def explain(
 
 
 def windows_from(events: Sequence[Mapping[str, Any]]) -> list[Window]:
-    """Fault spans from the fault log's begin/end events."""
+    """Fault and operation spans from the fault log's begin/end events (an operation's, one per relay it names)."""
     out: list[Window] = []
     open_: dict[tuple[str, str], float] = {}
     for ev in events:
         kind, phase = str(ev["kind"]), str(ev["phase"])
-        subject = str(ev.get("relay") or ev.get("cluster") or ("s3" if kind == "s3_kill" else kind))
-        if phase == "begin":
-            open_[(kind, subject)] = float(ev["wall"])
-            if kind in ("delete_behind", "burst"):
-                out.append(Window(kind, subject, float(ev["wall"]), float(ev["wall"])))
-        elif phase == "end" and (kind, subject) in open_:
-            out.append(Window(kind, subject, open_.pop((kind, subject)), float(ev["wall"])))
+        if "relays" in ev:
+            subjects = [str(r) for r in ev["relays"]]
+        else:
+            subjects = [str(ev.get("relay") or ev.get("cluster") or ("s3" if kind == "s3_kill" else kind))]
+        for subject in subjects:
+            if phase == "begin":
+                open_[(kind, subject)] = float(ev["wall"])
+                if kind in ("delete_behind", "burst"):
+                    out.append(Window(kind, subject, float(ev["wall"]), float(ev["wall"])))
+            elif phase == "end" and (kind, subject) in open_:
+                out.append(Window(kind, subject, open_.pop((kind, subject)), float(ev["wall"])))
     for (kind, subject), begin in open_.items():
         out.append(Window(kind, subject, begin, time.time()))
     return out
 
 
 # -- reading targets back ------------------------------------------------------------------------------
+def partition_count(cluster: KafkaCluster, topic: str, timeout: float = 30) -> int:
+    """How many partitions ``topic`` has on ``cluster`` (0 if it does not exist)."""
+    consumer = Consumer({**client_conf(cluster), "group.id": "chaos-meta"})
+    try:
+        meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+        return 0 if meta is None or meta.error is not None else len(meta.partitions)
+    finally:
+        consumer.close()
+
+
 def scan(
     cluster: KafkaCluster,
     topic: str,
     partitions: int,
     on_record: Callable[[int, Any], None],
     timeout: float,
-) -> None:
-    """Every committed record of ``topic``, partition by partition in log order, handed to ``on_record``.
+    upto: Mapping[int, int] | None = None,
+) -> int:
+    """Every committed record of ``topic``, each partition in log order, handed to ``on_record``.
 
-    Streams: nothing is kept here, so targets of many GiB can be read.
+    Reads the first ``partitions`` partitions, or as many as the topic has if fewer (a target the
+    relay did not grow), all at once; returns how many it read. ``upto``: per partition, stop
+    before this offset. Streams: nothing is kept here, so targets of many GiB can be read.
     """
+    have = min(partitions, partition_count(cluster, topic))
+    stops = {p: (upto or {}).get(p) for p in range(have)}
+    open_ = {p for p, stop in stops.items() if stop is None or stop > 0}
+    if not open_:
+        return have
     consumer = Consumer(
         {
             **client_conf(cluster),
@@ -327,37 +400,39 @@ def scan(
     )
     deadline = time.monotonic() + timeout
     try:
-        for partition in range(partitions):
-            consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
-            for _ in range(10_000_000):
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"reading {topic} on {cluster.name} took over {timeout:.0f}s")
-                msgs = consumer.consume(500, 1.0)
-                done = False
-                for msg in msgs:
-                    err = msg.error()
-                    if err is not None:
-                        if err.code() == KafkaError._PARTITION_EOF:
-                            done = True
-                            continue
-                        raise RuntimeError(f"reading {topic}/{partition} on {cluster.name}: {err.str()}")
-                    on_record(partition, msg)
-                if done:
-                    break
-            consumer.unassign()
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(open_)])
+        while open_:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading {topic} on {cluster.name} took over {timeout:.0f}s")
+            for msg in consumer.consume(500, 1.0):
+                partition, err = msg.partition(), msg.error()
+                if partition not in open_:
+                    continue
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        open_.discard(partition)
+                        continue
+                    raise RuntimeError(f"reading {topic}/{partition} on {cluster.name}: {err.str()}")
+                stop = stops[partition]
+                if stop is not None and msg.offset() >= stop:
+                    open_.discard(partition)
+                    continue
+                on_record(partition, msg)
     finally:
         consumer.close()
+    return have
 
 
 def seen_of(msg: Any, envelope_key: str | None = None, digest: str | None = None, size: int | None = None) -> Seen:
-    """A :class:`Seen` from a consumed record (digest and size of its value unless given)."""
+    """A :class:`Seen` from a consumed record (digest and size of its value unless given); null stays null."""
     value = msg.value()
-    headers = tuple((k, v or b"") for k, v in (msg.headers() or []))
+    headers = tuple((k, v) for k, v in (msg.headers() or []))
     return Seen(
         msg.key(),
         digest if digest is not None else sha256(value),
         size if size is not None else len(value or b""),
         headers,
+        msg.timestamp()[1],
         envelope_key,
     )
 

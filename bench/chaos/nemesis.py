@@ -24,14 +24,14 @@ import json
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from bench.chaos.model import MIRROR, MIRROR_RELAY, client_conf
+from bench.chaos.model import MIRROR, MIRROR_RELAY, Ledger, client_conf
 from bench.chaos.relays import Relay
 from bench.chaos.workload import Copier, Feeder
 from kafka_lfs_relay.sandbox import KafkaCluster, S3Server
@@ -78,12 +78,16 @@ class FaultLog:
         return event
 
 
-def committed_positions(cluster: KafkaCluster, relay_name: str, topic: str, timeout: float = 60) -> dict[int, int]:
+def committed_positions(
+    cluster: KafkaCluster, relay_name: str, topic: str, timeout: float = 60, since_ms: int = 0
+) -> dict[int, int]:
     """The relay's committed positions for ``topic`` (next source offset per partition), read from its positions topic.
 
     Read independently of the relay's code: every record of the compacted topic, read_committed, the
     newest per key ``<relay>/<topic>/<partition>``, up to each partition's end as it was when reading
     started (relays keep writing it, so "every partition at its end at once" may never happen).
+    ``since_ms``: when the source topic was last created again; a newest entry written before that
+    is the old topic's position, and the partition is left out.
     """
     from confluent_kafka import Consumer, KafkaError
 
@@ -125,7 +129,11 @@ def committed_positions(cluster: KafkaCluster, relay_name: str, topic: str, time
                 key = (msg.key() or b"").decode("utf-8", "replace")
                 value = msg.value()
                 if key.startswith(prefix) and value:
-                    out[int(key[len(prefix) :])] = int(json.loads(value)["next"])
+                    partition_of = int(key[len(prefix) :])
+                    if msg.timestamp()[1] >= since_ms:
+                        out[partition_of] = int(json.loads(value)["next"])
+                    else:
+                        out.pop(partition_of, None)
     finally:
         consumer.close()
     return out
@@ -150,6 +158,44 @@ def delete_records(cluster: KafkaCluster, topic: str, partition: int, before: in
     return int(getattr(result, "low_watermark", before))
 
 
+class Claims:
+    """Subjects (``relay:<name>``, ``cluster:<name>``, ``s3``) some fault or operation is acting on.
+
+    Shared by the fault nemesis and the operations nemesis, so that two of them never act on the
+    same subject at once; anything else may overlap.
+    """
+
+    def __init__(self) -> None:
+        self._busy: set[str] = set()
+        self._lock = threading.Lock()
+
+    def claim(self, *subjects: str) -> bool:
+        """Take all of ``subjects``, or none if one is taken."""
+        with self._lock:
+            if any(s in self._busy for s in subjects):
+                return False
+            self._busy.update(subjects)
+            return True
+
+    def wait(self, subjects: Collection[str], timeout: float, stopping: threading.Event) -> bool:
+        """Take all of ``subjects`` once they are free; False after ``timeout`` or once ``stopping`` is set."""
+        deadline = time.monotonic() + timeout
+        while not self.claim(*subjects):
+            if time.monotonic() > deadline or stopping.wait(0.5):
+                return False
+        return True
+
+    def release(self, *subjects: str) -> None:
+        """Give ``subjects`` back."""
+        with self._lock:
+            self._busy.difference_update(subjects)
+
+    def free(self, subjects: list[str]) -> list[str]:
+        """Those of ``subjects`` nobody holds now."""
+        with self._lock:
+            return [s for s in subjects if s not in self._busy]
+
+
 class Nemesis(threading.Thread):
     """Picks and runs faults until stopped; each fault runs in its own thread."""
 
@@ -165,10 +211,11 @@ class Nemesis(threading.Thread):
         s3: S3Server,
         feeders: dict[str, Feeder],
         copier: Copier,
-        mirror_partitions: int,
+        ledger: Ledger,
         session_timeout: float,
-        gap: bool,
+        kinds: Collection[str],
         on_gap_made: Callable[[int, int, int], None],
+        claims: Claims,
     ) -> None:
         super().__init__(name="nemesis", daemon=True)
         self.rng = random.Random(seed)
@@ -180,15 +227,15 @@ class Nemesis(threading.Thread):
         self.s3 = s3
         self.feeders = feeders
         self.copier = copier
-        self.mirror_partitions = mirror_partitions
+        self.ledger = ledger  # of the mirror topic: its partitions and generation change under operations
         self.session_timeout = session_timeout
-        self.want_gap = gap
+        self.kinds = [k for k in WEIGHTS if k in kinds]
+        self.want_gap = "gap" in kinds
         self.on_gap_made = on_gap_made
+        self.claims = claims
         self.stopping = threading.Event()
         self.errors: list[str] = []
         self.workers: list[threading.Thread] = []
-        self._busy: set[str] = set()
-        self._lock = threading.Lock()
         self.started = time.monotonic()
         self.gap_at = duration * self.rng.uniform(0.3, 0.6)
         self.gap_done = False
@@ -196,23 +243,17 @@ class Nemesis(threading.Thread):
 
     # -- claiming subjects ---------------------------------------------------------------------
     def _claim(self, *subjects: str) -> bool:
-        with self._lock:
-            if any(s in self._busy for s in subjects):
-                return False
-            self._busy.update(subjects)
-            return True
+        return self.claims.claim(*subjects)
 
     def _release(self, *subjects: str) -> None:
-        with self._lock:
-            self._busy.difference_update(subjects)
+        self.claims.release(*subjects)
 
     def _free(self, subjects: list[str]) -> list[str]:
-        with self._lock:
-            return [s for s in subjects if s not in self._busy]
+        return self.claims.free(subjects)
 
     # -- the loop --------------------------------------------------------------------------------
     def run(self) -> None:
-        kinds = list(WEIGHTS)
+        kinds = self.kinds
         weights = [WEIGHTS[k] for k in kinds]
         for _ in range(100_000):  # bounded; the stop event ends it long before
             if self.stopping.wait(self.rng.uniform(*self.interval)):
@@ -220,6 +261,8 @@ class Nemesis(threading.Thread):
             if self.want_gap and not self.gap_done and time.monotonic() - self.started >= self.gap_at:
                 self.gap_done = True
                 self._spawn("gap", self._gap, self.rng.random())
+                continue
+            if not kinds:
                 continue
             kind = self.rng.choices(kinds, weights)[0]
             self._spawn(kind, getattr(self, f"_{kind}"), self.rng.random())
@@ -378,14 +421,21 @@ class Nemesis(threading.Thread):
         if not self._claim("cluster:east", "cluster:west"):
             self.log.write("delete_behind", "skip", why="a source is busy")
             return
+        if not self.ledger.topology.acquire(timeout=1):
+            self._release("cluster:east", "cluster:west")
+            self.log.write("delete_behind", "skip", why="the mirror topic is being changed")
+            return
         try:
             if not self._sources_up():
                 self.log.write("delete_behind", "skip", why="a source is down")
                 return
-            partition = rng.randrange(self.mirror_partitions)
-            committed = committed_positions(self.clusters["dr"], MIRROR_RELAY, MIRROR).get(partition, 0)
+            partitions = self.ledger.partitions
+            partition = rng.randrange(partitions)
+            committed = committed_positions(
+                self.clusters["dr"], MIRROR_RELAY, MIRROR, since_ms=self.ledger.recreated_ms
+            ).get(partition, 0)
             safe = min(committed, self.copier.position()[partition])
-            low = watermarks(self.clusters["east"], MIRROR, self.mirror_partitions)[partition][0]
+            low = watermarks(self.clusters["east"], MIRROR, partitions)[partition][0]
             if safe <= low:
                 self.log.write("delete_behind", "skip", partition=partition, why="nothing behind the relay")
                 return
@@ -396,6 +446,7 @@ class Nemesis(threading.Thread):
                 "delete_behind", "begin", partition=partition, before=before, relay_committed=committed, log_start=low
             )
         finally:
+            self.ledger.topology.release()
             self._release("cluster:east", "cluster:west")
 
     def _gap(self, rng: random.Random) -> None:
@@ -408,6 +459,10 @@ class Nemesis(threading.Thread):
                 return
             time.sleep(0.5)
         relay = self.relays["mirror"]
+        if not self.ledger.topology.acquire(timeout=300):
+            self._release(*subjects)
+            self.log.write("gap", "skip", why="the mirror topic was being changed")
+            return
         try:
             relay.held = True
             # SIGTERM drains for 30 s, then closing waits up to transaction_timeout + 10 s.
@@ -415,12 +470,16 @@ class Nemesis(threading.Thread):
             self.log.write("gap", "begin", relay=relay.name, drained_exit=code)
             # read_committed up to the end as it is now: a transaction the relay left open (it had to be
             # killed) holds the read back until the broker commits or aborts it, so this is exact.
-            committed = self._retry(lambda: committed_positions(self.clusters["dr"], MIRROR_RELAY, MIRROR, timeout=300))
-            order = list(range(self.mirror_partitions))
+            since = self.ledger.recreated_ms
+            committed = self._retry(
+                lambda: committed_positions(self.clusters["dr"], MIRROR_RELAY, MIRROR, timeout=300, since_ms=since)
+            )
+            partitions = self.ledger.partitions
+            order = list(range(partitions))
             rng.shuffle(order)
             made = None
             for _ in range(60):  # up to ~30 s for records ahead of the position to reach both sources
-                east = self._retry(lambda: watermarks(self.clusters["east"], MIRROR, self.mirror_partitions))
+                east = self._retry(lambda: watermarks(self.clusters["east"], MIRROR, partitions))
                 copied = self.copier.position()
                 for p in order:
                     if p not in committed:
@@ -452,6 +511,7 @@ class Nemesis(threading.Thread):
             # sandbox): a kill -9 before that brings the deleted records back (found by seed 20).
             self._sleep(2 + rng.uniform(0, 3))
         finally:
+            self.ledger.topology.release()
             if not relay.alive():
                 relay.start()
             relay.held = False

@@ -17,13 +17,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from bench.chaos.model import GROUP_RELAY, HYDRATED, MIRROR, MIRROR_RELAY, ORDERS, THRESHOLD
+from bench.chaos.model import GROUP_RELAY, HYDRATE_RELAY, HYDRATED, MIRROR, MIRROR_RELAY, ORDERS, THRESHOLD
 from kafka_lfs_relay.sandbox import KafkaCluster, S3Server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,7 +59,9 @@ def _target(cluster: KafkaCluster, name: str, kind: str) -> dict[str, Any]:
         "type": kind,
         "batch": {"max_records": 2000, "linger": "20ms", "max_bytes": "32MiB"},
         "retry": {"backoff": {"min": "100ms", "max": "2s"}},
-        "create_topics": False,
+        # The relays create their target topics, as a new user's would: partitions that follow the
+        # source and timestamp limits are the relay's business, and the operations test them.
+        "create_topics": True,
     }
 
 
@@ -100,7 +103,7 @@ def mirror_config(
 
 def hydrate_config(dr: KafkaCluster, plain: KafkaCluster, s3: S3Server, port: int) -> dict[str, Any]:
     """The envelope topic on ``dr`` hydrated into ``plain``."""
-    config = _common("chaos-hydrate", port)
+    config = _common(HYDRATE_RELAY, port)
     target = _target(plain, "plain", "hydrate")
     target["hydrate"] = {
         "allowed_buckets": [{"bucket": s3.bucket, "prefixes": [f"{LFS_PREFIX}/"]}],
@@ -139,6 +142,29 @@ def write_yaml(path: Path, config: dict[str, Any]) -> Path:
     return path
 
 
+def variant(path: Path, suffix: str, change: Callable[[dict[str, Any]], None]) -> Path:
+    """A copy of the config at ``path``, changed by ``change``, next to it as ``<stem>-<suffix>.yml``."""
+    config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    change(config)
+    return write_yaml(path.with_name(f"{path.stem}-{suffix}.yml"), config)
+
+
+SMALL_IN_FLIGHT = {"mirror": ("4MiB", "1MiB"), "hydrate": ("48MiB", "4MiB"), "group": ("1MiB", "256KiB")}
+"""Per role, a small ``max_in_flight`` and the ``batch.max_bytes`` that fits it (rolling restarts).
+The hydrator's is larger: it refuses a claim over a third of ``max_in_flight`` (8 MiB records)."""
+
+
+def small_in_flight(role: str) -> Callable[[dict[str, Any]], None]:
+    """A change for :func:`variant`: the role's small ``max_in_flight``."""
+    in_flight, batch = SMALL_IN_FLIGHT[role]
+
+    def change(config: dict[str, Any]) -> None:
+        config["max_in_flight"] = in_flight
+        config["target"]["batch"]["max_bytes"] = batch
+
+    return change
+
+
 @dataclass
 class Run:
     """One start of a relay process and how it ended."""
@@ -169,19 +195,20 @@ class Relay:
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     restart_at: float | None = None
 
-    def start(self, *args: str) -> None:
-        """Start a new run (appending to the log)."""
+    def start(self, *args: str, config: Path | None = None) -> None:
+        """Start a new run (appending to the log), with ``config`` instead of the relay's own for this run."""
         with self.lock:
             assert self.proc is None or self.proc.poll() is not None, f"{self.name} is running"
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             offset = self.log_path.stat().st_size if self.log_path.exists() else 0
             run = Run(len(self.runs) + 1, time.time(), offset, tuple(args))
             with self.log_path.open("ab") as log:
-                log.write(f"=== run {run.number} {' '.join(args)} ===\n".encode())
+                note = f" (config {config.name})" if config is not None else ""
+                log.write(f"=== run {run.number} {' '.join(args)}{note} ===\n".encode())
                 log.flush()
                 run.log_offset = log.tell()
                 self.proc = subprocess.Popen(
-                    [sys.executable, "-m", "kafka_lfs_relay", "run", "--config", str(self.config), *args],
+                    [sys.executable, "-m", "kafka_lfs_relay", "run", "--config", str(config or self.config), *args],
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -291,6 +318,18 @@ class Relay:
                 with contextlib.suppress(ValueError):
                     out[name] = float(value)
         return out
+
+    def relayed(self) -> float:
+        """Records the running process has relayed (its metrics), 0 if it does not answer."""
+        return sum(v for k, v in self.scrape().items() if k.startswith("kafka_lfs_relay_records_relayed_total"))
+
+    def record_exit(self) -> Run | None:
+        """If the current run ended by itself and nobody noted it yet, note it (cause "exited") and return it."""
+        with self.lock:
+            if self.proc is None or self.proc.poll() is None or not self.runs or self.runs[-1].ended is not None:
+                return None
+            self._end(self.proc.returncode, "exited")
+            return self.runs[-1]
 
     def log_events(self) -> list[dict[str, Any]]:
         """Every JSON log line of every run."""

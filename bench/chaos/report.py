@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,19 @@ def _trim(s: dict[str, Any]) -> str:
     every = s["settings"].get("trim_every", 0)
     done = f"every {every:.0f} s: {trim['done']} passes, {trim['failed']} missed a cluster" if trim else "off"
     return f"{done}; least free disk {s.get('disk_free_min_gib', '?')} GiB"
+
+
+def _operations(s: dict[str, Any]) -> str:
+    done = s.get("operations", {})
+    if not done:
+        return "none" if not s["settings"].get("op_kinds") else "none carried out"
+    wrong = Counter(o["kind"] for o in s.get("operation_outcomes", []) if not o["ok"])
+    return ", ".join(f"{k} {n}" + (f" ({wrong[k]} wrong)" if wrong[k] else "") for k, n in done.items())
+
+
+def _topics(s: dict[str, Any]) -> str:
+    parts, gens = s.get("partitions", {}), s.get("generations", {})
+    return ", ".join(f"{t} {n} partitions, created {gens.get(t, 0) + 1} times" for t, n in parts.items()) or "-"
 
 
 def rows(s: dict[str, Any]) -> list[tuple[str, str]]:
@@ -47,6 +61,8 @@ def rows(s: dict[str, Any]) -> list[tuple[str, str]]:
         ),
         ("bytes produced", f"mirror {_mib(p['mirror_bytes'])}, group {_mib(p['orders_bytes'])}"),
         ("faults injected", faults),
+        ("operations", _operations(s)),
+        ("source topics at the end", _topics(s)),
         ("broker and S3 outages", outages),
         ("failovers", str(s["failovers"])),
         ("rebalances", rebalances),
@@ -66,6 +82,7 @@ def rows(s: dict[str, Any]) -> list[tuple[str, str]]:
         ("orphans", f"{orphans} of {s['objects']:,} objects ({why}); unfinished uploads {s['incomplete_uploads']}"),
         ("relay exits and error lines", f"{len(s['explained'])} explained by a fault, {len(s['unexplained'])} not"),
         ("relays that could not run to the end", "; ".join(s.get("drain_failures", [])) or "none"),
+        ("operations without the right outcome", str(len(s.get("operation_problems", [])))),
         (
             "verdict",
             "PASS" if s["passed"] else "FAIL" + (f" (vacuous: {'; '.join(s['vacuous'])})" if s["vacuous"] else ""),
@@ -84,6 +101,8 @@ def render(s: dict[str, Any]) -> str:
                 out.append(f"{v['target']}: " + "; ".join(v["problems"][:5]))
         for line in s["unexplained"][:10]:
             out.append(f"\nunexplained: {line}")
+        for line in s.get("operation_problems", [])[:10]:
+            out.append(f"\noperation: {line}")
         for line in s["envelope_problems"][:5]:
             out.append(f"\nenvelope: {line}")
     return "\n".join(out) + "\n"

@@ -12,8 +12,11 @@ import random
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
@@ -25,19 +28,23 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from bench.chaos import checker
 from bench.chaos.model import (
     CLIENT_LOG,
+    FUTURE_LIMIT_MS,
     GROUP_RELAY,
     HYDRATED,
     MIRROR,
     MIRROR_RELAY,
     ORDERS,
+    TOPIC_CONFIG,
     Entry,
     Ledger,
     ValueMaker,
     client_conf,
-    parse_key,
+    identity,
     sha256,
 )
-from bench.chaos.nemesis import FaultLog, Nemesis, committed_positions, watermarks
+from bench.chaos.nemesis import WEIGHTS, Claims, FaultLog, Nemesis, committed_positions, watermarks
+from bench.chaos.operations import KINDS as OPERATIONS
+from bench.chaos.operations import Operations
 from bench.chaos.relays import (
     LFS_PREFIX,
     Relay,
@@ -59,6 +66,7 @@ from lfs import Resolver, detect
 
 ROOT = Path(__file__).resolve().parents[2]
 GROUP_INSTANCES = ("group-a", "group-b", "group-c")
+FAULT_KINDS = (*WEIGHTS, "gap")
 _INTERNAL = '"event": "relay stopped by an internal error"'
 CLUSTERS_OF = {"mirror": ("east", "west", "dr"), "hydrate": ("dr", "plain"), "group": ("east", "plain")}
 
@@ -80,7 +88,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--interval", default="3:10", help="seconds between faults, min:max (default 3:10)")
     p.add_argument("--max-lag", type=float, default=5.0, help="most seconds the standby trails (5)")
     p.add_argument("--session-timeout", type=float, default=6.0, help="group session timeout, s (6)")
-    p.add_argument("--no-gap", action="store_true", help="do not make the once-per-run gap")
+    p.add_argument("--no-gap", action="store_true", help="no gap (as gap left out of --faults)")
+    p.add_argument(
+        "--faults",
+        default="all",
+        help=f"fault kinds of the fault nemesis, comma-separated, or all or none (all: {','.join(FAULT_KINDS)})",
+    )
+    p.add_argument(
+        "--ops",
+        default="all",
+        help=f"kinds of the operations nemesis, comma-separated, or all or none (all: {','.join(OPERATIONS)})",
+    )
+    p.add_argument("--ops-interval", default="20:40", help="seconds between operations, min:max (default 20:40)")
+    p.add_argument(
+        "--typed-large",
+        action="store_true",
+        help="every offloaded record carries a content-type header (hydration adds one where there is none)",
+    )
     p.add_argument("--min-faults", type=int, default=1, help="fail unless at least this many faults were injected")
     p.add_argument("--out", type=Path, default=None, help="run folder (default build/chaos/<time>-seed<seed>)")
     p.add_argument("--publish", action="store_true", help="append the run's table to docs/reliability.md")
@@ -100,9 +124,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.seed is None:
         args.seed = random.SystemRandom().randrange(1, 1_000_000)
-    lo, _, hi = args.interval.partition(":")
-    args.interval_pair = (float(lo), float(hi or lo))
+    args.interval_pair = _pair(args.interval)
+    args.ops_interval_pair = _pair(args.ops_interval)
+    args.fault_kinds = _kinds(p, "--faults", args.faults, FAULT_KINDS)
+    if args.no_gap:
+        args.fault_kinds = [k for k in args.fault_kinds if k != "gap"]
+    args.no_gap = "gap" not in args.fault_kinds
+    args.op_kinds = _kinds(p, "--ops", args.ops, OPERATIONS)
     return args
+
+
+def _pair(text: str) -> tuple[float, float]:
+    lo, _, hi = text.partition(":")
+    return float(lo), float(hi or lo)
+
+
+def _kinds(parser: argparse.ArgumentParser, option: str, text: str, known: Sequence[str]) -> list[str]:
+    """The kinds ``text`` names (all, none, or a comma-separated list of ``known``)."""
+    if text == "all":
+        return list(known)
+    if text == "none":
+        return []
+    kinds = [k.strip() for k in text.split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in known]
+    if unknown:
+        parser.error(f"{option}: unknown kind {unknown[0]!r} (known: {', '.join(known)})")
+    return kinds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,24 +186,22 @@ def machine_lock(timeout: float) -> IO[str]:
     """The lock integration test sessions take (tests/conftest.py): one sandbox-heavy session at a time.
 
     Two at once starve each other's brokers and fail on timeouts that say nothing about the relay.
-    Waits at most ``timeout`` seconds; released when the process exits.
+    Waits in the kernel's queue like the test sessions do (a blocking flock on a thread of its
+    own), at most ``timeout`` seconds; released when the process exits.
     """
     handle = (Path(tempfile.gettempdir()) / "kafka-lfs-relay-integration.lock").open("w")
-    deadline = time.monotonic() + timeout
-    said = False
-    while True:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return handle
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                raise SystemExit(
-                    f"another integration session held the machine for {timeout:.0f} s; giving up"
-                ) from None
-            if not said:
-                log("waiting for another integration test session on this machine to finish")
-                said = True
-            time.sleep(5)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return handle
+    except BlockingIOError:
+        log("waiting for another integration test session on this machine to finish")
+    taken = threading.Event()
+    threading.Thread(
+        target=lambda: (fcntl.flock(handle, fcntl.LOCK_EX), taken.set()), name="machine-lock", daemon=True
+    ).start()
+    if not taken.wait(timeout):
+        raise SystemExit(f"another integration session held the machine for {timeout:.0f} s; giving up")
+    return handle
 
 
 class ChaosRun:
@@ -173,15 +218,19 @@ class ChaosRun:
         self.copier: Copier | None = None
         self.supervisor: Supervisor | None = None
         self.nemesis: Nemesis | None = None
+        self.operations: Operations | None = None
         self.trimmer: Trimmer | None = None
         self.disk_free_min = shutil.disk_usage(out).free
-        self.made_gaps: list[tuple[int, int, int]] = []
+        self.made_gaps: list[checker.Gap] = []
         self.exits: list[tuple[Relay, Run]] = []
         self.gap_policy = gap_policy_supported()
         self.timings: dict[str, float] = {}
         self.notes: list[str] = []
         self.drain_failures: list[str] = []
         self.failed = True
+        # How long the relays may take to reach the sources' ends once the chaos is over: a backlog
+        # grows with the run; a relay that waits for ever (a bug) must not hold a short run for an hour.
+        self.drain_timeout = max(300.0, min(1200.0, 2 * args.duration))
 
     # -- the run ---------------------------------------------------------------------------------
     def execute(self) -> dict[str, Any]:
@@ -213,25 +262,25 @@ class ChaosRun:
         t0 = time.monotonic()
         dist = kafka_distribution()
         for name in ("east", "west", "dr", "plain"):
-            log(f"starting cluster {name}")
-            cluster = KafkaCluster.create(name, self.data / name, dist)
-            self.clusters[name] = cluster
-            cluster.start(timeout=180)
-        log("starting S3")
+            self.clusters[name] = KafkaCluster.create(name, self.data / name, dist)
         self.s3 = S3Server(self.data / "s3")
-        self.s3.start(timeout=180)
+        # All at once: a broker's start-up is mostly waiting (JVM, storage format, KRaft election).
+        log("starting clusters east, west, dr, plain and S3")
+        servers: list[KafkaCluster | S3Server] = [*self.clusters.values(), self.s3]
+        with ThreadPoolExecutor(len(servers)) as pool:
+            for started in [pool.submit(server.start, timeout=180) for server in servers]:
+                started.result()
         mp, gp = self.args.mirror_partitions, self.args.group_partitions
-        topics = {
-            "east": [(MIRROR, mp), (ORDERS, gp)],
-            "west": [(MIRROR, mp)],
-            "dr": [(MIRROR, mp)],
-            "plain": [(HYDRATED, mp), (ORDERS, gp)],
-        }
+        # Only the sources: the relays create their target topics. Records may be stamped up to 2 h
+        # ahead only when that operation is on (Kafka 4's default refuses more than 1 h).
+        self.source_config = dict(TOPIC_CONFIG)
+        if "future_timestamps" in self.args.op_kinds:
+            self.source_config["message.timestamp.after.max.ms"] = str(FUTURE_LIMIT_MS)
+        topics = {"east": [(MIRROR, mp), (ORDERS, gp)], "west": [(MIRROR, mp)]}
         for name, wanted in topics.items():
             admin = AdminClient(client_conf(self.clusters[name]))
             futures = admin.create_topics(
-                [NewTopic(t, n, 1, config={"max.message.bytes": str(16 * 1024 * 1024)}) for t, n in wanted],
-                operation_timeout=30,
+                [NewTopic(t, n, 1, config=self.source_config) for t, n in wanted], operation_timeout=30
             )
             for fut in futures.values():
                 fut.result(timeout=60)
@@ -242,9 +291,10 @@ class ChaosRun:
         values = ValueMaker(a.seed)
         self.ledgers = {MIRROR: Ledger(MIRROR, a.mirror_partitions), ORDERS: Ledger(ORDERS, a.group_partitions)}
         east = self.clusters["east"]
+        untyped = not a.typed_large
         self.feeders = {
-            MIRROR: Feeder(east, self.ledgers[MIRROR], a.rate, a.large_fraction, a.seed * 3 + 1, values),
-            ORDERS: Feeder(east, self.ledgers[ORDERS], a.group_rate, 0.0, a.seed * 3 + 2, values),
+            MIRROR: Feeder(east, self.ledgers[MIRROR], a.rate, a.large_fraction, a.seed * 3 + 1, values, untyped),
+            ORDERS: Feeder(east, self.ledgers[ORDERS], a.group_rate, 0.0, a.seed * 3 + 2, values, untyped),
         }
         self.copier = Copier(
             east,
@@ -282,9 +332,17 @@ class ChaosRun:
         for name, role, config in specs:
             path = write_yaml(cfg / f"{name}.yml", config)
             port = int(config["metrics"]["listen"].rsplit(":", 1)[1])
-            relay = Relay(name, role, path, port, self.out / f"{name}.log")
-            self.relays[name] = relay
-            relay.start()
+            self.relays[name] = Relay(name, role, path, port, self.out / f"{name}.log")
+        # The hydrator reads the topic the mirror relay creates: it starts once that exists.
+        for name, relay in self.relays.items():
+            if name != "hydrate":
+                relay.start()
+        deadline = time.monotonic() + 180
+        while checker.partition_count(self.clusters["dr"], MIRROR) == 0:
+            if time.monotonic() > deadline or not self.relays["mirror"].alive():
+                raise HarnessError(f"the mirror relay did not create {MIRROR} on dr: {self.relays['mirror'].log_path}")
+            time.sleep(1)
+        self.relays["hydrate"].start()
         self.supervisor = Supervisor(list(self.relays.values()), self._on_exit)
         self.supervisor.start()
 
@@ -322,9 +380,14 @@ class ChaosRun:
         if problems:
             raise HarnessError("; ".join(problems))
 
+    def _gap_made(self, partition: int, start: int, end: int) -> None:
+        """The fault nemesis deleted [start, end) of ``partition`` of the mirror topic (holding its topology)."""
+        self.made_gaps.append(checker.Gap(partition, start, end, self.ledgers[MIRROR].generation))
+
     def _chaos(self) -> None:
         assert self.s3 is not None and self.copier is not None
         a = self.args
+        claims = Claims()
         self.nemesis = Nemesis(
             seed=a.seed,
             duration=a.duration,
@@ -335,16 +398,35 @@ class ChaosRun:
             s3=self.s3,
             feeders=self.feeders,
             copier=self.copier,
-            mirror_partitions=a.mirror_partitions,
+            ledger=self.ledgers[MIRROR],
             session_timeout=a.session_timeout,
-            gap=not a.no_gap,
-            on_gap_made=lambda p, s, e: self.made_gaps.append((p, s, e)),
+            kinds=a.fault_kinds,
+            on_gap_made=self._gap_made,
+            claims=claims,
+        )
+        self.operations = Operations(
+            seed=a.seed,
+            duration=a.duration,
+            interval=a.ops_interval_pair,
+            kinds=a.op_kinds,
+            log=self.flog,
+            relays=self.relays,
+            clusters=self.clusters,
+            feeders=self.feeders,
+            copier=self.copier,
+            ledgers=self.ledgers,
+            claims=claims,
+            source_config=self.source_config,
+            on_exit=self._on_exit,
+            out=self.out,
         )
         t0 = time.monotonic()
-        self.flog.write("chaos", "begin", duration_s=a.duration, seed=a.seed)
+        self.flog.write("chaos", "begin", duration_s=a.duration, seed=a.seed, faults=a.fault_kinds, ops=a.op_kinds)
         self.nemesis.start()
+        self.operations.start()
         if a.trim_every > 0:
-            self.trimmer = Trimmer(self.clusters, self.copier, a.mirror_partitions, a.trim_every, self.out / "trim.log")
+            mirror = self.ledgers[MIRROR]
+            self.trimmer = Trimmer(self.clusters, self.copier, mirror, a.trim_every, self.out / "trim.log")
             self.trimmer.start()
         last = 0.0
         while (elapsed := time.monotonic() - t0) < a.duration:
@@ -362,7 +444,9 @@ class ChaosRun:
         """Stop the faults and heal everything; stop the producers; let the standby catch up."""
         assert self.nemesis is not None and self.copier is not None and self.s3 is not None
         t0 = time.monotonic()
-        log("settling: stopping the nemesis")
+        log("settling: stopping the nemeses")
+        if self.operations is not None and not self.operations.stop(600):
+            raise HarnessError("an operation did not finish within 600 s")
         if not self.nemesis.stop(300):
             raise HarnessError("a fault did not heal within 300 s")
         self.flog.write("chaos", "end")
@@ -382,42 +466,58 @@ class ChaosRun:
             if missing:
                 raise HarnessError(f"{missing} {name} records without a delivery report after 300 s")
         self._health()
-        ends = [hi for _, hi in watermarks(self.clusters["east"], MIRROR, self.args.mirror_partitions)]
+        mp = self.ledgers[MIRROR].partitions
+        ends = [hi for _, hi in watermarks(self.clusters["east"], MIRROR, mp)]
         if not self.copier.finish(ends, 300):
             raise HarnessError(f"the standby did not catch up with {ends} within 300 s: {self.copier.errors[:3]}")
-        west = [hi for _, hi in watermarks(self.clusters["west"], MIRROR, self.args.mirror_partitions)]
+        west = [hi for _, hi in watermarks(self.clusters["west"], MIRROR, mp)]
         if west != ends:
             raise HarnessError(f"east ends at {ends} but west at {west}")
         self.timings["settle"] = time.monotonic() - t0
 
     def _drain(self) -> None:
-        """No more restarts: the mirror and the hydrator run to the end (--stop-at-end), the group catches up."""
+        """No more restarts: the mirror and the hydrator run to the end (--stop-at-end), the group catches up
+        meanwhile (a thread of its own: the two do not share a relay or a topic)."""
         assert self.supervisor is not None
         t0 = time.monotonic()
         self.supervisor.stopping.set()
         self.supervisor.join(10)
+        group = threading.Thread(target=self._drain_group, name="drain-group", daemon=True)
+        group.start()
         for role in ("mirror", "hydrate"):
-            relay = self.relays[role]
-            with relay.lock:
-                relay.held = True
-                relay.terminate(120)
-            for attempt in range(3):
-                log(f"draining {role}: --stop-at-end (attempt {attempt + 1})")
-                relay.start("--stop-at-end")
-                code = relay.wait(1200)
-                if code == 0:
-                    break
-                self.exits.append((relay, relay.runs[-1]))
-                if relay.role == "mirror" and "were deleted" in relay.runs[-1].error_line:
-                    relay.config = self.mirror_skip
-                time.sleep(2)
-            else:
-                # A finding, not a harness failure: what the targets hold is still checked.
-                line = relay.runs[-1].error_line or f"exit {relay.runs[-1].code}"
-                self.drain_failures.append(f"{role} could not run to the end in 3 attempts: {line}")
+            self._drain_to_the_end(self.relays[role])
+        group.join(self.drain_timeout + 300)
+        self.timings["drain"] = time.monotonic() - t0
+
+    def _drain_to_the_end(self, relay: Relay) -> None:
+        """Stop ``relay`` and run it with --stop-at-end (again after an exit, at most three times)."""
+        with relay.lock:
+            relay.held = True
+            relay.terminate(120)
+        for attempt in range(3):
+            log(f"draining {relay.name}: --stop-at-end (attempt {attempt + 1})")
+            relay.start("--stop-at-end")
+            code = relay.wait(self.drain_timeout)
+            if code == 0:
+                return
+            if code is None:  # still relaying (or waiting) after the bound: another attempt would too
+                self.drain_failures.append(f"{relay.name} did not reach the end within {self.drain_timeout:.0f} s")
                 log(self.drain_failures[-1])
-        ends = dict(enumerate(hi for _, hi in watermarks(self.clusters["east"], ORDERS, self.args.group_partitions)))
-        deadline = time.monotonic() + 900
+                return
+            self.exits.append((relay, relay.runs[-1]))
+            if relay.role == "mirror" and "were deleted" in relay.runs[-1].error_line:
+                relay.config = self.mirror_skip
+            time.sleep(2)
+        # A finding, not a harness failure: what the targets hold is still checked.
+        line = relay.runs[-1].error_line or f"exit {relay.runs[-1].code}"
+        self.drain_failures.append(f"{relay.name} could not run to the end in 3 attempts: {line}")
+        log(self.drain_failures[-1])
+
+    def _drain_group(self) -> None:
+        """The group instances run (restarted if they exit) until their positions hold every partition's end."""
+        orders = self.ledgers[ORDERS]
+        ends = dict(enumerate(hi for _, hi in watermarks(self.clusters["east"], ORDERS, orders.partitions)))
+        deadline = time.monotonic() + self.drain_timeout
         log("draining the group: waiting until it committed every partition's end")
         while True:
             for relay in (self.relays[n] for n in GROUP_INSTANCES):
@@ -428,15 +528,17 @@ class ChaosRun:
                             self.exits.append((relay, relay.runs[-1]))
                         relay.start()
             try:
-                committed = committed_positions(self.clusters["plain"], GROUP_RELAY, ORDERS)
+                committed = committed_positions(
+                    self.clusters["plain"], GROUP_RELAY, ORDERS, since_ms=orders.recreated_ms
+                )
             except Exception as exc:
                 log(f"positions not readable yet: {exc}")
                 committed = {}
-            if all(committed.get(p, 0) >= end for p, end in ends.items()):
+            if all(committed.get(p, 0) >= end for p, end in ends.items() if end > 0):
                 break
             if time.monotonic() > deadline:
                 self.drain_failures.append(
-                    f"the group did not catch up within 900 s: committed {committed}, ends {ends}"
+                    f"the group did not catch up within {self.drain_timeout:.0f} s: committed {committed}, ends {ends}"
                 )
                 log(self.drain_failures[-1])
                 break
@@ -444,19 +546,17 @@ class ChaosRun:
         for name in GROUP_INSTANCES:
             self.relays[name].held = True
             self.relays[name].terminate(120)
-        self.timings["drain"] = time.monotonic() - t0
 
     # -- the checker -----------------------------------------------------------------------------
     def _check(self) -> dict[str, Any]:
         assert self.s3 is not None
         t0 = time.monotonic()
         log("checking: reading every target back")
-        mp, gp = self.args.mirror_partitions, self.args.group_partitions
         expected_mirror = self.ledgers[MIRROR].by_partition()
         expected_orders = self.ledgers[ORDERS].by_partition()
-        gaps: dict[int, list[tuple[int, int]]] = {}
-        for p, s, e in self.made_gaps:
-            gaps.setdefault(p, []).append((s, e))
+        mp, gp = len(expected_mirror), len(expected_orders)
+        removed = self.operations.removed if self.operations is not None else {}
+        gapped = [e for es in expected_mirror.values() for e in es if any(g.holds(e) for g in self.made_gaps)]
 
         # Mirror: small records as they were, large ones as envelopes whose objects hold the value.
         client = boto3.client(
@@ -477,21 +577,23 @@ class ChaosRun:
         def on_mirror(partition: int, msg: Any) -> None:
             nonlocal envelopes
             value = msg.value()
-            envelope = detect(value)
+            envelope = detect(value) if value is not None else None
             if envelope is None:
                 mirror_seen[partition].append(checker.seen_of(msg))
                 return
             envelopes += 1
             referenced.add(envelope.key)
+            where = f"{MIRROR}/{partition}@{msg.offset()}"
             try:
                 _, payload = resolver.unwrap(value)
             except Exception as exc:
-                envelope_problems.append(f"{MIRROR}/{partition}@{msg.offset()}: {type(exc).__name__}: {exc}")
+                envelope_problems.append(f"{where}: {type(exc).__name__}: {exc}")
                 payload = None
-            ident = parse_key(msg.key())
+            ident = identity(tuple(msg.headers() or ()))
             entry = by_seq.get(ident[1]) if ident else None
-            if payload is not None and entry is not None and sha256(payload) != entry.sha256:
-                envelope_problems.append(f"{MIRROR}/{partition}@{msg.offset()}: object bytes differ from the source")
+            produced = (entry.size, entry.sha256) if entry is not None else None
+            if payload is not None and produced is not None and (len(payload), sha256(payload)) != produced:
+                envelope_problems.append(f"{where}: object bytes differ from the source")
             mirror_seen[partition].append(checker.seen_of(msg, envelope.key, envelope.sha256, envelope.size))
 
         checker.scan(self.clusters["dr"], MIRROR, mp, on_mirror, timeout=1800)
@@ -502,40 +604,33 @@ class ChaosRun:
                 return "offloaded" if rec.envelope_key else "not offloaded"
             return None
 
-        mirror = checker.compare(MIRROR, "dr", expected_mirror, mirror_seen, gaps, offloaded_as_it_should)
-
-        hydrated_seen: dict[int, list[checker.Seen]] = {p: [] for p in range(mp)}
-        checker.scan(
-            self.clusters["plain"],
-            HYDRATED,
-            mp,
-            lambda p, msg: hydrated_seen[p].append(checker.seen_of(msg)),
-            timeout=1800,
+        mirror = checker.compare(
+            MIRROR, "dr", expected_mirror, mirror_seen, self.made_gaps, offloaded_as_it_should,
+            removed.get("dr/mirror", ()),
+        )  # fmt: skip
+        hydrated = self._read_and_compare(
+            "plain", HYDRATED, MIRROR, expected_mirror, removed.get("plain/hydrated", ()), mp
         )
-        hydrated = checker.compare(MIRROR, "plain/hydrated", expected_mirror, hydrated_seen, gaps)
-        orders_seen: dict[int, list[checker.Seen]] = {p: [] for p in range(gp)}
-        checker.scan(
-            self.clusters["plain"], ORDERS, gp, lambda p, msg: orders_seen[p].append(checker.seen_of(msg)), 1800
-        )
-        group = checker.compare(ORDERS, "plain/orders", expected_orders, orders_seen)
+        group = self._read_and_compare("plain", ORDERS, ORDERS, expected_orders, removed.get("plain/orders", ()), gp)
 
         listed: set[str] = set()
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=self.s3.bucket, Prefix=f"{LFS_PREFIX}/"):
             listed.update(obj["Key"] for obj in page.get("Contents", []))
         uploads = client.list_multipart_uploads(Bucket=self.s3.bucket, Prefix=f"{LFS_PREFIX}/").get("Uploads", [])
-        orphans = checker.classify_orphans(listed, referenced, LFS_PREFIX, MIRROR, gaps)
+        orphans = checker.classify_orphans(listed, referenced, LFS_PREFIX, MIRROR_RELAY, MIRROR, gapped)
 
         # Gaps: what the relay reported must be exactly what the nemesis made.
         mirror_relay = self.relays["mirror"]
         events = mirror_relay.log_events()
         reported = checker.parse_reported_gaps(events, mirror_relay.log_path.read_text(errors="replace").splitlines())
-        made = set(self.made_gaps)
+        made = {(g.partition, g.start, g.end) for g in self.made_gaps}
         gap_ok = (not self.gap_policy and not made) or (reported["skip"] == made and reported["fail"] <= made)
         if not self.gap_policy and made:
             gap_ok = False
             self.notes.append("this relay has no on_gap setting: the gap could not be reported as the issue asks")
 
         explained, unexplained = self._explain_exits_and_errors()
+        operations = self._operation_problems()
         self.timings["check"] = time.monotonic() - t0
         verdicts = [mirror, hydrated, group]
         vacuous = self._vacuous(verdicts, envelopes)
@@ -547,6 +642,7 @@ class ChaosRun:
             and not any(k.startswith("unexplained") for k in orphans)
             and gap_ok
             and not unexplained
+            and not operations
         )
         return self._summary(
             verdicts,
@@ -559,50 +655,81 @@ class ChaosRun:
             gap_ok=gap_ok,
             explained=explained,
             unexplained=unexplained,
+            operation_problems=operations,
             vacuous=vacuous,
             drain_failures=self.drain_failures,
             passed=passed,
         )
 
+    def _read_and_compare(
+        self, cluster: str, topic: str, pipe: str, expected: dict[int, list[Entry]], removed: Any, partitions: int
+    ) -> checker.Verdict:
+        """Read ``topic`` on ``cluster`` back and compare it with the records of ``pipe``."""
+        seen: dict[int, list[checker.Seen]] = {p: [] for p in range(partitions)}
+        checker.scan(
+            self.clusters[cluster], topic, partitions, lambda p, msg: seen[p].append(checker.seen_of(msg)), 1800
+        )
+        return checker.compare(pipe, f"{cluster}/{topic}", expected, seen, self.made_gaps if pipe == MIRROR else (),
+                               None, removed)  # fmt: skip
+
+    def _operation_problems(self) -> list[str]:
+        """Operations whose outcome was not the right one, and operations the harness could not carry out."""
+        if self.operations is None:
+            return []
+        out = [f"{o['kind']} of {o['subject']}: {_outcome_text(o)}" for o in self.operations.outcomes if not o["ok"]]
+        out += [f"operation failed in the harness: {e}" for e in self.operations.errors]
+        return out
+
     def _vacuous(self, verdicts: list[checker.Verdict], envelopes: int) -> list[str]:
-        """Reasons the run proved nothing: no records, no large ones, nothing hydrated, too few faults."""
+        """Reasons the run proved nothing: no records, nothing offloaded, too few faults, an operation never done."""
         why = []
         if any(v.found == 0 or v.expected == 0 for v in verdicts):
             why.append("a target received nothing")
         if self.args.large_fraction > 0 and envelopes == 0:
             why.append("no record was offloaded")
-        faults = sum(1 for e in self.flog.events if e["phase"] in ("begin", "deleted") and e["kind"] != "chaos")
+        ops = set(OPERATIONS)
+        faults = sum(
+            1
+            for e in self.flog.events
+            if e["phase"] in ("begin", "deleted") and e["kind"] != "chaos" and e["kind"] not in ops
+        )
         if faults < self.args.min_faults:
             why.append(f"{faults} faults injected, fewer than --min-faults {self.args.min_faults}")
         if not self.args.no_gap and not self.made_gaps:
             why.append("the gap was not made")
+        done = self.operations.done if self.operations is not None else {}
+        never = [k for k in self.args.op_kinds if not done.get(k)]
+        if never:
+            why.append(f"operations never carried out: {', '.join(never)}")
         return why
 
     def _explain_exits_and_errors(self) -> tuple[list[str], list[str]]:
         windows = checker.windows_from(self.flog.events)
         explained: list[str] = []
         unexplained: list[str] = []
-        for relay in self.relays.values():
+        extra = self.operations.extra if self.operations is not None else []
+        everyone = [(r, r.name) for r in self.relays.values()] + list(extra)
+        for relay, stands_for in everyone:
+            role = self.relays[stands_for].role
             for run in relay.runs:
-                if run.ended is None:
+                if run.ended is None or relay.role == "renamed":  # a renamed run is judged by its operation
                     continue
                 what = f"{relay.name} run {run.number} exit {run.code} ({run.cause}): {run.error_line or '-'}"
                 if (
                     run.cause.startswith("nemesis")
-                    or (run.cause == "harness" and run.code == 0)
+                    or "(kill -9)" in run.cause
+                    or (run.cause.startswith(("harness", "operation")) and run.code == 0)
                     or (run.cause == "exited" and run.code == 0 and "--stop-at-end" in run.args)
                 ):
                     continue
-                why = checker.explain(
-                    run.error_line or run.cause, relay.name, relay.role, run.ended, windows, CLUSTERS_OF
-                )
+                why = checker.explain(run.error_line or run.cause, stands_for, role, run.ended, windows, CLUSTERS_OF)
                 (explained if why else unexplained).append(f"{what} <- {why}" if why else what)
-            for event in relay.log_events():
+            for event in relay.log_events() if relay.role != "renamed" else []:
                 if event.get("level") not in ("error", "critical") or event.get("event") == "relay stopped":
                     continue
                 when = _epoch(str(event.get("timestamp", "")))
                 text = json.dumps(event, sort_keys=True)
-                why = checker.explain(text, relay.name, relay.role, when, windows, CLUSTERS_OF)
+                why = checker.explain(text, stands_for, role, when, windows, CLUSTERS_OF)
                 line = f"{relay.name} error line: {event.get('event')} {event.get('error', '')}"[:300]
                 (explained if why else unexplained).append(f"{line} <- {why}" if why else line)
             text = relay.log_path.read_text(errors="replace") if relay.log_path.exists() else ""
@@ -615,8 +742,11 @@ class ChaosRun:
     def _summary(self, verdicts: list[checker.Verdict], **extra: Any) -> dict[str, Any]:
         begun = [e for e in self.flog.events if e["phase"] == "begin"]
         # The gap counts once its records are deleted (its "begin" is the relay being stopped).
-        faults = Counter(e["kind"] for e in begun if e["kind"] not in ("chaos", "operator", "gap"))
-        faults["gap"] = sum(1 for e in self.flog.events if e["kind"] == "gap" and e["phase"] == "deleted")
+        ops = set(OPERATIONS)
+        faults = Counter(e["kind"] for e in begun if e["kind"] not in ("chaos", "operator", "gap", *ops))
+        operations = self.operations.done if self.operations is not None else Counter()
+        if "gap" in self.args.fault_kinds:
+            faults["gap"] = sum(1 for e in self.flog.events if e["kind"] == "gap" and e["phase"] == "deleted")
         outages = Counter(e.get("cluster", "s3") for e in begun if e["kind"] in ("broker_kill", "s3_kill"))
         group_events = [ev for n in GROUP_INSTANCES for ev in self.relays[n].log_events()]
         all_events = [ev for r in self.relays.values() for ev in r.log_events()]
@@ -643,6 +773,10 @@ class ChaosRun:
                     "max_lag",
                     "session_timeout",
                     "trim_every",
+                    "fault_kinds",
+                    "op_kinds",
+                    "ops_interval",
+                    "typed_large",
                 )
             },
             "relay_version": _git_head(),
@@ -655,13 +789,17 @@ class ChaosRun:
                 "orders_bytes": orders_bytes,
             },
             "faults": dict(sorted(faults.items())),
+            "operations": dict(sorted(operations.items())),
+            "operation_outcomes": self.operations.outcomes if self.operations is not None else [],
+            "partitions": {p: ledger.partitions for p, ledger in self.ledgers.items()},
+            "generations": {p: ledger.generation for p, ledger in self.ledgers.items()},
             "outages": dict(sorted(outages.items())),
             "failovers": sum(1 for ev in self.relays["mirror"].log_events() if ev.get("event") == "switching source"),
             "rebalances": dict(sorted(rebalances.items())),
             "fencings": sum(1 for ev in all_events if "fenced" in str(ev.get("event", ""))),
             "target_restarts": sum(1 for ev in all_events if str(ev.get("event", "")).startswith("target restarted")),
             "relay_runs": {n: len(r.runs) for n, r in self.relays.items()},
-            "made_gaps": [list(g) for g in self.made_gaps],
+            "made_gaps": [[g.partition, g.start, g.end] for g in self.made_gaps],
             "trim_passes": {"done": self.trimmer.passes, "failed": self.trimmer.failures} if self.trimmer else None,
             "disk_free_min_gib": round(self.disk_free_min / 2**30, 1),
             "verdicts": [vars(v) | {"ok": v.ok} for v in verdicts],
@@ -719,10 +857,13 @@ class ChaosRun:
         log("teardown")
         if self.nemesis is not None:
             self.nemesis.stopping.set()
+        if self.operations is not None:
+            self.operations.stopping.set()
         if self.supervisor is not None:
             self.supervisor.stopping.set()
             self.supervisor.join(5)
-        for relay in self.relays.values():
+        extra = [r for r, _ in self.operations.extra] if self.operations is not None else []
+        for relay in [*self.relays.values(), *extra]:
             relay.held = True
             if relay.alive():
                 with contextlib.suppress(Exception):
@@ -733,19 +874,32 @@ class ChaosRun:
             self.copier.stopping.set()
         if self.nemesis is not None:
             self.nemesis.stop(120)
+        if self.operations is not None:
+            self.operations.stop(120)
         if self.trimmer is not None:
             self.trimmer.stop()
         if self.failed:
             self._dump_positions()
-        if self.s3 is not None:
+
+        def stop(server: KafkaCluster | S3Server) -> None:
             with contextlib.suppress(Exception):
-                self.s3.stop()
-        for cluster in self.clusters.values():
-            with contextlib.suppress(Exception):
-                cluster.resume()
-                cluster.stop(grace=20)
+                if isinstance(server, KafkaCluster):
+                    server.resume()
+                    server.stop(grace=20)
+                else:
+                    server.stop()
+
+        servers: list[KafkaCluster | S3Server] = [*self.clusters.values(), *([self.s3] if self.s3 else [])]
+        with ThreadPoolExecutor(max(1, len(servers))) as pool:
+            list(pool.map(stop, servers))
         if not self.args.keep:
             shutil.rmtree(self.data, ignore_errors=True)
+
+
+def _outcome_text(outcome: dict[str, Any]) -> str:
+    """What an operation did, in one line, for the report."""
+    details = {k: v for k, v in outcome.items() if k not in ("kind", "subject", "ok", "relays")}
+    return "; ".join(f"{k} {v}" for k, v in details.items())
 
 
 def _epoch(text: str) -> float:

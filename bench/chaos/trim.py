@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from bench.chaos.model import MIRROR, MIRROR_RELAY
+from bench.chaos.model import MIRROR, MIRROR_RELAY, Ledger
 from bench.chaos.nemesis import committed_positions, delete_records, watermarks
 from bench.chaos.workload import Copier
 from kafka_lfs_relay.sandbox import KafkaCluster
@@ -23,12 +23,15 @@ SOURCES = ("east", "west")
 
 
 def trim_once(
-    clusters: dict[str, KafkaCluster], copier: Copier, partitions: int, margin: int
+    clusters: dict[str, KafkaCluster], copier: Copier, ledger: Ledger, margin: int
 ) -> tuple[dict[str, dict[int, int]], dict[str, str]]:
     """One pass: per source, the partitions trimmed and the offset below which records were deleted;
     per source that could not be trimmed (a broker the nemesis killed), why. Sources are trimmed
-    one by one, so an outage of one leaves the other trimmed."""
-    committed = committed_positions(clusters["dr"], MIRROR_RELAY, MIRROR, timeout=30)
+    one by one, so an outage of one leaves the other trimmed. The caller holds ``ledger.topology``:
+    the partition count and generation of the topic do not change meanwhile, and a position the
+    relay wrote for the topic before it was created again counts for nothing."""
+    partitions = ledger.partitions
+    committed = committed_positions(clusters["dr"], MIRROR_RELAY, MIRROR, timeout=30, since_ms=ledger.recreated_ms)
     copied = copier.position()
     below = {p: min(committed[p], copied[p]) - margin for p in committed}  # none yet: the relay may need all
     trimmed: dict[str, dict[int, int]] = {}
@@ -50,12 +53,12 @@ class Trimmer(threading.Thread):
     source); each pass is a line in ``log_path``. ``failures`` counts the passes that missed one."""
 
     def __init__(
-        self, clusters: dict[str, KafkaCluster], copier: Copier, partitions: int, every: float, log_path: Path
+        self, clusters: dict[str, KafkaCluster], copier: Copier, ledger: Ledger, every: float, log_path: Path
     ) -> None:
         super().__init__(name="trimmer", daemon=True)
         self.clusters = clusters
         self.copier = copier
-        self.partitions = partitions
+        self.ledger = ledger
         self.every = every
         self.log_path = log_path
         self.margin = 500  # records kept behind the relay and the copier
@@ -67,10 +70,15 @@ class Trimmer(threading.Thread):
         wait = self.every
         with self.log_path.open("a", encoding="utf-8") as out:
             while not self.stopping.wait(wait):
-                try:
-                    trimmed, failed = trim_once(self.clusters, self.copier, self.partitions, self.margin)
-                except Exception as exc:  # the target's positions could not be read (dr down): the next pass
-                    trimmed, failed = {}, {"dr": f"{type(exc).__name__}: {exc}"}
+                if not self.ledger.topology.acquire(timeout=1):  # the topic is being changed: the next pass
+                    trimmed, failed = {}, {"mirror": "the topic was being changed"}
+                else:
+                    try:
+                        trimmed, failed = trim_once(self.clusters, self.copier, self.ledger, self.margin)
+                    except Exception as exc:  # the target's positions could not be read (dr down): the next pass
+                        trimmed, failed = {}, {"dr": f"{type(exc).__name__}: {exc}"}
+                    finally:
+                        self.ledger.topology.release()
                 self.passes += 1
                 self.failures += bool(failed)
                 out.write(f"deleted below {trimmed}" + (f"; not trimmed: {failed}" if failed else "") + "\n")

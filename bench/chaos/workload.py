@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import queue
 import random
 import threading
 import time
@@ -24,8 +25,8 @@ from bench.chaos.model import (
     Ledger,
     ValueMaker,
     client_conf,
-    record_headers,
-    record_key,
+    pick_shape,
+    record_fields,
     sha256,
 )
 from kafka_lfs_relay.sandbox import KafkaCluster
@@ -48,7 +49,14 @@ PRODUCER = {
 
 
 class Feeder(threading.Thread):
-    """Produces ``rate`` records/s into ``topic`` (a ``large_fraction`` of them 1-8 MiB), plus bursts on demand."""
+    """Produces ``rate`` records/s into ``topic`` (a ``large_fraction`` of them 1-8 MiB), plus bursts on demand.
+
+    Every record gets a shape (:func:`bench.chaos.model.pick_shape`: null and empty keys and
+    values, duplicate and null-valued headers) and a timestamp: mostly now, a share up to an hour
+    in the past or a few minutes ahead (out of order), and, in a future burst, up to 2 h ahead.
+    ``pause`` stops producing and waits for every delivery report (before the operations nemesis
+    deletes the topic); ``resume`` goes on, with a new producer for a topic created again.
+    """
 
     def __init__(
         self,
@@ -58,6 +66,7 @@ class Feeder(threading.Thread):
         large_fraction: float,
         seed: int,
         values: ValueMaker,
+        untyped_large: bool = True,
     ) -> None:
         super().__init__(name=f"feed-{ledger.pipe}", daemon=True)
         self.cluster = cluster
@@ -65,27 +74,48 @@ class Feeder(threading.Thread):
         self.topic = ledger.pipe
         self.rate = rate
         self.large_fraction = large_fraction
+        self.untyped_large = untyped_large
         self.rng = random.Random(seed)
         self.values = values
         self.stopping = threading.Event()
         self.error: str | None = None
         self._burst = 0
+        self._future = 0
         self._lock = threading.Lock()
         self._seq = 0
+        self._pause = threading.Event()
+        self._idle = threading.Event()
         self.producer = Producer({**client_conf(cluster), **PRODUCER})
 
-    def burst(self, records: int) -> None:
-        """Produce ``records`` extra small records as fast as the producer takes them."""
+    def burst(self, records: int, future: bool = False) -> None:
+        """Produce ``records`` extra small records as fast as the producer takes them (stamped up to 2 h ahead)."""
         with self._lock:
-            self._burst += records
+            if future:
+                self._future += records
+            else:
+                self._burst += records
 
-    def _one(self, size: int) -> None:
+    def _timestamp(self, future: bool) -> int:
+        now = int(time.time() * 1000)
+        if future:
+            return now + self.rng.randint(0, 2 * 3600 * 1000)
+        draw = self.rng.random()
+        if draw < 0.10:
+            return now - self.rng.randint(1, 3600 * 1000)
+        if draw < 0.15:
+            return now + self.rng.randint(1, 300 * 1000)
+        return now
+
+    def _one(self, size: int, future: bool = False) -> None:
         seq = self._seq
         self._seq += 1
-        partition = self.rng.randrange(self.ledger.partitions)
-        key = record_key(self.ledger.pipe, seq)
-        value = self.values.make(key, seq, size)
-        self.ledger.add(Entry(seq, partition, size, sha256(value)))
+        ledger = self.ledger
+        partition = self.rng.randrange(ledger.partitions)
+        shape = pick_shape(self.rng, size > SMALL, self.untyped_large)
+        key, headers = record_fields(ledger.pipe, seq, shape)
+        value = self.values.value(ledger.pipe, seq, shape, size)
+        stamp = self._timestamp(future)
+        ledger.add(Entry(seq, partition, len(value or b""), sha256(value), -1, stamp, shape, ledger.generation))
 
         def delivered(err: KafkaError | None, msg: Any, seq: int = seq) -> None:
             if err is not None:
@@ -96,9 +126,14 @@ class Feeder(threading.Thread):
         deadline = time.monotonic() + 120
         while True:
             try:
-                headers: list[tuple[str, str | bytes | None]] = list(record_headers(seq))
                 self.producer.produce(
-                    self.topic, value, key, partition=partition, headers=headers, on_delivery=delivered
+                    self.topic,
+                    value,
+                    key,
+                    partition=partition,
+                    headers=list(headers),
+                    timestamp=stamp,
+                    on_delivery=delivered,
                 )
                 return
             except BufferError:
@@ -112,11 +147,18 @@ class Feeder(threading.Thread):
             due = 0.0
             started = time.monotonic()
             while not self.stopping.is_set():
+                if self._pause.is_set():
+                    self.producer.flush(MESSAGE_TIMEOUT_MS / 1000)
+                    self._idle.set()
+                    self.stopping.wait(0.1)
+                    started, due = time.monotonic(), 0.0
+                    continue
                 due += self.rate * tick
                 n = int(due)
                 due -= n
                 with self._lock:
                     extra, self._burst = min(self._burst, 500), max(0, self._burst - 500)
+                    future, self._future = min(self._future, 500), max(0, self._future - 500)
                 for _ in range(n):
                     if self.rng.random() < self.large_fraction:
                         self._one(self.rng.randint(LARGE_MIN, LARGE_MAX))
@@ -124,12 +166,26 @@ class Feeder(threading.Thread):
                         self._one(SMALL)
                 for _ in range(extra):
                     self._one(SMALL)
+                for _ in range(future):
+                    self._one(SMALL, future=True)
                 self.producer.poll(0)
                 elapsed = time.monotonic() - started
                 started += elapsed
                 self.stopping.wait(max(0.0, tick - elapsed))
         except Exception as exc:  # reported by the run, which then fails
             self.error = f"{type(exc).__name__}: {exc}"
+
+    def pause(self, timeout: float) -> bool:
+        """Stop producing and wait (bounded) until every record has its delivery report; True if so."""
+        self._idle.clear()
+        self._pause.set()
+        return self._idle.wait(timeout) and self.ledger.undelivered() == 0
+
+    def resume(self, new_producer: bool) -> None:
+        """Produce again; with a new producer (and so a new producer id) for a topic created again."""
+        if new_producer:
+            self.producer = Producer({**client_conf(self.cluster), **PRODUCER})
+        self._pause.clear()
 
     def finish(self, timeout: float) -> int:
         """Stop producing and wait for every delivery report; returns how many are still missing."""
@@ -144,7 +200,10 @@ class Copier(threading.Thread):
 
     One idempotent producer, partition by partition in order, and nothing else writing the standby's
     topic: the standby holds the same records at the same offsets. Each delivery report is checked
-    against the source offset, so a divergence is seen at once, not guessed at the end.
+    against the source offset, so a divergence is seen at once, not guessed at the end. The
+    operations nemesis asks it (:meth:`request`, carried out on its own thread, between reads) to
+    follow partitions added to the topic, and to let go of the topic while it is deleted and
+    created again, then start over from its beginning with a new producer.
     """
 
     def __init__(
@@ -158,6 +217,7 @@ class Copier(threading.Thread):
         on_event: Callable[[str, dict[str, Any]], object],
     ) -> None:
         super().__init__(name="copier", daemon=True)
+        self.standby = standby
         self.topic = topic
         self.partitions = partitions
         self.max_lag = max_lag
@@ -168,6 +228,8 @@ class Copier(threading.Thread):
         self.copied = [0] * partitions  # next source offset whose copy the standby acknowledged
         self.lag = 0.0
         self._lock = threading.Lock()
+        self._requests: queue.Queue[tuple[str, int, threading.Event]] = queue.Queue()
+        self._suspended = False
         self.consumer = Consumer(
             {
                 **client_conf(source),
@@ -180,6 +242,40 @@ class Copier(threading.Thread):
             }
         )
         self.producer = Producer({**client_conf(standby), **PRODUCER})
+
+    def request(self, action: str, partitions: int = 0, timeout: float = 120) -> bool:
+        """Ask the copier's thread to ``grow`` to ``partitions``, ``suspend`` (let go of the topic) or
+        ``restart`` (a topic created again, from its beginning); True once done."""
+        done = threading.Event()
+        self._requests.put((action, partitions, done))
+        return done.wait(timeout)
+
+    def _handle_requests(self, pending: collections.deque[tuple[float, Any]]) -> None:
+        while not self._requests.empty():
+            action, count, done = self._requests.get()
+            if action == "grow":
+                with self._lock:
+                    self.copied += [0] * (count - len(self.copied))
+                # The partitions it has go on from where it is (what it read is pending), the new ones from 0.
+                have = self.consumer.position([TopicPartition(self.topic, p) for p in range(self.partitions)])
+                starts = [tp.offset if tp.offset >= 0 else OFFSET_BEGINNING for tp in have]
+                starts += [OFFSET_BEGINNING] * (count - self.partitions)
+                self.consumer.assign([TopicPartition(self.topic, p, o) for p, o in enumerate(starts)])
+                self.partitions = count
+            elif action == "suspend":
+                while pending:  # nothing should be left: the caller waited for the copies
+                    _, msg = pending.popleft()
+                    self._produce(msg, msg.partition(), msg.offset())
+                self.producer.flush(120)
+                self.consumer.unassign()
+                self._suspended = True
+            elif action == "restart":
+                self.producer = Producer({**client_conf(self.standby), **PRODUCER})
+                with self._lock:
+                    self.copied = [0] * self.partitions
+                self.consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in range(self.partitions)])
+                self._suspended = False
+            done.set()
 
     def _on_delivery(self, partition: int, offset: int, err: KafkaError | None, msg: Any) -> None:
         if err is not None:
@@ -199,6 +295,11 @@ class Copier(threading.Thread):
         try:
             self.consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in range(self.partitions)])
             while not self.stopping.is_set():
+                self._handle_requests(pending)
+                if self._suspended:
+                    pending_bytes = 0
+                    time.sleep(0.05)
+                    continue
                 now = time.monotonic()
                 if now >= next_lag_change:
                     self.lag = self.rng.uniform(0.0, self.max_lag)
@@ -252,15 +353,19 @@ class Copier(threading.Thread):
         with self._lock:
             return list(self.copied)
 
+    def caught_up(self, ends: list[int]) -> bool:
+        """Whether the standby holds a copy of everything below ``ends``."""
+        return all(c >= e for c, e in zip(self.position(), ends, strict=True))
+
     def finish(self, ends: list[int], timeout: float) -> bool:
         """Wait (bounded) until the standby holds everything up to ``ends``, then stop; True if it does."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not self.errors:
-            if all(c >= e for c, e in zip(self.position(), ends, strict=True)):
+            if self.caught_up(ends):
                 break
             time.sleep(0.5)
         self.stopping.set()
         self.join(60)
         self.producer.flush(60)
         self.consumer.close()
-        return all(c >= e for c, e in zip(self.position(), ends, strict=True))
+        return self.caught_up(ends)
