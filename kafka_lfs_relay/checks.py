@@ -9,6 +9,7 @@ from confluent_kafka.admin import ConfigResource, ResourceType  # type: ignore[a
 
 from kafka_lfs_relay.admin import Admins, error_text
 from kafka_lfs_relay.config import RelayConfig
+from kafka_lfs_relay.permissions import check_describe_configs, list_acls
 from kafka_lfs_relay.topicconfigs import TopicConfigComparer, source_configs_for
 from lfs.s3 import S3Settings, describe, error_kind, make_client
 from relay.settings import ClusterConfig
@@ -118,6 +119,7 @@ def run_checks(config: RelayConfig, out: Callable[[str], None]) -> int:
     problems = 0
     routes = {r.source: r for r in config.topics}
     reference: dict[str, int] = {}
+    admins = Admins()
     for cluster in config.sources:
         counts, reason = _partitions(cluster, None, timeout)
         if reason is not None:
@@ -143,6 +145,9 @@ def run_checks(config: RelayConfig, out: Callable[[str], None]) -> int:
                 )
                 problems += 1
             reference.setdefault(topic, counts[topic])
+        present = [topic for topic in source_topics if topic in counts]
+        problems += check_describe_configs(admins, cluster, "source", present, out, timeout)
+        list_acls(admins, cluster, "source", out, timeout)
     kafka = config.target.kafka
     if kafka is None:
         out(f"skip    target type {config.target.type!r} is custom; only the sources were checked")
@@ -154,6 +159,10 @@ def run_checks(config: RelayConfig, out: Callable[[str], None]) -> int:
         out(f"PROBLEM target {target.name} ({target.bootstrap_servers}) is not reachable: {reason}")
         return problems + 1
     out(f"ok      target {target.name} ({target.bootstrap_servers}) is reachable")
+    existing = [route.target for route in routes.values() if route.target in counts]
+    positions = kafka.positions_topic_for(config.name)
+    problems += check_describe_configs(admins, target, "target", [*existing, positions], out, timeout)
+    list_acls(admins, target, "target", out, timeout)
     for route in routes.values():
         have = counts.get(route.target)
         need = reference.get(route.source)

@@ -104,10 +104,49 @@ def test_a_single_mode_relay_runs_with_exactly_the_documented_acls(
         [sys.executable, "-m", "kafka_lfs_relay", "check", "--config", str(path)],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
-    assert check.returncode == 0, check.stdout + check.stderr
+    assert check.returncode == 0 and "PROBLEM" not in check.stdout, check.stdout + check.stderr
     relay = RelayProcess(path, "--stop-at-end").start()
     assert relay.wait(180) == 0, relay.log_tail()
     assert_same(records_by_partition(records, 2), read_all(admin_cluster, target, 2))
+
+
+def test_check_names_a_missing_describe_configs_and_lists_the_acls_it_may_describe(
+    cluster_factory: ClusterFactory, tmp_path: Path
+) -> None:
+    """Without DescribeConfigs on the source topic check exits 1 naming it; Describe on the Cluster lists the ACLs."""
+    cluster: KafkaCluster = cluster_factory("secured", acls=True)
+    admin = AdminClient({**cluster.admin_config(), "logger": librdkafka_logger()})
+    source, target, name = f"acl-src-{uuid.uuid4().hex[:6]}", f"acl-dst-{uuid.uuid4().hex[:6]}", "acl-check"
+    admin.create_topics([NewTopic(source, 1, 1)])[source].result(60)
+    names = {
+        "<source topic>": source,
+        "<target topic>": target,
+        "<positions topic>": f"{name}-positions",
+        "<transactional_id>": name,
+    }
+    rows = [row for row in documented_acls(SINGLE_MODE) if not (row[0] == "source" and row[4] == ["DescribeConfigs"])]
+    assert len(rows) == len(documented_acls(SINGLE_MODE)) - 1, "the table has one row for the source's configs"
+    bindings = _bindings(rows, names, "relay")
+    bindings.append(
+        AclBinding(
+            ResourceType.BROKER, "kafka-cluster", ResourcePatternType.LITERAL, "User:relay", "*",
+            AclOperation.DESCRIBE, AclPermissionType.ALLOW,
+        )
+    )  # fmt: skip
+    for future in admin.create_acls(bindings).values():
+        future.result(60)
+    config = relay_config([cluster], cluster, [{"source": source, "target": target}], name=name)
+    path = write_config(tmp_path / "relay.yml", config)
+    check = subprocess.run(
+        [sys.executable, "-m", "kafka_lfs_relay", "check", "--config", str(path)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert check.returncode == 1, check.stdout + check.stderr
+    problems = [line for line in check.stdout.splitlines() if line.startswith("PROBLEM")]
+    assert len(problems) == 1, check.stdout
+    assert f"topic {source!r}: DescribeConfigs is denied" in problems[0], check.stdout
+    listed = [line for line in check.stdout.splitlines() if "User:relay holds" in line]
+    assert listed and f"ALLOW DESCRIBE_CONFIGS on TOPIC '{target}'" in listed[0], check.stdout
 
 
 def auth_user(cluster: KafkaCluster) -> str:
