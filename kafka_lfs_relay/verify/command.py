@@ -13,10 +13,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from confluent_kafka import KafkaException
 from confluent_kafka import Message as KafkaMessage
 from confluent_kafka.admin import AdminClient
 
 from filters import build_filters
+from kafka_lfs_relay.admin import Admins, error_text, selected_routes
 from kafka_lfs_relay.config import RelayConfig, load_config
 from kafka_lfs_relay.exits import INTERNAL_ERROR, internal_error
 from kafka_lfs_relay.verify.align import DEFAULT_WINDOW, Fingerprint, Tally, align
@@ -32,6 +34,7 @@ from targets.hydrate import HydrateTargetConfig
 from targets.kafka import KafkaTargetConfig
 from targets.kafka.groups import TargetGroups
 from targets.kafka.positions import Entry, PositionsTopic
+from targets.kafka.provenance import cluster_id
 from targets.lfs import LfsTargetConfig
 
 _FETCH_DEPTH = 8
@@ -142,12 +145,21 @@ class Verifier:
             )
         self.config = config
         self.kafka: KafkaTargetConfig = kafka
-        self.routes = _routes(config, args.topic)
         self.window = max(1, args.window)
         self.from_ms = parse_from_time(args.from_time) if args.from_time else None
         self.timeout = max(10.0, 5 * config.source_pool.request_timeout)
+        try:
+            selected = selected_routes(config, Admins(), self.timeout)
+        except KafkaException as exc:
+            raise VerifyError(f"no source cluster listed its topics: {error_text(exc)}") from None
+        self.routes = _routes(config, selected, args.topic)
         self.source = self._source_cluster(args.source)
-        self.values = _values(config, args.digest)
+        stamp = None
+        if config.provenance:
+            # The relay stamps each record with its source cluster's id and drops a record whose
+            # provenance already names the target (targets.kafka.provenance): so is each expected.
+            stamp = (cluster_id(self.source, self.timeout), cluster_id(kafka.cluster, self.timeout))
+        self.values = _values(config, args.digest, stamp)
         self._pool = ThreadPoolExecutor(_FETCH_DEPTH, thread_name_prefix="verify-fetch")
 
     def _source_cluster(self, name: str | None) -> ClusterConfig:
@@ -254,23 +266,30 @@ class Verifier:
                 reader.close()
 
 
-def _routes(config: RelayConfig, topics: Sequence[str] | None) -> list[TopicConfig]:
-    routes = list(config.topics)
+def _routes(config: RelayConfig, selected: Sequence[TopicConfig], topics: Sequence[str] | None) -> list[TopicConfig]:
+    """The routes to verify: those ``config`` selects now (its patterns' matches too), or the ``--topic`` ones."""
+    routes = list(selected)
     if topics:
         known = {r.source for r in routes}
         for topic in topics:
             if topic not in known:
                 raise ConfigError("--topic", f"is not a source topic of the config ({', '.join(sorted(known))})", topic)
         routes = [r for r in routes if r.source in topics]
-    for i, route in enumerate(config.topics):
-        if route in routes and route.partition != "preserve":
+    for route in routes:
+        if route.partition != "preserve":
             raise ConfigError(
-                f"topics[{i}].partition",
+                f"topics[{_entry(config, route.source)}].partition",
                 f"is {route.partition!r}: verify pairs each source partition with its target partition through the "
                 "offset map, which only partition: preserve has (leave this topic out with --topic)",
                 route.partition,
             )
     return routes
+
+
+def _entry(config: RelayConfig, topic: str) -> int:
+    """The index of the ``topics`` entry that selects ``topic``."""
+    rules = config.rules
+    return rules.rules.index(rules.rule_of(topic))
 
 
 def _partition_count(cluster: ClusterConfig, topic: str, timeout: float) -> int:
@@ -283,7 +302,7 @@ def _partition_count(cluster: ClusterConfig, topic: str, timeout: float) -> int:
     return len(meta.partitions)
 
 
-def _values(config: RelayConfig, digest_only: bool) -> Values:
+def _values(config: RelayConfig, digest_only: bool, stamp: tuple[str, str] | None = None) -> Values:
     settings = config.target.settings
     chain = build_filters(config.filters) if config.filters else None
     if isinstance(settings, LfsTargetConfig):
@@ -295,12 +314,12 @@ def _values(config: RelayConfig, digest_only: bool) -> Values:
             source = Resolver(lfs.rehome.s3, lfs.rehome.policy, max_object_size=lfs.rehome.max_object_size,
                               allow_unverified=True, retries=5)  # fmt: skip
         return Values("lfs", filters=chain, bucket=lfs.bucket, target_reader=target, source_reader=source,
-                      digest_only=digest_only)  # fmt: skip
+                      digest_only=digest_only, stamp=stamp)  # fmt: skip
     if isinstance(settings, HydrateTargetConfig):
         hydrate = settings.hydrate
         source = Resolver(hydrate.s3, hydrate.policy, allow_unverified=True, retries=5)
-        return Values("hydrate", filters=chain, source_reader=source, digest_only=digest_only)
-    return Values("kafka", filters=chain, digest_only=digest_only)
+        return Values("hydrate", filters=chain, source_reader=source, digest_only=digest_only, stamp=stamp)
+    return Values("kafka", filters=chain, digest_only=digest_only, stamp=stamp)
 
 
 def _summary(results: Sequence[PartitionResult], seconds: float, values: Values) -> str:

@@ -9,6 +9,8 @@ value's identity is depends on what the relay promises for it:
   envelope naming the target's bucket is fetched and verified against its own size and checksums
   (it may have been overwritten or deleted since), and its payload hashed; one naming another
   bucket (an envelope passed through unchanged) stands for what it claims, as the source's does.
+* with ``provenance`` on, the target record has the source cluster's id as a last
+  ``kfr-provenance`` header, and a source record whose provenance names the target is not expected.
 * ``hydrate``: the target value is the payload, hashed; a source envelope stands for the SHA-256
   it claims, and the target record's headers must be those the hydrate target gives it (the
   source's, without ``kfr-pos``, then ``original_headers`` and ``content-type``).
@@ -34,6 +36,7 @@ from lfs import Envelope, EnvelopeError, Hasher, LfsError, Resolver, detect
 from relay.kafkautil import headers_of
 from relay.message import Message
 from targets.hydrate.target import restored_headers, strip_positions
+from targets.kafka.provenance import HEADER as PROVENANCE
 
 Headers = Sequence[tuple[str, bytes | None]]
 RAW_LIMIT: Final = 64 * 1024
@@ -80,6 +83,7 @@ class Values:
         target_reader: Resolver | None = None,
         source_reader: Resolver | None = None,
         digest_only: bool = True,
+        stamp: tuple[str, str] | None = None,
     ) -> None:
         self.kind = kind
         self.filters = filters
@@ -87,6 +91,9 @@ class Values:
         self.target_reader = target_reader
         self.source_reader = source_reader
         self.digest_only = digest_only
+        # With provenance on: the source cluster's id, which the relay adds as a last header, and the
+        # target's, whose records the relay drops (targets.kafka.provenance).
+        self.stamp = None if stamp is None else (stamp[0].encode(), stamp[1].encode())
         self.fetched = 0
         """Objects fetched and hashed (target envelopes, legacy source envelopes)."""
         self.fetched_bytes = 0
@@ -102,6 +109,8 @@ class Values:
             as_relayed = Message(key, value, headers, target_topic, cluster, topic, partition, offset, timestamp)
             if self.filters(as_relayed) is not None:
                 return None
+        if self.stamp is not None and (PROVENANCE, self.stamp[1]) in headers:
+            return None  # it has been on the target already: the loop guard drops it
         envelope = None
         if self.kind != "kafka":
             try:
@@ -112,6 +121,8 @@ class Values:
             headers = strip_positions(headers)
             if envelope is not None:
                 headers = restored_headers(headers, envelope)
+        if self.stamp is not None:
+            headers = (*headers, (PROVENANCE, self.stamp[0]))
         identity: object
         note = None
         if envelope is None:

@@ -168,6 +168,32 @@ def test_a_clean_mirror_verifies_while_its_relay_keeps_writing(
     assert sum(p["compared"] for p in doc["partitions"]) >= 3000
 
 
+def test_a_mirror_selected_by_pattern_with_provenance_verifies_clean(
+    tmp_path: Path, kafka_cluster: KafkaCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Topics a pattern selects under a rename template, stamped with provenance: each compared, none different.
+
+    Records whose provenance names the target are dropped by the relay and not expected by verify.
+    """
+    prefix = f"vp{uuid.uuid4().hex[:6]}"
+    sources = [create_topic(kafka_cluster, f"{prefix}-{name}", 2) for name in ("orders", "payments")]
+    for topic in sources:
+        produce([kafka_cluster], topic, numbered(400, 2))
+        produce([kafka_cluster], topic, numbered(10, 2, start=400), headers=[("kfr-provenance", b"west")])
+    config = relay_config([kafka_cluster], kafka_cluster,
+                          [{"source_pattern": f"{prefix}-[a-z]+", "target": "dr-{topic}"}],
+                          name=f"pv-{uuid.uuid4().hex[:6]}", provenance={"enabled": True})  # fmt: skip
+    config["sources"][0]["id"], config["target"]["id"] = "east", "west"
+    path = write_config(tmp_path / "relay.yml", config)
+    relay = RelayProcess(path, "--stop-at-end").start()
+    assert relay.wait(180) == 0, relay.log_tail()
+    code, doc = verify(capsys, path)
+    assert code == 0, doc
+    assert sorted({p["topic"] for p in doc["partitions"]}) == sources
+    assert all(p["ok"] and p["missing"] == p["extra"] == p["different"] == 0 for p in doc["partitions"]), doc
+    assert sum(p["compared"] for p in doc["partitions"]) == 800
+
+
 def test_lfs_and_hydrate_mirrors_verify_objects_and_name_an_overwritten_one(
     tmp_path: Path, kafka_cluster: KafkaCluster, s3_server: S3Server, capsys: pytest.CaptureFixture[str]
 ) -> None:
