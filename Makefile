@@ -48,9 +48,10 @@ bench: $(BIN)/.installed
 	$(BIN)/python -m bench.startup $(BENCH_ARGS)
 	$(BIN)/python -m bench.rehome $(BENCH_ARGS)
 	$(BIN)/python -m bench.verify $(BENCH_ARGS)
+	$(BIN)/python -m bench.wide_estate $(BENCH_ARGS)
 	$(BIN)/python -m bench.report
 
-# Chaos soak (issue 15, docs/reliability.md): mirror+LFS with failover, hydration and group mode at once on
+# Chaos soak (docs/reliability.md): mirror+LFS with failover, hydration and group mode at once on
 # the sandbox, a seeded nemesis (kill -9, SIGSTOP, broker and S3 outages, delete_records, a gap, bursts),
 # then a record-by-record check. Default 20 minutes of faults; output in build/chaos/<time>-seed<seed>/.
 # CHAOS_ARGS="--duration 3600 --seed 7 --publish" runs an hour and appends its table to docs/reliability.md.

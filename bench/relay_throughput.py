@@ -1,4 +1,4 @@
-"""Scenario a (small records) with issue 3's baselines and issue 4's filter runs.
+"""Scenario a (small records): our relay next to its baselines, with filters, and what its guarantees cost.
 
 Two fresh sandbox clusters, ``src`` and ``dst``. The source topic is filled once with ``--records``
 1 KiB records (JSON values with a header, see :func:`bench.common.make_values`) over
@@ -18,7 +18,7 @@ Two fresh sandbox clusters, ``src`` and ``dst``. The source topic is filled once
 * ``raw-produce`` / ``raw-consume``: Kafka's ``ProducerPerformance`` writing ``--records`` 1 KiB
   records to ``dst`` and ``ConsumerPerformance`` reading the source topic: the raw limit.
 
-And the cost of our guarantees (issue 17): ``relay-nocompress`` is our relay with the target
+And the cost of our guarantees: ``relay-nocompress`` is our relay with the target
 producer's ``compression.type: none`` (``go-nocompress``: the Go loop without lz4);
 ``relay-batch-N`` our relay with ``target.batch.max_records: N`` (``max_bytes`` raised where it
 would cut the batch first); ``relay+provenance`` our relay with ``provenance: {enabled: true}`` (a

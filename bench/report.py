@@ -21,8 +21,8 @@ from bench.common import RESULTS, ROOT, log, markdown_table
 DOCS = ROOT / "docs"
 
 
-# The issue's scenario letters: a, b, c (LFS offload), d (hydrate), e, f; g (re-homing) and h (verify) of
-# issue 25; anything else after them.
+# The scenarios in their letters' order: a, b, c (LFS offload), d (hydrate), e, f, g (re-homing),
+# h (verify), i (a wide estate); anything else after them.
 ORDER = {
     "a_throughput": "a",
     "b_latency": "b",
@@ -33,6 +33,7 @@ ORDER = {
     "f_startup": "f",
     "rehome": "g",
     "verify": "h",
+    "i_wide_estate": "i",
 }
 
 

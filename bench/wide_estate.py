@@ -1,4 +1,4 @@
-"""Scenario g: a wide estate, the same records in 1 topic x 6 partitions and in 60 topics x 20 partitions.
+"""Scenario i: a wide estate, the same records in 1 topic x 6 partitions and in 60 topics x 20 partitions.
 
 Two fresh sandbox clusters, ``src`` and ``dst``. The source holds ``--records`` 1 KiB records twice:
 once in ``narrow`` (6 partitions), once spread over ``--topics`` topics ``wide-NN`` of
@@ -281,7 +281,7 @@ class Estate:
             ],
         }
         return Result(
-            name="g_wide_estate",
+            name="i_wide_estate",
             title=f"g. A wide estate: {self.args.records:,} x 1 KiB records in 1 x 6 vs "
             f"{self.args.topics} x {self.args.partitions} partitions",
             columns=list(rows[0]),

@@ -1,4 +1,4 @@
-"""Chaos soak (issue 15): every use case at once on the sandbox, under random faults, checked record by record.
+"""Chaos soak: every use case at once on the sandbox, under random faults, checked record by record.
 
 Workload (``workload.py``): a producer into ``mirror`` on east (1 KiB records and a share of 1-8 MiB
 ones, keyed, with headers), a copier feeding the standby west with a random lag of 0-5 s, and a

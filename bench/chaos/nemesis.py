@@ -508,7 +508,7 @@ class Nemesis(threading.Thread):
             self.on_gap_made(p, start, end)
             self.log.write("gap", "deleted", partition=p, missing=f"[{start}, {end})", records=end - start)
             # Hold both sources until their brokers wrote the new log start to disk (every second in the
-            # sandbox): a kill -9 before that brings the deleted records back (found by seed 20).
+            # sandbox): a kill -9 before that brings the deleted records back.
             self._sleep(2 + rng.uniform(0, 3))
         finally:
             self.ledger.topology.release()

@@ -32,7 +32,7 @@ LFS_PREFIX = "chaos"
 
 
 def gap_policy_supported() -> bool:
-    """Whether this relay knows ``on_gap`` (issue 19); the harness runs against either version."""
+    """Whether this relay knows ``on_gap``; the harness runs against either version."""
     from relay.settings import TopicConfig
 
     return "on_gap" in {f.name for f in dataclasses.fields(TopicConfig)}
