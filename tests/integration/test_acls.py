@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -40,7 +41,11 @@ OPERATIONS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
 SINGLE_MODE = ("always", "single and failover mode", "`target.create_topics`")
 
 
-def documented_acls(needed: tuple[str, ...]) -> list[tuple[str, str, str, str, list[str]]]:
+Row = tuple[str, str, str, str, list[str]]
+"""(cluster, resource, name, pattern, operations) of a row of the ACL table."""
+
+
+def documented_acls(needed: tuple[str, ...]) -> list[Row]:
     """(cluster, resource, name, pattern, operations) of each table row whose "needed" starts with one of ``needed``."""
     text = OPERATIONS.read_text(encoding="utf-8")
     table = text[text.index("<!-- acls:") : text.index("<!-- /acls -->")]
@@ -55,7 +60,7 @@ def documented_acls(needed: tuple[str, ...]) -> list[tuple[str, str, str, str, l
     return rows
 
 
-def _bindings(rows: list[tuple[str, str, str, str, list[str]]], names: dict[str, str], user: str) -> list[AclBinding]:
+def _bindings(rows: list[Row], names: dict[str, str], user: str) -> list[AclBinding]:
     out = []
     for _cluster, resource, name, pattern, operations in rows:
         concrete = re.sub(r"<[^>]+>", lambda m: names[m.group(0)], name)
@@ -75,13 +80,14 @@ def _bindings(rows: list[tuple[str, str, str, str, list[str]]], names: dict[str,
     return out
 
 
-def test_a_single_mode_relay_runs_with_exactly_the_documented_acls(
-    cluster_factory: ClusterFactory, tmp_path: Path
-) -> None:
-    """check passes and run --stop-at-end relays every record once with only the table's rows granted."""
+def _secured(
+    cluster_factory: ClusterFactory, tmp_path: Path, name: str, rows: list[Row], extra: Sequence[AclBinding] = ()
+) -> tuple[KafkaCluster, str, str, Path]:
+    """A broker that denies all but ``rows`` (and ``extra``) to the relay's user, a source topic of 2
+    partitions and a relay config named ``name``: the cluster, source, target and config path."""
     cluster: KafkaCluster = cluster_factory("secured", acls=True)
     admin = AdminClient({**cluster.admin_config(), "logger": librdkafka_logger()})
-    source, target, name = f"acl-src-{uuid.uuid4().hex[:6]}", f"acl-dst-{uuid.uuid4().hex[:6]}", "acl-relay"
+    source, target = f"acl-src-{uuid.uuid4().hex[:6]}", f"acl-dst-{uuid.uuid4().hex[:6]}"
     admin.create_topics([NewTopic(source, 2, 1)])[source].result(60)
     names = {
         "<source topic>": source,
@@ -89,21 +95,31 @@ def test_a_single_mode_relay_runs_with_exactly_the_documented_acls(
         "<positions topic>": f"{name}-positions",
         "<transactional_id>": name,
     }
-    rows = documented_acls(SINGLE_MODE)
-    assert {row[1] for row in rows} == {"Topic", "TransactionalId"}
     assert auth_user(cluster) == "relay"
-    for future in admin.create_acls(_bindings(rows, names, "relay")).values():
+    for future in admin.create_acls([*_bindings(rows, names, "relay"), *extra]).values():
         future.result(60)
-    records = numbered(300, 2)
-    admin_cluster = _AsAdmin(cluster)
-    produce([admin_cluster], source, records)
-
     config = relay_config([cluster], cluster, [{"source": source, "target": target}], name=name)
-    path = write_config(tmp_path / "relay.yml", config)
-    check = subprocess.run(
+    return cluster, source, target, write_config(tmp_path / "relay.yml", config)
+
+
+def _check(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [sys.executable, "-m", "kafka_lfs_relay", "check", "--config", str(path)],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
+
+
+def test_a_single_mode_relay_runs_with_exactly_the_documented_acls(
+    cluster_factory: ClusterFactory, tmp_path: Path
+) -> None:
+    """check passes and run --stop-at-end relays every record once with only the table's rows granted."""
+    rows = documented_acls(SINGLE_MODE)
+    assert {row[1] for row in rows} == {"Topic", "TransactionalId"}
+    cluster, source, target, path = _secured(cluster_factory, tmp_path, "acl-relay", rows)
+    records = numbered(300, 2)
+    admin_cluster = _AsAdmin(cluster)
+    produce([admin_cluster], source, records)
+    check = _check(path)
     assert check.returncode == 0 and "PROBLEM" not in check.stdout, check.stdout + check.stderr
     relay = RelayProcess(path, "--stop-at-end").start()
     assert relay.wait(180) == 0, relay.log_tail()
@@ -114,33 +130,14 @@ def test_check_names_a_missing_describe_configs_and_lists_the_acls_it_may_descri
     cluster_factory: ClusterFactory, tmp_path: Path
 ) -> None:
     """Without DescribeConfigs on the source topic check exits 1 naming it; Describe on the Cluster lists the ACLs."""
-    cluster: KafkaCluster = cluster_factory("secured", acls=True)
-    admin = AdminClient({**cluster.admin_config(), "logger": librdkafka_logger()})
-    source, target, name = f"acl-src-{uuid.uuid4().hex[:6]}", f"acl-dst-{uuid.uuid4().hex[:6]}", "acl-check"
-    admin.create_topics([NewTopic(source, 1, 1)])[source].result(60)
-    names = {
-        "<source topic>": source,
-        "<target topic>": target,
-        "<positions topic>": f"{name}-positions",
-        "<transactional_id>": name,
-    }
     rows = [row for row in documented_acls(SINGLE_MODE) if not (row[0] == "source" and row[4] == ["DescribeConfigs"])]
     assert len(rows) == len(documented_acls(SINGLE_MODE)) - 1, "the table has one row for the source's configs"
-    bindings = _bindings(rows, names, "relay")
-    bindings.append(
-        AclBinding(
-            ResourceType.BROKER, "kafka-cluster", ResourcePatternType.LITERAL, "User:relay", "*",
-            AclOperation.DESCRIBE, AclPermissionType.ALLOW,
-        )
+    describe_acls = AclBinding(
+        ResourceType.BROKER, "kafka-cluster", ResourcePatternType.LITERAL, "User:relay", "*",
+        AclOperation.DESCRIBE, AclPermissionType.ALLOW,
     )  # fmt: skip
-    for future in admin.create_acls(bindings).values():
-        future.result(60)
-    config = relay_config([cluster], cluster, [{"source": source, "target": target}], name=name)
-    path = write_config(tmp_path / "relay.yml", config)
-    check = subprocess.run(
-        [sys.executable, "-m", "kafka_lfs_relay", "check", "--config", str(path)],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    _, source, target, path = _secured(cluster_factory, tmp_path, "acl-check", rows, [describe_acls])
+    check = _check(path)
     assert check.returncode == 1, check.stdout + check.stderr
     problems = [line for line in check.stdout.splitlines() if line.startswith("PROBLEM")]
     assert len(problems) == 1, check.stdout
