@@ -60,15 +60,20 @@ def documented_acls(needed: tuple[str, ...]) -> list[Row]:
     return rows
 
 
+def _upper_snake(name: str) -> str:
+    """A name of the table (``DescribeConfigs``, ``TransactionalId``) as confluent-kafka's enums spell it."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).upper()
+
+
 def _bindings(rows: list[Row], names: dict[str, str], user: str) -> list[AclBinding]:
     out = []
     for _cluster, resource, name, pattern, operations in rows:
         concrete = re.sub(r"<[^>]+>", lambda m: names[m.group(0)], name)
         for op in operations:
-            operation = getattr(AclOperation, re.sub(r"(?<!^)(?=[A-Z])", "_", op).upper())
+            operation = getattr(AclOperation, _upper_snake(op))
             out.append(
                 AclBinding(
-                    getattr(ResourceType, resource.upper()),
+                    getattr(ResourceType, _upper_snake(resource)),
                     concrete,
                     ResourcePatternType.LITERAL if pattern == "literal" else ResourcePatternType.PREFIXED,
                     f"User:{user}",
