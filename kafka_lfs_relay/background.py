@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -37,9 +37,14 @@ class Task:
     due: float = 0.0
 
 
-def lead_partition(topics: Sequence[str]) -> SourcePartition:
-    """The partition whose owner does the periodic work: partition 0 of the first topic."""
-    return SourcePartition(topics[0], 0)
+def lead_partition(explicit: Sequence[str], selected: Iterable[str]) -> SourcePartition | None:
+    """The partition whose owner does the periodic work: partition 0 of the first explicit topic, or,
+    when patterns alone select the topics, of the first by name of those ``selected`` now (every
+    instance selects the same ones); None while nothing is selected."""
+    if explicit:
+        return SourcePartition(explicit[0], 0)
+    first = min(selected, default=None)
+    return None if first is None else SourcePartition(first, 0)
 
 
 class Periodic:

@@ -168,8 +168,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         gc.set_threshold(100_000, 50, 50)
         # One instance does the periodic work (group offsets, topic configs): the owner of the lead
         # partition (kafka_lfs_relay.background), whether workers or replicas run the relay.
-        lead = lead_partition([t.source for t in config.topics])
-        background = build_background(config, metrics, leads=lambda: lead in relay.owned())
+        explicit = [t.source for t in config.topics]
+
+        def leads() -> bool:
+            lead = lead_partition(explicit, relay.topics())
+            return lead is not None and lead in relay.owned()
+
+        background = build_background(config, metrics, leads=leads)
         background.start()
         try:
             with on_stop_signals(on_signal):

@@ -168,6 +168,12 @@ class Relay:
         self._lag.forget(partitions)
         self._gate.forget(partitions)
 
+    def topics(self) -> tuple[str, ...]:
+        """The source topics selected now (discovery adds and removes them); any thread may ask."""
+        # tuple() copies the keys in one C call, which holds the GIL: the relay's thread cannot
+        # change the dict in the middle of it.
+        return tuple(self._targets)
+
     def owned(self) -> Sequence[SourcePartition]:
         """The partitions read now."""
         return self.reads.owned()

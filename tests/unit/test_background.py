@@ -11,7 +11,13 @@ from relay.message import SourcePartition
 
 def test_the_lead_partition_is_partition_0_of_the_first_topic() -> None:
     """Whoever owns orders/0 (the first configured topic) does the periodic work."""
-    assert lead_partition(["orders", "payments"]) == SourcePartition("orders", 0)
+    assert lead_partition(["orders", "payments"], ["a-topic", "orders", "payments"]) == SourcePartition("orders", 0)
+
+
+def test_with_patterns_alone_the_lead_is_partition_0_of_the_first_selected_topic_by_name() -> None:
+    """No explicit topic: the first of the selected topics by name, and no lead while none is selected."""
+    assert lead_partition([], ["payments", "orders"]) == SourcePartition("orders", 0)
+    assert lead_partition([], []) is None
 
 
 def test_tasks_run_only_while_this_instance_leads() -> None:
