@@ -272,15 +272,24 @@ def _cluster_id(cluster: KafkaCluster) -> str:
 
 
 def _both_ways(
-    tmp_path: Path, x: KafkaCluster, y: KafkaCluster, uid: str, topics: list[dict[str, Any]], label: str
+    tmp_path: Path,
+    x: KafkaCluster,
+    y: KafkaCluster,
+    uid: str,
+    topics: list[dict[str, Any]],
+    label: str,
+    shared: bool = False,
 ) -> tuple[RelayProcess, RelayProcess]:
-    """Relays x -> y (named x/y) and y -> x (named y/x), with provenance, started."""
+    """Relays x -> y (named x/y) and y -> x (named y/x), with provenance, started; ``shared``: into topics
+    local producers write too."""
     relays = []
     for source, sname, target, tname in ((x, "x", y, "y"), (y, "y", x, "x")):
         raw = relay_config([source], target, topics, name=f"{label}-{sname}{tname}-{uid}", topic_refresh="1s")
         raw["sources"][0]["name"] = sname
         raw["target"]["name"] = tname
         raw["provenance"] = {"enabled": True}
+        if shared:  # local producers write the same topics: the target holds records no relay wrote
+            raw["target"]["on_existing_data"] = "append"
         config = write_config(tmp_path / f"{label}-{sname}{tname}.yml", raw)
         relays.append(RelayProcess(config).start())
     return relays[0], relays[1]
@@ -297,7 +306,7 @@ def test_two_relays_mirroring_both_ways_under_identity_names_copy_every_record_o
     feed(x, topic, 2, 300, f"X{uid}", headers=True)
     feed(y, topic, 2, 200, f"Y{uid}")
     own_x, own_y = records(x, topic, 2), records(y, topic, 2)
-    xy, yx = _both_ways(tmp_path, x, y, uid, [{"source": topic}], "id")
+    xy, yx = _both_ways(tmp_path, x, y, uid, [{"source": topic}], "id", shared=True)
     try:
         wait_for("both sides complete", lambda: count(x, topic, 2) >= 500 and count(y, topic, 2) >= 500, 90, xy)
         time.sleep(4)  # a loop would keep growing both sides
