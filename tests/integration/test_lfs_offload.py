@@ -230,7 +230,8 @@ def test_checksum_mismatch_with_fail_policy_stops_the_relay(
 def test_access_denied_stops_with_a_clear_error(
     tmp_path: Path, kafka_cluster: KafkaCluster, s3_server: S3Server
 ) -> None:
-    """Credentials S3 refuses stop the relay at once with an error naming the bucket and key; nothing is committed."""
+    """Credentials S3 refuses stop the relay at its start-up probe with one line naming the bucket, the key and
+    the settings to check, never the secret; nothing is committed."""
     src, _ = topic_pair(kafka_cluster, 1)
     produce_sized(kafka_cluster, src, [(0, 2 * MIB)])
     prefix = _prefix()
@@ -240,8 +241,11 @@ def test_access_denied_stops_with_a_clear_error(
         lfs_config(tmp_path / "relay.yml", kafka_cluster, src, f"{src}-out", {"s3": s3}), "--stop-at-end"
     )
     assert relay.start().wait(60) == 1, relay.log_tail()
-    # The conditional-write probe is refused too (logged); the first record's request then stops the relay.
-    denied = rf"S3 denied \w+ of s3://{s3_server.bucket}/{prefix}/[^/ ]+/{src}/0/0-[0-9a-f]{{64}} for record "
+    # Refused credentials do not pass by retrying: the conditional-write probe, before any record, stops it.
+    denied = (
+        rf"kafka-lfs-relay: S3 PutObject of s3://{s3_server.bucket}/{prefix}/[^/ ]+/\.kfr-conditional-write-probe-"
+        r"[0-9a-f]+ for the conditional-write probe failed: no usable credentials .*check access_key_id"
+    )
     assert re.search(denied, relay.log_text()), relay.log_tail()
     assert "-wrong" not in relay.log_text()
     assert count_target(kafka_cluster, f"{src}-out", 1) == 0
