@@ -239,7 +239,7 @@ def test_mirror_of_envelopes_killed_mid_copy_then_source_bucket_deleted_hydrates
             msg = Message(rec.key, data, headers, "orders", "east", "orders", i % 2, i, now + i)
             env = build_envelope(
                 msg, bucket=east, key=key, size=size, sha256=checksum(data), alg="sha256", checksum=checksum(data),
-                content_type_default="application/octet-stream", header_allowlist=("content-type",),
+                header_allowlist=("content-type",),
                 proxy_id="kafka-lfs-relay/east-mirror",
             )  # fmt: skip
             value = env.encode()
