@@ -12,11 +12,12 @@ from kafka_lfs_relay.config import RelayConfig
 from kafka_lfs_relay.permissions import check_describe_configs, list_acls
 from kafka_lfs_relay.topicconfigs import TopicConfigComparer, source_configs_for
 from lfs.s3 import S3Settings, describe, error_kind, make_client
-from relay.settings import ClusterConfig
+from relay.settings import ClusterConfig, TopicConfig
 from relay.sourcepool import ClusterProbe
 from targets.hydrate import HydrateTargetConfig
 from targets.hydrate.target import claim_report
 from targets.kafka import topicconfig
+from targets.kafka.settings import KafkaTargetConfig
 from targets.kafka.topics import positions_topic_problem
 from targets.lfs import LfsTargetConfig
 
@@ -116,10 +117,31 @@ def _probe_bucket(client: Any, bucket: str, prefix: str, section: str) -> tuple[
 def run_checks(config: RelayConfig, out: Callable[[str], None]) -> int:
     """Print one line per finding; return the number of problems."""
     timeout = max(5.0, config.source_pool.request_timeout)
-    problems = 0
     routes = {r.source: r for r in config.topics}
     reference: dict[str, int] = {}
     admins = Admins()
+    problems = _check_sources(config, out, timeout, admins, routes, reference)
+    kafka = config.target.kafka
+    if kafka is None:
+        out(f"skip    target type {config.target.type!r} is custom; only the sources were checked")
+        return problems
+    return problems + _check_target(config, kafka, out, timeout, admins, routes, reference)
+
+
+def _check_sources(
+    config: RelayConfig,
+    out: Callable[[str], None],
+    timeout: float,
+    admins: Admins,
+    routes: dict[str, TopicConfig],
+    reference: dict[str, int],
+) -> int:
+    """Every source cluster and its topics; the problems found.
+
+    Adds to ``routes`` the topics the sources' patterns select, and records in ``reference`` each
+    source topic's partition count (from the first source that has it), which the target is checked against.
+    """
+    problems = 0
     for cluster in config.sources:
         counts, reason = _partitions(cluster, None, timeout)
         if reason is not None:
@@ -148,11 +170,21 @@ def run_checks(config: RelayConfig, out: Callable[[str], None]) -> int:
         present = [topic for topic in source_topics if topic in counts]
         problems += check_describe_configs(admins, cluster, "source", present, out, timeout)
         list_acls(admins, cluster, "source", out, timeout)
-    kafka = config.target.kafka
-    if kafka is None:
-        out(f"skip    target type {config.target.type!r} is custom; only the sources were checked")
-        return problems
-    problems += check_s3(config, out)
+    return problems
+
+
+def _check_target(
+    config: RelayConfig,
+    kafka: KafkaTargetConfig,
+    out: Callable[[str], None],
+    timeout: float,
+    admins: Admins,
+    routes: Mapping[str, TopicConfig],
+    reference: Mapping[str, int],
+) -> int:
+    """The target cluster, its topics against the sources' ``reference`` counts, and what the target
+    type needs besides (S3, the positions topic, topic configs); the problems found."""
+    problems = check_s3(config, out)
     target = kafka.cluster
     counts, reason = _partitions(target, [t.target for t in routes.values()], timeout)
     if reason is not None:
@@ -164,40 +196,45 @@ def run_checks(config: RelayConfig, out: Callable[[str], None]) -> int:
     problems += check_describe_configs(admins, target, "target", [*existing, positions], out, timeout)
     list_acls(admins, target, "target", out, timeout)
     for route in routes.values():
-        have = counts.get(route.target)
-        need = reference.get(route.source)
-        if have is None:
-            if kafka.create_topics:
-                out(
-                    f"ok      target topic {route.target!r} does not exist yet; it will be created "
-                    f"with {need if need is not None else 'the source'} partitions"
-                )
-            else:
-                out(f"PROBLEM target topic {route.target!r} does not exist and target.create_topics is false")
-                problems += 1
-            continue
-        if route.partition == "preserve" and need is not None and have < need and kafka.create_topics:
-            out(
-                f"ok      target topic {route.target!r} has {have} partitions, source topic {route.source!r} has "
-                f"{need}; the relay adds partitions up to {need} before relaying them (partition: preserve)"
-            )
-        elif route.partition == "preserve" and need is not None and have < need:
-            out(
-                f"PROBLEM target topic {route.target!r} has {have} partitions but source topic {route.source!r} "
-                f"has {need}; partition: preserve needs at least as many, and target.create_topics is false"
-            )
-            problems += 1
-        elif isinstance(route.partition, int) and route.partition >= have:
-            out(f"PROBLEM target topic {route.target!r} has no partition {route.partition}")
-            problems += 1
-        else:
-            out(f"ok      target topic {route.target!r} has {have} partitions (partition: {route.partition})")
+        problems += _check_target_topic(route, counts.get(route.target), reference.get(route.source), kafka, out)
     problems += check_positions_topic(config, out, timeout)
     if isinstance(config.target.settings, HydrateTargetConfig):
         targets = [route.target for route in routes.values()]
         for line in claim_report(config.target.settings, config.max_in_flight, targets, timeout):
             out(line)
     return problems + check_topic_configs(config, out)
+
+
+def _check_target_topic(
+    route: TopicConfig, have: int | None, need: int | None, kafka: KafkaTargetConfig, out: Callable[[str], None]
+) -> int:
+    """One route's target topic: ``have`` partitions (None: missing) for a source topic of ``need``; 1 if a problem."""
+    if have is None:
+        if kafka.create_topics:
+            out(
+                f"ok      target topic {route.target!r} does not exist yet; it will be created "
+                f"with {need if need is not None else 'the source'} partitions"
+            )
+            return 0
+        out(f"PROBLEM target topic {route.target!r} does not exist and target.create_topics is false")
+        return 1
+    if route.partition == "preserve" and need is not None and have < need and kafka.create_topics:
+        out(
+            f"ok      target topic {route.target!r} has {have} partitions, source topic {route.source!r} has "
+            f"{need}; the relay adds partitions up to {need} before relaying them (partition: preserve)"
+        )
+    elif route.partition == "preserve" and need is not None and have < need:
+        out(
+            f"PROBLEM target topic {route.target!r} has {have} partitions but source topic {route.source!r} "
+            f"has {need}; partition: preserve needs at least as many, and target.create_topics is false"
+        )
+        return 1
+    elif isinstance(route.partition, int) and route.partition >= have:
+        out(f"PROBLEM target topic {route.target!r} has no partition {route.partition}")
+        return 1
+    else:
+        out(f"ok      target topic {route.target!r} has {have} partitions (partition: {route.partition})")
+    return 0
 
 
 def check_positions_topic(config: RelayConfig, out: Callable[[str], None], timeout: float) -> int:

@@ -23,7 +23,7 @@ from relay import logs
 from relay.errors import ConfigError, RelayError, SecretMasker
 from relay.health import RelayHealth
 from relay.metrics import RelayMetrics
-from relay.relay import Progress
+from relay.relay import Progress, Relay
 
 
 def add_parsers(sub: Any) -> None:
@@ -143,44 +143,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         bar = _ProgressBar() if config.stop_at_end and sys.stderr.isatty() else None
         relay = build_relay(config, metrics, on_progress=bar)
         if config.metrics_listen is not None:
-            host, port = config.metrics_listen
-            try:
-                metrics.serve(host, port)
-            except OSError as exc:
-                raise ConfigError("metrics.listen", f"cannot listen there ({exc.strerror})", f"{host}:{port}") from None
-            log.info(
-                "metrics and health endpoints",
-                metrics=f"http://{host}:{port}/metrics",
-                liveness=f"http://{host}:{port}/healthz",
-                readiness=f"http://{host}:{port}/readyz",
-            )
-
-        def on_signal(signum: int, _frame: object) -> None:
-            # Only sets a flag: the relay's own thread drains and returns, so nothing is half-written.
-            log.info("signal received; draining", signal=signal.Signals(signum).name)
-            relay.stop()
-
-        # Every relayed record allocates a few short-lived objects; with the default threshold
-        # the cyclic collector runs every ~700 allocations, a cost in throughput for nothing:
-        # nothing in the hot path builds reference cycles. Start-up objects are frozen out of
-        # collection, and young collections are made rarer.
-        gc.freeze()
-        gc.set_threshold(100_000, 50, 50)
-        # One instance does the periodic work (group offsets, topic configs): the owner of the lead
-        # partition (kafka_lfs_relay.background), whether workers or replicas run the relay.
-        explicit = [t.source for t in config.topics]
-
-        def leads() -> bool:
-            lead = lead_partition(explicit, relay.topics())
-            return lead is not None and lead in relay.owned()
-
-        background = build_background(config, metrics, leads=leads)
-        background.start()
-        try:
-            with on_stop_signals(on_signal):
-                relay.run()
-        finally:
-            background.stop()
+            _serve_metrics(metrics, *config.metrics_listen)
+        _run_until_stopped(config, relay, metrics)
     except RelayError as exc:
         if sys.stderr.isatty():
             sys.stderr.write("\n")
@@ -195,6 +159,53 @@ def cmd_run(args: argparse.Namespace) -> int:
     records, bytes_ = metrics.relayed()
     log.info("relay stopped cleanly", records=records, bytes=bytes_)
     return 0
+
+
+def _serve_metrics(metrics: RelayMetrics, host: str, port: int) -> None:
+    """Start the metrics and health listener; a port that cannot be bound is the config's mistake."""
+    log = structlog.get_logger("kafka_lfs_relay")
+    try:
+        metrics.serve(host, port)
+    except OSError as exc:
+        raise ConfigError("metrics.listen", f"cannot listen there ({exc.strerror})", f"{host}:{port}") from None
+    log.info(
+        "metrics and health endpoints",
+        metrics=f"http://{host}:{port}/metrics",
+        liveness=f"http://{host}:{port}/healthz",
+        readiness=f"http://{host}:{port}/readyz",
+    )
+
+
+def _run_until_stopped(config: RelayConfig, relay: Relay, metrics: RelayMetrics) -> None:
+    """Run ``relay`` and its background work until it ends or a stop signal has it drain."""
+    log = structlog.get_logger("kafka_lfs_relay")
+
+    def on_signal(signum: int, _frame: object) -> None:
+        # Only sets a flag: the relay's own thread drains and returns, so nothing is half-written.
+        log.info("signal received; draining", signal=signal.Signals(signum).name)
+        relay.stop()
+
+    # Every relayed record allocates a few short-lived objects; with the default threshold
+    # the cyclic collector runs every ~700 allocations, a cost in throughput for nothing:
+    # nothing in the hot path builds reference cycles. Start-up objects are frozen out of
+    # collection, and young collections are made rarer.
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 50)
+    # One instance does the periodic work (group offsets, topic configs): the owner of the lead
+    # partition (kafka_lfs_relay.background), whether workers or replicas run the relay.
+    explicit = [t.source for t in config.topics]
+
+    def leads() -> bool:
+        lead = lead_partition(explicit, relay.topics())
+        return lead is not None and lead in relay.owned()
+
+    background = build_background(config, metrics, leads=leads)
+    background.start()
+    try:
+        with on_stop_signals(on_signal):
+            relay.run()
+    finally:
+        background.stop()
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -249,100 +249,130 @@ def _validate(env: Envelope) -> None:
     """Check an Envelope's invariants and normalize its fields in place (see :class:`Envelope`)."""
     if env.shape not in _LABELS:
         raise EnvelopeError("shape must be 'kfs_lfs' or 'lfs_version'", field="shape", op="validate envelope")
-    labels = _LABELS[env.shape]
+    fields = _Fields(env)
+    _validate_location(fields)
+    _validate_digests(fields)
+    _validate_headers(fields)
+    _validate_unknown_fields(env)
 
-    def fail(attr: str, problem: str) -> EnvelopeError:
-        label = labels.get(attr, attr)
+
+class _Fields:
+    """An Envelope under validation: reads its attributes, writes them back normalized, and names
+    them in errors as the envelope's shape spells them."""
+
+    def __init__(self, env: Envelope) -> None:
+        self.env = env
+        self._labels = _LABELS[env.shape]
+
+    def fail(self, attr: str, problem: str) -> EnvelopeError:
+        label = self._labels.get(attr, attr)
         return EnvelopeError(f"field '{label}' {problem}", field=label, op="validate envelope")
 
-    def text(attr: str, *, required: bool = False) -> str | None:
-        value = getattr(env, attr)
+    def text(self, attr: str, *, required: bool = False) -> str | None:
+        """The attribute as a valid Unicode string, ``None`` when unset or empty."""
+        value = getattr(self.env, attr)
         if value is None or value == "":
             if required:
-                raise fail(attr, "is required and must be a non-empty string")
+                raise self.fail(attr, "is required and must be a non-empty string")
             return None
         if not isinstance(value, str):
-            raise fail(attr, "must be a string")
+            raise self.fail(attr, "must be a string")
         if not value.isascii():
             try:
                 value.encode("utf-8")
             except UnicodeEncodeError:
-                raise fail(attr, "is not valid Unicode") from None
+                raise self.fail(attr, "is not valid Unicode") from None
         return value
 
-    def set_(attr: str, value: object) -> None:
-        object.__setattr__(env, attr, value)
-
-    if type(env.version) is not int or env.version != 1:
-        raise fail("version", "must be the integer 1")
-    text("bucket", required=True)
-    text("key", required=True)
-    if type(env.size) is not int or not 0 <= env.size <= _MAX_SIZE:
-        raise fail("size", "must be an integer from 0 to 2**63-1")
-    for attr in ("content_type", "created_at", "proxy_id"):
-        set_(attr, text(attr))
-
-    alg = text("checksum_alg")
-    if alg is not None:
-        alg = alg.strip().lower() or None
-        if alg is not None and alg not in SUPPORTED_ALGS:
-            raise fail("checksum_alg", f"must be one of {_ALG_LIST}")
-    set_("checksum_alg", alg)
-    effective = alg or "sha256"
-
-    def hex_digest(attr: str, digest_alg: str) -> str | None:
-        value = text(attr)
+    def hex_digest(self, attr: str, digest_alg: str) -> str | None:
+        """The attribute as a lowercase hex digest of ``digest_alg`` (verbatim for ``none``)."""
+        value = self.text(attr)
         if value is None or digest_alg == "none":
             return value
         lowered = value.lower()
         width = HEX_LENGTHS[digest_alg]
         if len(lowered) != width or lowered.strip("0123456789abcdef"):
-            raise fail(attr, f"must be {width} hex digits ({digest_alg})")
+            raise self.fail(attr, f"must be {width} hex digits ({digest_alg})")
         return lowered
 
-    sha256 = hex_digest("sha256", "sha256")
-    checksum = hex_digest("checksum", effective)
-    set_("sha256", sha256)
-    set_("checksum", checksum)
-    if sha256 is None and env.shape == "kfs_lfs":
-        raise fail("sha256", "is required")
+    def store(self, attr: str, value: object) -> None:
+        object.__setattr__(self.env, attr, value)
+
+
+def _validate_location(fields: _Fields) -> None:
+    """The version, where the payload is (bucket, key), its size and the optional strings."""
+    env = fields.env
+    if type(env.version) is not int or env.version != 1:
+        raise fields.fail("version", "must be the integer 1")
+    fields.text("bucket", required=True)
+    fields.text("key", required=True)
+    if type(env.size) is not int or not 0 <= env.size <= _MAX_SIZE:
+        raise fields.fail("size", "must be an integer from 0 to 2**63-1")
+    for attr in ("content_type", "created_at", "proxy_id"):
+        fields.store(attr, fields.text(attr))
+
+
+def _validate_digests(fields: _Fields) -> None:
+    """``checksum_alg``, ``sha256`` and ``checksum``: each well-formed, and together enough to verify."""
+    alg = fields.text("checksum_alg")
+    if alg is not None:
+        alg = alg.strip().lower() or None
+        if alg is not None and alg not in SUPPORTED_ALGS:
+            raise fields.fail("checksum_alg", f"must be one of {_ALG_LIST}")
+    fields.store("checksum_alg", alg)
+    effective = alg or "sha256"
+
+    sha256 = fields.hex_digest("sha256", "sha256")
+    checksum = fields.hex_digest("checksum", effective)
+    fields.store("sha256", sha256)
+    fields.store("checksum", checksum)
+    if sha256 is None and fields.env.shape == "kfs_lfs":
+        raise fields.fail("sha256", "is required")
     if effective in ("md5", "crc32") and checksum is None:
-        raise fail("checksum", f"is required when the algorithm is {effective}")
+        raise fields.fail("checksum", f"is required when the algorithm is {effective}")
     if effective == "sha256":
         if checksum is None and sha256 is None:
-            raise fail("checksum", "is required (no sha256 to verify against)")
+            raise fields.fail("checksum", "is required (no sha256 to verify against)")
         if checksum is not None and sha256 is not None and checksum != sha256:
-            raise fail("checksum", "disagrees with field 'sha256' (both are SHA-256)")
+            raise fields.fail("checksum", "disagrees with field 'sha256' (both are SHA-256)")
 
-    headers = env.original_headers
-    if headers is not None:
-        if not isinstance(headers, Mapping):
-            raise fail("original_headers", "must be an object of strings")
-        for name, value in headers.items():
-            if not isinstance(name, str) or not isinstance(value, str):
-                raise fail("original_headers", "must map strings to strings")
-            try:
-                name.encode("utf-8")
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                raise fail("original_headers", "is not valid Unicode") from None
-        set_("original_headers", _FrozenHeaders(headers) if headers else None)
 
+def _validate_headers(fields: _Fields) -> None:
+    """``original_headers``: strings to strings, stored read-only (``None`` when empty)."""
+    headers = fields.env.original_headers
+    if headers is None:
+        return
+    if not isinstance(headers, Mapping):
+        raise fields.fail("original_headers", "must be an object of strings")
+    for name, value in headers.items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise fields.fail("original_headers", "must map strings to strings")
+        try:
+            name.encode("utf-8")
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise fields.fail("original_headers", "is not valid Unicode") from None
+    fields.store("original_headers", _FrozenHeaders(headers) if headers else None)
+
+
+def _validate_unknown_fields(env: Envelope) -> None:
+    """``unknown_fields``: names its shape does not define, stored read-only (``None`` when empty)."""
     unknown = env.unknown_fields
-    if unknown is not None:
-        if not isinstance(unknown, Mapping) or not all(isinstance(name, str) for name in unknown):
-            raise EnvelopeError(
-                "unknown_fields must map field names to values", field="unknown_fields", op="validate envelope"
-            )
-        known = _KFS_FIELDS if env.shape == "kfs_lfs" else _LEGACY_FIELDS
-        clash = next((name for name in unknown if name in known), None)
-        if clash is not None:
-            raise EnvelopeError(
-                f"unknown_fields must not hold the {env.shape} field {_quote(clash)}",
-                field="unknown_fields",
-                op="validate envelope",
-            )
-        set_("unknown_fields", MappingProxyType(dict(unknown)) if unknown else None)
+    if unknown is None:
+        return
+    if not isinstance(unknown, Mapping) or not all(isinstance(name, str) for name in unknown):
+        raise EnvelopeError(
+            "unknown_fields must map field names to values", field="unknown_fields", op="validate envelope"
+        )
+    known = _KFS_FIELDS if env.shape == "kfs_lfs" else _LEGACY_FIELDS
+    clash = next((name for name in unknown if name in known), None)
+    if clash is not None:
+        raise EnvelopeError(
+            f"unknown_fields must not hold the {env.shape} field {_quote(clash)}",
+            field="unknown_fields",
+            op="validate envelope",
+        )
+    object.__setattr__(env, "unknown_fields", MappingProxyType(dict(unknown)) if unknown else None)
 
 
 def is_lfs_envelope(value: bytes | bytearray | memoryview | None) -> bool:

@@ -43,7 +43,14 @@ class RelayMetrics:
     def __init__(self, registry: CollectorRegistry | None = None, health: RelayHealth | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         self.health = health or RelayHealth()
-        r = self.registry
+        self._register_runtime(self.registry)
+        self._register_throughput(self.registry)
+        self._register_sources(self.registry)
+        self._register_producer(self.registry)
+        self._register_group(self.registry)
+
+    def _register_runtime(self, r: CollectorRegistry) -> None:
+        """The process, the versions it runs and its readiness."""
         # The standard collectors, in the relay's own registry: process_* (CPU, resident memory,
         # open file descriptors, start time), python_info and python_gc_*.
         ProcessCollector(registry=r)
@@ -61,6 +68,9 @@ class RelayMetrics:
         )
         self.ready = Gauge(f"{PREFIX}_ready", "1 while /readyz answers ready (see relay.health), else 0.", registry=r)
         self.ready.set_function(lambda: 1.0 if self.health.readiness()[0] else 0.0)
+
+    def _register_throughput(self, r: CollectorRegistry) -> None:
+        """What reached the target, and how far it trails the source."""
         self.records_relayed = Counter(
             f"{PREFIX}_records_relayed",
             "Records durably written to the target.",
@@ -86,6 +96,9 @@ class RelayMetrics:
             ["topic", "partition"],
             registry=r,
         )
+
+    def _register_sources(self, r: CollectorRegistry) -> None:
+        """The source side: which cluster is read, its health, records lost and topics recreated there."""
         self.source_switches = Counter(
             f"{PREFIX}_source_switches",
             "Switches of the active source cluster, by reason.",
@@ -119,6 +132,9 @@ class RelayMetrics:
             ["topic"],
             registry=r,
         )
+
+    def _register_producer(self, r: CollectorRegistry) -> None:
+        """The target producer: transaction latency, errors, buffered bytes and restarts."""
         self.produce_latency = Histogram(
             f"{PREFIX}_produce_latency_seconds",
             "Time to produce and commit one batch (one transaction).",
@@ -136,6 +152,9 @@ class RelayMetrics:
         self.target_restarts = Counter(
             f"{PREFIX}_target_restarts", "Times the target re-initialised and the relay re-read positions.", registry=r
         )
+
+    def _register_group(self, r: CollectorRegistry) -> None:
+        """Group mode (partition ownership, rebalances) and the group_offsets sync."""
         self.partitions_owned = Gauge(
             f"{PREFIX}_partitions_owned", "Source partitions this instance owns (group mode).", registry=r
         )
@@ -145,7 +164,6 @@ class RelayMetrics:
             ["kind"],
             registry=r,
         )
-
         self.group_offsets_lag = Gauge(
             f"{PREFIX}_group_offsets_translation_lag_records",
             "Records a consumer of the group switching to the target now would re-read at most, over all its "

@@ -13,6 +13,7 @@ from typing import Any
 
 from kafka_lfs_relay.sandbox.distribution import KafkaDistribution, java_executable
 from kafka_lfs_relay.sandbox.process import ManagedProcess, SandboxError, free_port, log_tail, port_open, wait_until
+from kafka_lfs_relay.sandbox.tls import make_broker_tls
 from relay.logs import librdkafka_logger
 
 HOST = "127.0.0.1"
@@ -288,86 +289,6 @@ class KafkaCluster:
         (spec.workdir / "log4j2.properties").write_text(_LOG4J2.format(log=self.log_path), encoding="utf-8")
         return path
 
-    def _make_tls(self) -> None:
-        """A CA and a broker certificate for 127.0.0.1/localhost, made with the JDK's keytool."""
-        auth = self.spec.auth
-        assert auth is not None
-        tls = self.spec.workdir / "tls"
-        tls.mkdir(parents=True, exist_ok=True)
-        keytool = str(Path(java_executable()).with_name("keytool"))
-        pw = auth.store_password
-        ca, broker = str(tls / "ca.p12"), str(tls / "broker.p12")
-
-        def run(*args: str, stdin: str | None = None) -> str:
-            proc = subprocess.run([keytool, *args], input=stdin, capture_output=True, text=True, check=False)
-            if proc.returncode != 0:
-                raise SandboxError(f"cluster {self.name}: keytool {args[0]} failed: {proc.stderr.strip()}")
-            return proc.stdout
-
-        common = ["-storetype", "PKCS12", "-storepass", pw, "-keypass", pw, "-keyalg", "RSA", "-keysize", "2048"]
-        run(
-            "-genkeypair",
-            "-alias",
-            "ca",
-            "-keystore",
-            ca,
-            "-dname",
-            "CN=kafka-lfs-relay sandbox CA",
-            "-ext",
-            "bc:c",
-            "-validity",
-            "30",
-            *common,
-        )
-        run(
-            "-genkeypair", "-alias", "broker", "-keystore", broker, "-dname", "CN=localhost", "-validity", "30", *common
-        )
-        ca_pem = run("-exportcert", "-rfc", "-alias", "ca", "-keystore", ca, "-storepass", pw)
-        (tls / "ca.pem").write_text(ca_pem, encoding="ascii")
-        csr = run("-certreq", "-alias", "broker", "-keystore", broker, "-storepass", pw)
-        signed = run(
-            "-gencert",
-            "-rfc",
-            "-alias",
-            "ca",
-            "-keystore",
-            ca,
-            "-storepass",
-            pw,
-            "-ext",
-            "SAN=ip:127.0.0.1,dns:localhost",
-            "-validity",
-            "30",
-            stdin=csr,
-        )
-        (tls / "broker.pem").write_text(signed, encoding="ascii")
-        run(
-            "-importcert",
-            "-noprompt",
-            "-alias",
-            "ca",
-            "-file",
-            str(tls / "ca.pem"),
-            "-keystore",
-            broker,
-            "-storepass",
-            pw,
-        )
-        run(
-            "-importcert",
-            "-noprompt",
-            "-alias",
-            "broker",
-            "-file",
-            str(tls / "broker.pem"),
-            "-keystore",
-            broker,
-            "-storepass",
-            pw,
-            "-keypass",
-            pw,
-        )
-
     def _format(self, config: Path) -> None:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         # "=" form: a generated id may start with "-", which argparse would take for an option.
@@ -392,7 +313,7 @@ class KafkaCluster:
             config = self._write_config()
             if first:
                 if self.spec.auth is not None and not (self.spec.workdir / "tls" / "broker.p12").exists():
-                    self._make_tls()
+                    make_broker_tls(self.spec.workdir / "tls", self.spec.auth.store_password, self.name)
                 self._format(config)
             proc = ManagedProcess(
                 self.name,

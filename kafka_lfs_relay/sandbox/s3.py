@@ -369,7 +369,7 @@ class S3Server:
             raise
 
     def _wait_ready(self, proc: ManagedProcess, deadline: float) -> None:
-        probe = self._client(
+        client = self._client(
             Config(
                 region_name=self.region,
                 s3={"addressing_style": "path"},
@@ -378,52 +378,17 @@ class S3Server:
                 retries={"max_attempts": 1},
             ),
         )
-        last_error: list[str] = ["no answer yet"]
-
-        def attempt(action: str, call: Callable[[], object]) -> bool:
-            try:
-                call()
-            except (BotoCoreError, ClientError) as exc:
-                last_error[0] = f"{action}: {exc}"
-                return False
-            return True
-
-        def answers() -> bool:
-            return attempt("ListBuckets", probe.list_buckets)
-
-        def bucket_ready() -> bool:
-            try:
-                probe.create_bucket(Bucket=self.bucket)
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") not in (
-                    "BucketAlreadyOwnedByYou",
-                    "BucketAlreadyExists",
-                ):
-                    last_error[0] = f"CreateBucket {self.bucket}: {exc}"
-                    return False
-            except BotoCoreError as exc:
-                last_error[0] = f"CreateBucket {self.bucket}: {exc}"
-                return False
-            return True
-
-        def writable() -> bool:
-            # The gateway may answer before the volume server has joined the master, and until
-            # then a write fails; so "ready" means a write reached a volume (an empty object
-            # would not: it lives in the filer alone).
-            return attempt(
-                "PutObject", lambda: probe.put_object(Bucket=self.bucket, Key=_PROBE_KEY, Body=b"ok")
-            ) and attempt("DeleteObject", lambda: probe.delete_object(Bucket=self.bucket, Key=_PROBE_KEY))
-
+        readiness = _Readiness(client, self.bucket)
         for what, check in (
-            (f"SeaweedFS S3 at {self.endpoint_url}", answers),
-            (f"SeaweedFS bucket {self.bucket}", bucket_ready),
-            (f"SeaweedFS writes to {self.bucket}", writable),
+            (f"SeaweedFS S3 at {self.endpoint_url}", readiness.answers),
+            (f"SeaweedFS bucket {self.bucket}", readiness.bucket_ready),
+            (f"SeaweedFS writes to {self.bucket}", readiness.writable),
         ):
             try:
                 wait_until(what, check, max(0.0, deadline - time.monotonic()), proc)
             except SandboxError as exc:
                 if proc.alive():
-                    raise SandboxError(f"{exc}\nlast error: {last_error[0]}") from None
+                    raise SandboxError(f"{exc}\nlast error: {readiness.last_error}") from None
                 raise
 
     def _log_since(self, offset: int) -> str:
@@ -455,6 +420,51 @@ class S3Server:
             with contextlib.suppress(OSError):
                 if stat.S_ISSOCK(path.lstat().st_mode):
                     path.unlink()
+
+
+class _Readiness:
+    """What a fresh weed must do before it counts as started, one check at a time: answer S3 requests,
+    hold the sandbox's bucket, and take a write. ``last_error`` says why a check last failed."""
+
+    def __init__(self, client: S3Client, bucket: str) -> None:
+        self._client = client
+        self._bucket = bucket
+        self.last_error = "no answer yet"
+
+    def _attempt(self, action: str, call: Callable[[], object]) -> bool:
+        try:
+            call()
+        except (BotoCoreError, ClientError) as exc:
+            self.last_error = f"{action}: {exc}"
+            return False
+        return True
+
+    def answers(self) -> bool:
+        return self._attempt("ListBuckets", self._client.list_buckets)
+
+    def bucket_ready(self) -> bool:
+        try:
+            self._client.create_bucket(Bucket=self._bucket)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in (
+                "BucketAlreadyOwnedByYou",
+                "BucketAlreadyExists",
+            ):
+                self.last_error = f"CreateBucket {self._bucket}: {exc}"
+                return False
+        except BotoCoreError as exc:
+            self.last_error = f"CreateBucket {self._bucket}: {exc}"
+            return False
+        return True
+
+    def writable(self) -> bool:
+        # The gateway may answer before the volume server has joined the master, and until
+        # then a write fails; so "ready" means a write reached a volume (an empty object
+        # would not: it lives in the filer alone).
+        client, bucket = self._client, self._bucket
+        return self._attempt(
+            "PutObject", lambda: client.put_object(Bucket=bucket, Key=_PROBE_KEY, Body=b"ok")
+        ) and self._attempt("DeleteObject", lambda: client.delete_object(Bucket=bucket, Key=_PROBE_KEY))
 
 
 class _PortTaken(SandboxError):

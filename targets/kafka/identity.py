@@ -96,6 +96,15 @@ def reconcile(
         current[sp] = replace(
             entry, writer=writer, source_ids=_with(entry.source_ids, cluster, sid), target_id=tid or entry.target_id
         )
+    _report_recreated(recreated, cluster, source_recreated)
+    return current, unwritten
+
+
+def _report_recreated(
+    recreated: Mapping[tuple[str, str, str], list[str]], cluster: str | None, source_recreated: Callable[[str], None]
+) -> None:
+    """Warn once per recreated topic and count each recreated source topic; ``recreated`` maps
+    ``(side, topic, "old_id new_id")`` to the partitions that found it."""
     for (side, topic, change), partitions in recreated.items():
         old_id, new_id = change.split(" ")
         if side == "source":
@@ -118,7 +127,6 @@ def reconcile(
                 detail="the relay goes on from its positions; records relayed before are not on the new topic, and "
                 "consumer groups committed before that point are not translated",
             )
-    return current, unwritten
 
 
 def refuse_existing(

@@ -102,35 +102,60 @@ class TopicPreparer:
         if self._positions_topic not in md.topics:
             missing.append(self._positions_topic)
         if missing:
-            configs = self._configs_like_source(admin, md, [r for r in routes if r.target in missing])
-            rf = self._replication_factor
-            new = [
-                NewTopic(t, 1, rf, config=dict(positions.TOPIC_CONFIG))
-                if t == self._positions_topic
-                else NewTopic(t, wanted[t], rf, config=configs.get(t, {}))
-                for t in missing
-            ]
-            for topic, fut in admin.create_topics(new, operation_timeout=30).items():
-                try:
-                    fut.result(timeout=60)
-                    log.info(
-                        "target topic created",
-                        topic=topic,
-                        cluster=name,
-                        partitions=1 if topic == self._positions_topic else wanted[topic],
-                        configs=configs.get(topic, {}),
-                    )
-                except KafkaException as exc:
-                    err = exc.args[0]
-                    if err.code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                        error = TargetError(f"creating target topic {topic!r} on {name}: {err.str()}")
-                        raise (passing(error) if retriable(err) else error) from None
+            self._create_topics(admin, md, [r for r in routes if r.target in missing], missing, wanted)
             md = admin.list_topics(timeout=15)
-        # A topic just created (by us or by whoever set it up a moment ago) is listed without
-        # leaders for a short while; writing then fails, so wait for leaders before giving up.
+        md = self._await_leaders(admin, md, [*wanted, self._positions_topic])
+        for topic in wanted:
+            self.partitions[topic] = len(md.topics[topic].partitions)
+        if not self._positions_checked:
+            self._check_positions_topic(admin, len(md.topics[self._positions_topic].partitions))
+        self._check_partitions(admin, routes, source_partitions)
+
+    def _create_topics(
+        self,
+        admin: AdminClient,
+        md: Any,
+        routes: Sequence[TopicConfig],
+        missing: Sequence[str],
+        wanted: Mapping[str, int],
+    ) -> None:
+        """Create the ``missing`` topics: ``wanted`` partitions and their source's settings, or the
+        positions topic's own; a topic someone else created meanwhile is fine."""
+        name = self._cluster.name
+        configs = self._configs_like_source(admin, md, routes)
+        rf = self._replication_factor
+        new = [
+            NewTopic(t, 1, rf, config=dict(positions.TOPIC_CONFIG))
+            if t == self._positions_topic
+            else NewTopic(t, wanted[t], rf, config=configs.get(t, {}))
+            for t in missing
+        ]
+        for topic, fut in admin.create_topics(new, operation_timeout=30).items():
+            try:
+                fut.result(timeout=60)
+                log.info(
+                    "target topic created",
+                    topic=topic,
+                    cluster=name,
+                    partitions=1 if topic == self._positions_topic else wanted[topic],
+                    configs=configs.get(topic, {}),
+                )
+            except KafkaException as exc:
+                err = exc.args[0]
+                if err.code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    error = TargetError(f"creating target topic {topic!r} on {name}: {err.str()}")
+                    raise (passing(error) if retriable(err) else error) from None
+
+    def _await_leaders(self, admin: AdminClient, md: Any, topics: Sequence[str]) -> Any:
+        """Metadata in which every partition of ``topics`` has a leader; a retriable error after
+        ``_TOPIC_READY_TIMEOUT``.
+
+        A topic just created (by us or by whoever set it up a moment ago) is listed without
+        leaders for a short while; writing then fails, so wait for leaders before giving up.
+        """
         deadline = time.monotonic() + _TOPIC_READY_TIMEOUT
         while True:
-            unready = [t for t in [*wanted, self._positions_topic] if not _has_leaders(md.topics.get(t))]
+            unready = [t for t in topics if not _has_leaders(md.topics.get(t))]
             if not unready or time.monotonic() >= deadline:
                 break
             time.sleep(0.25)
@@ -138,14 +163,16 @@ class TopicPreparer:
         if unready:
             raise passing(
                 TargetError(
-                    f"target topic {unready[0]!r} is not available on {name}: "
+                    f"target topic {unready[0]!r} is not available on {self._cluster.name}: "
                     f"no leader for all its partitions after {_TOPIC_READY_TIMEOUT:.0f} s"
                 )
             )
-        for topic in wanted:
-            self.partitions[topic] = len(md.topics[topic].partitions)
-        if not self._positions_checked:
-            self._check_positions_topic(admin, len(md.topics[self._positions_topic].partitions))
+        return md
+
+    def _check_partitions(
+        self, admin: AdminClient, routes: Sequence[TopicConfig], source_partitions: Mapping[str, int]
+    ) -> None:
+        """Grow a ``preserve`` route's target topic to its source's width; refuse a fixed partition it lacks."""
         for route in routes:
             count = self.partitions[route.target]
             have = source_partitions.get(route.source, 0)

@@ -320,36 +320,17 @@ def parse_lfs(sec: Section, context: TargetContext) -> LfsConfig:
     ``rehome``: see :func:`parse_rehome`; absent, envelopes in the source pass through unchanged.
     """
     d = LfsConfig
-    source_topics = {t.source for t in context.topics}
     threshold = sec.size("threshold", d.threshold)
-    always = _string_list(sec, "always_offload_topics", ())
-    for i, topic in enumerate(always):
-        if topic not in source_topics:
-            raise ConfigError(
-                f"{sec.key_path('always_offload_topics')}[{i}]", "is not one of the source topics in topics[]", topic
-            )
+    always = _always_offload_topics(sec, context)
     template = KeyTemplate(sec.text("key_template", DEFAULT_KEY_TEMPLATE), sec.key_path("key_template"))
-    alg_raw = sec.text("checksum_alg", d.checksum_alg)
-    try:
-        alg = normalize_alg(alg_raw)
-    except LfsError:
-        raise ConfigError(sec.key_path("checksum_alg"), "expected one of sha256, md5, crc32, none", alg_raw) from None
+    alg = _checksum_alg(sec)
     content_type = sec.text("content_type_default", d.content_type_default)
     allowlist = _string_list(sec, "header_allowlist", d.header_allowlist)
     concurrency = sec.integer("upload_concurrency", d.upload_concurrency, minimum=1)
     part_size = sec.size("part_size", d.part_size)
     if not MIN_PART_SIZE <= part_size <= MAX_PART_SIZE:
         raise ConfigError(sec.key_path("part_size"), "must be from 5MiB to 5GiB (S3's part size limits)", part_size)
-    policy: RecordErrorPolicy = (
-        "dead-letter"
-        if sec.choice("on_record_error", ("fail", "dead-letter"), d.on_record_error) == "dead-letter"
-        else "fail"
-    )
-    dlq = read_side_topic(sec, "dead_letter_topic", context)
-    if policy == "dead-letter" and dlq is None:
-        raise ConfigError(sec.key_path("dead_letter_topic"), "is required with on_record_error: dead-letter")
-    if policy == "fail" and dlq is not None:
-        raise ConfigError(sec.key_path("dead_letter_topic"), "only applies with on_record_error: dead-letter", dlq)
+    policy, dlq = _record_error_policy(sec, context)
     proxy_id = sec.text("proxy_id", f"kafka-lfs-relay/{context.name}")
     s3 = parse_s3(sec.section("s3"), require_bucket=True)
     rehome = parse_rehome(sec.section("rehome"), s3) if sec.has("rehome") else None
@@ -376,6 +357,42 @@ def parse_lfs(sec: Section, context: TargetContext) -> LfsConfig:
         dead_letter_topic=dlq,
         rehome=rehome,
     )
+
+
+def _always_offload_topics(sec: Section, context: TargetContext) -> tuple[str, ...]:
+    """``always_offload_topics``: each one a source topic of ``topics[]``."""
+    source_topics = {t.source for t in context.topics}
+    always = _string_list(sec, "always_offload_topics", ())
+    for i, topic in enumerate(always):
+        if topic not in source_topics:
+            raise ConfigError(
+                f"{sec.key_path('always_offload_topics')}[{i}]", "is not one of the source topics in topics[]", topic
+            )
+    return always
+
+
+def _checksum_alg(sec: Section) -> str:
+    """``checksum_alg``, normalized (sha256, md5, crc32 or none)."""
+    alg_raw = sec.text("checksum_alg", LfsConfig.checksum_alg)
+    try:
+        return normalize_alg(alg_raw)
+    except LfsError:
+        raise ConfigError(sec.key_path("checksum_alg"), "expected one of sha256, md5, crc32, none", alg_raw) from None
+
+
+def _record_error_policy(sec: Section, context: TargetContext) -> tuple[RecordErrorPolicy, str | None]:
+    """``on_record_error`` and the ``dead_letter_topic`` it needs (set exactly when it is dead-letter)."""
+    policy: RecordErrorPolicy = (
+        "dead-letter"
+        if sec.choice("on_record_error", ("fail", "dead-letter"), LfsConfig.on_record_error) == "dead-letter"
+        else "fail"
+    )
+    dlq = read_side_topic(sec, "dead_letter_topic", context)
+    if policy == "dead-letter" and dlq is None:
+        raise ConfigError(sec.key_path("dead_letter_topic"), "is required with on_record_error: dead-letter")
+    if policy == "fail" and dlq is not None:
+        raise ConfigError(sec.key_path("dead_letter_topic"), "only applies with on_record_error: dead-letter", dlq)
+    return policy, dlq
 
 
 _CONNECTION_KEYS: Final = (

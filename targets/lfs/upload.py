@@ -293,6 +293,7 @@ class S3Uploader:
         self._client: Any = None
         self._records: ThreadPoolExecutor | None = None
         self._parts: ThreadPoolExecutor | None = None
+        self._multipart: _MultipartWriter | None = None
 
     @property
     def client(self) -> Any:
@@ -306,9 +307,10 @@ class S3Uploader:
         self._client = make_client(replace(self.settings, max_pool_connections=pool))
         self.started_at = datetime.now(timezone.utc)
         if self.conditional is None:
-            self.conditional = self._probe_conditional_writes()
+            self.conditional = _probe_conditional_writes(self, Stop(self._closed))
         self._records = ThreadPoolExecutor(self.concurrency, thread_name_prefix="lfs-upload")
         self._parts = ThreadPoolExecutor(self.concurrency, thread_name_prefix="lfs-part")
+        self._multipart = _MultipartWriter(self, self._parts)
 
     def submit(self, job: UploadJob) -> Upload:
         """Start storing ``job`` now; returns at once."""
@@ -325,62 +327,7 @@ class S3Uploader:
             if pool is not None:
                 pool.shutdown(wait=False, cancel_futures=True)
 
-    # -- conditional writes -------------------------------------------------------------------
-    def _probe_conditional_writes(self) -> bool:
-        """PUT a fresh key twice with ``If-None-Match: *``: the second is refused iff the server honours it.
-
-        The probe key is deleted afterwards (it was just written, by us). A server that refuses the
-        probe (access denied to that key, the header not implemented) is taken not to honour it:
-        the HEAD-then-write path is safe there too.
-        """
-        key = f"{self.probe_prefix}{PROBE_NAME}{uuid.uuid4().hex}"
-        what = "the conditional-write probe"
-        stop = Stop(self._closed)
-
-        def put() -> None:
-            self.call(
-                "PutObject",
-                key,
-                what,
-                lambda: self._client.put_object(Bucket=self.bucket, Key=key, Body=b"", IfNoneMatch="*"),
-                stop,
-                expect=("PreconditionFailed", "access_denied", "other"),
-            )
-
-        try:
-            put()
-        except Expected as exc:
-            log.warning(
-                "S3 refused the conditional-write probe; keys are looked at (HEAD) before they are written",
-                bucket=self.bucket,
-                key=key,
-                error=exc.code,
-            )
-            return False
-        try:
-            put()
-            honoured = False
-        except Expected as exc:
-            honoured = exc.code == "PreconditionFailed"
-        try:
-            self.call(
-                "DeleteObject",
-                key,
-                what,
-                lambda: self._client.delete_object(Bucket=self.bucket, Key=key),
-                stop,
-                expect=("access_denied", "other"),
-            )
-        except Expected as exc:
-            log.warning("could not delete the conditional-write probe", bucket=self.bucket, key=key, error=exc.code)
-        log.info(
-            "S3 conditional writes probed",
-            bucket=self.bucket,
-            honoured=honoured,
-            path="If-None-Match: *" if honoured else "HEAD, then write",
-        )
-        return honoured
-
+    # -- what a key holds -----------------------------------------------------------------------
     def existing(self, what: str, key: str, size: int, sha256: str, stop: Stop) -> bool:
         """True if ``key`` holds the payload of ``size`` bytes with ``sha256`` already, False if nothing is
         there; other bytes stop the relay. ``what`` names the record in errors."""
@@ -448,15 +395,18 @@ class S3Uploader:
             if len(job.data) <= self.part_size:
                 self._single(job, key, hasher, stop)
             else:
-                self._multipart(job, key, hasher, stop)
+                assert self._multipart is not None
+                self._multipart.store(job, key, hasher, stop)
         finally:
             self.metrics.uploads_in_flight.dec()
         self.metrics.bytes_uploaded.inc(hasher.size)
         self.metrics.upload_latency.observe(time.monotonic() - started)
         return Stored(self.bucket, key, hasher.size, hasher.sha256_hex(), hasher.alg, hasher.hexdigest())
 
-    def _metadata(self, hasher: Hasher) -> dict[str, Any]:
-        return {"Metadata": {SHA256_METADATA: hasher.sha256_hex()}, **self._extra}
+    def _object_args(self, job: UploadJob, hasher: Hasher) -> dict[str, Any]:
+        """What every new object carries: its Content-Type, its SHA-256 as metadata, encryption and tags."""
+        content_type = {"ContentType": job.content_type} if job.content_type else {}
+        return {**content_type, "Metadata": {SHA256_METADATA: hasher.sha256_hex()}, **self._extra}
 
     def _single(self, job: UploadJob, key: str, hasher: Hasher, stop: Stop) -> None:
         """One PUT, unless ``key`` already holds the payload."""
@@ -473,88 +423,6 @@ class S3Uploader:
             if self.existing(job.what, key, hasher.size, hasher.sha256_hex(), stop):
                 return
         raise TargetError(f"S3 object s3://{self.bucket}/{key} for record {job.what} kept appearing and vanishing")
-
-    def _multipart(self, job: UploadJob, key: str, hasher: Hasher, stop: Stop) -> None:
-        """A multipart upload, unless ``key`` already holds the payload."""
-        data = memoryview(job.data)
-        size = data.nbytes
-        bounds = [(n + 1, lo, min(lo + self.part_size, size)) for n, lo in enumerate(range(0, size, self.part_size))]
-        self.abort_stale(job.what, key, stop)
-        lost = 0
-        for _ in range(_WRITE_ATTEMPTS + _LOST_ATTEMPTS):
-            if self.existing(job.what, key, hasher.size, hasher.sha256_hex(), stop):
-                return  # a retry, or a restart: the same payload is stored already
-            try:
-                if self._multipart_once(job, key, data, bounds, hasher, stop):
-                    return
-            except _UploadLost:
-                stop.check()
-                lost += 1
-                if lost >= _LOST_ATTEMPTS:
-                    raise TargetError(
-                        f"S3 lost the multipart upload of s3://{self.bucket}/{key} for record {job.what} "
-                        f"{_LOST_ATTEMPTS} times in a row"
-                    ) from None
-                log.warning("multipart upload vanished on the server; uploading the object again", key=key)
-        raise TargetError(f"S3 object s3://{self.bucket}/{key} for record {job.what} kept appearing and vanishing")
-
-    def _multipart_once(
-        self,
-        job: UploadJob,
-        key: str,
-        data: memoryview,
-        bounds: list[tuple[int, int, int]],
-        hasher: Hasher,
-        stop: Stop,
-    ) -> bool:
-        """One multipart upload: True once completed, False if the key was taken meanwhile (412; aborted)."""
-        assert self._parts is not None
-        created = self.call(
-            "CreateMultipartUpload",
-            key,
-            job.what,
-            partial(
-                self._client.create_multipart_upload,
-                Bucket=self.bucket,
-                Key=key,
-                **self._content_type(job),
-                **self._metadata(hasher),
-            ),
-            stop,
-        )
-        upload_id = str(created["UploadId"])
-        parts_stop, fail_parts = stop.child()
-        futures: list[Future[str]] = []
-        completed = False
-        try:
-            for number, lo, hi in bounds:
-                futures.append(self._parts.submit(self._put_part, job, key, upload_id, number, data[lo:hi], parts_stop))
-            etags = [f.result() for f in futures]
-            parts = [{"PartNumber": n, "ETag": etag} for (n, _, _), etag in zip(bounds, etags, strict=True)]
-            condition = {"IfNoneMatch": "*"} if self.conditional else {}
-            complete = partial(
-                self._client.complete_multipart_upload,
-                Bucket=self.bucket,
-                Key=key,
-                UploadId=upload_id,
-                MultipartUpload={"Parts": parts},
-                **condition,
-            )
-            try:
-                self.call("CompleteMultipartUpload", key, job.what, complete, stop, expect=("PreconditionFailed",))
-            except Expected:
-                return False
-            completed = True
-            return True
-        finally:
-            if not completed:
-                fail_parts.set()
-                wait_all(futures)
-                self.abort(key, upload_id)
-
-    @staticmethod
-    def _content_type(job: UploadJob) -> dict[str, str]:
-        return {"ContentType": job.content_type} if job.content_type else {}
 
     # -- checksums ------------------------------------------------------------------------------
     @staticmethod
@@ -582,25 +450,12 @@ class S3Uploader:
                 Bucket=self.bucket,
                 Key=key,
                 Body=job.data,
-                **self._content_type(job),
-                **self._metadata(hasher),
+                **self._object_args(job, hasher),
                 **condition,
             ),
             stop,
             expect=("PreconditionFailed",),
         )
-
-    def _put_part(self, job: UploadJob, key: str, upload_id: str, number: int, view: memoryview, stop: Stop) -> str:
-        response = self.call(
-            "UploadPart",
-            key,
-            job.what,
-            lambda: self._client.upload_part(
-                Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=_ViewReader(view)
-            ),
-            stop,
-        )
-        return str(response["ETag"])
 
     def abort(self, key: str, upload_id: str) -> None:
         """Abort a multipart upload this uploader created, once, best effort."""
@@ -688,6 +543,156 @@ class S3Uploader:
                     retry_in=round(delay, 2),
                 )
                 stop.wait(delay)
+
+
+class _MultipartWriter:
+    """An object larger than a part, as a multipart upload of the uploader's key: its parts sent from
+    the part pool, the upload started again when the server loses it, and aborted unless it completes."""
+
+    def __init__(self, uploader: S3Uploader, parts: ThreadPoolExecutor) -> None:
+        self._up = uploader
+        self._parts = parts
+
+    def store(self, job: UploadJob, key: str, hasher: Hasher, stop: Stop) -> None:
+        """A multipart upload, unless ``key`` already holds the payload."""
+        up = self._up
+        data = memoryview(job.data)
+        size = data.nbytes
+        bounds = [(n + 1, lo, min(lo + up.part_size, size)) for n, lo in enumerate(range(0, size, up.part_size))]
+        up.abort_stale(job.what, key, stop)
+        lost = 0
+        for _ in range(_WRITE_ATTEMPTS + _LOST_ATTEMPTS):
+            if up.existing(job.what, key, hasher.size, hasher.sha256_hex(), stop):
+                return  # a retry, or a restart: the same payload is stored already
+            try:
+                if self._once(job, key, data, bounds, hasher, stop):
+                    return
+            except _UploadLost:
+                stop.check()
+                lost += 1
+                if lost >= _LOST_ATTEMPTS:
+                    raise TargetError(
+                        f"S3 lost the multipart upload of s3://{up.bucket}/{key} for record {job.what} "
+                        f"{_LOST_ATTEMPTS} times in a row"
+                    ) from None
+                log.warning("multipart upload vanished on the server; uploading the object again", key=key)
+        raise TargetError(f"S3 object s3://{up.bucket}/{key} for record {job.what} kept appearing and vanishing")
+
+    def _once(
+        self,
+        job: UploadJob,
+        key: str,
+        data: memoryview,
+        bounds: list[tuple[int, int, int]],
+        hasher: Hasher,
+        stop: Stop,
+    ) -> bool:
+        """One multipart upload: True once completed, False if the key was taken meanwhile (412; aborted)."""
+        up = self._up
+        created = up.call(
+            "CreateMultipartUpload",
+            key,
+            job.what,
+            partial(up.client.create_multipart_upload, Bucket=up.bucket, Key=key, **up._object_args(job, hasher)),
+            stop,
+        )
+        upload_id = str(created["UploadId"])
+        parts_stop, fail_parts = stop.child()
+        futures: list[Future[str]] = []
+        completed = False
+        try:
+            for number, lo, hi in bounds:
+                futures.append(self._parts.submit(self._put_part, job, key, upload_id, number, data[lo:hi], parts_stop))
+            etags = [f.result() for f in futures]
+            parts = [{"PartNumber": n, "ETag": etag} for (n, _, _), etag in zip(bounds, etags, strict=True)]
+            condition = {"IfNoneMatch": "*"} if up.conditional else {}
+            complete = partial(
+                up.client.complete_multipart_upload,
+                Bucket=up.bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+                **condition,
+            )
+            try:
+                up.call("CompleteMultipartUpload", key, job.what, complete, stop, expect=("PreconditionFailed",))
+            except Expected:
+                return False
+            completed = True
+            return True
+        finally:
+            if not completed:
+                fail_parts.set()
+                wait_all(futures)
+                up.abort(key, upload_id)
+
+    def _put_part(self, job: UploadJob, key: str, upload_id: str, number: int, view: memoryview, stop: Stop) -> str:
+        up = self._up
+        response = up.call(
+            "UploadPart",
+            key,
+            job.what,
+            lambda: up.client.upload_part(
+                Bucket=up.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=_ViewReader(view)
+            ),
+            stop,
+        )
+        return str(response["ETag"])
+
+
+def _probe_conditional_writes(up: S3Uploader, stop: Stop) -> bool:
+    """PUT a fresh key twice with ``If-None-Match: *``: the second is refused iff the server honours it.
+
+    The probe key is deleted afterwards (it was just written, by us). A server that refuses the
+    probe (access denied to that key, the header not implemented) is taken not to honour it:
+    the HEAD-then-write path is safe there too.
+    """
+    key = f"{up.probe_prefix}{PROBE_NAME}{uuid.uuid4().hex}"
+    what = "the conditional-write probe"
+
+    def put() -> None:
+        up.call(
+            "PutObject",
+            key,
+            what,
+            lambda: up.client.put_object(Bucket=up.bucket, Key=key, Body=b"", IfNoneMatch="*"),
+            stop,
+            expect=("PreconditionFailed", "access_denied", "other"),
+        )
+
+    try:
+        put()
+    except Expected as exc:
+        log.warning(
+            "S3 refused the conditional-write probe; keys are looked at (HEAD) before they are written",
+            bucket=up.bucket,
+            key=key,
+            error=exc.code,
+        )
+        return False
+    try:
+        put()
+        honoured = False
+    except Expected as exc:
+        honoured = exc.code == "PreconditionFailed"
+    try:
+        up.call(
+            "DeleteObject",
+            key,
+            what,
+            lambda: up.client.delete_object(Bucket=up.bucket, Key=key),
+            stop,
+            expect=("access_denied", "other"),
+        )
+    except Expected as exc:
+        log.warning("could not delete the conditional-write probe", bucket=up.bucket, key=key, error=exc.code)
+    log.info(
+        "S3 conditional writes probed",
+        bucket=up.bucket,
+        honoured=honoured,
+        path="If-None-Match: *" if honoured else "HEAD, then write",
+    )
+    return honoured
 
 
 def _named(what: str) -> str:
