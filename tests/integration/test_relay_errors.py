@@ -65,10 +65,13 @@ def test_unknown_source_topic_is_named(tmp_path: Path, kafka_cluster: KafkaClust
 def test_preserve_with_too_few_target_partitions_is_refused(
     tmp_path: Path, kafka_cluster: KafkaCluster, topic_factory: TopicFactory
 ) -> None:
-    """partition: preserve into a target topic with fewer partitions names both topics and both counts."""
+    """partition: preserve into a target topic with fewer partitions, which the relay may not grow
+    (create_topics: false), names both topics and both counts."""
     source = topic_factory(kafka_cluster, partitions=4)
     target = topic_factory(kafka_cluster, partitions=2)
-    line = _fails(tmp_path, relay_config([kafka_cluster], kafka_cluster, [{"source": source, "target": target}]))
+    config = relay_config([kafka_cluster], kafka_cluster, [{"source": source, "target": target}])
+    config["target"]["create_topics"] = False
+    line = _fails(tmp_path, config)
     assert f"target topic {target!r}" in line and "at least 4 partitions" in line and "it has 2" in line
 
 
