@@ -140,6 +140,7 @@ def test_check_reports_every_problem_and_exits_non_zero(
     config = relay_config([kafka_cluster], kafka_cluster, [{"source": source, "target": target}, {"source": "nope"}])
     config["sources"].append({"name": "gone", "bootstrap_servers": f"127.0.0.1:{free_port()}"})
     config["mode"] = "failover"
+    config["target"]["create_topics"] = False  # so too few target partitions are a problem, not grown
     path = write_config(tmp_path / "relay.yml", config)
     proc = subprocess.run(
         [sys.executable, "-m", "kafka_lfs_relay", "check", "--config", str(path)],
@@ -152,6 +153,7 @@ def test_check_reports_every_problem_and_exits_non_zero(
     assert any("source gone" in p and "not reachable" in p for p in problems), proc.stdout
     assert any("topic 'nope' does not exist" in p for p in problems), proc.stdout
     assert any(f"target topic {target!r} has 1 partitions" in p for p in problems), proc.stdout
+    assert any("target topic 'nope' does not exist and target.create_topics is false" in p for p in problems)
 
 
 def test_check_passes_on_a_good_config(
