@@ -7,6 +7,7 @@ import dataclasses
 import gc
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     exception (exit 70) and its traceback in the log. Every line printed or logged is scrubbed of
     the config's secrets, and no traceback shows local variables.
     """
+    # A stop signal before the relay runs (a rolling restart that comes while it starts) is kept
+    # and honoured once it does: the relay then drains at once and exits 0, as documented, instead
+    # of dying of the signal half-way through its start.
+    early = threading.Event()
+    with on_stop_signals(lambda _signum, _frame: early.set()):
+        return _run_command(args, early)
+
+
+def _run_command(args: argparse.Namespace, early: threading.Event) -> int:
     masker = SecretMasker()
     logs.configure(mask=masker)  # until the config says otherwise: a bug while loading is logged too
     log = structlog.get_logger("kafka_lfs_relay")
@@ -127,6 +137,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.exception("config could not be loaded: internal error")
         _say(masker, internal_error(exc))
         return INTERNAL_ERROR
+    if early.is_set():
+        log.info("a stop signal came while the config was read; nothing was started")
+        return 0
     index = getattr(args, "worker_index", None)
     if index is None:
         count = _worker_count(config)
@@ -144,7 +157,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         relay = build_relay(config, metrics, on_progress=bar)
         if config.metrics_listen is not None:
             _serve_metrics(metrics, *config.metrics_listen)
-        _run_until_stopped(config, relay, metrics)
+        _run_until_stopped(config, relay, metrics, early)
     except RelayError as exc:
         if sys.stderr.isatty():
             sys.stderr.write("\n")
@@ -176,8 +189,9 @@ def _serve_metrics(metrics: RelayMetrics, host: str, port: int) -> None:
     )
 
 
-def _run_until_stopped(config: RelayConfig, relay: Relay, metrics: RelayMetrics) -> None:
-    """Run ``relay`` and its background work until it ends or a stop signal has it drain."""
+def _run_until_stopped(config: RelayConfig, relay: Relay, metrics: RelayMetrics, early: threading.Event) -> None:
+    """Run ``relay`` and its background work until it ends or a stop signal (``early``: one that came
+    while it was being built) has it drain."""
     log = structlog.get_logger("kafka_lfs_relay")
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -203,6 +217,9 @@ def _run_until_stopped(config: RelayConfig, relay: Relay, metrics: RelayMetrics)
     background.start()
     try:
         with on_stop_signals(on_signal):
+            if early.is_set():
+                log.info("a stop signal came while the relay was built; draining")
+                relay.stop()
             relay.run()
     finally:
         background.stop()

@@ -51,10 +51,13 @@ def read_to_end(
                 partition = msg.partition() or 0
                 if err is not None:
                     assert err.code() == KafkaError._PARTITION_EOF, err
+                    # The end as reached: a partition written all the while is read up to there, so a
+                    # read racing a busy writer ends; what it fetched beyond is left out, in order.
                     at_end.add(partition)
+                    consumer.pause([TopicPartition(topic, partition)])
                     continue
-                at_end.discard(partition)
-                out[partition].append(msg)
+                if partition not in at_end:
+                    out[partition].append(msg)
     finally:
         consumer.close()
     return out

@@ -495,7 +495,8 @@ def add_partitions(cluster: KafkaCluster, topic: str, total: int) -> None:
     def grow() -> None:
         if checker.partition_count(cluster, topic) >= total:
             return
-        futures = _admin(cluster).create_partitions([NewPartitions(topic, total)], operation_timeout=30)
+        admin = _admin(cluster)  # held until the answers: a dropped client aborts its requests
+        futures = admin.create_partitions([NewPartitions(topic, total)], operation_timeout=30)
         for fut in futures.values():
             fut.result(timeout=60)
 
@@ -508,7 +509,8 @@ def delete_topic(cluster: KafkaCluster, topic: str) -> None:
     def delete() -> None:
         if checker.partition_count(cluster, topic) == 0:
             return
-        for fut in _admin(cluster).delete_topics([topic], operation_timeout=30).values():
+        admin = _admin(cluster)
+        for fut in admin.delete_topics([topic], operation_timeout=30).values():
             fut.result(timeout=60)
         raise RuntimeError("still listed")  # looked at again after 2 s
 
@@ -521,7 +523,8 @@ def create_topic(cluster: KafkaCluster, topic: str, partitions: int, config: dic
     def create() -> None:
         if checker.partition_count(cluster, topic) == partitions:
             return
-        futures = _admin(cluster).create_topics([NewTopic(topic, partitions, 1, config=config)], operation_timeout=30)
+        admin = _admin(cluster)
+        futures = admin.create_topics([NewTopic(topic, partitions, 1, config=config)], operation_timeout=30)
         for fut in futures.values():
             fut.result(timeout=60)
         raise RuntimeError("not listed yet")

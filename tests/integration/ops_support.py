@@ -142,7 +142,8 @@ def partition_count(cluster: KafkaCluster, topic: str) -> int:
 
 def add_partitions(cluster: KafkaCluster, topic: str, total: int) -> None:
     """Grow ``topic`` to ``total`` partitions."""
-    AdminClient(cluster.client_conf()).create_partitions([NewPartitions(topic, total)])[topic].result(30)
+    admin = AdminClient(cluster.client_conf())  # held until the answer: a dropped client aborts its requests
+    admin.create_partitions([NewPartitions(topic, total)])[topic].result(30)
 
 
 def delete_topic(cluster: KafkaCluster, topic: str) -> None:
