@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from bench.chaos.model import (
     LARGE_MAX,
@@ -140,6 +140,11 @@ class Feeder(threading.Thread):
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"producer of {self.topic}: queue full for 120 s") from None
                 self.producer.poll(0.1)
+            except KafkaException as exc:
+                # A partition just added: the ledger knows it before this producer's metadata does.
+                if exc.args[0].code() != KafkaError._UNKNOWN_PARTITION or time.monotonic() > deadline:
+                    raise
+                self.producer.poll(0.5)
 
     def run(self) -> None:
         try:
@@ -347,6 +352,11 @@ class Copier(threading.Thread):
                 if time.monotonic() > deadline:
                     raise RuntimeError("standby producer queue full for 120 s") from None
                 self.producer.poll(0.1)
+            except KafkaException as exc:
+                # A partition just added to the standby: this producer's metadata has not caught up.
+                if exc.args[0].code() != KafkaError._UNKNOWN_PARTITION or time.monotonic() > deadline:
+                    raise
+                self.producer.poll(0.5)
 
     def position(self) -> list[int]:
         """Per partition, the next source offset the standby holds a copy of."""
