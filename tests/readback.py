@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka import Message as KafkaMessage
 
 from relay.logs import librdkafka_logger
+
+
+def _end(consumer: Consumer, topic: str, partition: int) -> float:
+    """The partition's end offset now; unbounded (the end-of-partition event decides) if it cannot say yet."""
+    try:
+        return float(consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=30, cached=False)[1])
+    except KafkaException:  # the topic is not there yet: read until its end is reached
+        return math.inf
 
 
 def read_to_end(
@@ -22,7 +31,7 @@ def read_to_end(
     timeout: float = 120,
     committed: bool = True,
 ) -> dict[int, list[KafkaMessage]]:
-    """Every record of ``topic`` per partition, in log order, up to the end each partition has when reached.
+    """Every record of ``topic`` per partition, in log order, up to the end each partition had when the read began.
 
     ``committed`` reads with ``read_committed`` (what a consumer of the target sees); ``batch`` is
     how many records one poll takes (a reader racing busy writers needs a large one to catch up).
@@ -40,6 +49,10 @@ def read_to_end(
         }
     )
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+    # The end of each partition as the read begins (the last stable offset under read_committed): a
+    # partition written all the while, by a relay that commits every few milliseconds, may never give
+    # an empty fetch, hence no end-of-partition event; a record at or past this end says it instead.
+    ends = {p: _end(consumer, topic, p) for p in range(partitions)}
     out: dict[int, list[KafkaMessage]] = {p: [] for p in range(partitions)}
     at_end: set[int] = set()
     deadline = time.monotonic() + timeout
@@ -51,13 +64,11 @@ def read_to_end(
                 partition = msg.partition() or 0
                 if err is not None:
                     assert err.code() == KafkaError._PARTITION_EOF, err
-                    # The end as reached: a partition written all the while is read up to there, so a
-                    # read racing a busy writer ends; what it fetched beyond is left out, in order.
-                    at_end.add(partition)
-                    consumer.pause([TopicPartition(topic, partition)])
-                    continue
-                if partition not in at_end:
+                elif partition not in at_end and (msg.offset() or 0) < ends[partition]:
                     out[partition].append(msg)
+                    continue
+                at_end.add(partition)
+                consumer.pause([TopicPartition(topic, partition)])
     finally:
         consumer.close()
     return out

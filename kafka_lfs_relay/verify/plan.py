@@ -77,7 +77,7 @@ def segments(entry: Entry, source_start: int, target_start: int, from_offset: in
 
 def consumer_config(cluster: ClusterConfig) -> dict[str, Any]:
     """A read_committed reader of ``cluster`` that commits nothing and never jumps (without its logger)."""
-    return {
+    conf: dict[str, Any] = {
         # Ranges are read one partition after another: a fetch long-polling at the end of one would hold
         # up the first fetch of the next (one connection to the broker), so long polls stay short.
         "fetch.wait.max.ms": 20,
@@ -90,6 +90,10 @@ def consumer_config(cluster: ClusterConfig) -> dict[str, Any]:
         "isolation.level": "read_committed",
         "auto.offset.reset": "error",
     }
+    # librdkafka refuses a consumer whose fetch.max.bytes is below its message.max.bytes, which the
+    # lfs target raises on its cluster for records up to its threshold.
+    conf["fetch.max.bytes"] = max(int(conf["fetch.max.bytes"]), int(conf.get("message.max.bytes", 0)))
+    return conf
 
 
 class RangeReader:

@@ -111,7 +111,10 @@ class Feed:
 
 
 def full(cluster: KafkaCluster, topic: str, partitions: int) -> FullByPartition:
-    """Every committed record of ``topic`` per partition, with every field."""
+    """Every committed record of ``topic`` per partition, with every field (none while the relay has not
+    created the topic yet: a reader assigned to a topic that does not exist waits for it)."""
+    if partition_count(cluster, topic) == 0:
+        return {p: [] for p in range(partitions)}
     found = read_to_end(cluster.client_config(), topic, partitions, batch=5000)
     return {
         p: [(m.key(), m.value(), tuple(m.headers() or ()), m.timestamp()[1]) for m in msgs] for p, msgs in found.items()
