@@ -153,6 +153,8 @@ class Verifier:
         except KafkaException as exc:
             raise VerifyError(f"no source cluster listed its topics: {error_text(exc)}") from None
         self.routes = _routes(config, selected, args.topic)
+        if not self.routes:
+            raise VerifyError("the config selects no source topic now: nothing to verify")
         self.source = self._source_cluster(args.source)
         stamp = None
         if config.provenance:
