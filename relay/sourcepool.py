@@ -237,6 +237,9 @@ class SourcePool:
             return name, self._probes[name].topic_ids(topics)
         except KafkaException as exc:
             raise SourceError(f"source {name}: describing topics {', '.join(topics)}: {exc.args[0].str()}") from None
+        except Exception as exc:  # no answer in time (TimeoutError), or a bare KafkaError from a future
+            why = str(exc) or type(exc).__name__
+            raise SourceError(f"source {name}: describing topics {', '.join(topics)}: {why}") from None
 
     def end_offsets(self) -> dict[SourcePartition, int]:
         """Committed end offsets of the active source now; raises SourceError if it cannot answer."""
