@@ -35,6 +35,7 @@ from tests.integration.lfs_harness import (
 pytestmark = pytest.mark.integration
 
 KIB = 1024
+GRACE = 8  # seconds: longer than the 3 s transaction timeout, and than a gc run's read of Kafka under load
 TEMPLATE = KeyTemplate("{prefix}/{relay}/{topic}/{partition}/{offset}-{sha256}")
 
 
@@ -79,7 +80,7 @@ def test_gc_deletes_orphans_and_expired_objects_only_while_the_relay_keeps_writi
         tp = TopicPartition(out, 1, 4)
         admin = AdminClient(kafka_cluster.client_conf())
         admin.delete_records([tp])[tp].result(30)
-        time.sleep(4.5)  # everything so far is now older than the grace period
+        time.sleep(GRACE + 0.5)  # everything so far is now older than the grace period
         young = plant(src, 0, 5)
 
         stop = threading.Event()
@@ -94,7 +95,7 @@ def test_gc_deletes_orphans_and_expired_objects_only_while_the_relay_keeps_writi
         feeder = threading.Thread(target=keep_writing, daemon=True)
         feeder.start()
         try:
-            code, dry = gc(capsys, config, "--grace", "4s")
+            code, dry = gc(capsys, config, "--grace", f"{GRACE}s")
             assert code == 0, dry
             assert dry["objects"]["orphan"] == 1 and dry["objects"]["expired"] == 4, dry
             assert dry["objects"]["young"] >= 1 and dry["objects"]["in_flight"] >= 1, dry
@@ -102,7 +103,9 @@ def test_gc_deletes_orphans_and_expired_objects_only_while_the_relay_keeps_writi
             assert {orphan, *expired, young, in_flight, unmanaged, foreign} <= list_keys(client, bucket, prefix)
 
             metrics = tmp_path / "gc.prom"
-            code, run = gc(capsys, config, "--grace", "4s", "--delete", "--metrics-file", str(metrics))
+            # Written again, so that it is still young when this run lists the bucket, however slow the dry run was.
+            client.put_object(Bucket=bucket, Key=young, Body=os.urandom(1000))
+            code, run = gc(capsys, config, "--grace", f"{GRACE}s", "--delete", "--metrics-file", str(metrics))
             assert code == 0 and run["deleted"] == {"objects": 5, "bytes": run["deletable"]["bytes"]}, run
         finally:
             stop.set()
