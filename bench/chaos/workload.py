@@ -45,6 +45,9 @@ PRODUCER = {
     "queue.buffering.max.kbytes": 256 * 1024,
     "socket.timeout.ms": 10_000,
     "reconnect.backoff.max.ms": 2_000,
+    # A partition added to a topic is produced to as soon as the ledger knows it: the producer must
+    # learn of it in seconds, not at the default refresh (5 minutes), or the record waits undelivered.
+    "topic.metadata.refresh.interval.ms": 1_000,
 }
 
 
@@ -235,17 +238,16 @@ class Copier(threading.Thread):
         self._lock = threading.Lock()
         self._requests: queue.Queue[tuple[str, int, threading.Event]] = queue.Queue()
         self._suspended = False
-        self.consumer = Consumer(
-            {
-                **client_conf(source),
-                "group.id": "chaos-copier",
-                "enable.auto.commit": False,
-                "auto.offset.reset": "error",
-                "fetch.max.bytes": 32 * MIB,
-                "max.partition.fetch.bytes": 16 * MIB,
-                "queued.max.messages.kbytes": 64 * 1024,
-            }
-        )
+        self._consumer_conf = {
+            **client_conf(source),
+            "group.id": "chaos-copier",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "error",
+            "fetch.max.bytes": 32 * MIB,
+            "max.partition.fetch.bytes": 16 * MIB,
+            "queued.max.messages.kbytes": 64 * 1024,
+        }
+        self.consumer = Consumer(self._consumer_conf)
         self.producer = Producer({**client_conf(standby), **PRODUCER})
 
     def request(self, action: str, partitions: int = 0, timeout: float = 120) -> bool:
@@ -264,7 +266,7 @@ class Copier(threading.Thread):
                 # The partitions it has go on from where it is (what it read is pending), the new ones from 0.
                 have = self.consumer.position([TopicPartition(self.topic, p) for p in range(self.partitions)])
                 starts = [tp.offset if tp.offset >= 0 else OFFSET_BEGINNING for tp in have]
-                starts += [OFFSET_BEGINNING] * (count - self.partitions)
+                starts += [0] * (count - self.partitions)  # a new partition: its records start at 0
                 self.consumer.assign([TopicPartition(self.topic, p, o) for p, o in enumerate(starts)])
                 self.partitions = count
             elif action == "suspend":
@@ -275,10 +277,15 @@ class Copier(threading.Thread):
                 self.consumer.unassign()
                 self._suspended = True
             elif action == "restart":
+                # A new consumer as well as a new producer, and offset 0, not OFFSET_BEGINNING: a consumer
+                # that read the old topic looked its log start up as the old topic's (490 where the
+                # trimmer had deleted below 490) and skipped the new topic's first records.
                 self.producer = Producer({**client_conf(self.standby), **PRODUCER})
+                self.consumer.close()
+                self.consumer = Consumer(self._consumer_conf)
                 with self._lock:
                     self.copied = [0] * self.partitions
-                self.consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in range(self.partitions)])
+                self.consumer.assign([TopicPartition(self.topic, p, 0) for p in range(self.partitions)])
                 self._suspended = False
             done.set()
 
