@@ -18,7 +18,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -271,6 +270,8 @@ class S3Server:
         return self._proc
 
     def _client(self, config: Config) -> S3Client:
+        import boto3  # on first use: every command line loads this module, few of them need S3
+
         return boto3.client(
             "s3",
             endpoint_url=self.endpoint_url,
