@@ -277,9 +277,9 @@ class Copier(threading.Thread):
                 self.consumer.unassign()
                 self._suspended = True
             elif action == "restart":
-                # A new consumer as well as a new producer, and offset 0, not OFFSET_BEGINNING: a consumer
-                # that read the old topic looked its log start up as the old topic's (490 where the
-                # trimmer had deleted below 490) and skipped the new topic's first records.
+                # A new consumer as well as a new producer, and offset 0, not OFFSET_BEGINNING: the
+                # consumer that had read the old topic once started the new one at the old topic's log
+                # start (490, where the trimmer had deleted), skipping the new topic's first records.
                 self.producer = Producer({**client_conf(self.standby), **PRODUCER})
                 self.consumer.close()
                 self.consumer = Consumer(self._consumer_conf)
