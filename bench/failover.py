@@ -26,28 +26,12 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from bench.common import (
-    MIB,
-    RECORD_SIZE,
-    WORK,
-    Child,
-    Result,
-    cluster_entry,
-    common_args,
-    create_topic,
-    exit_on_sigterm,
-    fresh_clusters,
-    log,
-    machine_info,
-    make_values,
-    markdown_table,
-    median,
-    now_text,
-    relay_argv,
-    relay_env,
-    write_result,
-    write_yaml,
-)
+from bench.clusters import RECORD_SIZE, create_topic, fresh_clusters, make_values
+from bench.machine import machine_info
+from bench.paths import WORK
+from bench.procs import Child, exit_on_sigterm
+from bench.relay_launch import cluster_entry, relay_argv, relay_env, write_yaml
+from bench.results import MIB, Result, common_args, log, markdown_table, median, now_text, write_result
 from kafka_lfs_relay.sandbox import KafkaCluster
 from relay import logs
 

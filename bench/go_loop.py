@@ -19,7 +19,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from bench.common import BUILD, CONSUMER_FETCH, PRODUCER_BATCHING, ROOT, log
+from bench.clusters import CONSUMER_FETCH, PRODUCER_BATCHING
+from bench.paths import BUILD, ROOT
+from bench.results import log
 
 SOURCE = ROOT / "bench" / "gorelay"
 BINARY = BUILD / "gorelay" / "gorelay"

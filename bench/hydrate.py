@@ -52,24 +52,12 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from bench.common import (
-    LOG_APPEND,
-    MIB,
-    WORK,
-    Child,
-    Result,
-    append_span,
-    create_topic,
-    end_offsets,
-    log,
-    machine_info,
-    markdown_table,
-    now_text,
-    relay_argv,
-    relay_env,
-    write_result,
-    write_yaml,
-)
+from bench.clusters import LOG_APPEND, append_span, create_topic, end_offsets
+from bench.machine import machine_info
+from bench.paths import WORK
+from bench.procs import Child
+from bench.relay_launch import relay_argv, relay_env, write_yaml
+from bench.results import MIB, Result, log, markdown_table, now_text, write_result
 from kafka_lfs_relay.sandbox import FeedProducer, KafkaCluster, S3Server, kafka_distribution
 from lfs import Envelope, Resolver, checksum
 from lfs.s3 import S3Settings, make_client

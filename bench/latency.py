@@ -23,35 +23,21 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from bench.common import (
-    MIB,
-    RECORD_SIZE,
-    WORK,
-    Child,
-    ProcStats,
-    Result,
+from bench.clusters import RECORD_SIZE, create_topic, delete_topics, fresh_clusters, make_values
+from bench.machine import machine_info
+from bench.mirrormaker import MirrorMaker, describe, mm2_properties
+from bench.paths import WORK
+from bench.procs import Child, ProcStats, exit_on_sigterm
+from bench.relay_launch import (
     cluster_entry,
-    common_args,
-    create_topic,
-    delete_topics,
-    exit_on_sigterm,
-    fresh_clusters,
-    log,
-    machine_info,
-    make_values,
-    markdown_table,
-    median,
-    now_text,
-    percentile,
     relay_argv,
     relay_env,
     revision_argv,
     revision_env,
     revision_tree,
-    write_result,
     write_yaml,
 )
-from bench.mirrormaker import MirrorMaker, describe, mm2_properties
+from bench.results import MIB, Result, common_args, log, markdown_table, median, now_text, percentile, write_result
 from kafka_lfs_relay.sandbox import KafkaCluster
 from relay import logs
 

@@ -12,15 +12,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.common import (
-    CONSUMER_FETCH,
-    PRODUCER_BATCHING,
-    Child,
-    OffsetWatcher,
-    ProcStats,
-    java_argv,
-    write_log4j,
-)
+from bench.clusters import CONSUMER_FETCH, PRODUCER_BATCHING, OffsetWatcher
+from bench.procs import Child, ProcStats, java_argv, write_log4j
 from kafka_lfs_relay.sandbox import KafkaCluster
 
 MAIN_CLASS = "org.apache.kafka.connect.mirror.MirrorMaker"

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
-from bench.common import CONSUMER_FETCH, PRODUCER_BATCHING
+from bench.clusters import CONSUMER_FETCH, PRODUCER_BATCHING
 from relay import logs
 from relay.logs import librdkafka_logger
 

@@ -1,7 +1,7 @@
 """Scenario a (small records): our relay next to its baselines, with filters, and what its guarantees cost.
 
 Two fresh sandbox clusters, ``src`` and ``dst``. The source topic is filled once with ``--records``
-1 KiB records (JSON values with a header, see :func:`bench.common.make_values`) over
+1 KiB records (JSON values with a header, see :func:`bench.clusters.make_values`) over
 ``--partitions`` partitions; then each contender copies it to ``dst`` in turn, alternately
 (round 1: A B C ..., round 2: A B C ...), each time into a freshly created target topic:
 
@@ -43,44 +43,36 @@ from pathlib import Path
 from typing import Any
 
 from bench import go_loop, plain_loop
-from bench.common import (
+from bench.clusters import (
     CONSUMER_FETCH,
     HEADER_NAME,
     HEADER_VALUE,
     JSON_FIELD,
     JSON_VALUE,
     LOG_APPEND,
-    MIB,
     PRODUCER_BATCHING,
     RECORD_SIZE,
-    WORK,
-    Child,
     OffsetWatcher,
-    ProcStats,
-    Result,
     append_span,
-    cluster_entry,
-    common_args,
     create_topic,
     delete_topics,
-    exit_on_sigterm,
     fill_topic,
     fresh_clusters,
-    java_argv,
-    log,
-    machine_info,
-    median,
-    now_text,
+)
+from bench.machine import machine_info
+from bench.mirrormaker import MirrorMaker, describe, mm2_properties
+from bench.paths import WORK
+from bench.procs import Child, ProcStats, exit_on_sigterm, java_argv, write_log4j
+from bench.relay_launch import (
+    cluster_entry,
     relay_argv,
     relay_env,
     revision_argv,
     revision_env,
     revision_tree,
-    write_log4j,
-    write_result,
     write_yaml,
 )
-from bench.mirrormaker import MirrorMaker, describe, mm2_properties
+from bench.results import MIB, Result, common_args, log, median, now_text, write_result
 from kafka_lfs_relay.sandbox import KafkaCluster
 from relay import logs
 from relay.units import parse_size
@@ -461,7 +453,7 @@ def guarantees(rows: list[dict[str, Any]], batch_records: int) -> dict[str, Any]
     if lz4:
         notes.append(
             "lz4 adds, in CPU s per 1M records, " + " and ".join(lz4) + ", on values "
-            "whose random padding compresses little (see bench.common.make_values): librdkafka compresses in C, "
+            "whose random padding compresses little (see bench.clusters.make_values): librdkafka compresses in C, "
             "franz-go in pure Go. go-nocompress is the closest to a relay without our guarantees (no transactions, "
             "no compression), though it keeps the partitions."
         )
@@ -737,7 +729,7 @@ def main() -> None:
         },
     )
     write_result(result)
-    from bench.common import markdown_table
+    from bench.results import markdown_table
 
     print(markdown_table(result.columns, rows))
     for goal in goal_rows:

@@ -16,7 +16,8 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS, ROOT, log, markdown_table
+from bench.paths import RESULTS, ROOT
+from bench.results import log, markdown_table
 
 DOCS = ROOT / "docs"
 

@@ -21,28 +21,20 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.common import (
-    WORK,
-    Child,
-    Result,
+from bench.clusters import create_topic, fill_topic, fresh_clusters
+from bench.machine import machine_info
+from bench.paths import WORK
+from bench.procs import Child, exit_on_sigterm
+from bench.relay_launch import (
     cluster_entry,
-    common_args,
-    create_topic,
-    exit_on_sigterm,
-    fill_topic,
-    fresh_clusters,
-    log,
-    machine_info,
-    median,
-    now_text,
     relay_argv,
     relay_env,
     revision_argv,
     revision_env,
     revision_tree,
-    write_result,
     write_yaml,
 )
+from bench.results import Result, common_args, log, median, now_text, write_result
 
 RELEASE = "92ab6cf"
 CONTENDERS = ("release", "first-start", "restart", "no-import")

@@ -30,23 +30,12 @@ import time
 import uuid
 from typing import Any
 
-from bench.common import (
-    WORK,
-    Child,
-    Result,
-    cluster_entry,
-    common_args,
-    create_topic,
-    fill_topic,
-    log,
-    machine_info,
-    markdown_table,
-    now_text,
-    relay_argv,
-    relay_env,
-    write_result,
-    write_yaml,
-)
+from bench.clusters import create_topic, fill_topic
+from bench.machine import machine_info
+from bench.paths import WORK
+from bench.procs import Child
+from bench.relay_launch import cluster_entry, relay_argv, relay_env, write_yaml
+from bench.results import Result, common_args, log, markdown_table, now_text, write_result
 from kafka_lfs_relay.sandbox import KafkaCluster, kafka_distribution
 from kafka_lfs_relay.verify.plan import RangeReader
 from relay import logs

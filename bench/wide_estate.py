@@ -38,31 +38,21 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
-from bench.common import (
+from bench.clusters import (
     LOG_APPEND,
-    MIB,
-    WORK,
-    Child,
-    Result,
     admin,
     append_span,
-    cluster_entry,
-    common_args,
     create_topic,
     delete_topics,
     end_offsets,
-    exit_on_sigterm,
     fill_topic,
     fresh_clusters,
-    log,
-    machine_info,
-    median,
-    now_text,
-    relay_argv,
-    relay_env,
-    write_result,
-    write_yaml,
 )
+from bench.machine import machine_info
+from bench.paths import WORK
+from bench.procs import Child, exit_on_sigterm
+from bench.relay_launch import cluster_entry, relay_argv, relay_env, write_yaml
+from bench.results import MIB, Result, common_args, log, median, now_text, write_result
 from kafka_lfs_relay.sandbox import KafkaCluster
 from relay.message import SourcePartition
 from targets.kafka import positions

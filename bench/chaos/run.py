@@ -59,7 +59,8 @@ from bench.chaos.relays import (
 from bench.chaos.report import publish, render
 from bench.chaos.trim import Trimmer
 from bench.chaos.workload import Copier, Feeder
-from bench.common import exit_on_sigterm, log
+from bench.procs import exit_on_sigterm
+from bench.results import log
 from kafka_lfs_relay.sandbox import KafkaCluster, S3Server, kafka_distribution
 from kafka_lfs_relay.sandbox.process import free_port
 from lfs import Resolver, detect
