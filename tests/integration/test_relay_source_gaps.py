@@ -1,6 +1,6 @@
 """Source reads never jump: a standby that trails the relay's position, and records deleted by retention.
 
-Issue 19, parts 2 and 3. Every test checks the target record by record: exactly once, in order.
+Every test checks the target record by record: exactly once, in order.
 """
 
 from __future__ import annotations
