@@ -148,11 +148,13 @@ class Estate:
         """One ``run --stop-at-end`` measured: into target topics just created (``fresh``), else into the
         existing ones, emptied (their records deleted to the end: the relay finds nothing of another there)."""
         layout = self.layout(contender)
+        before = 0
         if fresh:
             _create_topics(self.dst, list(layout), next(iter(layout.values())), LOG_APPEND)
             time.sleep(1.0)
-        _empty(self.dst, layout)
-        before = sum(sum(end_offsets(self.dst, topic, n)) for topic, n in layout.items())
+        else:
+            _empty(self.dst, layout)
+            before = sum(sum(end_offsets(self.dst, topic, n)) for topic, n in layout.items())
         name = f"{contender}-{round_no + 1}-{uuid.uuid4().hex[:6]}"
         path = self.config(contender, name)
         child = Child(name, [*relay_argv(path), "--stop-at-end"], self.work / f"{name}.log", relay_env())
