@@ -300,6 +300,14 @@ def explain(
         return "the gap the nemesis made" if made else None
     used = set(clusters_of.get(role, ()))
     named = set(_CLUSTER_NAMES.findall(text)) & used
+    if kind == "cluster":
+        # A source topic this relay reads was deleted and created again: it is missing for a moment
+        # (a source looks down), and a group member stops to relay it from its beginning.
+        recreated = [
+            f"{w.kind} at {_hms(w.begin)}" for w in windows if w.kind == "source_recreated" and w.subject == relay
+        ]
+        if recreated and any(near(w) for w in windows if w.kind == "source_recreated" and w.subject == relay):
+            return recreated[-1]
     if kind == "fenced":
         hit = [
             f"{w.kind} of {w.subject}"

@@ -293,3 +293,15 @@ def test_fencing_is_explained_by_an_overlapping_instance_of_that_relay_only() ->
     line = "target dr: fenced 4 times in 300s; another relay is writing with transactional.id 'chaos-mirror'"
     assert explain(line, "mirror", "mirror", 125.0, overlap, clusters)
     assert explain(line, "hydrate", "hydrate", 125.0, overlap, clusters) is None
+
+
+def test_a_source_recreated_explains_a_source_down_and_a_member_that_stops_for_it() -> None:
+    """Lines about the source of a relay whose source topic was recreated are explained near that operation only."""
+    windows = [Window("source_recreated", "group-a", 100.0, 110.0)]
+    clusters = {"group": ("east", "plain")}
+    line = "source east: topic orders was deleted and created again (topic id a -> b); this member stops"
+    assert explain(line, "group-a", "group", 120.0, windows, clusters)
+    assert explain("active source is down and no other is healthy; waiting", "group-a", "group", 105.0,
+                           windows, clusters)  # fmt: skip
+    assert explain(line, "group-b", "group", 120.0, windows, clusters) is None
+    assert explain(line, "group-a", "group", 1000.0, windows, clusters) is None
