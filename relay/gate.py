@@ -42,6 +42,14 @@ _WAIT_LOG_MAX = 300.0
 _RESEEK_AGAIN = 5.0
 
 
+class SourceTopicRecreated(Exception):
+    """A topic of the active source was deleted and created again under the running relay (a new topic id)."""
+
+    def __init__(self, cluster: str, topic: str, old: str, new: str) -> None:
+        super().__init__(f"source {cluster}: topic {topic} was deleted and created again (topic id {old} -> {new})")
+        self.topic = topic
+
+
 class SourceGate:
     """Which partitions wait for the active source, and when they may be read again. See the module docstring.
 
@@ -139,6 +147,11 @@ class SourceGate:
             return
         reported = truncation_end(err) if err is not None else None
         end = high if reported is None or reported < 0 else min(reported, high)
+        if pos < low or pos > end:
+            # A topic deleted and created again is new data, not a gap or a truncation of the old one.
+            change = self._pool.recreated(sp.topic)
+            if change is not None:
+                raise SourceTopicRecreated(reader.cluster.name, sp.topic, *change)
         recent = time.monotonic() - self._reseeked.get(sp, -_RESEEK_AGAIN) < _RESEEK_AGAIN
         if pos < low:
             self._gap(sp, pos, low)

@@ -17,6 +17,7 @@ gap, or a source that trails the relay) makes its partition wait in the
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -30,7 +31,7 @@ from relay.acks import LagClock, RelayAcks
 from relay.budget import ByteBudget
 from relay.discovery import TopicWatch
 from relay.failover import Decision
-from relay.gate import SourceGate
+from relay.gate import SourceGate, SourceTopicRecreated
 from relay.message import SourcePartition
 from relay.metrics import RelayMetrics
 from relay.ownership import AllPartitions, GroupShare, Ownership
@@ -238,6 +239,8 @@ class Relay:
                 self._handle(batch, more=len(batch) >= _POLL_RECORDS)
             except TargetRestart as exc:
                 self._restart(str(exc))
+            except SourceTopicRecreated as exc:
+                self._source_recreated(exc)
             now = time.monotonic()
             if now - last_tick >= 1.0:
                 last_tick = now
@@ -339,9 +342,25 @@ class Relay:
         self.pool.switched(decision)
         self._gate.switched(old.cluster.name)
 
+    def _source_recreated(self, exc: SourceTopicRecreated) -> None:
+        """A source topic was deleted and created again under the relay: once what was read before is
+        committed, positions are read again, and the target starts that topic over from its beginning
+        (it tells a new topic id from the one its entries hold)."""
+        if self.settings.group is not None:
+            # A member's partitions are resumed by the group's assignment: a new start does that.
+            raise SourceError(f"{exc}; this member stops, and relays the topic from its beginning once started again")
+        log.warning("source topic deleted and created again; re-reading positions from the target", detail=str(exc))
+        with contextlib.suppress(TargetRestart):  # what was in flight is then read again: the same re-read
+            self.target.flush()
+        self._reread()
+
     def _restart(self, why: str) -> None:
         """The target dropped what was in flight: re-read positions from it and seek there."""
         log.warning("target restarted; re-reading positions from the target", detail=why)
+        self._reread()
+
+    def _reread(self) -> None:
+        """Read every partition's position from the target again, with a new reader seeking there."""
         self.budget.reset()
         self._lag.reset()
         partitions = self.reads.owned()

@@ -199,6 +199,9 @@ class SourcePool:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        # The topic ids each source gave last (the target asks at every resume): a topic that has
+        # another id now was deleted and created again since.
+        self._ids: dict[tuple[str, str], str] = {}
 
     @property
     def active(self) -> str:
@@ -234,12 +237,27 @@ class SourcePool:
         """
         name = self.active
         try:
-            return name, self._probes[name].topic_ids(topics)
+            ids = self._probes[name].topic_ids(topics)
+            self._ids.update({(name, topic): tid for topic, tid in ids.items()})
+            return name, ids
         except KafkaException as exc:
             raise SourceError(f"source {name}: describing topics {', '.join(topics)}: {exc.args[0].str()}") from None
         except Exception as exc:  # no answer in time (TimeoutError), or a bare KafkaError from a future
             why = str(exc) or type(exc).__name__
             raise SourceError(f"source {name}: describing topics {', '.join(topics)}: {why}") from None
+
+    def recreated(self, topic: str) -> tuple[str, str] | None:
+        """(the id given last, the id now) if ``topic`` has another id on the active source than the one
+        :meth:`topic_ids` gave last; None if it has not, if none was given, or if the source cannot say."""
+        name = self.active
+        old = self._ids.get((name, topic))
+        if old is None:
+            return None
+        try:
+            new = self._probes[name].topic_ids([topic])[topic]
+        except Exception:  # no answer: the caller treats the partition as it would without ids
+            return None
+        return (old, new) if new != old else None
 
     def end_offsets(self) -> dict[SourcePartition, int]:
         """Committed end offsets of the active source now; raises SourceError if it cannot answer."""

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from kafka_lfs_relay.sandbox import KafkaCluster
+from kafka_lfs_relay.sandbox import FeedProducer, KafkaCluster
 from tests.conftest import TopicFactory, create_topic
 from tests.integration.harness import RelayProcess, relay_config, wait_for, write_config
 from tests.integration.lfs_harness import free_port
@@ -31,6 +31,7 @@ from tests.integration.ops_support import (
     last_line,
     partition_count,
     recreate_topic,
+    varied,
 )
 
 pytestmark = pytest.mark.integration
@@ -295,3 +296,45 @@ def test_a_recreated_source_topic_is_relayed_from_its_beginning(
     assert_copied(want, full(kafka_cluster, copy, 2))
     warned = events(relay, "source topic was recreated; its records are relayed from its beginning")
     assert len(warned) == 1 and warned[0]["level"] == "warning" and warned[0]["old_id"] != warned[0]["new_id"]
+
+
+@pytest.mark.parametrize("past", [False, True], ids=["short-of-the-old-position", "past-the-old-position"])
+def test_a_source_topic_recreated_under_a_running_relay_is_relayed_from_its_beginning(
+    tmp_path: Path, kafka_cluster: KafkaCluster, topic_factory: TopicFactory, past: bool
+) -> None:
+    """A source topic deleted and recreated while the relay runs, the new topic fed short of or past the relay's
+    old position before the relay reads it: the relay goes on without a gap or an exit, and relays every record
+    of the new topic after the old ones, once, with every field."""
+    topic = topic_factory(kafka_cluster, partitions=2)
+    copy = f"{topic}-copy"
+    port = free_port()
+    config = write_config(
+        tmp_path / "relay.yml",
+        _named(kafka_cluster, topic, copy, f"sr-{uuid.uuid4().hex[:6]}", metrics={"listen": f"127.0.0.1:{port}"}),
+    )
+    feed = Feed(kafka_cluster, topic, lambda: 2).start()
+    relay = RelayProcess(config).start()
+    try:
+        wait_for("the first records", lambda: _count(full(kafka_cluster, copy, 2)) >= 40, 60, relay)
+        feed.pause()
+        _caught_up(kafka_cluster, topic, copy, relay, 2)
+        old = full(kafka_cluster, topic, 2)
+        recreate_topic(kafka_cluster, topic, 2)
+        if past:  # the new topic outgrows the old position at once: a reader there would skip its beginning
+            fill = FeedProducer({**kafka_cluster.client_config(), "enable.idempotence": True, "linger.ms": 5})
+            for i in range(2 * _count(old) + 40):
+                key, value, headers, ts = varied(50_000 + i)  # keys of their own, stamped minutes ahead
+                fill.send(topic, value, key, partition=i % 2, headers=headers, timestamp=ts)
+            fill.flush_all(30)
+        feed.resume()
+        time.sleep(8)  # records flow into the new topic under the running relay
+        feed.stop()
+        new = full(kafka_cluster, topic, 2)
+        want = {p: old[p] + new[p] for p in old}
+        wait_for("every record", lambda: _count(full(kafka_cluster, copy, 2)) >= _count(want), 90, relay)
+        assert relay.alive(), relay.log_tail()
+        assert _metric(port, "kafka_lfs_relay_source_topic_recreated_total", topic=topic) == 1.0
+    finally:
+        assert relay.terminate() == 0, relay.log_tail()
+    assert_copied(want, full(kafka_cluster, copy, 2))
+    assert not events(relay, "the source's log was truncated below the relay's position"), relay.log_tail()
