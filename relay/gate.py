@@ -148,10 +148,7 @@ class SourceGate:
         reported = truncation_end(err) if err is not None else None
         end = high if reported is None or reported < 0 else min(reported, high)
         if pos < low or pos > end:
-            # A topic deleted and created again is new data, not a gap or a truncation of the old one.
-            change = self._pool.recreated(sp.topic)
-            if change is not None:
-                raise SourceTopicRecreated(reader.cluster.name, sp.topic, *change)
+            self._raise_if_recreated(sp, reader.cluster.name)
         recent = time.monotonic() - self._reseeked.get(sp, -_RESEEK_AGAIN) < _RESEEK_AGAIN
         if pos < low:
             self._gap(sp, pos, low)
@@ -180,6 +177,13 @@ class SourceGate:
                 log_end=high,
             )
             reader.reposition({sp: pos})
+
+    def _raise_if_recreated(self, sp: SourcePartition, source: str) -> None:
+        """Raise :class:`SourceTopicRecreated` if ``sp``'s topic has a new id on ``source``: a topic deleted and
+        created again is new data, not a gap or a truncation of the old one."""
+        change = self._pool.recreated(sp.topic)
+        if change is not None:
+            raise SourceTopicRecreated(source, sp.topic, *change)
 
     def _read_here(self, sp: SourcePartition, source: str) -> bool:
         """Whether the relay read the record before ``sp``'s position from ``source`` (this run, since a switch)."""
