@@ -20,7 +20,8 @@ peak RSS of the relay process, and what it wrote to its positions topic: records
 marker takes the next one), positions records per transaction, and whether every positions record
 is one a transaction needed (one per source partition that carried records in it: the commit
 markers in the target partitions count those pairs exactly; besides those, each partition's first
-position, where reading begins, is written once).
+entry is written once, before any record: no position yet, and no ``kfr-pos`` header of an earlier
+release found in the target, so that no later start scans for them again).
 
 Then ``restart``: the last ``wide`` relay started again with nothing to relay, after its positions
 topic was given the entries of ``--entries`` partitions in all (the 1,200 it owns, the rest from
@@ -252,7 +253,7 @@ class Estate:
                 "goal": "positions records per transaction bounded: untouched partitions are not rewritten",
                 "measured": f"{wide['positions records per transaction']:.0f} per transaction of the wide estate "
                 f"(at most {wide['most in one transaction']:.0f}, of {wide['partitions']:,} partitions); every "
-                "positions record is one a transaction needed, or a partition's first position (once each)"
+                "positions record is one a transaction needed, or a partition's first entry (once each)"
                 if exact
                 else "some transaction wrote positions of partitions it did not carry",
                 "met": exact,
@@ -345,7 +346,7 @@ def _create_topics(cluster: KafkaCluster, names: list[str], partitions: int, con
 
 def _positions_written(cluster: KafkaCluster, topic: str) -> dict[str, int]:
     """Committed records of a positions topic (partition 0), transactions, the most records in one, and the
-    records of a first position (``next`` 0: the source topics start at 0)."""
+    first entries (``next`` -1, see below)."""
     consumer = Consumer(
         {
             **cluster.client_conf(),
@@ -371,7 +372,9 @@ def _positions_written(cluster: KafkaCluster, topic: str) -> dict[str, int]:
                     done = err.code() == KafkaError._PARTITION_EOF
                     continue
                 offset = msg.offset() or 0
-                first += json.loads(msg.value() or b"{}").get("next") == 0  # where reading begins (log start 0)
+                # A partition's first entry, before any record: the scan of earlier releases' kfr-pos
+                # headers found nothing (-1), written once so that no later start scans again.
+                first += json.loads(msg.value() or b"{}").get("next", 0) < 0
                 if offset == last + 1 and groups:
                     groups[-1] += 1
                 else:
