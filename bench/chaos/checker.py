@@ -217,7 +217,13 @@ def parse_reported_gaps(
 
 # -- orphans ------------------------------------------------------------------------------------------
 def classify_orphans(
-    listed: Iterable[str], referenced: set[str], prefix: str, relay: str, topic: str, gapped: Collection[Entry]
+    listed: Iterable[str],
+    referenced: set[str],
+    prefix: str,
+    relay: str,
+    topic: str,
+    gapped: Collection[Entry],
+    removed: Collection[Entry] = (),
 ) -> dict[str, list[str]]:
     """Objects no envelope points to, by reason.
 
@@ -226,9 +232,12 @@ def classify_orphans(
     for records whose transaction never committed and that were then deleted from the sources
     before being relayed again (``gapped``: the gap): the relay cannot write them again, and
     nothing deletes the object. Objects of another relay name come from a relay started under a
-    new name (the operations nemesis), which must have refused to start.
+    new name (the operations nemesis), which must have refused to start. Objects of records that were
+    on a target topic deleted since (``removed``: the operations nemesis recreated it) lost their
+    envelopes with it.
     """
     out: dict[str, list[str]] = {}
+    gone = {(e.partition, e.offset, e.sha256) for e in removed}
     pattern = re.compile(rf"^{re.escape(prefix)}/([^/]+)/{re.escape(topic)}/(\d+)/(\d+)-([0-9a-f]{{64}})$")
     in_gap = {(e.partition, e.offset, e.sha256) for e in gapped}
     for key in sorted(set(listed) - referenced):
@@ -239,6 +248,8 @@ def classify_orphans(
             reason = f"unexplained: uploaded by relay {match.group(1)!r} (started under a new name)"
         elif (int(match.group(2)), int(match.group(3)), match.group(4)) in in_gap:
             reason = "uploaded, transaction aborted (relay killed or stopped), record then deleted (gap)"
+        elif (int(match.group(2)), int(match.group(3)), match.group(4)) in gone:
+            reason = "its envelope was deleted with its target topic (target recreated)"
         else:
             reason = "unexplained: the record was relayed again but its envelope points elsewhere, or never"
         out.setdefault(reason, []).append(key)
@@ -301,12 +312,17 @@ def explain(
     used = set(clusters_of.get(role, ()))
     named = set(_CLUSTER_NAMES.findall(text)) & used
     if kind == "cluster":
-        # A source topic this relay reads was deleted and created again: it is missing for a moment
-        # (a source looks down), and a group member stops to relay it from its beginning.
+        # A topic this relay reads was deleted and created again (a source topic, or for the hydrator
+        # dr/mirror, the mirror's target): it is missing for a moment (its source looks down), and a
+        # group member stops to relay it from its beginning.
         recreated = [
-            f"{w.kind} at {_hms(w.begin)}" for w in windows if w.kind == "source_recreated" and w.subject == relay
+            f"{w.kind} at {_hms(w.begin)}"
+            for w in windows
+            if w.subject == relay
+            and (w.kind == "source_recreated" or (w.kind == "target_recreated" and role == "hydrate"))
+            and near(w)
         ]
-        if recreated and any(near(w) for w in windows if w.kind == "source_recreated" and w.subject == relay):
+        if recreated:
             return recreated[-1]
     if kind == "fenced":
         hit = [

@@ -618,7 +618,8 @@ class ChaosRun:
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=self.s3.bucket, Prefix=f"{LFS_PREFIX}/"):
             listed.update(obj["Key"] for obj in page.get("Contents", []))
         uploads = client.list_multipart_uploads(Bucket=self.s3.bucket, Prefix=f"{LFS_PREFIX}/").get("Uploads", [])
-        orphans = checker.classify_orphans(listed, referenced, LFS_PREFIX, MIRROR_RELAY, MIRROR, gapped)
+        gone = [by_seq[seq] for seq in removed.get("dr/mirror", ()) if seq in by_seq]
+        orphans = checker.classify_orphans(listed, referenced, LFS_PREFIX, MIRROR_RELAY, MIRROR, gapped, gone)
 
         # Gaps: what the relay reported must be exactly what the nemesis made.
         mirror_relay = self.relays["mirror"]

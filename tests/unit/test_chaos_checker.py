@@ -305,3 +305,24 @@ def test_a_source_recreated_explains_a_source_down_and_a_member_that_stops_for_i
                            windows, clusters)  # fmt: skip
     assert explain(line, "group-b", "group", 120.0, windows, clusters) is None
     assert explain(line, "group-a", "group", 1000.0, windows, clusters) is None
+
+
+def test_orphans_of_envelopes_deleted_with_their_target_topic_are_explained() -> None:
+    """An object whose envelope went with a recreated target topic is explained; one of a record kept is not."""
+    sha = "cd" * 32
+    removed = [Entry(4, 2, 10, sha, 30)]
+    listed = [f"chaos/chaos-mirror/mirror/2/30-{sha}", f"chaos/chaos-mirror/mirror/2/31-{sha}"]
+    got = classify_orphans(listed, set(), "chaos", "chaos-mirror", "mirror", [], removed)
+    assert got == {
+        "its envelope was deleted with its target topic (target recreated)": [listed[0]],
+        "unexplained: the record was relayed again but its envelope points elsewhere, or never": [listed[1]],
+    }
+
+
+def test_the_hydrator_s_source_down_while_its_source_topic_is_recreated_is_explained() -> None:
+    """dr/mirror recreated: the hydrator's "source down" line is explained nearby, the mirror's is not."""
+    windows = [Window("target_recreated", "hydrate", 100.0, 108.0), Window("target_recreated", "mirror", 100.0, 108.0)]
+    clusters = {"hydrate": ("dr", "plain"), "mirror": ("east", "west", "dr")}
+    line = "active source is down and no other is healthy; waiting"
+    assert explain(line, "hydrate", "hydrate", 106.0, windows, clusters)
+    assert explain(line, "mirror", "mirror", 106.0, windows, clusters) is None
