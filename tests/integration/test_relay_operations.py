@@ -259,21 +259,29 @@ def _caught_up_from(
     wait_for(f"{want} records on {target}", lambda: _count(full(source, target, 2)) >= want, 90, relay)
 
 
+def _fed_relay(
+    tmp_path: Path, cluster: KafkaCluster, topic_factory: TopicFactory
+) -> tuple[str, str, int, Feed, RelayProcess]:
+    """A 2-partition topic fed from a thread, and a relay copying it to ``<topic>-copy`` with metrics on a port:
+    the topic, the copy, the port, the feed and the started relay."""
+    topic = topic_factory(cluster, partitions=2)
+    copy = f"{topic}-copy"
+    port = free_port()
+    config = write_config(
+        tmp_path / "relay.yml",
+        _named(cluster, topic, copy, f"sr-{uuid.uuid4().hex[:6]}", metrics={"listen": f"127.0.0.1:{port}"}),
+    )
+    feed = Feed(cluster, topic, lambda: 2).start()
+    return topic, copy, port, feed, RelayProcess(config).start()
+
+
 def test_a_recreated_source_topic_is_relayed_from_its_beginning(
     tmp_path: Path, kafka_cluster: KafkaCluster, topic_factory: TopicFactory
 ) -> None:
     """A source topic deleted and recreated, then fed past the relay's old position before the restart: every
     record of the new topic is relayed after the old ones, with one WARNING naming both topic ids and the
     count in source_topic_recreated_total."""
-    topic = topic_factory(kafka_cluster, partitions=2)
-    copy = f"{topic}-copy"
-    port = free_port()
-    config = write_config(
-        tmp_path / "relay.yml",
-        _named(kafka_cluster, topic, copy, f"sr-{uuid.uuid4().hex[:6]}", metrics={"listen": f"127.0.0.1:{port}"}),
-    )
-    feed = Feed(kafka_cluster, topic, lambda: 2).start()
-    relay = RelayProcess(config).start()
+    topic, copy, port, feed, relay = _fed_relay(tmp_path, kafka_cluster, topic_factory)
     wait_for("the first records", lambda: _count(full(kafka_cluster, copy, 2)) >= 40, 60, relay)
     feed.pause()
     _caught_up(kafka_cluster, topic, copy, relay, 2)
@@ -305,15 +313,7 @@ def test_a_source_topic_recreated_under_a_running_relay_is_relayed_from_its_begi
     """A source topic deleted and recreated while the relay runs, the new topic fed short of or past the relay's
     old position before the relay reads it: the relay goes on without a gap or an exit, and relays every record
     of the new topic after the old ones, once, with every field."""
-    topic = topic_factory(kafka_cluster, partitions=2)
-    copy = f"{topic}-copy"
-    port = free_port()
-    config = write_config(
-        tmp_path / "relay.yml",
-        _named(kafka_cluster, topic, copy, f"sr-{uuid.uuid4().hex[:6]}", metrics={"listen": f"127.0.0.1:{port}"}),
-    )
-    feed = Feed(kafka_cluster, topic, lambda: 2).start()
-    relay = RelayProcess(config).start()
+    topic, copy, port, feed, relay = _fed_relay(tmp_path, kafka_cluster, topic_factory)
     try:
         wait_for("the first records", lambda: _count(full(kafka_cluster, copy, 2)) >= 40, 60, relay)
         feed.pause()
