@@ -154,8 +154,7 @@ class Estate:
             _create_topics(self.dst, list(layout), next(iter(layout.values())), LOG_APPEND)
             time.sleep(1.0)
         else:
-            _empty(self.dst, layout)
-            before = sum(sum(end_offsets(self.dst, topic, n)) for topic, n in layout.items())
+            before = _empty(self.dst, layout)
         name = f"{contender}-{round_no + 1}-{uuid.uuid4().hex[:6]}"
         path = self.config(contender, name)
         child = Child(name, [*relay_argv(path), "--stop-at-end"], self.work / f"{name}.log", relay_env())
@@ -324,8 +323,9 @@ def _cluster_config(cluster: KafkaCluster) -> Any:
     return ClusterConfig(cluster.name, cluster.bootstrap_servers)
 
 
-def _empty(cluster: KafkaCluster, layout: dict[str, int]) -> None:
-    """Delete every record of the topics of ``layout``; the topics and their partitions' logs stay."""
+def _empty(cluster: KafkaCluster, layout: dict[str, int]) -> int:
+    """Delete every record of the topics of ``layout`` (the topics and their partitions' logs stay); returns the
+    sum of their end offsets, which deleting records leaves as they were."""
     client = admin(cluster)
     request = []
     for topic, partitions in layout.items():
@@ -334,6 +334,7 @@ def _empty(cluster: KafkaCluster, layout: dict[str, int]) -> None:
     if request:
         for fut in client.delete_records(request, request_timeout=60).values():
             fut.result(timeout=120)
+    return sum(tp.offset for tp in request)
 
 
 def _create_topics(cluster: KafkaCluster, names: list[str], partitions: int, config: dict[str, str]) -> None:
