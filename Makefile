@@ -75,17 +75,20 @@ deploy-rules: $(BIN)/.installed
 	$(BIN)/python -m tests.deploy.rules
 
 # The unit tests on every other CPython from 3.10 up found here (pyenv's or on PATH; `make test` runs
-# everything on python3, 3.11 here), each in its own venv
-# under build/py/.
+# everything on python3, 3.11 here), each in its own venv under build/py/, as many at once as there
+# are cores (each run is one process on one core); each version's output is printed as one block.
+# The editable installs take turns: each writes the package's metadata into this checkout.
 PYTHONS ?= 3.10 3.12 3.13
 test-pythons:
-	@set -e; for v in $(PYTHONS); do \
-	  py=$$(ls $$HOME/.pyenv/versions/$$v.*/bin/python$$v 2>/dev/null | tail -1); \
-	  [ -n "$$py" ] || py=$$(command -v python$$v || true); \
-	  if [ -z "$$py" ]; then echo "python$$v: not on this machine, skipped"; continue; fi; \
-	  env=build/py/$$v; \
-	  [ -x $$env/bin/pytest ] || { $$py -m venv $$env && $$env/bin/pip install --quiet --upgrade pip && \
-	    $$env/bin/pip install --quiet -e '.[test]'; }; \
-	  echo "== unit tests on $$($$env/bin/python --version)"; \
-	  $$env/bin/pytest -q -p no:cacheprovider tests/unit; \
-	done
+	@$(MAKE) --no-print-directory -j $$(nproc) --output-sync=target $(addprefix test-on-,$(PYTHONS))
+
+test-on-%:
+	@set -e; v=$*; \
+	py=$$(ls $$HOME/.pyenv/versions/$$v.*/bin/python$$v 2>/dev/null | tail -1); \
+	[ -n "$$py" ] || py=$$(command -v python$$v || true); \
+	if [ -z "$$py" ]; then echo "python$$v: not on this machine, skipped"; exit 0; fi; \
+	env=build/py/$$v; mkdir -p build/py; \
+	[ -x $$env/bin/pytest ] || { $$py -m venv $$env && $$env/bin/pip install --quiet --upgrade pip && \
+	  flock build/py/.install $$env/bin/pip install --quiet -e '.[test]'; }; \
+	echo "== unit tests on $$($$env/bin/python --version)"; \
+	$$env/bin/pytest -q -p no:cacheprovider tests/unit
