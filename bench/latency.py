@@ -1,11 +1,12 @@
 """Scenario b: end-to-end latency at a fixed rate, our relay against MirrorMaker 2.
 
-Two fresh sandbox clusters. For every run each contender in turn (alternating) relays a fresh
-topic while a paced producer writes ``--rate`` 1 KiB records/s to the source for ``--warmup`` +
-``--duration`` seconds, and a ``read_committed`` consumer on the target notes when each record
-becomes readable there. A record's latency is that moment minus the moment its ``produce()`` was
-called (nanosecond clock, carried in a header); records from the warm-up are left out. Both
-contenders see exactly the same producer and consumer settings.
+Two fresh sandbox clusters, warmed up by an unmeasured run. In every round each contender in turn
+(each round starting with the next one) relays a fresh topic while a paced producer writes
+``--rate`` 1 KiB records/s to the source for ``--warmup`` + ``--duration`` seconds, and a
+``read_committed`` consumer on the target notes when each record becomes readable there. A
+record's latency is that moment minus the moment its ``produce()`` was called (nanosecond clock,
+carried in a header); records from the warm-up are left out. Both contenders see exactly the same
+producer and consumer settings.
 
 Run alone: ``python -m bench.latency --duration 10 --runs 1``.
 """
@@ -233,6 +234,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=30.0, help="measured seconds per run")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds of load before measuring")
     parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument(
+        "--warmup-runs", type=int, default=1, help="unmeasured runs on the fresh clusters first (default 1)"
+    )
     common_args(parser, runs=3)
     parser.add_argument("--contenders", default=",".join(CONTENDERS))
     parser.add_argument("--batch-records", type=int, default=20_000, help="relay target.batch.max_records")
@@ -262,8 +266,16 @@ def main() -> None:
         src, dst = clusters["src"], clusters["dst"]
         mm2_props = mm2_properties(src, dst, TOPIC, args.partitions)
         try:
+            if args.warmup_runs:
+                # Freshly started brokers are slow for their first minute (the JVM compiles their hot
+                # paths as they go): whoever ran first was measured against cold brokers.
+                log(f"warm-up: {contenders[0]} once on the fresh clusters, not counted")
+                for _ in range(args.warmup_runs):
+                    one_run(args, contenders[0], src, dst, work / "warm-up")
             for round_no in range(1, args.runs + 1):
-                for contender in contenders:
+                # Each round starts with the next contender, so none is always first or last.
+                shift = (round_no - 1) % len(contenders)
+                for contender in contenders[shift:] + contenders[:shift]:
                     log(f"round {round_no}/{args.runs}: {contender}")
                     run = one_run(args, contender, src, dst, work / f"{round_no}-{contender}")
                     runs.append(run)
@@ -317,7 +329,8 @@ def main() -> None:
         settings={
             "rate": f"{args.rate} records/s, 1 KiB values, {args.partitions} partitions, round-robin",
             "per run": f"{args.warmup:.0f}s warm-up (not measured), then {args.duration:.0f}s measured",
-            "runs per contender (alternating order)": args.runs,
+            "runs per contender (each round starts with the next contender)": args.runs,
+            "warm-up runs (unmeasured, on the fresh clusters)": args.warmup_runs,
             "latency": "from the produce() call on the source (time in a header) to the record being "
             "returned by a read_committed consumer of the target (consumer.poll, fetch.wait.max.ms=100)",
             "load producer": LOAD_PRODUCER,
