@@ -194,20 +194,18 @@ class KafkaTarget:
 
     def _import_headers(self, missing: Sequence[SourcePartition]) -> dict[SourcePartition, Entry]:
         """Positions of ``missing`` from the ``kfr-pos`` headers of earlier releases (-1 where there are none)."""
-        scan: list[tuple[str, Sequence[int]]] = []
+        scan: list[tuple[str, int]] = []
         for topic in sorted({sp.topic for sp in missing}):
             target_topic = self._routes[topic].target
             if self._sender.per_partition:
-                scan.append((target_topic, [sp.partition for sp in missing if sp.topic == topic]))
+                scan += [(target_topic, sp.partition) for sp in missing if sp.topic == topic]
             else:
-                scan.append((target_topic, range(self._topics.partitions[target_topic])))
-        scan += [(t, range(self._topics.partitions[t])) for t in self._extra_topics]
-        found: list[dict[SourcePartition, int]] = []
-        for target_topic, parts in scan:
-            try:
-                found += legacy.newest_positions(self._config.cluster.client_config(), target_topic, parts, 30.0)
-            except legacy.TailScanError as exc:
-                raise TargetError(f"target {self._config.cluster.name}: {exc}") from None
+                scan += [(target_topic, p) for p in range(self._topics.partitions[target_topic])]
+        scan += [(t, p) for t in self._extra_topics for p in range(self._topics.partitions[t])]
+        try:
+            found = legacy.newest_positions(self._config.cluster.client_config(), list(dict.fromkeys(scan)), 30.0)
+        except legacy.TailScanError as exc:
+            raise TargetError(f"target {self._config.cluster.name}: {exc}") from None
         merged = legacy.merge(found)
         imported = {sp: Entry(merged.get(sp, -1)) for sp in missing}
         taken = [f"{sp.topic}/{sp.partition}" for sp in missing if merged.get(sp, -1) >= 0]
