@@ -21,9 +21,8 @@ import argparse
 import json
 import os
 import resource
+import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,7 +32,8 @@ import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from kafka_lfs_relay.sandbox import KafkaCluster, Sandbox
+from bench.relay_launch import relay_env
+from kafka_lfs_relay.sandbox import KafkaCluster, RelayProcess, Sandbox, cluster_entry
 from relay import logs
 
 
@@ -66,9 +66,9 @@ def _run(
 ) -> tuple[float, float]:
     config: dict[str, Any] = {
         "name": out_topic,
-        "sources": [{"name": "source", "bootstrap_servers": source.bootstrap_servers}],
+        "sources": [cluster_entry(source, "source")],
         "topics": [{"source": topic, "target": out_topic}],
-        "target": {"bootstrap_servers": target.bootstrap_servers},
+        "target": cluster_entry(target, "target"),
         "log": {"format": "json", "level": "warning"},
     }
     if group:
@@ -80,14 +80,12 @@ def _run(
     start = time.monotonic()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     extra = ["--workers", str(workers)] if workers is not None else []
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "kafka_lfs_relay", "run", "--config", str(path), *extra],
-            stdout=subprocess.DEVNULL,
-            stderr=(root / f"{out_topic}.{i}.log").open("wb"),
-        )
+    relays = [
+        RelayProcess(path, *extra, log_path=root / f"{out_topic}.{i}.log", name=f"{out_topic}.{i}", env=relay_env())
         for i in range(instances)
     ]
+    for relay in relays:
+        relay.start()
     # End offsets would count transaction markers too, so the records themselves are counted,
     # read_committed, as they arrive; the reader costs every contender the same.
     reader = Consumer({**target.client_conf(), "group.id": "bench-count", "isolation.level": "read_committed"})
@@ -100,10 +98,12 @@ def _run(
         elapsed = time.monotonic() - start
     finally:
         reader.close()
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(120)
+        for relay in relays:
+            relay.signal(signal.SIGTERM)
+        for relay in relays:
+            if relay.wait(120) is None:
+                relay.kill9()
+                raise RuntimeError(f"{relay.name} did not stop within 120s; see {relay.log_path}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return elapsed, cpu

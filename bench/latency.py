@@ -30,7 +30,6 @@ from bench.mirrormaker import MirrorMaker, describe, mm2_properties
 from bench.paths import WORK
 from bench.procs import Child, ProcStats, exit_on_sigterm
 from bench.relay_launch import (
-    cluster_entry,
     relay_argv,
     relay_env,
     revision_argv,
@@ -39,7 +38,7 @@ from bench.relay_launch import (
     write_yaml,
 )
 from bench.results import MIB, Result, common_args, log, markdown_table, median, now_text, percentile, write_result
-from kafka_lfs_relay.sandbox import KafkaCluster
+from kafka_lfs_relay.sandbox import KafkaCluster, cluster_entry
 from relay import logs
 
 TOPIC = "lat"

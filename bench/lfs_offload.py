@@ -43,7 +43,6 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 import urllib.request
@@ -57,7 +56,9 @@ import yaml
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from kafka_lfs_relay.sandbox import FeedProducer, KafkaCluster, kafka_distribution
+from bench.procs import Child
+from bench.relay_launch import relay_argv, relay_env
+from kafka_lfs_relay.sandbox import FeedProducer, KafkaCluster, cluster_entry, kafka_distribution
 from kafka_lfs_relay.sandbox.s3 import S3Server
 from lfs import decode_envelope, is_lfs_envelope
 from lfs.s3 import S3Settings, make_client
@@ -67,6 +68,7 @@ from relay.units import parse_size
 ROOT = Path(__file__).resolve().parent.parent
 MIB = 1024 * 1024
 MAX_MESSAGE = 100 * MIB
+RELAY_TIMEOUT = 3600.0
 
 
 def log(msg: str) -> None:
@@ -176,16 +178,14 @@ class Bench:
     ) -> RelayRun:
         cluster = self._cluster()
         settings = self.settings()
-        bootstrap = cluster.client_config()["bootstrap.servers"]
         config = {
             "name": name,
-            "sources": [{"name": "source", "bootstrap_servers": bootstrap}],
+            "sources": [cluster_entry(cluster, "source")],
             "topics": [{"source": source, "target": target}],
             "max_in_flight": max_in_flight,
             "target": {
                 "type": "lfs",
-                "name": "target",
-                "bootstrap_servers": bootstrap,
+                **cluster_entry(cluster, "target"),
                 **({"batch": {"max_bytes": self.batch_max_bytes}} if self.batch_max_bytes else {}),
                 "lfs": {
                     "threshold": threshold,
@@ -207,40 +207,24 @@ class Bench:
         path = self.workdir / f"{name}.yml"
         path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
         env = {
-            **os.environ,
-            "PYTHONUNBUFFERED": "1",
-            "PYTHONPATH": str(ROOT),
+            **relay_env(),
             "BENCH_S3_KEY": settings.access_key_id or "",
             "BENCH_S3_SECRET": settings.secret_access_key or "",
         }
-        log_path = self.workdir / f"{name}.log"
-        started = time.monotonic()
-        with log_path.open("wb") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "kafka_lfs_relay", "run", "--config", str(path), "--stop-at-end"],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-            hwm = 0
-            while True:  # VmHWM until the process exits (wait4's ru_maxrss would count this process's RSS at fork)
-                hwm = max(hwm, vm_hwm(proc.pid))
-                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-                if pid != 0:
-                    break
-                time.sleep(0.02)
-        wall = time.monotonic() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        if proc.returncode != 0:
-            raise RuntimeError(f"relay {name} exited with {proc.returncode}; see {log_path}")
+        # Child samples VmHWM until the exit and takes the CPU from wait4 (whose ru_maxrss would
+        # count this process's RSS at fork).
+        child = Child(name, relay_argv(path, "--stop-at-end"), self.workdir / f"{name}.log", env).start()
+        stats = child.wait(RELAY_TIMEOUT)
+        if stats.returncode != 0:
+            raise RuntimeError(f"relay {name} exited with {stats.returncode}; see {child.log_path}")
         records, payload, first, last = self._read_envelopes(target)
         return RelayRun(
             records=records,
             payload=payload,
-            wall=wall,
+            wall=stats.wall,
             steady=(last - first) / 1000.0 if records > 1 and last > first else float("nan"),
-            cpu=usage.ru_utime + usage.ru_stime,
-            peak_rss=hwm,
+            cpu=stats.cpu,
+            peak_rss=stats.peak_rss,
         )
 
     def _read_envelopes(self, topic: str) -> tuple[int, int, int, int]:
@@ -290,17 +274,6 @@ class Bench:
         with ThreadPoolExecutor(self.concurrency) as pool:
             list(pool.map(put, range(len(values))))
         return time.monotonic() - started
-
-
-def vm_hwm(pid: int) -> int:
-    """Peak resident memory of a live process in bytes (0 once it is gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 def mbs(nbytes: int, seconds: float) -> float:

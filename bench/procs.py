@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kafka_lfs_relay.sandbox.distribution import java_executable, tools_classpath
+from kafka_lfs_relay.sandbox.process import ManagedProcess, log_tail
 
 # The JVM options Kafka's own scripts use (kafka-run-class.sh's KAFKA_JVM_PERFORMANCE_OPTS).
 KAFKA_JVM_PERFORMANCE_OPTS = (
@@ -70,7 +71,11 @@ def proc_sample(pid: int) -> tuple[float, int]:
 
 
 class Child:
-    """A measured child process in its own process group, logging to a file."""
+    """A measured child process in its own process group, logging to a file.
+
+    Started and signalled through the sandbox's :class:`ManagedProcess`, but reaped here with
+    ``wait4``, for the resource usage a reap through ``Popen`` would throw away.
+    """
 
     def __init__(
         self,
@@ -81,35 +86,27 @@ class Child:
         cwd: Path | None = None,
     ) -> None:
         self.name = name
-        self.argv = list(argv)
         self.log_path = log_path
-        self.env = env
-        self.cwd = cwd
-        self.popen: subprocess.Popen[bytes] | None = None
+        self.process = ManagedProcess(name, argv, log_path, cwd, env)
         self.started = 0.0
         self.stats: ProcStats | None = None
         self._hwm = 0
 
     @property
+    def popen(self) -> subprocess.Popen[bytes] | None:
+        """The process (after :meth:`start`)."""
+        return self.process.popen
+
+    @property
     def pid(self) -> int:
         """The process id (after :meth:`start`)."""
-        assert self.popen is not None
-        return self.popen.pid
+        assert self.process.pid is not None
+        return self.process.pid
 
     def start(self) -> Child:
         """Start the process."""
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as out:
-            self.started = time.monotonic()
-            self.popen = subprocess.Popen(
-                self.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-                cwd=self.cwd,
-                start_new_session=True,
-            )
+        self.started = time.monotonic()
+        self.process.start()
         return self
 
     def sample(self) -> ProcStats:
@@ -160,7 +157,7 @@ class Child:
         if self.popen is None:
             return ProcStats(0.0, 0.0, 0)
         if self.alive():
-            self._signal(signal.SIGTERM)
+            self.process.signal(signal.SIGTERM)
             deadline = time.monotonic() + grace
             while self.alive() and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -173,19 +170,12 @@ class Child:
     def kill(self) -> None:
         """SIGKILL the process group and reap it."""
         if self.popen is not None and self.stats is None:
-            self._signal(signal.SIGKILL)
+            self.process.signal(signal.SIGKILL)
             self._reap(block=True)
-
-    def _signal(self, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, sig)
 
     def log_tail(self, lines: int = 30) -> str:
         """The end of the process's log."""
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return log_tail(self.log_path, lines)
 
 
 def java_argv(main: str, args: Sequence[str], heap: Sequence[str], log4j: Path | None = None) -> list[str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import tarfile
 from io import BytesIO
 from pathlib import Path
@@ -13,12 +12,7 @@ from typing import Any
 import yaml
 
 from bench.paths import ROOT, WORK
-from kafka_lfs_relay.sandbox import KafkaCluster
-
-
-def cluster_entry(cluster: KafkaCluster, name: str) -> dict[str, Any]:
-    """A relay config ``sources[]``/``target`` entry."""
-    return {"name": name, "bootstrap_servers": cluster.bootstrap_servers}
+from kafka_lfs_relay import sandbox
 
 
 def relay_argv(config_path: Path, *extra: str) -> list[str]:
@@ -27,8 +21,7 @@ def relay_argv(config_path: Path, *extra: str) -> list[str]:
     ``$BENCH_RELAY_MODULE`` (default ``kafka_lfs_relay.cli``) names another module with the same command
     line, to measure a candidate change to the relay against the same scenario.
     """
-    module = os.environ.get("BENCH_RELAY_MODULE", "kafka_lfs_relay.cli")
-    return [sys.executable, "-m", module, "run", "--config", str(config_path), *extra]
+    return sandbox.relay_argv(config_path, *extra, module=os.environ.get("BENCH_RELAY_MODULE", "kafka_lfs_relay.cli"))
 
 
 def revision_tree(rev: str) -> Path:
@@ -55,7 +48,7 @@ def revision_argv(tree: Path, config_path: Path, *extra: str) -> list[str]:
     Run it with ``cwd=tree``: ``python -m`` puts the working directory first on the path.
     """
     module = "kafka_lfs_relay.cli" if (tree / "kafka_lfs_relay" / "cli.py").exists() else "relay.cli"
-    return [sys.executable, "-m", module, "run", "--config", str(config_path), *extra]
+    return sandbox.relay_argv(config_path, *extra, module=module)
 
 
 def revision_env(tree: Path) -> dict[str, str]:
@@ -65,8 +58,7 @@ def revision_env(tree: Path) -> dict[str, str]:
 
 def relay_env() -> dict[str, str]:
     """The environment our relay runs with (the repository first on ``PYTHONPATH``)."""
-    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    return {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
+    return sandbox.relay_env(ROOT)
 
 
 def write_yaml(path: Path, config: dict[str, Any]) -> Path:

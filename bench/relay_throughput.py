@@ -64,7 +64,6 @@ from bench.mirrormaker import MirrorMaker, describe, mm2_properties
 from bench.paths import WORK
 from bench.procs import Child, ProcStats, exit_on_sigterm, java_argv, write_log4j
 from bench.relay_launch import (
-    cluster_entry,
     relay_argv,
     relay_env,
     revision_argv,
@@ -73,7 +72,7 @@ from bench.relay_launch import (
     write_yaml,
 )
 from bench.results import MIB, Result, common_args, log, median, now_text, write_result
-from kafka_lfs_relay.sandbox import KafkaCluster
+from kafka_lfs_relay.sandbox import KafkaCluster, cluster_entry
 from relay import logs
 from relay.units import parse_size
 

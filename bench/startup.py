@@ -26,7 +26,6 @@ from bench.machine import machine_info
 from bench.paths import WORK
 from bench.procs import Child, exit_on_sigterm
 from bench.relay_launch import (
-    cluster_entry,
     relay_argv,
     relay_env,
     revision_argv,
@@ -35,6 +34,7 @@ from bench.relay_launch import (
     write_yaml,
 )
 from bench.results import Result, common_args, log, median, now_text, write_result
+from kafka_lfs_relay.sandbox import cluster_entry
 
 RELEASE = "92ab6cf"
 CONTENDERS = ("release", "first-start", "restart", "no-import")

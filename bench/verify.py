@@ -34,9 +34,9 @@ from bench.clusters import create_topic, fill_topic
 from bench.machine import machine_info
 from bench.paths import WORK
 from bench.procs import Child
-from bench.relay_launch import cluster_entry, relay_argv, relay_env, write_yaml
+from bench.relay_launch import relay_argv, relay_env, write_yaml
 from bench.results import Result, common_args, log, markdown_table, now_text, write_result
-from kafka_lfs_relay.sandbox import KafkaCluster, kafka_distribution
+from kafka_lfs_relay.sandbox import KafkaCluster, cluster_entry, kafka_distribution
 from kafka_lfs_relay.verify.plan import RangeReader
 from relay import logs
 from relay.settings import ClusterConfig

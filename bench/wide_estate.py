@@ -57,9 +57,9 @@ from bench.clusters import (
 from bench.machine import machine_info
 from bench.paths import WORK
 from bench.procs import Child, exit_on_sigterm
-from bench.relay_launch import cluster_entry, relay_argv, relay_env, write_yaml
+from bench.relay_launch import relay_argv, relay_env, write_yaml
 from bench.results import MIB, Result, common_args, log, median, now_text, write_result
-from kafka_lfs_relay.sandbox import KafkaCluster
+from kafka_lfs_relay.sandbox import KafkaCluster, cluster_entry
 from relay.message import SourcePartition
 from targets.kafka import positions
 from targets.kafka.positions import Entry, PositionsTopic

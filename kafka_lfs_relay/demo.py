@@ -14,11 +14,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import random
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -34,7 +31,15 @@ import yaml
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from kafka_lfs_relay.sandbox import FeedProducer, KafkaCluster, Sandbox, SandboxError
+from kafka_lfs_relay.sandbox import (
+    FeedProducer,
+    KafkaCluster,
+    RelayProcess,
+    Sandbox,
+    SandboxError,
+    cluster_entry,
+    relay_env,
+)
 from kafka_lfs_relay.sandbox.process import free_port
 from relay import logs
 from relay.kafkautil import headers_of
@@ -152,10 +157,6 @@ def _create(cluster: KafkaCluster, topic: str) -> None:
     futures[topic].result(60)
 
 
-def _cluster_entry(cluster: KafkaCluster, name: str) -> dict[str, Any]:
-    return {"name": name, "bootstrap_servers": cluster.bootstrap_servers}
-
-
 def _write(path: Path, config: dict[str, Any], comment: str) -> Path:
     path.write_text(f"# {comment}\n" + yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return path
@@ -219,37 +220,34 @@ def _run_relay(
     is the relay's own, from the last line it logs ("relay stopped cleanly"): its metrics
     endpoint is gone once it has exited.
     """
-    argv = [sys.executable, "-m", "kafka_lfs_relay", "run", "--config", str(config)]
-    if watch is None:
-        argv.append("--stop-at-end")
+    log.unlink(missing_ok=True)  # a demo run again in the same --dir reads this run's lines only
+    relay = RelayProcess(config, *([] if watch is not None else ["--stop-at-end"]), log_path=log, env=env)
     start = time.monotonic()
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+    relay.start()
     line = _ProgressLine()
     records = bytes_ = 0
-    while proc.poll() is None:
-        time.sleep(0.5)
-        records, bytes_ = max((records, bytes_), _relayed(port))
-        line.draw(f"  {label}: {records:>7,}/{expect:,} records")
-        if watch is not None:
-            try:
+    try:
+        while relay.alive():
+            time.sleep(0.5)
+            records, bytes_ = max((records, bytes_), _relayed(port))
+            line.draw(f"  {label}: {records:>7,}/{expect:,} records")
+            if watch is not None:
                 watch(line, records)
-            except BaseException:
-                proc.kill()
-                proc.wait()
-                line.finish(line.text)
-                raise
-        if watch is not None and records >= expect and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(120)
-        if time.monotonic() - start > 900:
-            proc.kill()
+            if watch is not None and records >= expect and relay.alive() and relay.terminate(120) is None:
+                relay.kill9()
+            if time.monotonic() - start > 900:
+                relay.kill9()
+    except BaseException:
+        # The relay runs in its own session: a Ctrl-C reaches only the demo, which must stop it.
+        relay.kill9()
+        line.finish(line.text)
+        raise
     seconds = time.monotonic() - start
+    code = relay.wait(0)
     stopped = _log_events(log, "relay stopped cleanly")
-    if proc.returncode != 0 or not stopped:
+    if code != 0 or not stopped:
         line.finish(f"  {label}: {records:>7,}/{expect:,} records, then the relay failed")
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-        raise SandboxError(f"{label} relay failed (exit {proc.returncode}); see {log}:\n{tail}")
+        raise SandboxError(f"{label} relay failed (exit {code}); see {log}:\n{relay.log_tail(15)}")
     records, bytes_ = int(stopped[-1]["records"]), int(stopped[-1]["bytes"])
     line.finish(f"  {label}: {records:>7,}/{expect:,} records in {seconds:.1f} s")
     return Phase(seconds, records, bytes_, log)
@@ -353,7 +351,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         east, west, dr, plain = box.clusters
         assert box.s3 is not None
         s3 = box.s3.info()
-        env = {**os.environ, "DEMO_S3_ACCESS_KEY": s3["access_key_id"], "DEMO_S3_SECRET_KEY": s3["secret_access_key"]}
+        env = {**relay_env(), "DEMO_S3_ACCESS_KEY": s3["access_key_id"], "DEMO_S3_SECRET_KEY": s3["secret_access_key"]}
         _say(f"2/5 feeding both sources the same {args.events:,} JSON events and {args.large} large records ...")
         rows = _dataset(args.events, args.large)
         for cluster in (east, west):
@@ -372,14 +370,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
             {
                 "name": "demo-offload",
                 "mode": "failover",
-                "sources": [_cluster_entry(east, "east"), _cluster_entry(west, "west")],
+                "sources": [cluster_entry(east, "east"), cluster_entry(west, "west")],
                 "source_pool": {"healthcheck_interval": "1s", "request_timeout": "1s"},
                 "topics": [{"source": TOPIC, "target": ENVELOPES}],
                 "metrics": {"listen": f"127.0.0.1:{offload_port}"},
                 "log": {"format": "json"},
                 "target": {
                     "type": "lfs",
-                    **_cluster_entry(dr, "dr"),
+                    **cluster_entry(dr, "dr"),
                     "lfs": {"threshold": "1MiB", "s3": {**_s3_section(s3, bucket=True), "prefix": "demo"}},
                 },
             },
@@ -390,13 +388,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
             {
                 "name": "demo-hydrate",
                 "mode": "single",
-                "sources": [_cluster_entry(dr, "dr")],
+                "sources": [cluster_entry(dr, "dr")],
                 "topics": [{"source": ENVELOPES, "target": TOPIC}],
                 "metrics": {"listen": f"127.0.0.1:{hydrate_port}"},
                 "log": {"format": "json"},
                 "target": {
                     "type": "hydrate",
-                    **_cluster_entry(plain, "plain"),
+                    **cluster_entry(plain, "plain"),
                     "kafka": {"message.max.bytes": str(BIG)},
                     "hydrate": {"allowed_buckets": [s3["bucket"]], "s3": _s3_section(s3, bucket=False)},
                 },

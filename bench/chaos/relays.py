@@ -11,10 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
-import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -25,7 +22,7 @@ from typing import Any
 import yaml
 
 from bench.chaos.model import GROUP_RELAY, HYDRATE_RELAY, HYDRATED, MIRROR, MIRROR_RELAY, ORDERS, THRESHOLD
-from kafka_lfs_relay.sandbox import KafkaCluster, S3Server
+from kafka_lfs_relay.sandbox import KafkaCluster, RelayProcess, S3Server, cluster_entry, relay_env
 
 ROOT = Path(__file__).resolve().parents[2]
 LFS_PREFIX = "chaos"
@@ -36,10 +33,6 @@ def gap_policy_supported() -> bool:
     from relay.settings import TopicConfig
 
     return "on_gap" in {f.name for f in dataclasses.fields(TopicConfig)}
-
-
-def _cluster(cluster: KafkaCluster, name: str) -> dict[str, Any]:
-    return {"name": name, "bootstrap_servers": cluster.bootstrap_servers}
 
 
 def _common(name: str, metrics_port: int) -> dict[str, Any]:
@@ -55,7 +48,7 @@ def _common(name: str, metrics_port: int) -> dict[str, Any]:
 
 def _target(cluster: KafkaCluster, name: str, kind: str) -> dict[str, Any]:
     return {
-        **_cluster(cluster, name),
+        **cluster_entry(cluster, name),
         "type": kind,
         "batch": {"max_records": 2000, "linger": "20ms", "max_bytes": "32MiB"},
         "retry": {"backoff": {"min": "100ms", "max": "2s"}},
@@ -91,7 +84,7 @@ def mirror_config(
     config.update(
         {
             "mode": "failover",
-            "sources": [_cluster(east, "east"), _cluster(west, "west")],
+            "sources": [cluster_entry(east, "east"), cluster_entry(west, "west")],
             "topics": [{"source": MIRROR}],
             "target": target,
         }
@@ -112,7 +105,7 @@ def hydrate_config(dr: KafkaCluster, plain: KafkaCluster, s3: S3Server, port: in
     config.update(
         {
             "mode": "single",
-            "sources": [_cluster(dr, "dr")],
+            "sources": [cluster_entry(dr, "dr")],
             "topics": [{"source": MIRROR, "target": HYDRATED}],
             "target": target,
         }
@@ -126,7 +119,7 @@ def group_config(east: KafkaCluster, plain: KafkaCluster, port: int, session_tim
     config.update(
         {
             "mode": "single",
-            "sources": [_cluster(east, "east")],
+            "sources": [cluster_entry(east, "east")],
             "topics": [{"source": ORDERS}],
             "target": _target(plain, "plain", "kafka"),
             "group": {"id": "chaos-group", "session_timeout": f"{session_timeout:g}s"},
@@ -192,41 +185,28 @@ class Relay:
     held: bool = False
     paused: bool = False
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
-    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     restart_at: float | None = None
+    process: RelayProcess = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.process = RelayProcess(self.config, log_path=self.log_path, name=self.name, env=relay_env(ROOT), cwd=ROOT)
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        """The current run's process (None before the first start)."""
+        return self.process.proc
 
     def start(self, *args: str, config: Path | None = None) -> None:
         """Start a new run (appending to the log), with ``config`` instead of the relay's own for this run."""
         with self.lock:
-            assert self.proc is None or self.proc.poll() is not None, f"{self.name} is running"
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-            run = Run(len(self.runs) + 1, time.time(), offset, tuple(args))
-            with self.log_path.open("ab") as log:
-                note = f" (config {config.name})" if config is not None else ""
-                log.write(f"=== run {run.number} {' '.join(args)}{note} ===\n".encode())
-                log.flush()
-                run.log_offset = log.tell()
-                self.proc = subprocess.Popen(
-                    [sys.executable, "-m", "kafka_lfs_relay", "run", "--config", str(config or self.config), *args],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)},
-                    cwd=ROOT,
-                    start_new_session=True,
-                )
-            self.runs.append(run)
+            started = time.time()
+            self.process.start(*args, config=config)
+            self.runs.append(Run(self.process.runs, started, self.process.log_offset, tuple(args)))
             self.restart_at = None
 
     def alive(self) -> bool:
         """True while the current run's process is there."""
-        return self.proc is not None and self.proc.poll() is None
-
-    def _signal(self, sig: int) -> None:
-        if self.proc is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, sig)
+        return self.process.alive()
 
     def _end(self, code: int | None, cause: str) -> None:
         run = self.runs[-1]
@@ -239,36 +219,26 @@ class Relay:
         with self.lock:
             if self.proc is None:
                 return
-            self._signal(signal.SIGCONT)
-            self._signal(signal.SIGKILL)
-            code = self.proc.wait(30)
+            self.process.kill9()
             self.paused = False
-            self._end(code, cause)
+            self._end(self.proc.returncode, cause)
 
     def terminate(self, timeout: float, cause: str = "harness") -> int | None:
         """SIGTERM (the relay drains), SIGKILL after ``timeout``; the exit code."""
         with self.lock:
             if self.proc is None:
                 return None
-            if self.proc.poll() is None:
-                self._signal(signal.SIGCONT)
-                self._signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    self._signal(signal.SIGKILL)
-                    self.proc.wait(30)
-                    cause = f"{cause}: did not drain within {timeout:.0f}s"
+            if self.process.alive() and self.process.terminate(timeout) is None:
+                self.process.kill9()
+                cause = f"{cause}: did not drain within {timeout:.0f}s"
             self.paused = False
             self._end(self.proc.returncode, cause)
             return self.proc.returncode
 
     def wait(self, timeout: float) -> int | None:
         """Wait for the run to end by itself (``--stop-at-end``); None if it did not in time (then killed)."""
-        assert self.proc is not None
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
+        code = self.process.wait(timeout)
+        if code is None:
             self.kill9(cause=f"harness: not done within {timeout:.0f}s")
             return None
         with self.lock:
@@ -278,13 +248,13 @@ class Relay:
     def pause(self) -> None:
         """SIGSTOP: the process keeps its sockets and answers nothing."""
         with self.lock:
-            self._signal(signal.SIGSTOP)
+            self.process.pause()
             self.paused = True
 
     def resume(self) -> None:
         """SIGCONT."""
         with self.lock:
-            self._signal(signal.SIGCONT)
+            self.process.resume()
             self.paused = False
 
     def log_segment(self, run: Run) -> str:

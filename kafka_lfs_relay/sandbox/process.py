@@ -73,7 +73,7 @@ class ManagedProcess:
         name: str,
         argv: Sequence[str],
         log_path: Path,
-        cwd: Path,
+        cwd: Path | None = None,
         env: dict[str, str] | None = None,
     ) -> None:
         self.name = name
@@ -82,13 +82,13 @@ class ManagedProcess:
         self.cwd = cwd
         self.env = env
         self.pid: int | None = None
-        self._popen: subprocess.Popen[bytes] | None = None
+        self.popen: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         """Start the process, appending its stdout and stderr to the log file."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
-            self._popen = subprocess.Popen(
+            self.popen = subprocess.Popen(
                 self.argv,
                 cwd=self.cwd,
                 env=self.env,
@@ -97,12 +97,17 @@ class ManagedProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        self.pid = self._popen.pid
+        self.pid = self.popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit code once the process has exited and been reaped; None for one known only by its pid."""
+        return self.popen.returncode if self.popen is not None else None
 
     def alive(self) -> bool:
         """True while the process runs (reaping it if it has exited)."""
-        if self._popen is not None:
-            return self._popen.poll() is None
+        if self.popen is not None:
+            return self.popen.poll() is None
         return self.pid is not None and pid_alive(self.pid)
 
     def signal(self, sig: int) -> None:
@@ -130,10 +135,10 @@ class ManagedProcess:
         if not self.wait(grace):
             self.kill()
 
-    def kill(self) -> None:
-        """SIGKILL the whole process group and wait until it is gone."""
+    def kill(self, timeout: float = 10.0) -> None:
+        """SIGKILL the whole process group and wait up to ``timeout`` seconds until it is gone."""
         self.signal(signal.SIGKILL)
-        if not self.wait(10.0):
+        if not self.wait(timeout):
             raise SandboxError(f"{self.name} (pid {self.pid}) survived SIGKILL")
 
     def pause(self) -> None:

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -14,20 +10,12 @@ from typing import Any
 import yaml
 from confluent_kafka import Consumer, TopicPartition
 
-from kafka_lfs_relay.sandbox import FeedProducer, KafkaCluster
+from kafka_lfs_relay import sandbox
+from kafka_lfs_relay.sandbox import FeedProducer, KafkaCluster, cluster_entry
 from tests.readback import read_to_end
 
 Record = tuple[bytes | None, bytes | None]
 ByPartition = dict[int, list[Record]]
-
-
-def cluster_entry(cluster: KafkaCluster, name: str | None = None) -> dict[str, Any]:
-    """A ``sources[]``/``target`` config entry for a sandbox cluster."""
-    props = cluster.client_config()
-    entry: dict[str, Any] = {"name": name or cluster.name, "bootstrap_servers": props.pop("bootstrap.servers")}
-    if props:
-        entry["kafka"] = props
-    return entry
 
 
 def write_config(path: Path, config: Mapping[str, Any]) -> Path:
@@ -64,75 +52,33 @@ def relay_config(
 
 # Every relay process a test started, so that one a failed test left running is killed (see
 # stop_leftover_relays): a relay outliving its test keeps writing and takes the next test's CPU.
-_STARTED: list[subprocess.Popen[bytes]] = []
+_STARTED: list[RelayProcess] = []
 
 
 def stop_leftover_relays() -> None:
     """Kill every relay process still running that a test started."""
     while _STARTED:
-        proc = _STARTED.pop()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        relay = _STARTED.pop()
+        if relay.alive():
+            relay.kill9()
 
 
-class RelayProcess:
-    """``kafka-lfs-relay run`` as a child process, so it can be killed for real."""
+class RelayProcess(sandbox.RelayProcess):
+    """``kafka-lfs-relay run`` as a child process, so it can be killed for real; a test fails on one that hangs."""
 
-    def __init__(self, config_path: Path, *args: str) -> None:
-        self.config_path = config_path
-        self.args = args
-        self.log_path = config_path.with_suffix(".log")
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.runs = 0
-
-    def start(self) -> RelayProcess:
+    def start(self, *args: str, config: Path | None = None) -> RelayProcess:
         """Start the relay (appending to its log file)."""
-        self.runs += 1
-        with self.log_path.open("ab") as log:
-            log.write(f"\n=== run {self.runs} ===\n".encode())
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "kafka_lfs_relay", "run", "--config", str(self.config_path), *self.args],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        _STARTED.append(self.proc)
+        super().start(*args, config=config)
+        _STARTED.append(self)
         return self
 
     def wait(self, timeout: float) -> int:
         """Wait for the relay to exit; fail with its log if it does not."""
-        assert self.proc is not None
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError(f"relay did not exit within {timeout}s; log:\n{self.log_tail()}") from None
-
-    def kill9(self) -> None:
-        """SIGKILL: the relay dies with whatever it had in flight."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def terminate(self, timeout: float = 60) -> int:
-        """SIGTERM, and wait for the drained exit."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return self.wait(timeout)
-
-    def alive(self) -> bool:
-        """True while the process runs."""
-        return self.proc is not None and self.proc.poll() is None
-
-    def log_text(self) -> str:
-        """Everything the relay printed so far."""
-        return self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path.exists() else ""
-
-    def log_tail(self, lines: int = 40) -> str:
-        """The last lines the relay printed."""
-        return "\n".join(self.log_text().splitlines()[-lines:])
+        code = super().wait(timeout)
+        if code is None:
+            self.kill9()
+            raise AssertionError(f"relay did not exit within {timeout}s; log:\n{self.log_tail()}")
+        return code
 
 
 def produce(

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from kafka_lfs_relay.sandbox import KafkaCluster
+from kafka_lfs_relay.sandbox import KafkaCluster, relay_argv
 from kafka_lfs_relay.sandbox.s3 import S3Server
 from tests.conftest import TopicFactory
 from tests.integration.hydrate_support import hydrate_relay
@@ -65,7 +65,7 @@ def test_without_credentials_check_says_so_and_run_stops_at_start_with_one_line(
     assert "permanent" in problem and "not reachable" not in problem
 
     run = subprocess.run(
-        [sys.executable, "-m", "kafka_lfs_relay", "run", "--config", str(config)],
+        relay_argv(config),
         capture_output=True,
         text=True,
         timeout=90,

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from kafka_lfs_relay.sandbox import KafkaCluster
+from kafka_lfs_relay.sandbox import KafkaCluster, relay_argv
 from tests.conftest import TopicFactory
 from tests.integration.harness import numbered, produce, relay_config, write_config
 
@@ -21,8 +20,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 def _run(config: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(EXAMPLES), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "kafka_lfs_relay", "run", "--config", str(config)],
-                          capture_output=True, text=True, timeout=120, env=env)  # fmt: skip
+    return subprocess.run(relay_argv(config), capture_output=True, text=True, timeout=120, env=env)
 
 
 def test_jsonl_example_target_relays_and_resumes_once(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kafka_lfs_relay.sandbox import KafkaCluster
+from kafka_lfs_relay.sandbox import KafkaCluster, relay_argv
 from kafka_lfs_relay.sandbox.process import free_port
 from tests.conftest import ClusterFactory, TopicFactory, create_topic
 from tests.integration.harness import (
@@ -120,7 +120,7 @@ def test_config_errors_are_one_line_with_exit_code_2(tmp_path: Path, kafka_clust
     config["target"]["batch"]["max_recrods"] = 10
     path = write_config(tmp_path / "relay.yml", config)
     proc = subprocess.run(
-        [sys.executable, "-m", "kafka_lfs_relay", "run", "--config", str(path)],
+        relay_argv(path),
         capture_output=True,
         text=True,
         timeout=60,

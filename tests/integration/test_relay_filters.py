@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from kafka_lfs_relay.sandbox import FeedProducer, KafkaCluster
+from kafka_lfs_relay.sandbox import FeedProducer, KafkaCluster, relay_argv
 from tests.conftest import ClusterFactory, TopicFactory, create_topic
 from tests.integration.harness import (
     RelayProcess,
@@ -230,7 +230,7 @@ def test_installed_example_plugin_is_used_from_config(
     )
     env_path = os.pathsep.join([str(site), str(ROOT)])
     proc = subprocess.run(
-        [sys.executable, "-m", "kafka_lfs_relay", "run", "--config", str(write_config(tmp_path / "r.yml", cfg))],
+        relay_argv(write_config(tmp_path / "r.yml", cfg)),
         capture_output=True,
         text=True,
         timeout=120,

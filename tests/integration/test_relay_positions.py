@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import tarfile
 import threading
 import time
@@ -17,7 +16,7 @@ from confluent_kafka import Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewPartitions
 
 from kafka_lfs_relay.cli import main
-from kafka_lfs_relay.sandbox import KafkaCluster
+from kafka_lfs_relay.sandbox import KafkaCluster, relay_argv
 from relay.message import SourcePartition
 from relay.settings import ClusterConfig
 from targets.kafka.positions import PositionsTopic, default_topic
@@ -185,7 +184,7 @@ def _run_old_release(release: Path, config: Path) -> None:
     log = config.with_suffix(".old.log")
     with log.open("wb") as out:
         proc = subprocess.run(
-            [sys.executable, "-m", "relay.cli", "run", "--config", str(config), "--stop-at-end"],
+            relay_argv(config, "--stop-at-end", module="relay.cli"),
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONPATH": str(release)},
