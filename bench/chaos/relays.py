@@ -200,6 +200,9 @@ class Relay:
         """Start a new run (appending to the log), with ``config`` instead of the relay's own for this run."""
         with self.lock:
             started = time.time()
+            # The harness switches a relay to another config by assigning ``config`` (the operator's
+            # restart with on_gap: skip): every start takes the one assigned last.
+            self.process.config_path = self.config
             self.process.start(*args, config=config)
             self.runs.append(Run(self.process.runs, started, self.process.log_offset, tuple(args)))
             self.restart_at = None
