@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
-from typing import Final, cast
+from collections.abc import Collection
+from typing import Any, Final, cast
 
-from confluent_kafka import KafkaError
+from confluent_kafka import IsolationLevel, KafkaError, KafkaException, TopicPartition
 from confluent_kafka import Message as KafkaMessage
+from confluent_kafka.admin import AdminClient
 
 from relay.message import Headers
 
@@ -60,3 +62,33 @@ retriable itself, but not those it hands back inside admin results (a partition'
 def retriable(err: KafkaError) -> bool:
     """Whether asking again later can succeed (see :data:`RETRIABLE`)."""
     return bool(err.retriable()) or err.code() in RETRIABLE
+
+
+class OffsetsError(KafkaException):
+    """A partition whose offsets could not be listed: ``where`` names it, ``args[0]`` is the client's error."""
+
+    def __init__(self, where: str, error: KafkaError) -> None:
+        super().__init__(error)
+        self.where = where
+
+
+def list_offsets(
+    admin: AdminClient,
+    partitions: Collection[tuple[str, int]],
+    spec: Any,
+    isolation: IsolationLevel,
+    timeout: float,
+) -> dict[tuple[str, int], int]:
+    """The offset ``spec`` (an ``OffsetSpec``) gives for each (topic, partition), in one request.
+
+    Raises :class:`OffsetsError` naming the first partition that could not be answered.
+    """
+    request = {TopicPartition(t, p): spec for t, p in partitions}
+    futures = admin.list_offsets(request, isolation_level=isolation, request_timeout=timeout)
+    out: dict[tuple[str, int], int] = {}
+    for tp, fut in futures.items():
+        try:
+            out[(tp.topic, tp.partition)] = int(fut.result(timeout=timeout).offset)
+        except KafkaException as exc:
+            raise OffsetsError(f"{tp.topic}/{tp.partition}", exc.args[0]) from None
+    return out

@@ -20,18 +20,13 @@ from typing import Any
 from confluent_kafka import Consumer, IsolationLevel, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
+from relay.kafkautil import list_offsets
 from relay.logs import librdkafka_logger
 from relay.settings import ClusterConfig
 from relay.target import TargetError
 
 Where = tuple[str, int]
 """A target partition: (topic, partition)."""
-
-
-def _offsets(admin: AdminClient, partitions: Collection[Where], spec: Any, timeout: float) -> dict[Where, int]:
-    request = {TopicPartition(t, p): spec for t, p in partitions}
-    futures = admin.list_offsets(request, isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=timeout)
-    return {(tp.topic, tp.partition): fut.result(timeout=timeout).offset for tp, fut in futures.items()}
 
 
 def held(cluster: ClusterConfig, partitions: Collection[Where], timeout: float = 30.0) -> dict[Where, tuple[int, int]]:
@@ -45,8 +40,9 @@ def held(cluster: ClusterConfig, partitions: Collection[Where], timeout: float =
     conf: dict[str, Any] = {**cluster.client_config(), "logger": librdkafka_logger()}
     try:
         admin = AdminClient(conf)
-        start = _offsets(admin, partitions, OffsetSpec.earliest(), timeout)  # type: ignore[no-untyped-call]
-        end = _offsets(admin, partitions, OffsetSpec.latest(), timeout)  # type: ignore[no-untyped-call]
+        committed = IsolationLevel.READ_COMMITTED
+        start = list_offsets(admin, partitions, OffsetSpec.earliest(), committed, timeout)  # type: ignore[no-untyped-call]
+        end = list_offsets(admin, partitions, OffsetSpec.latest(), committed, timeout)  # type: ignore[no-untyped-call]
     except KafkaException as exc:
         raise TargetError(
             f"target {cluster.name}: reading the offsets of the target topics: {exc.args[0].str()}"

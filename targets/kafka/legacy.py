@@ -24,11 +24,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import structlog
-from confluent_kafka import Consumer, IsolationLevel, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, IsolationLevel, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
 from relay.backoff import backoff_delay
-from relay.kafkautil import headers_of
+from relay.kafkautil import OffsetsError, headers_of, list_offsets
 from relay.logs import librdkafka_logger
 from relay.message import SourcePartition
 
@@ -137,37 +137,16 @@ def _watermarks(
     attempt = 0
     while True:
         try:
-            low = _list_offsets(admin, partitions, OffsetSpec.earliest(), timeout)  # type: ignore[no-untyped-call]
-            high = _list_offsets(admin, partitions, OffsetSpec.latest(), timeout)  # type: ignore[no-untyped-call]
+            every = IsolationLevel.READ_UNCOMMITTED
+            low = list_offsets(admin, partitions, OffsetSpec.earliest(), every, timeout)  # type: ignore[no-untyped-call]
+            high = list_offsets(admin, partitions, OffsetSpec.latest(), every, timeout)  # type: ignore[no-untyped-call]
             return {where: (low[where], high[where]) for where in partitions}
-        except _OffsetsError as exc:
+        except OffsetsError as exc:
             attempt += 1
-            if not exc.error.retriable() or time.monotonic() > deadline:
-                raise TailScanError(f"reading the end offsets of {exc.where}: {exc.error.str()}") from None
+            err: KafkaError = exc.args[0]
+            if not err.retriable() or time.monotonic() > deadline:
+                raise TailScanError(f"reading the end offsets of {exc.where}: {err.str()}") from None
             time.sleep(backoff_delay(0.1, 2.0, attempt))
-
-
-class _OffsetsError(Exception):
-    """A partition whose offsets could not be listed, and why."""
-
-    def __init__(self, where: str, error: KafkaError) -> None:
-        super().__init__(where)
-        self.where = where
-        self.error = error
-
-
-def _list_offsets(
-    admin: AdminClient, partitions: Sequence[tuple[str, int]], spec: Any, timeout: float
-) -> dict[tuple[str, int], int]:
-    request = {TopicPartition(t, p): spec for t, p in partitions}
-    futures = admin.list_offsets(request, isolation_level=IsolationLevel.READ_UNCOMMITTED, request_timeout=timeout)
-    out: dict[tuple[str, int], int] = {}
-    for tp, fut in futures.items():
-        try:
-            out[(tp.topic, tp.partition)] = int(fut.result(timeout=timeout).offset)
-        except KafkaException as exc:
-            raise _OffsetsError(f"{tp.topic}/{tp.partition}", exc.args[0]) from None
-    return out
 
 
 def newest_positions(
