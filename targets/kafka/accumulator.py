@@ -12,6 +12,11 @@ The sender pulls work and reports results; nothing here calls into the sender. W
 commits one batch the relay fills the next (double buffering), and it blocks only when both are
 full. A failure drops the batch being filled with the one that failed: progress (a run with no
 record) is dropped with the records it came after, so it never commits alone.
+
+Entries whose map points a committed transaction could not write (see
+:mod:`targets.kafka.positions`) wait here as *late* entries: the next transaction writes them, or,
+when none follows within :data:`_LATE_INTERVAL`, one of their own; a flush writes them too, so a
+drain or a revocation leaves every point written.
 """
 
 from __future__ import annotations
@@ -23,13 +28,16 @@ from collections.abc import Collection, Mapping, Sequence
 from relay.message import SourcePartition
 from relay.run import Run
 from relay.target import Acks, TargetRestart
-from targets.kafka.plan import Plan, Planning, plan
+from targets.kafka.plan import Committed, Plan, Planning, plan
 from targets.kafka.positions import Entry
 from targets.kafka.settings import BatchConfig
 
 _PROGRESS_INTERVAL = 1.0
 """Seconds progress alone waits before it is committed: a relay whose filter drops everything must
 not commit a transaction per poll."""
+
+_LATE_INTERVAL = 1.0
+"""Seconds late entries wait for a transaction to carry them before they get one of their own."""
 
 
 class _Queued:
@@ -67,6 +75,8 @@ class Accumulator:
         # entries read or imported at start-up that no transaction wrote yet.
         self._entries: dict[SourcePartition, Entry] = {}
         self._unwritten: dict[SourcePartition, Entry] = {}
+        self._late: dict[SourcePartition, Entry] = {}
+        self._late_since = 0.0
 
     def start(self, acks: Acks) -> None:
         """Committed runs are acknowledged to ``acks``, and failures told to it, from here on."""
@@ -156,7 +166,7 @@ class Accumulator:
         return True
 
     def _pending(self) -> bool:
-        return bool(self._current or self._sending or self._unwritten)
+        return bool(self._current or self._sending or self._unwritten or self._late)
 
     def _raise_failure(self) -> None:
         failure = self._failure
@@ -171,6 +181,10 @@ class Accumulator:
         """Entries read back (and positions imported, to be written by the next transaction)."""
         with self._cond:
             self._entries.update(entries)
+            for sp in entries:
+                # An entry read back may be newer than a late one (another instance wrote meanwhile):
+                # the late one's map point is given up rather than its older position written again.
+                self._late.pop(sp, None)
             self._unwritten.update(unwritten)
             if unwritten:
                 self._cond.notify_all()
@@ -187,6 +201,7 @@ class Accumulator:
             for sp in partitions:
                 self._entries.pop(sp, None)
                 self._unwritten.pop(sp, None)
+                self._late.pop(sp, None)
 
     # -- the sender's thread (targets.kafka.sender.Batches) ----------------------------------------
     def take_plans(self) -> list[Plan] | None:
@@ -201,7 +216,7 @@ class Accumulator:
                         self._progress_since, self._eager = 0.0, False
                         self._sending = True
                         self._cond.notify_all()
-                        current, unwritten = dict(self._entries), dict(self._unwritten)
+                        current, unwritten = dict(self._entries), {**self._late, **self._unwritten}
                         break
                     self._cond.wait(min(due_in, 0.5))
                 else:
@@ -218,19 +233,32 @@ class Accumulator:
             if self._is_full() or self._flush_requested or self._eager:
                 return 0.0
             return self._conf.linger - (now - self._since)
-        if self._unwritten or (self._current and self._flush_requested):
+        if self._unwritten or ((self._current or self._late) and self._flush_requested):
             return 0.0
+        due = 0.5
         if self._current:
-            return _PROGRESS_INTERVAL - (now - self._progress_since)
-        return 0.5
+            due = _PROGRESS_INTERVAL - (now - self._progress_since)
+        if self._late:
+            due = min(due, _LATE_INTERVAL - (now - self._late_since))
+        return due
 
-    def committed(self, plan: Plan, entries: dict[SourcePartition, Entry]) -> None:
-        """``plan`` committed ``entries``: they are the current ones now, and its runs are acknowledged."""
+    def committed(self, plan: Plan, outcome: Committed) -> None:
+        """``plan`` committed: its entries are the current ones now, those whose map points it could not
+        write are late, and its runs are acknowledged."""
         with self._cond:
-            self._entries.update(entries)
-            for sp, entry in entries.items():
-                if self._unwritten.get(sp) is entry:
+            self._entries.update(outcome.entries)
+            for sp in outcome.written:
+                # What the plan took is written now, as it was or moved on; what came in since stays.
+                took = plan.extra.get(sp)
+                if took is not None and self._unwritten.get(sp) is took:
                     del self._unwritten[sp]
+                if (took is not None and self._late.get(sp) is took) or sp in plan.moves:
+                    self._late.pop(sp, None)
+            for sp, entry in outcome.entries.items():
+                if entry != outcome.written.get(sp):
+                    if not self._late:
+                        self._late_since = time.monotonic()
+                    self._late[sp] = entry
         runs = plan.runs
         if runs:
             if self._transform is not None:
@@ -244,6 +272,7 @@ class Accumulator:
         with self._cond:
             if plan.key is not None:
                 self._unwritten.pop(plan.key, None)
+                self._late.pop(plan.key, None)
 
     def sent(self) -> None:
         """The batch taken last is done with (every plan committed, or abandoned as lost)."""

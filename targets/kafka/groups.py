@@ -1,10 +1,10 @@
 """Consumer groups moving to the target: their source offsets translated through the offset map, and committed.
 
 A consumer group that switches from a source cluster to the target must start, in each target
-partition, where the records it has not consumed yet begin. Under ``partition: preserve`` every
-transaction the Kafka target commits records, for each source partition it carries, the point
-(next source offset, next target offset) of its mirrored target partition
-(:mod:`targets.kafka.positions`). A group committed at source offset X (the next record it would
+partition, where the records it has not consumed yet begin. Under ``partition: preserve`` the
+Kafka target records, for each transaction and each source partition it carries, the point (next
+source offset, next target offset) of its mirrored target partition, written by the next
+transaction (:mod:`targets.kafka.positions`). A group committed at source offset X (the next record it would
 read) translates to the target offset of the newest point at or below X (:func:`translate_offset`):
 
 * never past it, so no record at or after X is skipped: every record relayed from source offset

@@ -8,8 +8,9 @@ partition has a producer of its own). A plan is what the sender executes, and al
   run whole; ``key`` hashes each key);
 * ``made``: records built first (a transform's outputs, or ``Message`` objects): produced in the
   order they are made, which may wait for a transform's work; made once, kept for a retry;
-* the entries of the positions topic it commits (:meth:`Plan.entries`), given the offsets the
-  last record of each target partition got.
+* the entries of the positions topic it writes (:meth:`Plan.written`), and those it commits
+  (:meth:`Plan.entries`), which also hold the map points its records made once their offsets are
+  known: written by a later transaction (see :mod:`targets.kafka.positions`).
 
 Every rule here is pure and unit-tested without a broker.
 """
@@ -78,7 +79,8 @@ class Plan:
     partition); ``runs`` are acknowledged once it commits; ``moves`` is the next source offset of each
     source partition it moves; ``current`` the committed entries before it; ``extra`` entries to
     write alongside (positions imported at start-up); ``mirrors`` the target partition that mirrors
-    a source partition (``partition: preserve``), whose offsets make the offset map."""
+    a source partition (``partition: preserve``), whose offsets make the offset map; ``filled`` those
+    mirrored source partitions it carries records of, whose map points wait for the offsets."""
 
     key: SourcePartition | None
     runs: tuple[Run, ...]
@@ -88,6 +90,7 @@ class Plan:
     current: Mapping[SourcePartition, Entry] = field(default_factory=dict)
     extra: Mapping[SourcePartition, Entry] = field(default_factory=dict)
     mirrors: Mapping[SourcePartition, Where] = field(default_factory=dict)
+    filled: frozenset[SourcePartition] = frozenset()
 
     @property
     def records(self) -> int:
@@ -99,13 +102,31 @@ class Plan:
         """Nothing to commit: no record, no position moved, no entry to write."""
         return not self.moves and not self.extra and not self.records
 
+    def written(self) -> dict[SourcePartition, Entry]:
+        """The entries this plan writes, before its records' offsets are known: those it fills move
+        without their map point.
+
+        Raises :class:`~targets.kafka.positions.PositionError` for an entry that would move back.
+        """
+        advanced = positions.advance(self.current, self.moves, self.mirrors.get, {}, self.filled)
+        return {**self.extra, **advanced}
+
     def entries(self, offsets: Mapping[Where, int]) -> dict[SourcePartition, Entry]:
-        """The entries this plan commits, given the offset the last record of each target partition got.
+        """The entries this plan commits, given the offset the last record of each target partition got:
+        as :meth:`written`, with the map points.
 
         Raises :class:`~targets.kafka.positions.PositionError` for an entry that would move back.
         """
         advanced = positions.advance(self.current, self.moves, self.mirrors.get, offsets)
         return {**self.extra, **advanced}
+
+
+class Committed(NamedTuple):
+    """What a committed plan wrote to the positions topic, and the entries it made true (with the map
+    points of its records, which a later transaction writes)."""
+
+    written: dict[SourcePartition, Entry]
+    entries: dict[SourcePartition, Entry]
 
 
 @dataclass(frozen=True)
@@ -163,10 +184,11 @@ def _one(
     routes = how.routes
     mirrors = {sp: (routes[sp.topic].target, sp.partition) for sp in moves if routes[sp.topic].partition == "preserve"}
     with_records = [run for run in runs if run.records]
+    filled = frozenset(run.source for run in with_records if run.source in mirrors)
     if how.transform is not None or how.build_messages or any(run.is_built for run in with_records):
         made = Made(_made(with_records, how)) if with_records else None
-        return Plan(key, tuple(runs), (), made, moves, current, extra, mirrors)
-    return Plan(key, tuple(runs), _chunks(with_records, how), None, moves, current, extra, mirrors)
+        return Plan(key, tuple(runs), (), made, moves, current, extra, mirrors, filled)
+    return Plan(key, tuple(runs), _chunks(with_records, how), None, moves, current, extra, mirrors, filled)
 
 
 def _chunks(runs: Sequence[Run], how: Planning) -> tuple[Chunk, ...]:

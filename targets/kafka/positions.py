@@ -11,6 +11,13 @@ aborts with the records it describes, the newest committed entry per key is exac
 point; data records carry no header the relay trusts, so other writers, retention and compaction
 of the data topics cannot move or lose a position.
 
+A transaction's map point (where its records landed on the target) is known only once the target
+has acknowledged them. Waiting for that inside the transaction would cost a round trip each, so
+the entry a transaction writes moves the position with the map as it was, and its own point is
+written by the next transaction, or by one of its own once none has followed for a second
+(:mod:`targets.kafka.accumulator`). The position is never late: a relay killed in between loses
+that one point, and a consumer group translated there re-reads at most that transaction's records.
+
 Reading back (:meth:`PositionsTopic.read`) uses ``read_committed`` and goes up to the topic's
 high watermark as it was when reading started, waiting for transactions still open then to
 finish (an open transaction holds back what a ``read_committed`` consumer sees, so stopping at
@@ -131,6 +138,13 @@ class Entry:
             return replace(self, next=next_offset, map=((next_offset, target_next),), target_id=None, since=next_offset)
         return replace(self, next=next_offset, map=thin((*self.map, (next_offset, target_next))))
 
+    def moved(self, next_offset: int) -> Entry:
+        """This entry moved to ``next_offset`` with no new map point (its point is written later, see
+        :func:`advance`). Raises :class:`PositionError` as :meth:`advanced` does."""
+        if next_offset < self.next:
+            raise PositionError(f"the position would move back from {self.next} to {next_offset}")
+        return self if next_offset == self.next else replace(self, next=next_offset)
+
 
 def map_restarted(before: Entry | None, after: Entry) -> bool:
     """Whether ``after`` started a new offset map where ``before`` had one (the target partition went back)."""
@@ -142,13 +156,15 @@ def advance(
     batch_next: Mapping[SourcePartition, int],
     mirror: Callable[[SourcePartition], tuple[str, int] | None],
     offsets: Mapping[tuple[str, int], int],
+    later: Collection[SourcePartition] = (),
 ) -> dict[SourcePartition, Entry]:
     """The entries after a transaction that moves each source partition to ``batch_next``.
 
     ``mirror`` names the target partition that mirrors a source partition (``partition:
     preserve``), or None (no offset map); ``offsets`` holds the offset the transaction's last
-    record in each target partition got. Raises :class:`PositionError` for an entry that would
-    move back (see :meth:`Entry.advanced`).
+    record in each target partition got. A source partition in ``later`` moves without a map
+    point: its records' target offsets are not known yet. Raises :class:`PositionError` for an
+    entry that would move back (see :meth:`Entry.advanced`).
     """
     out: dict[SourcePartition, Entry] = {}
     for sp, next_offset in batch_next.items():
@@ -156,7 +172,9 @@ def advance(
         last = offsets.get(where) if where is not None else None
         entry = current.get(sp, Entry(-1))
         try:
-            if where:
+            if where and sp in later:
+                out[sp] = entry.moved(next_offset)
+            elif where:
                 out[sp] = entry.advanced(next_offset, None if last is None else last + 1)
             else:
                 out[sp] = replace(entry, next=next_offset, map=())

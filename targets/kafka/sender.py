@@ -29,7 +29,7 @@ from relay.metrics import RelayMetrics
 from relay.settings import ClusterConfig
 from relay.target import TargetError, TargetRestart
 from targets.kafka import positions
-from targets.kafka.plan import Placed, Plan
+from targets.kafka.plan import Committed, Placed, Plan
 from targets.kafka.positions import Entry
 from targets.kafka.produce import PERMANENT_RECORD_ERRORS, Production, RecordRejected
 from targets.kafka.provenance import Stamp
@@ -80,8 +80,8 @@ class Batches(Protocol):
         """The plans of the next batch once it is due; None when the target closes."""
         ...
 
-    def committed(self, plan: Plan, entries: dict[SourcePartition, Entry]) -> None:
-        """``plan`` committed, writing ``entries``."""
+    def committed(self, plan: Plan, outcome: Committed) -> None:
+        """``plan`` committed, writing ``outcome.written`` and making ``outcome.entries`` true."""
         ...
 
     def lost(self, plan: Plan) -> None:
@@ -138,11 +138,11 @@ class TransactionalSender:
                 if plans is None:
                     return
                 for plan in plans:
-                    entries = self.execute(plan)
-                    if entries is None:
+                    outcome = self.execute(plan)
+                    if outcome is None:
                         batches.lost(plan)
                     else:
-                        batches.committed(plan, entries)
+                        batches.committed(plan, outcome)
             except BaseException as exc:  # handed to the relay's thread, which stops or restarts
                 batches.fail(exc)
             else:
@@ -228,15 +228,15 @@ class TransactionalSender:
                 producer.abort_transaction(5)
 
     # -- one transaction ------------------------------------------------------------------------------
-    def execute(self, plan: Plan) -> dict[SourcePartition, Entry] | None:
-        """Commit ``plan`` with its producer, retried whole until durable; the entries it wrote, or None if
-        its partition was lost meanwhile (group mode).
+    def execute(self, plan: Plan) -> Committed | None:
+        """Commit ``plan`` with its producer, retried whole until durable; what it wrote and made true, or
+        None if its partition was lost meanwhile (group mode).
 
         A retry after a failed attempt diagnoses: every record carries a callback that notes a failure, so
         that a record the broker refuses for good is named and stops the relay instead of retrying forever.
         """
         if plan.empty:
-            return {}
+            return Committed({}, {})
         key = plan.key
         attempt = 0
         diagnose = False
@@ -249,7 +249,7 @@ class TransactionalSender:
             production = Production(producer, diagnose, self.stamps)
             try:
                 producer.begin_transaction()
-                entries = self._send(plan, production)
+                written = self._send(plan, production)
                 self._commit_transaction(producer)
             except RecordRejected as exc:
                 self._abort(key, producer)
@@ -277,11 +277,14 @@ class TransactionalSender:
                 )
                 time.sleep(delay)
                 continue
+            # Outside the retries: the transaction is durable, whatever happens from here on.
+            outcome = Committed(written, self._settled(plan, production))
             self._metrics.produce_latency.observe(time.monotonic() - started)
-            return entries
+            return outcome
 
     def _send(self, plan: Plan, production: Production) -> dict[SourcePartition, Entry]:
-        """Produce the plan's records, then its positions records (once the map's offsets are known)."""
+        """Produce the plan's records and its positions records (their map points come later: waiting here
+        for the records' offsets would cost the transaction a round trip)."""
         mirrors = set(plan.mirrors.values())
         for chunk in plan.chunks:
             production.consumed(chunk, (chunk.topic, chunk.partition) in mirrors)
@@ -300,12 +303,21 @@ class TransactionalSender:
                     production.made(before, False)
             for placed in held.values():
                 production.made(placed, True)
-        if production.wants_offsets:
-            self._flush(production.producer)
+        if production.diagnose:
+            self._flush(production.producer)  # a record refused for good is named before the commit fails
         try:
-            entries = plan.entries(production.offsets)
+            written = plan.written()
         except positions.PositionError as exc:  # a position no relay could read back: never written
             raise TargetError(f"target {self._cluster.name}: {exc}; refusing to commit") from None
+        for pos_key, pos_value in positions.records(self._name, written, self._txn_id):
+            self._produce_position(production.producer, pos_key, pos_value)
+        return written
+
+    def _settled(self, plan: Plan, production: Production) -> dict[SourcePartition, Entry]:
+        """After ``plan`` committed: its entries with the map points of its records."""
+        if production.wants_offsets:
+            self._flush(production.producer)  # serves the delivery reports that carry the offsets
+        entries = plan.entries(production.offsets)
         for sp, entry in entries.items():
             if positions.map_restarted(plan.current.get(sp), entry):
                 log.warning(
@@ -314,8 +326,6 @@ class TransactionalSender:
                     partition=f"{sp.topic}/{sp.partition}",
                     since=entry.since,
                 )
-        for pos_key, pos_value in positions.records(self._name, entries, self._txn_id):
-            self._produce_position(production.producer, pos_key, pos_value)
         return entries
 
     def _recover(self, key: Key, producer: Producer, err: KafkaError, production: Production) -> bool:

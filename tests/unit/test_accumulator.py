@@ -14,7 +14,7 @@ from relay.run import Run
 from relay.settings import TopicConfig
 from relay.target import TargetRestart
 from targets.kafka.accumulator import Accumulator
-from targets.kafka.plan import Planning
+from targets.kafka.plan import Committed, Plan, Planning
 from targets.kafka.positions import Entry
 from targets.kafka.settings import BatchConfig
 
@@ -39,6 +39,11 @@ class _Acks:
         self.failures += 1
 
 
+def settled(plan: Plan, offsets: dict[tuple[str, int], int]) -> Committed:
+    """What the sender reports for ``plan`` committed with ``offsets``."""
+    return Committed(plan.written(), plan.entries(offsets))
+
+
 def accumulator(**batch: float) -> tuple[Accumulator, _Acks]:
     acc = Accumulator(BatchConfig(**batch), PLANNING)  # type: ignore[arg-type]
     acks = _Acks()
@@ -53,7 +58,7 @@ def test_a_run_that_does_not_fit_is_split_and_waits_for_the_sender() -> None:
     adder.start()
     (first,) = acc.take_plans() or []
     assert [[m.offset() for m in r.records] for r in first.runs] == [[0, 1, 2]] and first.moves == {SP0: 3}
-    acc.committed(first, first.entries({("out", 0): 2}))
+    acc.committed(first, settled(first, {("out", 0): 2}))
     acc.sent()
     adder.join(2)
     assert not adder.is_alive()
@@ -108,17 +113,78 @@ def test_committed_entries_move_and_runs_are_acknowledged() -> None:
     acc.add([(run(0, range(5)), None)], more=False)
     (plan,) = acc.take_plans() or []
     assert plan.extra == {SP1: Entry(7)}
-    acc.committed(plan, plan.entries({("out", 0): 4}))
+    acc.committed(plan, settled(plan, {("out", 0): 4}))
     acc.sent()
-    assert [len(r) for r in acks.runs] == [5] and acc.flush(0)
+    assert [len(r) for r in acks.runs] == [5] and not acc.flush(0)  # the map point of 0-4 is not written yet
+    (late,) = acc.take_plans() or []
+    assert late.extra == {SP0: Entry(5, ((5, 5),))} and not late.runs
+    acc.committed(late, settled(late, {}))
+    acc.sent()
+    assert acc.flush(0)
     acc.add([(Run.progress("src", SP0, "out", 5), None)], more=True)
     taken: list[bool] = []
 
     def sender() -> None:  # what the sender does with a plan that moves nothing: commits nothing, reports it
         (stale,) = acc.take_plans() or []
         taken.append(stale.empty)
-        acc.committed(stale, {})
+        acc.committed(stale, Committed({}, {}))
         acc.sent()
 
     threading.Thread(target=sender, daemon=True).start()
     assert acc.flush(5) and taken == [True]
+
+
+def test_a_map_point_rides_with_the_next_transaction_and_the_position_never_waits() -> None:
+    """A committed plan writes its position at once; its map point is written by the next plan."""
+    acc, _ = accumulator(linger=0.01)
+    acc.resumed({SP0: Entry(0)}, {})
+    acc.add([(run(0, range(5)), None)], more=False)
+    (first,) = acc.take_plans() or []
+    assert first.written() == {SP0: Entry(5)}
+    acc.committed(first, settled(first, {("out", 0): 4}))
+    acc.sent()
+    acc.add([(run(0, range(5, 8)), None)], more=False)
+    (second,) = acc.take_plans() or []
+    assert second.written() == {SP0: Entry(8, ((5, 5),))}
+    acc.committed(second, settled(second, {("out", 0): 8}))
+    acc.sent()
+    (late,) = acc.take_plans() or []
+    assert late.written() == {SP0: Entry(8, ((5, 5), (8, 9)))}
+
+
+def test_late_map_points_alone_wait_a_while_then_commit() -> None:
+    """With nothing else to carry them, late entries get a transaction of their own after about a second."""
+    acc, _ = accumulator(linger=0.01)
+    acc.resumed({SP0: Entry(0)}, {})
+    acc.add([(run(0, range(2)), None)], more=False)
+    (first,) = acc.take_plans() or []
+    acc.committed(first, settled(first, {("out", 0): 1}))
+    acc.sent()
+    started = time.monotonic()
+    (late,) = acc.take_plans() or []
+    assert time.monotonic() - started >= 0.9 and late.extra == {SP0: Entry(2, ((2, 2),))}
+
+
+def test_an_entry_read_back_drops_a_late_one_rather_than_write_its_older_position() -> None:
+    """Positions read again (another instance wrote meanwhile) replace a late entry, which is never written."""
+    acc, _ = accumulator(linger=0.01)
+    acc.resumed({SP0: Entry(0)}, {})
+    acc.add([(run(0, range(2)), None)], more=False)
+    (first,) = acc.take_plans() or []
+    acc.committed(first, settled(first, {("out", 0): 1}))
+    acc.sent()
+    acc.resumed({SP0: Entry(50, ((50, 60),))}, {})
+    assert acc.flush(0)
+
+
+def test_an_unwritten_entry_a_plan_moved_on_is_not_written_again() -> None:
+    """An imported entry that a plan with records advanced is done with: no later plan writes its old position."""
+    acc, _ = accumulator(linger=0.01)
+    acc.resumed({SP0: Entry(0)}, {SP0: Entry(0)})
+    acc.add([(run(0, range(3)), None)], more=False)
+    (first,) = acc.take_plans() or []
+    assert first.extra == {SP0: Entry(0)} and first.written() == {SP0: Entry(3)}
+    acc.committed(first, settled(first, {("out", 0): 2}))
+    acc.sent()
+    (late,) = acc.take_plans() or []
+    assert late.extra == {SP0: Entry(3, ((3, 3),))}

@@ -72,6 +72,15 @@ def test_entries_grow_the_offset_map_from_the_offsets_records_got() -> None:
     assert only.entries({("out", 0): 101}) == {SP0: Entry(7, ((5, 100), (7, 102)))}
 
 
+def test_written_entries_move_without_the_map_point_their_records_make() -> None:
+    """Before the offsets are known a filled partition moves without a point; one without records gets its point."""
+    runs = [run("in", 0, [5, 6]), Run.progress("src", SP1, "out", 30)]
+    current = {SP0: Entry(5, ((5, 100),)), SP1: Entry(20, ((20, 7),))}
+    (only,) = plan(runs, current, {}, Planning(ROUTES, COUNTS))
+    assert only.filled == {SP0}
+    assert only.written() == {SP0: Entry(7, ((5, 100),)), SP1: Entry(30, ((20, 7), (30, 7)))}
+
+
 def test_a_run_below_the_committed_position_is_refused() -> None:
     """A run that starts below its partition's committed position would duplicate records: refused."""
     with pytest.raises(TargetError, match=r"target dr: in/0: records from offset 2000 were read again below .* 3000"):
