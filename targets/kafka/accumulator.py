@@ -287,6 +287,9 @@ class Accumulator:
             self._current, self._records, self._bytes, self._full = [], 0, 0, False
             self._progress_since, self._eager = 0.0, False
             self._failure = failure
+            # The relay stops, or reads positions back before it goes on: by then another instance may
+            # have written newer ones, which a late entry's older position must not overwrite.
+            self._late.clear()
             self._sending = False
             self._cond.notify_all()
         if self._transform is not None:

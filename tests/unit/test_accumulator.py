@@ -188,3 +188,17 @@ def test_an_unwritten_entry_a_plan_moved_on_is_not_written_again() -> None:
     acc.sent()
     (late,) = acc.take_plans() or []
     assert late.extra == {SP0: Entry(3, ((3, 3),))}
+
+
+def test_a_failure_gives_up_late_map_points_rather_than_write_old_positions_after_a_restart() -> None:
+    """After a target restart no late entry is written: positions are read back first, and may be newer."""
+    acc, _ = accumulator(linger=0.01)
+    acc.resumed({SP0: Entry(0)}, {})
+    acc.add([(run(0, range(2)), None)], more=False)
+    (first,) = acc.take_plans() or []
+    acc.committed(first, settled(first, {("out", 0): 1}))
+    acc.sent()
+    acc.fail(TargetRestart("fenced"))
+    with pytest.raises(TargetRestart):
+        acc.flush(0)
+    assert acc.flush(0)
