@@ -374,3 +374,41 @@ def test_a_skipped_gap_with_nothing_after_it_is_reported_once(
     assert relay.log_text().count("records deleted before they were relayed are skipped") == 1, relay.log_tail()
     assert _entries(kafka_cluster, name, topic, 1) == {0: 1_500}
     assert committed_count(kafka_cluster, f"{topic}-copy", 1) == 1_000
+
+
+def _maps(cluster: KafkaCluster, name: str, topic: str, partitions: int) -> dict[int, tuple[int, tuple[int, int]]]:
+    """The relay's committed next offset and newest map point per source partition (with a map)."""
+    wanted = [SourcePartition(topic, p) for p in range(partitions)]
+    props = cluster.client_config()
+    target = ClusterConfig("target", props.pop("bootstrap.servers"), props)
+    found = PositionsTopic(target, default_topic(name), name, 60).read(wanted)
+    return {sp.partition: (entry.next, entry.map[-1]) for sp, entry in found.items() if entry.map}
+
+
+def test_an_idle_relay_writes_its_last_map_points_and_kill9_after_them_is_exactly_once(
+    tmp_path: Path, cluster_factory: ClusterFactory, topic_factory: TopicFactory
+) -> None:
+    """A running relay with nothing more to relay writes each partition's point at its position within seconds."""
+    source, target = cluster_factory("source"), cluster_factory("target")
+    topic = topic_factory(source, partitions=2)
+    first, more = numbered(1_000, 2), numbered(1_000, 2, start=1_000)
+    produce([source], topic, first)
+    name = f"late-{topic}"
+    config = write_config(
+        tmp_path / "relay.yml",
+        relay_config([source], target, [{"source": topic}], name=name, target={"batch": {"max_records": 100}}),
+    )
+    relay = RelayProcess(config).start()
+    wait_for("the first records", lambda: committed_count(target, topic, 2) == 1_000, 90, relay)
+    # The target partitions hold 500 records each, with one commit marker after each transaction's:
+    # the newest point is (500, the offset after the last record), at the position.
+    ends = end_offsets(target, topic, 2)
+    expected = {p: (500, (500, ends[p] - 1)) for p in (0, 1)}
+    wait_for("the last map points", lambda: _maps(target, name, topic, 2) == expected, 30, relay)
+    produce([source], topic, more)
+    wait_for("some later records", lambda: committed_count(target, topic, 2) > 1_200, 90, relay)
+    relay.kill9()
+    _stop_at_end(config)
+    assert_same(records_by_partition(first + more, 2), read_all(target, topic, 2))
+    ends = end_offsets(target, topic, 2)
+    assert _maps(target, name, topic, 2) == {p: (1_000, (1_000, ends[p] - 1)) for p in (0, 1)}
