@@ -76,7 +76,7 @@ def binary() -> Path:
 
 
 def argv(source: str, target: str, topic: str, out: str, transactions: bool, compress: bool = True) -> list[str]:
-    """The command line of one run."""
+    """The command line of one run; ``topic`` and ``out`` may each name several topics, comma-separated, in pairs."""
     args = [str(binary()), "-source", source, "-target", target, "-topic", topic, "-out", out]
     args += ["-batch", str(BATCH), "-compression", "lz4" if compress else "none"]
     return [*args, "-txn"] if transactions else args

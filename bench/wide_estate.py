@@ -25,6 +25,11 @@ release found in the target, so that no later start scans for them again; and a 
 at most one per such pair: the same position again with the map point its transaction's records
 made, written by a later transaction that did not carry that partition).
 
+Baseline, in each round after the relays: ``go-txn`` (``bench/gorelay``, franz-go, one
+transaction per poll of at most 20,000 records, no positions) copying the same layouts into the
+same target topics, emptied the same way: what the brokers allow a compiled transactional loop
+on the two layouts, measured over the same append span.
+
 Then ``restart``: the last ``wide`` relay started again with nothing to relay, after its positions
 topic was given the entries of ``--entries`` partitions in all (the 1,200 it owns, the rest from
 topics no longer on the source, each with an offset map of 37 points, what 60,000 transactions
@@ -47,6 +52,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
+from bench import go_loop
 from bench.clusters import (
     LOG_APPEND,
     admin,
@@ -84,6 +90,7 @@ def main() -> None:
     args = parser.parse_args()
     started = now_text()
     bench = Estate(args)
+    go_loop.binary()  # built (or found missing) before any cluster starts
     with fresh_clusters(["src", "dst"], "wide") as clusters:
         bench.src, bench.dst = clusters["src"], clusters["dst"]
         bench.fill()
@@ -94,6 +101,9 @@ def main() -> None:
             for contender in CONTENDERS:
                 log(f"round {round_no + 1}/{args.runs}: {contender}")
                 _say(contender, bench.run(contender, round_no))
+            for layout in CONTENDERS:
+                row = bench.run_go(layout, round_no)
+                log(f"  go-txn {layout}: {row['records/s']:,.0f} records/s, CPU {row['CPU s']:.1f} s")
         restarts = bench.restarts()
     write_result(bench.result(started, restarts))
 
@@ -116,6 +126,7 @@ class Estate:
         self.wide = [f"wide-{i:02d}" for i in range(args.topics)]
         self.work = WORK / f"wide-{uuid.uuid4().hex[:6]}"
         self.runs: list[dict[str, Any]] = []
+        self.go_runs: list[dict[str, Any]] = []
         self.last_wide = ""
 
     def layout(self, contender: str) -> dict[str, int]:
@@ -193,6 +204,31 @@ class Estate:
             self.last_wide = name
         return row
 
+    def run_go(self, layout_name: str, round_no: int) -> dict[str, Any]:
+        """The Go transactional loop copying ``layout_name``'s topics once, into the same target topics emptied."""
+        layout = self.layout(layout_name)
+        _empty(self.dst, layout)
+        topics = ",".join(layout)
+        argv = go_loop.argv(self.src.bootstrap_servers, self.dst.bootstrap_servers, topics, topics, transactions=True)
+        child = Child(f"go-txn-{layout_name}-{round_no + 1}", argv, self.work / f"go-txn-{layout_name}-{round_no}.log")
+        stats = child.start().wait(900)
+        if stats.returncode != 0:
+            raise RuntimeError(f"go-txn exited {stats.returncode}:\n{child.log_tail()}")
+        copied, txns = go_loop.copied(child.log_path.read_text(errors="replace"))
+        if copied != self.args.records:
+            raise RuntimeError(f"go-txn copied {copied} records, expected {self.args.records}")
+        spans = [append_span(self.dst, topic, n) for topic, n in layout.items()]
+        first, last = min(s[0] for s in spans), max(s[1] for s in spans)
+        row = {
+            "layout": layout_name,
+            "partitions": sum(layout.values()),
+            "records/s": self.args.records / max(last - first, 1e-3),
+            "CPU s": stats.cpu,
+            "transactions": txns,
+        }
+        self.go_runs.append(row)
+        return row
+
     def restarts(self) -> list[dict[str, Any]]:
         """The last wide relay started again over ``--entries`` partitions' entries, and the read alone."""
         name = self.last_wide
@@ -233,6 +269,11 @@ class Estate:
             rows.append(row)
         narrow, wide, narrow_first, wide_first = rows
         ratio = wide["records/s"] / narrow["records/s"]
+        go_rows = []
+        for layout in CONTENDERS:
+            mine = [r for r in self.go_runs if r["layout"] == layout]
+            go_rows.append({"layout": layout, **{k: median([r[k] for r in mine]) for k in mine[0] if k != "layout"}})
+        go_ratio = go_rows[1]["records/s"] / go_rows[0]["records/s"]
         first_ratio = wide_first["records/s"] / narrow_first["records/s"]
         restart_s = median([r["start-up s"] for r in restarts])
         read_s = median([r["read s"] for r in restarts])
@@ -245,7 +286,8 @@ class Estate:
         goals = [
             {
                 "goal": "wide estate (60 x 20 partitions) at >= 0.7x the narrow one's throughput (1 x 6)",
-                "measured": f"{ratio:.2f}x ({wide['records/s']:,.0f} vs {narrow['records/s']:,.0f} records/s)",
+                "measured": f"{ratio:.2f}x ({wide['records/s']:,.0f} vs {narrow['records/s']:,.0f} records/s); "
+                f"the Go transactional loop on the same brokers: {go_ratio:.2f}x",
                 "met": ratio >= 0.7,
             },
             {
@@ -316,12 +358,32 @@ class Estate:
             },
             notes=notes,
             goals=goals,
-            sections=[section],
-            runs=self.runs + [{"contender": "restart", **r} for r in restarts],
+            sections=[section, _go_section(go_rows, go_ratio, wide, narrow)],
+            runs=self.runs
+            + [{"contender": "restart", **r} for r in restarts]
+            + [{"contender": f"go-txn {r['layout']}", **r} for r in self.go_runs],
             machine=machine_info(),
             started=started,
             finished=now_text(),
         )
+
+
+def _go_section(
+    go_rows: list[dict[str, Any]], go_ratio: float, wide: dict[str, Any], narrow: dict[str, Any]
+) -> dict[str, Any]:
+    """The baseline's table: the Go transactional loop on both layouts, and the relay against it."""
+    go_narrow, go_wide = go_rows
+    return {
+        "title": "Baseline: the Go transactional loop (go-txn) on the same layouts",
+        "columns": list(go_rows[0]),
+        "rows": go_rows,
+        "notes": [
+            f"go-txn wide vs narrow: {go_ratio:.2f}x. The relay against go-txn: narrow "
+            f"{narrow['records/s'] / go_narrow['records/s']:.2f}x, "
+            f"wide {wide['records/s'] / go_wide['records/s']:.2f}x.",
+            "go-txn writes no positions and no offset map: each of its transactions is its records and the commit.",
+        ],
+    }
 
 
 def _cluster_config(cluster: KafkaCluster) -> Any:

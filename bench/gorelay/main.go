@@ -1,9 +1,10 @@
 // Command gorelay is the benchmark's compiled baseline: a minimal consume -> produce loop with franz-go.
 //
-//	gorelay -source HOST:PORT -target HOST:PORT -topic T -out T2 [-txn] [-batch 20000] [-compression none]
+//	gorelay -source HOST:PORT -target HOST:PORT -topic T[,T...] -out T2[,T2...] [-txn] [-batch 20000] [-compression none]
 //
-// It assigns every partition of T from the beginning (no consumer group), copies each record (key,
-// value, headers, timestamp) to the same partition of T2 with an idempotent, acks=all, lz4 (or
+// It assigns every partition of each T from the beginning (no consumer group), copies each record (key,
+// value, headers, timestamp) to the same partition of its T2 (the topic at the same place in -out)
+// with an idempotent, acks=all, lz4 (or
 // uncompressed) producer, and stops once it has copied every record below the end offsets it saw
 // at start. With -txn each poll (at most -batch records) is one transaction, committed before the
 // next poll is produced, as our relay commits one transaction per batch. No filters, no resume positions, no retries: any error
@@ -16,6 +17,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,7 +28,7 @@ import (
 // config is what the command line sets.
 type config struct {
 	source, target string // bootstrap servers
-	topic, out     string // source and target topic
+	topic, out     string // source and target topics, comma-separated, in pairs
 	txn            bool
 	batch          int
 	txnID          string
@@ -37,8 +39,8 @@ func main() {
 	var c config
 	flag.StringVar(&c.source, "source", "", "source bootstrap servers")
 	flag.StringVar(&c.target, "target", "", "target bootstrap servers")
-	flag.StringVar(&c.topic, "topic", "", "source topic")
-	flag.StringVar(&c.out, "out", "", "target topic (same partition count)")
+	flag.StringVar(&c.topic, "topic", "", "source topics, comma-separated")
+	flag.StringVar(&c.out, "out", "", "target topics, one per source topic (same partition count)")
 	flag.BoolVar(&c.txn, "txn", false, "one transaction per poll")
 	flag.IntVar(&c.batch, "batch", 20_000, "most records per poll (and so per transaction)")
 	flag.StringVar(&c.txnID, "txn-id", fmt.Sprintf("gorelay-%d", os.Getpid()), "transactional.id with -txn")
@@ -51,6 +53,10 @@ func main() {
 		os.Exit(2)
 	}
 	c.codec = codec
+	if len(strings.Split(c.topic, ",")) != len(strings.Split(c.out, ",")) {
+		fmt.Fprintln(os.Stderr, "gorelay: -topic and -out must name as many topics")
+		os.Exit(2)
+	}
 	copied, txns, err := run(c)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "gorelay: %v (after %d records)\n", err, copied)
@@ -61,19 +67,29 @@ func main() {
 
 func run(c config) (int64, int, error) {
 	ctx := context.Background()
-	ends, err := endOffsets(ctx, c.source, c.topic)
-	if err != nil {
-		return 0, 0, err
-	}
-	assign := map[int32]kgo.Offset{}
-	for p, end := range ends {
-		if end > 0 {
-			assign[p] = kgo.NewOffset().AtStart()
+	outs := strings.Split(c.out, ",")
+	outFor := map[string]string{}
+	ends := map[string]map[int32]int64{}
+	assign := map[string]map[int32]kgo.Offset{}
+	left := 0
+	for i, topic := range strings.Split(c.topic, ",") {
+		outFor[topic] = outs[i]
+		topicEnds, err := endOffsets(ctx, c.source, topic)
+		if err != nil {
+			return 0, 0, err
+		}
+		ends[topic] = topicEnds
+		assign[topic] = map[int32]kgo.Offset{}
+		for p, end := range topicEnds {
+			if end > 0 {
+				assign[topic][p] = kgo.NewOffset().AtStart()
+				left++
+			}
 		}
 	}
 	consumer, err := kgo.NewClient(
 		kgo.SeedBrokers(c.source),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{c.topic: assign}),
+		kgo.ConsumePartitions(assign),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.FetchMaxBytes(64<<20),         // our relay's fetch.max.bytes
 		kgo.FetchMaxPartitionBytes(8<<20), // and max.partition.fetch.bytes
@@ -120,7 +136,6 @@ func run(c config) (int64, int, error) {
 
 	var copied int64
 	txns := 0
-	left := len(assign)
 	records := make([]*kgo.Record, 0, c.batch)
 	for left > 0 {
 		fetches := consumer.PollRecords(ctx, c.batch)
@@ -129,13 +144,13 @@ func run(c config) (int64, int, error) {
 		}
 		records = records[:0]
 		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
-			end := ends[p.Partition]
+			end := ends[p.Topic][p.Partition]
 			for _, r := range p.Records {
 				if r.Offset >= end {
 					break
 				}
 				records = append(records, &kgo.Record{
-					Topic:     c.out,
+					Topic:     outFor[p.Topic],
 					Partition: r.Partition,
 					Key:       r.Key,
 					Value:     r.Value,
