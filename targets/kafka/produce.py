@@ -128,54 +128,33 @@ class Production:
         self.wants_offsets = False
         self.failed: Failed = []
 
-    def first(self, chunk: Chunk) -> bool:
-        """Produce a chunk's first record if it has more than one (see :meth:`consumed`); whether it did.
-
-        The client registers each partition a transaction writes to with the coordinator before it
-        sends that partition's records, one request at a time for the partitions met since the last.
-        Every target partition's first record produced up front registers them in a request or two;
-        met one after the other (1,200 partitions), they took many, and the transaction waited.
-        """
-        if len(chunk.runs) == 1 and len(chunk.runs[0]) < 2:
-            return False
-        self.cluster = chunk.cluster
-        self.stamp = self.stamps[chunk.cluster] if self.stamps is not None else None
-        rec = chunk.runs[0][0]
-        self._one(rec, chunk.topic, chunk.partition, self._failures(rec))
-        return True
-
-    def _failures(self, rec: KafkaMessage) -> Any:
-        return FailureCollector(self.failed, rec, self.cluster) if self.diagnose else None
-
-    def consumed(self, chunk: Chunk, want_offset: bool, begun: bool = False) -> None:
-        """Produce a chunk's records to its target partition, in order (after the first one when ``begun``: see
-        :meth:`first`); the last one's offset when ``want_offset``."""
+    def consumed(self, chunk: Chunk, want_offset: bool) -> None:
+        """Produce a chunk's records to its target partition, in order; the last one's offset when ``want_offset``."""
         self.cluster = chunk.cluster
         self.stamp = self.stamps[chunk.cluster] if self.stamps is not None else None
         topic, partition, runs = chunk.topic, chunk.partition, chunk.runs
         for n, recs in enumerate(runs):
             final = n == len(runs) - 1
             stop = len(recs) - 1 if final else len(recs)
-            begin = 1 if begun and n == 0 else 0
             if self.diagnose:
-                for rec in islice(recs, begin, stop):
+                for rec in islice(recs, stop):
                     self._one(rec, topic, partition, FailureCollector(self.failed, rec, self.cluster))
             elif self.stamp is not None:
-                self._loop_stamped(recs, begin, stop, topic, partition, self.stamp)
+                self._loop_stamped(recs, stop, topic, partition, self.stamp)
             else:
-                self._loop(recs, begin, stop, topic, partition)
+                self._loop(recs, stop, topic, partition)
             if final:
                 last = recs[-1]
-                cb: Any = self._failures(last)
+                cb: Any = FailureCollector(self.failed, last, self.cluster) if self.diagnose else None
                 if want_offset:
                     cb = OffsetCollector(self.offsets, (topic, partition), cb)
                     self.wants_offsets = True
                 self._one(last, topic, partition, cb)
 
-    def _loop(self, recs: Sequence[KafkaMessage], start: int, stop: int, topic: str, partition: int) -> None:
-        """Queue ``recs[start:stop]`` without a callback, waiting while the producer's queue is full."""
+    def _loop(self, recs: Sequence[KafkaMessage], stop: int, topic: str, partition: int) -> None:
+        """Queue ``recs[:stop]`` without a callback, waiting while the producer's queue is full."""
         produce = self.producer.produce
-        i = start
+        start = i = 0
         while start < stop:
             try:
                 for i, rec in enumerate(islice(recs, start, stop), start):  # noqa: B007  # i: where to resume
@@ -190,12 +169,10 @@ class Production:
             except KafkaException as exc:
                 _refused(exc, recs[i], topic, self.cluster)
 
-    def _loop_stamped(
-        self, recs: Sequence[KafkaMessage], start: int, stop: int, topic: str, partition: int, stamp: Stamp
-    ) -> None:
+    def _loop_stamped(self, recs: Sequence[KafkaMessage], stop: int, topic: str, partition: int, stamp: Stamp) -> None:
         """As :meth:`_loop`, each record with the provenance header ``stamp`` after its own."""
         produce = self.producer.produce
-        i = start
+        start = i = 0
         while start < stop:
             try:
                 for i, rec in enumerate(islice(recs, start, stop), start):  # noqa: B007  # i: where to resume

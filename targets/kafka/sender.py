@@ -286,9 +286,8 @@ class TransactionalSender:
         """Produce the plan's records and its positions records (their map points come later: waiting here
         for the records' offsets would cost the transaction a round trip)."""
         mirrors = set(plan.mirrors.values())
-        begun = [production.first(chunk) for chunk in plan.chunks]
-        for chunk, first_done in zip(plan.chunks, begun, strict=True):
-            production.consumed(chunk, (chunk.topic, chunk.partition) in mirrors, first_done)
+        for chunk in plan.chunks:
+            production.consumed(chunk, (chunk.topic, chunk.partition) in mirrors)
         if plan.made is not None:
             # The last record of each mirrored target partition carries the offset callback; which
             # one is last is known only once the next arrives (or none does), so one is held back.
