@@ -43,6 +43,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
+from relay.kafkautil import list_offsets
 from relay.logs import librdkafka_logger
 from relay.message import SourcePartition
 from relay.settings import ClusterConfig
@@ -143,20 +144,15 @@ class TargetGroups:
         except KafkaException as exc:
             raise self._fail("reading metadata", exc) from None
         present = [(t, p) for t, p in partitions if t in md.topics and p in md.topics[t].partitions]
-        found: dict[TopicPartitionKey, list[int]] = {tp: [0, 0] for tp in present}
-        for i, spec in enumerate((OffsetSpec.earliest(), OffsetSpec.latest())):  # type: ignore[no-untyped-call]
-            request = {TopicPartition(t, p): spec for t, p in present}
-            if not request:
-                break
-            try:
-                futures = self._admin.list_offsets(
-                    request, isolation_level=IsolationLevel.READ_UNCOMMITTED, request_timeout=self.timeout
-                )
-                for tp, fut in futures.items():
-                    found[(tp.topic, tp.partition)][i] = fut.result(timeout=self.timeout).offset
-            except KafkaException as exc:
-                raise self._fail("reading log offsets", exc) from None
-        return {tp: (se[0], se[1]) for tp, se in found.items()}
+        if not present:
+            return {}
+        every = IsolationLevel.READ_UNCOMMITTED
+        try:
+            start = list_offsets(self._admin, present, OffsetSpec.earliest(), every, self.timeout)  # type: ignore[no-untyped-call]
+            end = list_offsets(self._admin, present, OffsetSpec.latest(), every, self.timeout)  # type: ignore[no-untyped-call]
+        except KafkaException as exc:
+            raise self._fail("reading log offsets", exc) from None
+        return {tp: (start[tp], end[tp]) for tp in present}
 
     def active_members(self, group: str) -> list[str]:
         """The members of ``group`` on the target, as ``client.id@host`` (empty: nobody consumes with it)."""

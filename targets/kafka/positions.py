@@ -56,7 +56,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-d
 
 from relay.backoff import backoff_delay
 from relay.errors import passing
-from relay.kafkautil import retriable
+from relay.kafkautil import list_offsets, retriable
 from relay.logs import librdkafka_logger
 from relay.message import SourcePartition
 from relay.settings import ClusterConfig
@@ -422,11 +422,9 @@ class PositionsTopic:
             reason = tmd.error.str() if tmd is not None and tmd.error is not None else "it does not exist"
             raise TargetError(f"target {self.cluster.name}: positions topic {self.topic!r}: {reason}")
         latest: Any = OffsetSpec.latest()  # type: ignore[no-untyped-call]
-        request = {TopicPartition(self.topic, p): latest for p in tmd.partitions}
-        futures = admin.list_offsets(
-            request, isolation_level=IsolationLevel.READ_UNCOMMITTED, request_timeout=self.timeout
-        )
-        return {tp.partition: fut.result(timeout=self.timeout).offset for tp, fut in futures.items()}
+        wanted = [(self.topic, p) for p in tmd.partitions]
+        ends = list_offsets(admin, wanted, latest, IsolationLevel.READ_UNCOMMITTED, self.timeout)
+        return {p: end for (_, p), end in ends.items()}
 
 
 def records(
