@@ -152,14 +152,20 @@ def test_a_map_point_rides_with_the_next_transaction_and_the_position_never_wait
     assert late.written() == {SP0: Entry(8, ((5, 5), (8, 9)))}
 
 
-def test_late_map_points_alone_wait_a_while_then_commit() -> None:
-    """With nothing else to carry them, late entries get a transaction of their own after about a second."""
+def committed_two_records() -> Accumulator:
+    """An accumulator whose first plan, records 0-1 of partition 0 at target offsets 0-1, committed."""
     acc, _ = accumulator(linger=0.01)
     acc.resumed({SP0: Entry(0)}, {})
     acc.add([(run(0, range(2)), None)], more=False)
     (first,) = acc.take_plans() or []
     acc.committed(first, settled(first, {("out", 0): 1}))
     acc.sent()
+    return acc
+
+
+def test_late_map_points_alone_wait_a_while_then_commit() -> None:
+    """With nothing else to carry them, late entries get a transaction of their own after about a second."""
+    acc = committed_two_records()
     started = time.monotonic()
     (late,) = acc.take_plans() or []
     assert time.monotonic() - started >= 0.9 and late.extra == {SP0: Entry(2, ((2, 2),))}
@@ -167,12 +173,7 @@ def test_late_map_points_alone_wait_a_while_then_commit() -> None:
 
 def test_an_entry_read_back_drops_a_late_one_rather_than_write_its_older_position() -> None:
     """Positions read again (another instance wrote meanwhile) replace a late entry, which is never written."""
-    acc, _ = accumulator(linger=0.01)
-    acc.resumed({SP0: Entry(0)}, {})
-    acc.add([(run(0, range(2)), None)], more=False)
-    (first,) = acc.take_plans() or []
-    acc.committed(first, settled(first, {("out", 0): 1}))
-    acc.sent()
+    acc = committed_two_records()
     acc.resumed({SP0: Entry(50, ((50, 60),))}, {})
     assert acc.flush(0)
 
@@ -192,12 +193,7 @@ def test_an_unwritten_entry_a_plan_moved_on_is_not_written_again() -> None:
 
 def test_a_failure_gives_up_late_map_points_rather_than_write_old_positions_after_a_restart() -> None:
     """After a target restart no late entry is written: positions are read back first, and may be newer."""
-    acc, _ = accumulator(linger=0.01)
-    acc.resumed({SP0: Entry(0)}, {})
-    acc.add([(run(0, range(2)), None)], more=False)
-    (first,) = acc.take_plans() or []
-    acc.committed(first, settled(first, {("out", 0): 1}))
-    acc.sent()
+    acc = committed_two_records()
     acc.fail(TargetRestart("fenced"))
     with pytest.raises(TargetRestart):
         acc.flush(0)
