@@ -1,9 +1,13 @@
 """The plain confluent-kafka baseline: consume -> produce in one loop, nothing else.
 
-``python -m bench.plain_loop --source HOST:PORT --target HOST:PORT --topic T --out T2``: assigns every
-partition of ``T`` from the beginning (no consumer group), produces each record to the same
-partition of ``T2`` with an idempotent producer (same batching as our relay's target), stops at
-the end offsets seen at start and flushes. No filters, no transactions, no resume positions.
+``python -m bench.plain_loop --source HOST:PORT --target HOST:PORT --topic T[,T...] --out T2[,T2...] [--txn]``:
+assigns every partition of each ``T`` from the beginning (no consumer group), produces each record
+to the same partition of the ``T2`` paired with it by an idempotent producer (same batching as our
+relay's target), stops at the end offsets seen at start and flushes. No filters, no resume
+positions. ``--txn`` makes each poll (at most :data:`BATCH` records) one transaction, as
+``bench/gorelay -txn`` does: the same client library as our relay under the same commit shape, so
+what it reaches is what librdkafka allows on the layout. Its last line is gorelay's:
+``copied N records in T transactions``.
 """
 
 from __future__ import annotations
@@ -19,27 +23,40 @@ from bench.clusters import CONSUMER_FETCH, PRODUCER_BATCHING
 from relay import logs
 from relay.logs import librdkafka_logger
 
+BATCH = 20_000
+"""Records per poll, so per transaction with ``--txn``: our relay's ``batch.max_records``."""
+
 SETTINGS = {
     "consumer": {**CONSUMER_FETCH, "assignment": "every partition from the beginning", "batch": "consume(2000)"},
     "producer": {**PRODUCER_BATCHING, "enable.idempotence": "true", "transactions": "none"},
 }
+TXN_SETTINGS = {
+    "consumer": {**CONSUMER_FETCH, "isolation.level": "read_committed", "batch": f"what is fetched, at most {BATCH:,}"},
+    "producer": {**PRODUCER_BATCHING, "transactions": f"one per poll of at most {BATCH:,} records"},
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Copy the topic once; exit 0 when every record up to the start-time end offsets is acknowledged."""
+    """Copy the topics once; exit 0 when every record up to the start-time end offsets is acknowledged."""
     parser = argparse.ArgumentParser(prog="bench.plain_loop")
     parser.add_argument("--source", required=True)
     parser.add_argument("--target", required=True)
-    parser.add_argument("--topic", required=True)
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--topic", required=True, help="source topics, comma-separated")
+    parser.add_argument("--out", required=True, help="target topics, comma-separated, one per source topic")
+    parser.add_argument("--txn", action="store_true", help="one transaction per poll")
     args = parser.parse_args(argv)
     logs.configure("warning")
+    topics, outs = args.topic.split(","), args.out.split(",")
+    if len(topics) != len(outs):
+        parser.error("--topic and --out must name as many topics")
+    out_for = dict(zip(topics, outs, strict=True))
     consumer = Consumer(
         {
             "bootstrap.servers": args.source,
             "group.id": f"plain-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
             "enable.partition.eof": True,
+            **({"isolation.level": "read_committed"} if args.txn else {}),
             **CONSUMER_FETCH,
             "logger": librdkafka_logger(),
         }
@@ -49,45 +66,67 @@ def main(argv: Sequence[str] | None = None) -> int:
             "bootstrap.servers": args.target,
             **PRODUCER_BATCHING,
             "enable.idempotence": True,
+            **({"transactional.id": f"plain-{uuid.uuid4().hex[:8]}"} if args.txn else {}),
             "queue.buffering.max.messages": 1_000_000,
             "queue.buffering.max.kbytes": 1_048_576,
             "logger": librdkafka_logger(),
         }
     )
-    partitions = len(consumer.list_topics(args.topic, timeout=10).topics[args.topic].partitions)
-    ends = {p: consumer.get_watermark_offsets(TopicPartition(args.topic, p), timeout=10)[1] for p in range(partitions)}
-    left = {p for p, end in ends.items() if end > 0}
-    consumer.assign([TopicPartition(args.topic, p, OFFSET_BEGINNING) for p in left])
+    if args.txn:
+        producer.init_transactions(30)
+    metadata = consumer.list_topics(timeout=10).topics
+    ends: dict[tuple[str, int], int] = {}
+    for topic in topics:
+        for p in metadata[topic].partitions:
+            ends[topic, p] = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+    left = {tp for tp, end in ends.items() if end > 0}
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for topic, p in left])
     produce = producer.produce
-    out = args.out
+    copied = transactions = 0
     while left:
-        for msg in consumer.consume(2000, 0.2):
+        # --txn: what is fetched already, as gorelay's PollRecords gives it, waiting only while nothing is.
+        batch = (consumer.consume(BATCH, 0) or consumer.consume(1, 0.2)) if args.txn else consumer.consume(2000, 0.2)
+        records = []
+        for msg in batch:
             err = msg.error()
             if err is not None:
                 if err.code() == KafkaError._PARTITION_EOF:
-                    left.discard(msg.partition())
+                    left.discard((msg.topic(), msg.partition()))
                     continue
                 print(f"consume error: {err}", file=sys.stderr)
                 return 1
-            partition = msg.partition()
+            tp = (msg.topic(), msg.partition())
+            if msg.offset() >= ends[tp]:
+                continue
+            records.append(msg)
+            if msg.offset() + 1 >= ends[tp]:
+                left.discard(tp)
+        if not records:
+            continue
+        if args.txn:
+            producer.begin_transaction()
+        for msg in records:
             while True:
                 try:
                     produce(
-                        out,
+                        out_for[msg.topic()],
                         msg.value(),
                         msg.key(),
-                        partition=partition,
+                        partition=msg.partition(),
                         headers=msg.headers(),
                         timestamp=msg.timestamp()[1],
                     )
                     break
                 except BufferError:
                     producer.poll(0.05)
-            if msg.offset() + 1 >= ends[partition]:
-                left.discard(partition)
+        copied += len(records)
+        if args.txn:
+            producer.commit_transaction(60)
+            transactions += 1
         producer.poll(0)
     remaining = producer.flush(120)
     consumer.close()
+    print(f"copied {copied} records in {transactions} transactions")
     return 0 if remaining == 0 else 1
 
 

@@ -25,10 +25,13 @@ release found in the target, so that no later start scans for them again; and a 
 at most one per such pair: the same position again with the map point its transaction's records
 made, written by a later transaction that did not carry that partition).
 
-Baseline, in each round after the relays: ``go-txn`` (``bench/gorelay``, franz-go, one
-transaction per poll of at most 20,000 records, no positions) copying the same layouts into the
-same target topics, emptied the same way: what the brokers allow a compiled transactional loop
-on the two layouts, measured over the same append span.
+Baselines, in each round after the relays, copying the same layouts into the same target topics,
+emptied the same way, measured over the same append span; each makes one transaction per poll of
+at most 20,000 records and writes no positions:
+
+* ``go-txn`` (``bench/gorelay``, franz-go): what the brokers allow a compiled transactional loop;
+* ``py-txn`` (``bench/plain_loop.py --txn``, confluent-kafka, one thread: poll, produce, commit):
+  what the client library our relay is built on allows under the same commit shape.
 
 Then ``restart``: the last ``wide`` relay started again with nothing to relay, after its positions
 topic was given the entries of ``--entries`` partitions in all (the 1,200 it owns, the rest from
@@ -44,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -52,7 +56,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
-from bench import go_loop
+from bench import go_loop, plain_loop
 from bench.clusters import (
     LOG_APPEND,
     admin,
@@ -76,6 +80,8 @@ CONTENDERS = ("narrow", "wide")
 FIRST = "-first"
 """Suffix of a contender's first copy, into target topics just created."""
 NARROW_PARTITIONS = 6
+LOOPS = ("go-txn", "py-txn")
+"""The baseline loops, each run on both layouts in every round."""
 MAP_POINTS = 37
 
 
@@ -101,9 +107,10 @@ def main() -> None:
             for contender in CONTENDERS:
                 log(f"round {round_no + 1}/{args.runs}: {contender}")
                 _say(contender, bench.run(contender, round_no))
-            for layout in CONTENDERS:
-                row = bench.run_go(layout, round_no)
-                log(f"  go-txn {layout}: {row['records/s']:,.0f} records/s, CPU {row['CPU s']:.1f} s")
+            for loop in LOOPS:
+                for layout in CONTENDERS:
+                    row = bench.run_loop(loop, layout, round_no)
+                    log(f"  {loop} {layout}: {row['records/s']:,.0f} records/s, CPU {row['CPU s']:.1f} s")
         restarts = bench.restarts()
     write_result(bench.result(started, restarts))
 
@@ -126,7 +133,7 @@ class Estate:
         self.wide = [f"wide-{i:02d}" for i in range(args.topics)]
         self.work = WORK / f"wide-{uuid.uuid4().hex[:6]}"
         self.runs: list[dict[str, Any]] = []
-        self.go_runs: list[dict[str, Any]] = []
+        self.loop_runs: list[dict[str, Any]] = []
         self.last_wide = ""
 
     def layout(self, contender: str) -> dict[str, int]:
@@ -204,29 +211,37 @@ class Estate:
             self.last_wide = name
         return row
 
-    def run_go(self, layout_name: str, round_no: int) -> dict[str, Any]:
-        """The Go transactional loop copying ``layout_name``'s topics once, into the same target topics emptied."""
+    def run_loop(self, loop: str, layout_name: str, round_no: int) -> dict[str, Any]:
+        """A baseline loop (one of :data:`LOOPS`) copying ``layout_name``'s topics once, into the same target
+        topics emptied."""
         layout = self.layout(layout_name)
         _empty(self.dst, layout)
         topics = ",".join(layout)
-        argv = go_loop.argv(self.src.bootstrap_servers, self.dst.bootstrap_servers, topics, topics, transactions=True)
-        child = Child(f"go-txn-{layout_name}-{round_no + 1}", argv, self.work / f"go-txn-{layout_name}-{round_no}.log")
+        src, dst = self.src.bootstrap_servers, self.dst.bootstrap_servers
+        if loop == "go-txn":
+            argv = go_loop.argv(src, dst, topics, topics, transactions=True)
+        else:
+            argv = [sys.executable, "-m", plain_loop.__name__, "--source", src, "--target", dst]
+            argv += ["--topic", topics, "--out", topics, "--txn"]
+        name = f"{loop}-{layout_name}-{round_no + 1}"
+        child = Child(name, argv, self.work / f"{name}.log", relay_env())
         stats = child.start().wait(900)
         if stats.returncode != 0:
-            raise RuntimeError(f"go-txn exited {stats.returncode}:\n{child.log_tail()}")
+            raise RuntimeError(f"{loop} exited {stats.returncode}:\n{child.log_tail()}")
         copied, txns = go_loop.copied(child.log_path.read_text(errors="replace"))
         if copied != self.args.records:
-            raise RuntimeError(f"go-txn copied {copied} records, expected {self.args.records}")
+            raise RuntimeError(f"{loop} copied {copied} records, expected {self.args.records}")
         spans = [append_span(self.dst, topic, n) for topic, n in layout.items()]
         first, last = min(s[0] for s in spans), max(s[1] for s in spans)
         row = {
+            "loop": loop,
             "layout": layout_name,
             "partitions": sum(layout.values()),
             "records/s": self.args.records / max(last - first, 1e-3),
             "CPU s": stats.cpu,
             "transactions": txns,
         }
-        self.go_runs.append(row)
+        self.loop_runs.append(row)
         return row
 
     def restarts(self) -> list[dict[str, Any]]:
@@ -269,11 +284,17 @@ class Estate:
             rows.append(row)
         narrow, wide, narrow_first, wide_first = rows
         ratio = wide["records/s"] / narrow["records/s"]
-        go_rows = []
-        for layout in CONTENDERS:
-            mine = [r for r in self.go_runs if r["layout"] == layout]
-            go_rows.append({"layout": layout, **{k: median([r[k] for r in mine]) for k in mine[0] if k != "layout"}})
-        go_ratio = go_rows[1]["records/s"] / go_rows[0]["records/s"]
+        loop_rows = []
+        for loop in LOOPS:
+            for layout in CONTENDERS:
+                mine = [r for r in self.loop_runs if r["loop"] == loop and r["layout"] == layout]
+                medians = {k: median([r[k] for r in mine]) for k in mine[0] if k not in ("loop", "layout")}
+                loop_rows.append({"loop": loop, "layout": layout, **medians})
+        loop_ratio = {
+            loop: by_layout["wide"] / by_layout["narrow"]
+            for loop in LOOPS
+            for by_layout in [{r["layout"]: r["records/s"] for r in loop_rows if r["loop"] == loop}]
+        }
         first_ratio = wide_first["records/s"] / narrow_first["records/s"]
         restart_s = median([r["start-up s"] for r in restarts])
         read_s = median([r["read s"] for r in restarts])
@@ -287,7 +308,8 @@ class Estate:
             {
                 "goal": "wide estate (60 x 20 partitions) at >= 0.7x the narrow one's throughput (1 x 6)",
                 "measured": f"{ratio:.2f}x ({wide['records/s']:,.0f} vs {narrow['records/s']:,.0f} records/s); "
-                f"the Go transactional loop on the same brokers: {go_ratio:.2f}x",
+                f"on the same brokers the Go transactional loop {loop_ratio['go-txn']:.2f}x, the Python one (the "
+                f"relay's client library, no pipelining) {loop_ratio['py-txn']:.2f}x",
                 "met": ratio >= 0.7,
             },
             {
@@ -355,34 +377,42 @@ class Estate:
                 "narrow": f"1 topic x {NARROW_PARTITIONS} partitions",
                 "wide": f"{self.args.topics} topics x {self.args.partitions} partitions, by pattern",
                 "relay": "run --stop-at-end, defaults (batch.max_records 20000, linger 50ms)",
+                "go-txn": go_loop.SETTINGS["go-txn"],
+                "py-txn": plain_loop.TXN_SETTINGS,
             },
             notes=notes,
             goals=goals,
-            sections=[section, _go_section(go_rows, go_ratio, wide, narrow)],
+            sections=[section, _loop_section(loop_rows, loop_ratio, wide, narrow)],
             runs=self.runs
             + [{"contender": "restart", **r} for r in restarts]
-            + [{"contender": f"go-txn {r['layout']}", **r} for r in self.go_runs],
+            + [{"contender": f"{r['loop']} {r['layout']}", **r} for r in self.loop_runs],
             machine=machine_info(),
             started=started,
             finished=now_text(),
         )
 
 
-def _go_section(
-    go_rows: list[dict[str, Any]], go_ratio: float, wide: dict[str, Any], narrow: dict[str, Any]
+def _loop_section(
+    loop_rows: list[dict[str, Any]], loop_ratio: dict[str, float], wide: dict[str, Any], narrow: dict[str, Any]
 ) -> dict[str, Any]:
-    """The baseline's table: the Go transactional loop on both layouts, and the relay against it."""
-    go_narrow, go_wide = go_rows
+    """The baselines' table: each loop on both layouts, and the relay against each."""
+    notes = []
+    for loop in LOOPS:
+        rate = {r["layout"]: r["records/s"] for r in loop_rows if r["loop"] == loop}
+        notes.append(
+            f"{loop} wide vs narrow: {loop_ratio[loop]:.2f}x. The relay against {loop}: narrow "
+            f"{narrow['records/s'] / rate['narrow']:.2f}x, wide {wide['records/s'] / rate['wide']:.2f}x."
+        )
+    notes.append(
+        "Neither loop writes positions or an offset map: each of its transactions is its records and the commit. "
+        "py-txn polls, produces and commits in turn on one thread; the relay reads the next batch while the "
+        "last one commits."
+    )
     return {
-        "title": "Baseline: the Go transactional loop (go-txn) on the same layouts",
-        "columns": list(go_rows[0]),
-        "rows": go_rows,
-        "notes": [
-            f"go-txn wide vs narrow: {go_ratio:.2f}x. The relay against go-txn: narrow "
-            f"{narrow['records/s'] / go_narrow['records/s']:.2f}x, "
-            f"wide {wide['records/s'] / go_wide['records/s']:.2f}x.",
-            "go-txn writes no positions and no offset map: each of its transactions is its records and the commit.",
-        ],
+        "title": "Baselines: transactional loops (go-txn, py-txn) on the same layouts",
+        "columns": list(loop_rows[0]),
+        "rows": loop_rows,
+        "notes": notes,
     }
 
 
