@@ -16,11 +16,14 @@ import argparse
 import sys
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, IsolationLevel, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
 from bench.clusters import CONSUMER_FETCH, PRODUCER_BATCHING
 from relay import logs
+from relay.kafkautil import list_offsets
 from relay.logs import librdkafka_logger
 
 BATCH = 20_000
@@ -75,10 +78,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.txn:
         producer.init_transactions(30)
     metadata = consumer.list_topics(timeout=10).topics
-    ends: dict[tuple[str, int], int] = {}
-    for topic in topics:
-        for p in metadata[topic].partitions:
-            ends[topic, p] = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+    wanted = [(topic, p) for topic in topics for p in metadata[topic].partitions]
+    # One request for every partition's end, as gorelay asks (kadm.ListEndOffsets), not one per partition.
+    admin = AdminClient({"bootstrap.servers": args.source, "logger": librdkafka_logger()})
+    latest: Any = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+    ends = list_offsets(admin, wanted, latest, IsolationLevel.READ_UNCOMMITTED, 10)
     left = {tp for tp, end in ends.items() if end > 0}
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for topic, p in left])
     produce = producer.produce
