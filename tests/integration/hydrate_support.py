@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -14,6 +15,10 @@ from tests.integration.harness import RelayProcess, relay_config, write_config
 from tests.readback import read_to_end
 
 Headers = tuple[tuple[str, bytes | None], ...]
+
+# A base for record timestamps. It must be recent: the topics keep records 7 days, and the broker's retention
+# check, every 5 minutes, deletes older ones whole, under a test that is about to read them back.
+NOW = int(time.time() * 1000)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,7 +28,7 @@ from tests.integration.harness import (
     wait_for,
     write_config,
 )
-from tests.integration.hydrate_support import Rec, assert_records, produce_records, read_records
+from tests.integration.hydrate_support import NOW, Rec, assert_records, produce_records, read_records
 
 pytestmark = pytest.mark.integration
 
@@ -214,5 +214,5 @@ def _full_records(count: int) -> list[Rec]:
     for i in range(count):
         key = None if i % 5 == 0 else b"" if i % 5 == 1 else f"key-{i}".encode()
         value = None if i % 7 == 0 else b"" if i % 7 == 1 else f"value-{i}".encode()
-        out.append(Rec(i % 2, key, value, (("h", b"1"), ("h", None)), 1_700_000_000_000 + i * 1000))
+        out.append(Rec(i % 2, key, value, (("h", b"1"), ("h", None)), NOW + i * 1000))
     return out

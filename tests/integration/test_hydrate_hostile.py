@@ -9,7 +9,6 @@ hydrate under the default settings.
 from __future__ import annotations
 
 import os
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from lfs import Envelope, checksum
 from tests.conftest import TopicFactory
 from tests.integration.harness import RelayProcess, relay_config, wait_for, write_config
 from tests.integration.hydrate_support import (
+    NOW,
     Rec,
     assert_records,
     envelope_for,
@@ -36,7 +36,6 @@ pytestmark = pytest.mark.integration
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
-NOW = int(time.time() * 1000)
 BIG_TOPIC = {"max.message.bytes": str(20 * MIB)}
 
 

@@ -14,6 +14,7 @@ from lfs import Envelope
 from tests.conftest import TopicFactory
 from tests.integration.harness import RelayProcess, end_offsets, wait_for
 from tests.integration.hydrate_support import (
+    NOW,
     Rec,
     assert_records,
     envelope_for,
@@ -26,8 +27,6 @@ from tests.integration.hydrate_support import (
 pytestmark = pytest.mark.integration
 
 BIG_TOPIC = {"max.message.bytes": "100000000"}
-# Record timestamps must be recent: the broker's time-based retention deletes week-old records.
-NOW = int(time.time() * 1000)
 
 
 def test_hand_written_envelopes_of_both_shapes_and_every_checksum_hydrate_in_order(

@@ -12,7 +12,7 @@ from confluent_kafka.admin import AdminClient
 from kafka_lfs_relay.sandbox import KafkaCluster
 from tests.conftest import ClusterFactory, create_topic
 from tests.integration.harness import RelayProcess, relay_config, wait_for, write_config
-from tests.integration.hydrate_support import Rec, assert_records, produce_records, read_records
+from tests.integration.hydrate_support import NOW, Rec, assert_records, produce_records, read_records
 from tests.integration.lfs_harness import free_port, scrape
 
 pytestmark = pytest.mark.integration
@@ -24,7 +24,7 @@ def _records(count: int, start: int) -> list[Rec]:
     for i in range(start, start + count):
         key = None if i % 9 == 0 else b"" if i % 9 == 1 else f"key-{i}".encode()
         value = None if i % 13 == 0 else b"" if i % 13 == 1 else f"value-{i}".encode()
-        out.append(Rec(0, key, value, (("n", f"{i}".encode()), ("n", None)), 1_700_000_000_000 + i))
+        out.append(Rec(0, key, value, (("n", f"{i}".encode()), ("n", None)), NOW + i))
     return out
 
 
