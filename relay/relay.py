@@ -237,6 +237,12 @@ class Relay:
             self.health.polled()
             try:
                 self._handle(batch, more=len(batch) >= _POLL_RECORDS)
+                if not batch:
+                    # The target raises what its sender met (a producer restarted after a fencing, which
+                    # dropped the records in flight; a failure) only when it is handed something. A relay
+                    # that read the source to its end hands it nothing, so it looks: else those records
+                    # would wait for the source's next one, and a failure would never stop it.
+                    self.target.flush(0)
             except TargetRestart as exc:
                 self._restart(str(exc))
             except SourceTopicRecreated as exc:
