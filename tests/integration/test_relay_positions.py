@@ -391,7 +391,9 @@ def test_an_idle_relay_writes_its_last_map_points_and_kill9_after_them_is_exactl
     """A running relay with nothing more to relay writes each partition's point at its position within seconds."""
     source, target = cluster_factory("source"), cluster_factory("target")
     topic = topic_factory(source, partitions=2)
-    first, more = numbered(1_000, 2), numbered(1_000, 2, start=1_000)
+    # Enough later records (90 transactions of 100) that the kill lands while they flow: killed after its
+    # last commit but before that commit's late points, the relay would leave nothing for the next run to write.
+    first, more = numbered(1_000, 2), numbered(9_000, 2, start=1_000)
     produce([source], topic, first)
     name = f"late-{topic}"
     config = write_config(
@@ -411,4 +413,4 @@ def test_an_idle_relay_writes_its_last_map_points_and_kill9_after_them_is_exactl
     _stop_at_end(config)
     assert_same(records_by_partition(first + more, 2), read_all(target, topic, 2))
     ends = end_offsets(target, topic, 2)
-    assert _maps(target, name, topic, 2) == {p: (1_000, (1_000, ends[p] - 1)) for p in (0, 1)}
+    assert _maps(target, name, topic, 2) == {p: (5_000, (5_000, ends[p] - 1)) for p in (0, 1)}
