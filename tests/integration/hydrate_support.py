@@ -32,6 +32,17 @@ class Rec:
     timestamp: int = 0
 
 
+def varied_records(count: int, start: int, partitions: int) -> list[Rec]:
+    """Records ``start`` to ``start + count`` round-robin over ``partitions``, with null and empty keys and values
+    and duplicate and null-valued headers, stamped from ``NOW``."""
+    out = []
+    for i in range(start, start + count):
+        key = None if i % 9 == 0 else b"" if i % 9 == 1 else f"key-{i}".encode()
+        value = None if i % 13 == 0 else b"" if i % 13 == 1 else f"value-{i}".encode()
+        out.append(Rec(i % partitions, key, value, (("n", f"{i}".encode()), ("n", None)), NOW + i))
+    return out
+
+
 def unique_prefix() -> str:
     """A key prefix no other test uses in the shared bucket."""
     return f"hydrate-{uuid.uuid4().hex[:10]}"

@@ -11,19 +11,9 @@ from confluent_kafka import Producer
 from relay.logs import librdkafka_logger
 from tests.conftest import ClusterFactory, create_topic
 from tests.integration.harness import RelayProcess, relay_config, wait_for, write_config
-from tests.integration.hydrate_support import NOW, Rec, assert_records, produce_records, read_records
+from tests.integration.hydrate_support import assert_records, produce_records, read_records, varied_records
 
 pytestmark = pytest.mark.integration
-
-
-def _records(count: int, start: int) -> list[Rec]:
-    """Records over 2 partitions with null and empty keys and values, duplicate and null-valued headers."""
-    out = []
-    for i in range(start, start + count):
-        key = None if i % 9 == 0 else b"" if i % 9 == 1 else f"key-{i}".encode()
-        value = None if i % 13 == 0 else b"" if i % 13 == 1 else f"value-{i}".encode()
-        out.append(Rec(i % 2, key, value, (("n", f"{i}".encode()), ("n", None)), NOW + i))
-    return out
 
 
 def test_a_relay_fenced_on_the_last_records_the_source_had_relays_them_without_more_input(
@@ -34,7 +24,7 @@ def test_a_relay_fenced_on_the_last_records_the_source_had_relays_them_without_m
     source, target = cluster_factory("source"), cluster_factory("target")
     topic = create_topic(source, f"idle-{uuid.uuid4().hex[:6]}", partitions=2)
     name = f"{topic}-relay"
-    first, last = _records(1_000, 0), _records(600, 1_000)
+    first, last = varied_records(1_000, 0, 2), varied_records(600, 1_000, 2)
     produce_records(source, topic, first)
     config = relay_config([source], target, [{"source": topic, "target": f"{topic}-copy"}], name=name)
     relay = RelayProcess(write_config(tmp_path / "relay.yml", config)).start()

@@ -12,20 +12,10 @@ from confluent_kafka.admin import AdminClient
 from kafka_lfs_relay.sandbox import KafkaCluster
 from tests.conftest import ClusterFactory, create_topic
 from tests.integration.harness import RelayProcess, relay_config, wait_for, write_config
-from tests.integration.hydrate_support import NOW, Rec, assert_records, produce_records, read_records
+from tests.integration.hydrate_support import assert_records, produce_records, read_records, varied_records
 from tests.integration.lfs_harness import free_port, scrape
 
 pytestmark = pytest.mark.integration
-
-
-def _records(count: int, start: int) -> list[Rec]:
-    """Records of one partition with null and empty keys and values, duplicate and null-valued headers."""
-    out = []
-    for i in range(start, start + count):
-        key = None if i % 9 == 0 else b"" if i % 9 == 1 else f"key-{i}".encode()
-        value = None if i % 13 == 0 else b"" if i % 13 == 1 else f"value-{i}".encode()
-        out.append(Rec(0, key, value, (("n", f"{i}".encode()), ("n", None)), NOW + i))
-    return out
 
 
 def _truncate(cluster: KafkaCluster, topic: str, offset: int) -> int:
@@ -67,7 +57,7 @@ def test_a_source_log_truncated_below_the_relay_s_position_stops_it_or_is_skippe
     source = cluster_factory("trunc")
     tag = uuid.uuid4().hex[:6]
     fail, skip = create_topic(source, f"fail-{tag}"), create_topic(source, f"skip-{tag}")
-    old = _records(600, 0)
+    old = varied_records(600, 0, 1)
     for topic in (fail, skip):
         for chunk in range(3):  # three producer flushes: record batches start at 0, 200 and 400
             produce_records(source, topic, old[chunk * 200 : (chunk + 1) * 200])
@@ -88,7 +78,7 @@ def test_a_source_log_truncated_below_the_relay_s_position_stops_it_or_is_skippe
     ends = {topic: _truncate(source, topic, 400) for topic in (fail, skip)}
     assert ends == {fail: 400, skip: 400}
     source.start()
-    new = _records(300, 10_000)
+    new = varied_records(300, 10_000, 1)
     for topic in (fail, skip):
         produce_records(source, topic, new)  # offsets 400..699 now
 
